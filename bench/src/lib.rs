@@ -1,0 +1,1 @@
+//! DMA throughput workloads of SPEC §8 (in progress).

@@ -1,0 +1,4 @@
+//! A software Apple DART IOMMU.
+#![deny(missing_docs)]
+
+pub mod pte;

@@ -1,0 +1,313 @@
+//! The lock-free protocol on one frame's state word.
+//!
+//! # Protocol
+//!
+//! Every frame has one `AtomicU64` (layout in [`crate::state`]). It is the
+//! only place the frame's type and counts live, and it changes only by
+//! compare-and-swap: each operation loads the word, decides from that one
+//! snapshot (policy check, limit check, zero-count check) and installs the new
+//! word only if the word is still the snapshot. So:
+//!
+//! - *map vs retype/free*: a map checks the type and takes its count in one
+//!   CAS; a retype or free checks "all counts zero" and changes the type in one
+//!   CAS. Whichever CAS lands first changes the word, and the other fails and
+//!   re-decides on the new word: a map can never land on a type that forbids
+//!   it, and a retype can never land while a count is taken.
+//! - *aperture copies and bypassed DMA* take a pin (same CAS, with the policy
+//!   check), copy, and drop the pin. Retype, free and claim wait (spin with
+//!   backoff) while pins are held, so the type cannot change under a copy.
+//! - *allocation scrub*: a `free` frame is first *claimed* (flag set, type
+//!   still `free`, which forbids every mapping and pin), then zero-filled by its
+//!   claimer alone, then published with its new type by a CAS from the claimed
+//!   word. A claimed frame is never retyped, freed or pinned: those wait.
+//!
+//! Orderings: successful CASes are `AcqRel` and loads `Acquire`, so a thread
+//! that observes a type also observes the memory writes (scrub, aperture
+//! copy) that happened before it was published, and a pin's release
+//! (`Release` on drop) orders the copy before any later retype.
+//!
+//! Writers: any thread. Readers: any thread. No locks.
+
+use crate::policy::{policy, retype_allowed, Access, Perm};
+use crate::state::{Counter, Counts, FrameState};
+use crate::sync::{backoff, AtomicU64, Ordering};
+use crate::types::FrameType;
+
+/// Why a cell refused a transition. The table turns it into an [`crate::Error`]
+/// with the frame number, or into a [`crate::Violation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The frame number is a hole.
+    Hole,
+    /// The type's policy forbids the access.
+    Forbidden(FrameType),
+    /// A limit (type or counter width) is reached.
+    Limit { ty: FrameType, counter: Counter, count: u64, limit: u64 },
+    /// The frame has mappings: an invariant breach for retype and free.
+    Mapped { ty: FrameType, counts: Counts },
+    /// R1 does not allow this transition.
+    Transition { from: FrameType },
+    /// A release of a zero count.
+    NotMapped { ty: FrameType, counter: Counter },
+}
+
+/// What one CAS-loop step decides.
+enum Step {
+    /// Install this word.
+    Set(FrameState),
+    /// Refuse; nothing changes.
+    Refuse(Refusal),
+    /// A short transition (pin, claim) is in progress: back off and re-read.
+    Wait,
+}
+
+/// One frame's state word and the transitions on it.
+#[derive(Debug)]
+pub(crate) struct FrameCell(AtomicU64);
+
+impl FrameCell {
+    pub(crate) fn new(state: FrameState) -> FrameCell {
+        FrameCell(AtomicU64::new(state.raw()))
+    }
+
+    /// A snapshot of the word.
+    #[inline]
+    pub(crate) fn load(&self) -> FrameState {
+        FrameState::from_raw(self.0.load(Ordering::Acquire))
+    }
+
+    /// The CAS loop every transition runs: decide from a snapshot, install
+    /// the decision only if the snapshot is still current. Returns the new word.
+    #[inline]
+    fn transition(&self, mut decide: impl FnMut(FrameState) -> Step) -> Result<FrameState, Refusal> {
+        let mut current = self.load();
+        loop {
+            match decide(current) {
+                Step::Set(next) => {
+                    match self.0.compare_exchange_weak(current.raw(), next.raw(), Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return Ok(next),
+                        Err(seen) => current = FrameState::from_raw(seen),
+                    }
+                }
+                Step::Refuse(r) => return Err(r),
+                Step::Wait => {
+                    backoff();
+                    current = self.load();
+                }
+            }
+        }
+    }
+
+    /// Takes one mapping of `access` (`CpuKernel`, `CpuUser` or `Dart`) with
+    /// `perm`: policy check, limit check and count in one CAS (R3, R4).
+    pub(crate) fn acquire(&self, access: Access, perm: Perm) -> Result<FrameState, Refusal> {
+        let counter = match access {
+            Access::CpuKernel => Counter::CpuKernel,
+            Access::CpuUser => Counter::CpuUser,
+            Access::Dart => Counter::Dart,
+            Access::Aperture => return Err(Refusal::Forbidden(self.load().ty())),
+        };
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            let ty = s.ty();
+            let pol = policy(ty);
+            if !pol.allows(access, perm) {
+                return Step::Refuse(Refusal::Forbidden(ty));
+            }
+            let count = s.count(counter);
+            let limit = if counter == Counter::CpuKernel {
+                (pol.cpu_kernel_limit as u64).min(counter.max())
+            } else {
+                counter.max()
+            };
+            match s.incremented(counter) {
+                Some(next) if count < limit => Step::Set(next),
+                _ => Step::Refuse(Refusal::Limit { ty, counter, count, limit }),
+            }
+        })
+    }
+
+    /// Drops one count of `counter`.
+    pub(crate) fn release(&self, counter: Counter) -> Result<FrameState, Refusal> {
+        self.transition(|s| match s.decremented(counter) {
+            Some(next) => Step::Set(next),
+            None => Step::Refuse(Refusal::NotMapped { ty: s.ty(), counter }),
+        })
+    }
+
+    /// Moves one DART count to "pending invalidation" (a deferred unmap).
+    pub(crate) fn defer(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            let Some(next) = s.decremented(Counter::Dart) else {
+                return Step::Refuse(Refusal::NotMapped { ty: s.ty(), counter: Counter::Dart });
+            };
+            match next.incremented(Counter::PendingInvalidation) {
+                Some(next) => Step::Set(next),
+                None => Step::Refuse(Refusal::Limit {
+                    ty: s.ty(),
+                    counter: Counter::PendingInvalidation,
+                    count: s.count(Counter::PendingInvalidation),
+                    limit: Counter::PendingInvalidation.max(),
+                }),
+            }
+        })
+    }
+
+    /// Retypes a frame (R1). From `free` the frame is only *claimed*: the caller
+    /// scrubs it and calls [`FrameCell::publish`].
+    pub(crate) fn retype(&self, to: FrameType) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            if s.claimed() {
+                return Step::Wait;
+            }
+            let from = s.ty();
+            if !retype_allowed(from, to) {
+                return Step::Refuse(Refusal::Transition { from });
+            }
+            if s.mapped() {
+                return Step::Refuse(Refusal::Mapped { ty: from, counts: s.counts() });
+            }
+            if s.pins() != 0 {
+                return Step::Wait;
+            }
+            if from == FrameType::Free {
+                Step::Set(s.with_claimed(true))
+            } else {
+                Step::Set(s.with_type(to))
+            }
+        })
+    }
+
+    /// Frees a frame (R2): only at zero counts, never twice.
+    pub(crate) fn free(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            if s.claimed() {
+                return Step::Wait;
+            }
+            let ty = s.ty();
+            if ty == FrameType::Free {
+                return Step::Refuse(Refusal::Transition { from: ty });
+            }
+            if s.mapped() {
+                return Step::Refuse(Refusal::Mapped { ty, counts: s.counts() });
+            }
+            if s.pins() != 0 {
+                return Step::Wait;
+            }
+            Step::Set(FrameState::FREE)
+        })
+    }
+
+    /// Claims a `free`, unclaimed frame for an allocation.
+    pub(crate) fn claim(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            if s.ty() != FrameType::Free || s.claimed() {
+                return Step::Refuse(Refusal::Transition { from: s.ty() });
+            }
+            if s.pins() != 0 {
+                return Step::Wait;
+            }
+            Step::Set(s.with_claimed(true))
+        })
+    }
+
+    /// Publishes a claimed (and scrubbed) frame with its new type.
+    pub(crate) fn publish(&self, ty: FrameType) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if !s.claimed() {
+                return Step::Refuse(Refusal::Transition { from: s.ty() });
+            }
+            Step::Set(FrameState::of_type(ty))
+        })
+    }
+
+    /// Returns a claimed frame to `free` (an allocation that could not complete).
+    pub(crate) fn unclaim(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if !s.claimed() {
+                return Step::Refuse(Refusal::Transition { from: s.ty() });
+            }
+            Step::Set(FrameState::FREE)
+        })
+    }
+
+    /// Takes a pin for an aperture copy or a bypassed DART access, with the
+    /// policy check of `access` and `perm` in the same CAS.
+    pub(crate) fn pin(&self, access: Access, perm: Perm) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            if s.claimed() {
+                return Step::Wait;
+            }
+            let ty = s.ty();
+            if !policy(ty).allows(access, perm) {
+                return Step::Refuse(Refusal::Forbidden(ty));
+            }
+            if s.pins_maxed() {
+                return Step::Wait;
+            }
+            Step::Set(s.with_pins(s.pins() + 1))
+        })
+    }
+
+    /// Drops a pin taken by [`FrameCell::pin`].
+    pub(crate) fn unpin(&self) {
+        // The pin count is non-zero (we hold one), so subtracting one unit
+        // cannot borrow from the fields above it.
+        self.0.fetch_sub(FrameState::PIN_UNIT, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_frames_forbid_maps_and_pins_wait() {
+        let c = FrameCell::new(FrameState::FREE);
+        c.claim().unwrap();
+        assert_eq!(c.acquire(Access::Dart, Perm::R), Err(Refusal::Forbidden(FrameType::Free)));
+        assert_eq!(c.claim(), Err(Refusal::Transition { from: FrameType::Free }));
+        let s = c.publish(FrameType::UserData).unwrap();
+        assert_eq!(s, FrameState::of_type(FrameType::UserData));
+        assert_eq!(c.publish(FrameType::UserData), Err(Refusal::Transition { from: FrameType::UserData }));
+    }
+
+    #[test]
+    fn defer_moves_a_dart_count_to_pending() {
+        let c = FrameCell::new(FrameState::of_type(FrameType::UserData));
+        assert_eq!(c.defer(), Err(Refusal::NotMapped { ty: FrameType::UserData, counter: Counter::Dart }));
+        c.acquire(Access::Dart, Perm::RW).unwrap();
+        let s = c.defer().unwrap();
+        assert_eq!(s.counts(), Counts { pending: 1, ..Counts::default() });
+        assert!(s.mapped());
+        assert_eq!(c.free(), Err(Refusal::Mapped { ty: FrameType::UserData, counts: s.counts() }));
+        let s = c.release(Counter::PendingInvalidation).unwrap();
+        assert!(!s.mapped());
+        c.free().unwrap();
+    }
+
+    #[test]
+    fn pins_block_nothing_but_transitions() {
+        let c = FrameCell::new(FrameState::of_type(FrameType::ReadOnly));
+        assert_eq!(c.pin(Access::Aperture, Perm::W), Err(Refusal::Forbidden(FrameType::ReadOnly)));
+        let s = c.pin(Access::Aperture, Perm::R).unwrap();
+        assert_eq!(s.pins(), 1);
+        c.unpin();
+        assert_eq!(c.load().pins(), 0);
+        assert_eq!(c.load().ty(), FrameType::ReadOnly);
+    }
+}

@@ -1,0 +1,465 @@
+//! The frame table: physical memory plus one state word per frame, the
+//! operations of SPEC §2 (allocate, retype, free, map counts, aperture), and
+//! the SoC's violation mode.
+//!
+//! The per-frame protocol is in [`crate::cell`]; this module adds frame
+//! numbers, the free list (a slow-path `parking_lot` mutex: allocation is not a
+//! hot path), scrubbing, and what to do about an invariant breach.
+
+use crate::cell::{FrameCell, Refusal};
+use crate::error::{Error, Violation};
+use crate::memory::{check_regions, map_regions, ConfigError, FrameSize, Region, DEFAULT_DRAM_BASE};
+use crate::policy::{Access, Perm};
+use crate::state::{Counter, FrameState};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::types::{Frame, FrameType};
+use parking_lot::Mutex;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// What the SoC does about an invariant breach (SPEC §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnViolation {
+    /// As SPTM: the emulated system halts, records why, and every later
+    /// operation returns [`Error::Halted`].
+    #[default]
+    Panic,
+    /// The step fails with `frame-busy` or `forbidden-type`, nothing changes,
+    /// and the run goes on (for fuzzing).
+    Reject,
+}
+
+/// How to build a [`FrameTable`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameTableConfig {
+    /// Physical memory regions (at least one).
+    pub regions: Vec<Region>,
+    /// The frame size (= DART page size).
+    pub frame_size: FrameSize,
+    /// The violation mode.
+    pub on_violation: OnViolation,
+}
+
+impl FrameTableConfig {
+    /// One region of `bytes` at [`DEFAULT_DRAM_BASE`], 16 KiB frames, `panic` mode.
+    pub fn with_memory(bytes: u64) -> FrameTableConfig {
+        FrameTableConfig {
+            regions: vec![Region { base: DEFAULT_DRAM_BASE, size: bytes }],
+            frame_size: FrameSize::K16,
+            on_violation: OnViolation::Panic,
+        }
+    }
+
+    /// The same with another frame size.
+    pub fn frame_size(mut self, frame_size: FrameSize) -> Self {
+        self.frame_size = frame_size;
+        self
+    }
+
+    /// The same with another violation mode.
+    pub fn on_violation(mut self, mode: OnViolation) -> Self {
+        self.on_violation = mode;
+        self
+    }
+}
+
+/// A pin on frames for one aperture copy or bypassed DART access: while it
+/// lives, their types cannot change. Dropping it releases them.
+#[derive(Debug)]
+pub struct FramePin<'a> {
+    table: &'a FrameTable,
+    frames: Vec<Frame>,
+}
+
+impl FramePin<'_> {
+    /// The pinned frames.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+}
+
+impl Drop for FramePin<'_> {
+    fn drop(&mut self) {
+        for f in &self.frames {
+            self.table.cells[f.index()].unpin();
+        }
+    }
+}
+
+/// Physical memory and the state of every frame in it.
+///
+/// Guarantees, whatever the interleaving of calls from any threads:
+/// - a frame's mappings of each kind are only taken when its type's policy
+///   allows them, and the type only changes when it has none (R1–R3);
+/// - counters never wrap (R4);
+/// - a frame leaves `free` zero-filled (R5);
+/// - an invariant breach is handled by the [`OnViolation`] mode, never by a
+///   Rust panic; once halted, every operation returns [`Error::Halted`].
+#[derive(Debug)]
+pub struct FrameTable {
+    memory: GuestMemoryMmap,
+    base: u64,
+    frame_size: FrameSize,
+    cells: Box<[FrameCell]>,
+    free_list: Mutex<Vec<u32>>,
+    free_count: AtomicU64,
+    on_violation: OnViolation,
+    halted: AtomicBool,
+    halt_reason: Mutex<Option<Violation>>,
+    violations: AtomicU64,
+}
+
+impl FrameTable {
+    /// Maps the configured memory and marks every frame `free`.
+    pub fn new(config: FrameTableConfig) -> Result<FrameTable, ConfigError> {
+        let regions = check_regions(&config.regions, config.frame_size)?;
+        let memory = map_regions(&regions)?;
+        let shift = config.frame_size.shift();
+        let base = regions[0].base;
+        let end = regions.last().map_or(base, |r| r.base + r.size);
+        let frames = ((end - base) >> shift) as usize;
+        let mut backed = vec![false; frames];
+        for r in &regions {
+            let first = ((r.base - base) >> shift) as usize;
+            let n = (r.size >> shift) as usize;
+            backed[first..first + n].iter_mut().for_each(|b| *b = true);
+        }
+        let cells = backed
+            .iter()
+            .map(|&b| FrameCell::new(if b { FrameState::FREE } else { FrameState::HOLE }))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        // Popped from the end: the lowest frames are allocated first.
+        let free: Vec<u32> = (0..frames as u32).rev().filter(|&i| backed[i as usize]).collect();
+        Ok(FrameTable {
+            memory,
+            base,
+            frame_size: config.frame_size,
+            free_count: AtomicU64::new(free.len() as u64),
+            free_list: Mutex::new(free),
+            cells,
+            on_violation: config.on_violation,
+            halted: AtomicBool::new(false),
+            halt_reason: Mutex::new(None),
+            violations: AtomicU64::new(0),
+        })
+    }
+
+    /// The physical memory. Writing it directly bypasses every check: that is
+    /// for devices' own bookkeeping in tests, not for emulated accesses.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The frame size.
+    pub fn frame_size(&self) -> FrameSize {
+        self.frame_size
+    }
+
+    /// The violation mode.
+    pub fn on_violation(&self) -> OnViolation {
+        self.on_violation
+    }
+
+    /// Frame numbers in the table (holes included).
+    pub fn frame_count(&self) -> u64 {
+        self.cells.len() as u64
+    }
+
+    /// Frames currently `free` (claimed ones excluded; approximate under races).
+    pub fn free_frames(&self) -> u64 {
+        self.free_count.load(Ordering::Relaxed)
+    }
+
+    /// Metadata bytes per frame (the state word).
+    pub const METADATA_BYTES_PER_FRAME: usize = std::mem::size_of::<FrameCell>();
+
+    /// The physical address of `frame`.
+    pub fn pa_of(&self, frame: Frame) -> Result<u64, Error> {
+        self.cell(frame)?;
+        Ok(self.base + ((frame.0 as u64) << self.frame_size.shift()))
+    }
+
+    /// The frame holding physical address `pa`.
+    #[inline]
+    pub fn frame_of(&self, pa: u64) -> Result<Frame, Error> {
+        let index = pa.checked_sub(self.base).map(|off| off >> self.frame_size.shift());
+        match index {
+            Some(i) if i < self.cells.len() as u64 && !self.cells[i as usize].load().hole() => Ok(Frame(i as u32)),
+            _ => Err(Error::BadRange { start: pa, len: 1, reason: "no physical memory at this address" }),
+        }
+    }
+
+    /// A snapshot of `frame`'s state.
+    #[inline]
+    pub fn state(&self, frame: Frame) -> Result<FrameState, Error> {
+        Ok(self.cell(frame)?.load())
+    }
+
+    /// Every frame with its state (holes left out).
+    pub fn states(&self) -> impl Iterator<Item = (Frame, FrameState)> + '_ {
+        self.cells.iter().enumerate().map(|(i, c)| (Frame(i as u32), c.load())).filter(|(_, s)| !s.hole())
+    }
+
+    /// Whether the emulated system has halted, and why.
+    pub fn halted(&self) -> Option<Violation> {
+        if self.halted.load(Ordering::Acquire) {
+            self.halt_reason.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    /// Invariant breaches seen so far (in either mode).
+    pub fn violations(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Halted)` once the system has halted: the first check of every operation.
+    #[inline]
+    pub fn check_running(&self) -> Result<(), Error> {
+        if self.halted.load(Ordering::Acquire) {
+            Err(self.halted_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cold]
+    fn halted_error(&self) -> Error {
+        let reason = self.halt_reason.lock().clone();
+        // `halted` is set only after the reason is recorded.
+        Error::Halted(reason.unwrap_or(Violation::TtbrNotTable { pa: 0, ty: None }))
+    }
+
+    /// Handles an invariant breach according to the violation mode and returns
+    /// the error for the step that caused it: [`Error::Panic`] (and the system
+    /// halts) or the `reject`-mode error. Used by the DART for TTBR breaches.
+    pub fn report_violation(&self, violation: Violation) -> Error {
+        self.violations.fetch_add(1, Ordering::Relaxed);
+        match self.on_violation {
+            OnViolation::Reject => violation.reject_error(),
+            OnViolation::Panic => {
+                let mut reason = self.halt_reason.lock();
+                if reason.is_none() {
+                    *reason = Some(violation.clone());
+                }
+                self.halted.store(true, Ordering::Release);
+                Error::Panic(violation)
+            }
+        }
+    }
+
+    #[inline]
+    fn cell(&self, frame: Frame) -> Result<&FrameCell, Error> {
+        match self.cells.get(frame.index()) {
+            Some(c) => Ok(c),
+            None => Err(Error::OutOfRange { frame, frames: self.frame_count() }),
+        }
+    }
+
+    /// Turns a cell's refusal into the public error, `access`/`perm` naming
+    /// what was asked (for `ForbiddenType`) and `to` the requested type.
+    fn refused(&self, frame: Frame, r: Refusal, access: Access, perm: Perm, to: FrameType) -> Error {
+        match r {
+            Refusal::Hole => Error::OutOfRange { frame, frames: self.frame_count() },
+            Refusal::Forbidden(ty) => Error::ForbiddenType { frame, ty, access, perm },
+            Refusal::Limit { ty, counter, count, limit } => Error::MappingLimit { frame, ty, counter, count, limit },
+            Refusal::Transition { from } => Error::BadTransition { frame, from, to },
+            Refusal::NotMapped { ty, counter } => Error::NotMapped { frame, ty, counter },
+            Refusal::Mapped { ty, counts } => {
+                let violation = if to == FrameType::Free {
+                    Violation::FreeMapped { frame, ty, counts }
+                } else {
+                    Violation::RetypeMapped { frame, from: ty, to, counts }
+                };
+                self.report_violation(violation)
+            }
+        }
+    }
+
+    /// Allocates `count` frames of `ty`, zero-filled (R5). All or nothing.
+    pub fn alloc(&self, ty: FrameType, count: u64) -> Result<Vec<Frame>, Error> {
+        self.check_running()?;
+        if ty == FrameType::Free {
+            return Err(Error::BadTransition { frame: Frame(0), from: FrameType::Free, to: FrameType::Free });
+        }
+        if count == 0 {
+            return Err(Error::BadRange { start: 0, len: 0, reason: "an allocation needs at least one frame" });
+        }
+        let mut claimed = Vec::new();
+        {
+            let mut list = self.free_list.lock();
+            if count > list.len() as u64 {
+                return Err(Error::OutOfFrames { ty, requested: count, available: list.len() as u64 });
+            }
+            while (claimed.len() as u64) < count {
+                let Some(i) = list.pop() else { break };
+                // A stale entry (the frame was retyped out of `free` directly) fails the claim.
+                if self.cells[i as usize].claim().is_ok() {
+                    claimed.push(Frame(i));
+                }
+            }
+            if (claimed.len() as u64) < count {
+                for f in &claimed {
+                    let _ = self.cells[f.index()].unclaim();
+                    list.push(f.0);
+                }
+                let available = claimed.len() as u64;
+                return Err(Error::OutOfFrames { ty, requested: count, available });
+            }
+            self.free_count.fetch_sub(count, Ordering::Relaxed);
+        }
+        for &f in &claimed {
+            self.scrub(f);
+            // Only this thread touches a claimed frame: publish cannot fail.
+            let _ = self.cells[f.index()].publish(ty);
+        }
+        Ok(claimed)
+    }
+
+    /// Retypes `frame` to `to` (R1): only the SPEC §2 transitions, only with no
+    /// mapping of any kind (else an invariant breach). From `free` the frame is
+    /// scrubbed first.
+    pub fn retype(&self, frame: Frame, to: FrameType) -> Result<(), Error> {
+        self.check_running()?;
+        let cell = self.cell(frame)?;
+        if to == FrameType::Free {
+            let from = cell.load().ty();
+            return Err(Error::BadTransition { frame, from, to });
+        }
+        let next = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
+        if next.claimed() {
+            self.free_count.fetch_sub(1, Ordering::Relaxed);
+            self.scrub(frame);
+            let _ = cell.publish(to);
+        }
+        Ok(())
+    }
+
+    /// Frees `frame` (R2): only with no mapping of any kind, pending DART
+    /// invalidations included (else an invariant breach).
+    pub fn free(&self, frame: Frame) -> Result<(), Error> {
+        self.check_running()?;
+        let cell = self.cell(frame)?;
+        cell.free().map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, FrameType::Free))?;
+        let mut list = self.free_list.lock();
+        list.push(frame.0);
+        let free = self.free_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if list.len() as u64 > 2 * free + 64 {
+            self.compact_free_list(&mut list);
+        }
+        Ok(())
+    }
+
+    /// Drops the free list's stale entries (frames retyped straight out of
+    /// `free`, or listed twice), keeping the most recent entry of each frame
+    /// so reuse stays last-in, first-out. Amortised: it runs only when stale
+    /// entries outnumber live ones.
+    fn compact_free_list(&self, list: &mut Vec<u32>) {
+        let mut seen = vec![false; self.cells.len()];
+        let mut kept: Vec<u32> = list
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| {
+                let s = self.cells[i as usize].load();
+                let keep = s.ty() == FrameType::Free && !s.claimed() && !seen[i as usize];
+                seen[i as usize] = true;
+                keep
+            })
+            .collect();
+        kept.reverse();
+        *list = kept;
+    }
+
+    /// Takes one mapping of `frame` for `access` (`CpuKernel`, `CpuUser` or
+    /// `Dart`) with `perm`: the policy check, the limits and the count in one
+    /// atomic step (R3, R4). Returns the new state.
+    #[inline]
+    pub fn acquire(&self, frame: Frame, access: Access, perm: Perm) -> Result<FrameState, Error> {
+        self.check_running()?;
+        let cell = self.cell(frame)?;
+        cell.acquire(access, perm).map_err(|r| self.refused(frame, r, access, perm, FrameType::Free))
+    }
+
+    /// Releases one count of `counter` (a mapping gone, or a pending DART
+    /// invalidation completed). Works after a halt too, so that teardown
+    /// accounting stays exact.
+    #[inline]
+    pub fn release(&self, frame: Frame, counter: Counter) -> Result<FrameState, Error> {
+        let cell = self.cell(frame)?;
+        cell.release(counter).map_err(|r| self.refused(frame, r, Access::Dart, Perm::NONE, FrameType::Free))
+    }
+
+    /// Moves one DART count of `frame` to "pending invalidation" (deferred
+    /// unmap). Refused with `MappingLimit` when the pending counter is full: the
+    /// caller must then invalidate synchronously.
+    pub fn defer_dart(&self, frame: Frame) -> Result<FrameState, Error> {
+        let cell = self.cell(frame)?;
+        cell.defer().map_err(|r| self.refused(frame, r, Access::Dart, Perm::NONE, FrameType::Free))
+    }
+
+    /// Pins `frames` for one access of `access` (`Aperture` or `Dart` for a
+    /// bypassed DMA) with `perm`: each frame's policy is checked in the same
+    /// atomic step that pins it, and its type cannot change until the pin
+    /// drops. All or nothing.
+    pub fn pin(&self, frames: &[Frame], access: Access, perm: Perm) -> Result<FramePin<'_>, Error> {
+        self.check_running()?;
+        let mut pin = FramePin { table: self, frames: Vec::with_capacity(frames.len()) };
+        for &f in frames {
+            let cell = self.cell(f)?;
+            cell.pin(access, perm).map_err(|r| self.refused(f, r, access, perm, FrameType::Free))?;
+            pin.frames.push(f);
+        }
+        Ok(pin)
+    }
+
+    /// The frames `[pa, pa + len)` covers, or `BadRange`.
+    fn frames_of_range(&self, pa: u64, len: u64) -> Result<Vec<Frame>, Error> {
+        let bad = |reason| Error::BadRange { start: pa, len, reason };
+        if len == 0 {
+            return Err(bad("empty access"));
+        }
+        let last = pa.checked_add(len - 1).ok_or_else(|| bad("range overflows"))?;
+        let first = self.frame_of(pa).map_err(|_| bad("no physical memory at this address"))?;
+        let end = self.frame_of(last).map_err(|_| bad("range runs past physical memory"))?;
+        let frames: Vec<Frame> = (first.0..=end.0).map(Frame).collect();
+        if frames.iter().any(|&f| self.cells[f.index()].load().hole()) {
+            return Err(bad("range crosses a hole between memory regions"));
+        }
+        Ok(frames)
+    }
+
+    /// Reads `buf.len()` bytes at `pa` through the static physical aperture
+    /// (not a mapping): refused for types the aperture may not read.
+    pub fn aperture_read(&self, pa: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let frames = self.frames_of_range(pa, buf.len() as u64)?;
+        let _pin = self.pin(&frames, Access::Aperture, Perm::R)?;
+        self.memory.read_slice(buf, GuestAddress(pa)).map_err(|_| Error::BadRange {
+            start: pa,
+            len: buf.len() as u64,
+            reason: "memory access failed",
+        })
+    }
+
+    /// Writes `data` at `pa` through the static physical aperture: refused
+    /// (nothing written) if any frame's type forbids aperture writes.
+    pub fn aperture_write(&self, pa: u64, data: &[u8]) -> Result<(), Error> {
+        let frames = self.frames_of_range(pa, data.len() as u64)?;
+        let _pin = self.pin(&frames, Access::Aperture, Perm::W)?;
+        self.memory.write_slice(data, GuestAddress(pa)).map_err(|_| Error::BadRange {
+            start: pa,
+            len: data.len() as u64,
+            reason: "memory access failed",
+        })
+    }
+
+    /// Zero-fills a claimed frame.
+    fn scrub(&self, frame: Frame) {
+        static ZEROS: [u8; 16384] = [0; 16384];
+        let pa = self.base + ((frame.0 as u64) << self.frame_size.shift());
+        let len = self.frame_size.bytes() as usize;
+        // The frame is inside a mapped region (checked at construction).
+        let _ = self.memory.write_slice(&ZEROS[..len], GuestAddress(pa));
+    }
+}
