@@ -1,2 +1,5 @@
-//! Simulated coprocessors, the kernel's mapper service and scenarios (in progress).
+//! Simulated coprocessors, the kernel's mapper service and scenarios.
 #![deny(missing_docs)]
+
+pub mod rpc;
+pub mod scenario;

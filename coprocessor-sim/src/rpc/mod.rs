@@ -1,0 +1,2 @@
+//! The mapper service RPC.
+pub mod wire;

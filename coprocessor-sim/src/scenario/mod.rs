@@ -1,0 +1,1 @@
+//! Scenario files (SPEC §6).

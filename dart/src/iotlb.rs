@@ -1,0 +1,1 @@
+//! IOTLB (being written).
