@@ -1,8 +1,30 @@
-//! A software Apple DART IOMMU.
+//! A software Apple DART IOMMU (SPEC §3).
+//!
+//! A [`Dart`] sits between simulated coprocessors and a shared
+//! [`frame_table::FrameTable`]. Its translation tables live in physical
+//! memory, in `dart-table` frames, in the hardware PTE format of its
+//! [`Variant`]; the walker reads them from there. The kernel-side mapper
+//! ([`Dart::map`], [`Dart::unmap`], [`Dart::flush`]) is the only writer and
+//! takes every frame's DART count, with the frame-type policy check, before
+//! the PTE that points at it exists. The device side ([`Dart::dma_read`],
+//! [`Dart::dma_write`], [`Dart::translate`]) takes no lock.
 #![deny(missing_docs)]
 
+mod dart;
+mod error;
+pub mod fault;
+pub mod inflight;
 pub mod iotlb;
+mod mapper;
+mod phys;
 pub mod pte;
 pub mod stats;
-#[allow(unused_imports)]
+mod stream;
 mod sync;
+pub mod variant;
+
+pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
+pub use error::DartError;
+pub use fault::{ErrorLatch, Fault, FaultKind};
+pub use stream::StreamConfig;
+pub use variant::{Geometry, Variant};

@@ -1,1 +1,736 @@
-//! Counters (being written).
+//! Counters, per DART and per stream (product spec §5).
+//!
+//! # Protocol
+//!
+//! *Writers* are the threads that do work for the DART: DMA threads
+//! (translations, IOTLB hits and misses, walks, faults, bytes moved) and the
+//! RPC server (maps, unmaps, invalidations, requests, refusals, violations).
+//! A writer never takes a lock and never touches a cache line that a writer
+//! on another core is likely to be using: the counters are split into
+//! `STRIPES` stripes, each stripe holds every slot (the DART-wide set and
+//! one set per stream), stripes start on cache-line-pair boundaries
+//! ([`CachePadded`]), and a thread picks its stripe once (round-robin from a
+//! global counter, kept in a thread-local) and only ever increments that
+//! stripe, with `fetch_add(n, Relaxed)`.
+//!
+//! *Readers* call [`Stats::snapshot`] at any time; it sums every slot over all
+//! stripes with `Relaxed` loads.
+//!
+//! *Why `Relaxed` is enough:* a counter carries no synchronization: no reader
+//! infers from a counter's value that some other memory is ready, so no
+//! ordering with other memory is needed. Each `fetch_add` is atomic on its own
+//! location, so no increment is ever lost; a snapshot taken while writers run
+//! may mix earlier and later values of different slots (it is not exact, and
+//! e.g. `faults` may momentarily differ from the sum of `faults.CODE`). Once
+//! the writers have stopped and the reader has synchronized with them (a
+//! thread `join`, a lock, a channel), every increment happens-before the
+//! snapshot's loads, and the snapshot is exact.
+//!
+//! # Stripes and memory
+//!
+//! There are `STRIPES` = 8 stripes: enough that a handful of DMA threads
+//! plus the RPC server rarely share one, while memory stays small. With more
+//! than eight counting threads, some threads share a stripe: still correct,
+//! just contended. Every stripe holds `(1 + streams) * 37` 8-byte slots,
+//! rounded up to whole 128-byte blocks (the size of a [`CachePadded`] block on
+//! x86_64 and aarch64). Bytes per DART (x86_64 / aarch64):
+//!
+//! | streams | bytes per DART            |
+//! |--------:|---------------------------|
+//! |       0 | 3,072                     |
+//! |      16 | 40,960 (40 KiB)           |
+//! |     256 | 609,280 (595 KiB)         |
+//! |    4096 | 9,702,400 (9.25 MiB)      |
+//!
+//! [`Stats::new`] accepts up to `MAX_STREAMS` = 4096 streams and clamps
+//! larger counts to that.
+
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Number of stripes every [`Stats`] is split into.
+pub(crate) const STRIPES: usize = 8;
+
+/// Largest stream count [`Stats::new`] accepts; larger counts are clamped.
+pub(crate) const MAX_STREAMS: usize = 4096;
+
+/// Number of slots in one set (one DART or one stream): 13 basic counters,
+/// then one per fault code, then one per refusal kind.
+const SLOTS: usize = 13 + 9 + 15;
+
+/// Slots per cache-padded block (16 × 8 bytes = 128 bytes).
+const LANES: usize = 16;
+
+/// One block of slots, aligned and padded so that no two blocks (and hence no
+/// two stripes, which start on block boundaries) share a cache line.
+type Block = CachePadded<[AtomicU64; LANES]>;
+
+/// Declares the name table once: the public code and kind lists and the full
+/// slot names (`"translations"`, …, `"faults.no-ttbr"`, …,
+/// `"rpc_refused.forbidden-type"`, …), in slot order.
+macro_rules! name_table {
+    (
+        basic: [$($basic:literal),* $(,)?],
+        faults: [$($fault:literal),* $(,)?],
+        refusals: [$($kind:literal),* $(,)?] $(,)?
+    ) => {
+        /// Fault codes, in slot order: each counts in `faults.CODE`.
+        pub const FAULT_CODES: [&str; 9] = [$($fault),*];
+
+        /// RPC refusal kinds, in slot order: each counts in
+        /// `rpc_refused.KIND`. Unknown kinds count as `other`.
+        pub const REFUSAL_KINDS: [&str; 15] = [$($kind),*];
+
+        /// Every slot's name, in slot order.
+        const SLOT_NAMES: [&str; SLOTS] = [
+            $($basic,)*
+            $(concat!("faults.", $fault),)*
+            $(concat!("rpc_refused.", $kind),)*
+        ];
+    };
+}
+
+name_table! {
+    basic: [
+        "translations", "iotlb_hits", "iotlb_misses", "walks", "faults", "maps", "unmaps",
+        "invalidations", "bytes_read", "bytes_written", "rpc_requests", "rpc_refused",
+        "violations",
+    ],
+    faults: [
+        "no-ttbr", "no-l0", "no-l1", "no-pte", "read", "write", "subpage", "stream-disabled",
+        "forbidden-frame",
+    ],
+    refusals: [
+        "forbidden-type", "mapping-limit", "frame-busy", "bad-transition", "bad-range",
+        "iova-in-use", "not-mapped", "not-granted", "perm-exceeds-grant", "bad-message",
+        "bypass-denied", "no-such-device", "halted", "panic", "other",
+    ],
+}
+
+// ---- Slot index math: the only place that knows the layout. ----
+
+/// Slot of fault code number `i` (an index into [`FAULT_CODES`]).
+const fn fault_slot(i: usize) -> usize {
+    Counter::ALL.len() + i
+}
+
+/// Slot of refusal kind number `i` (an index into [`REFUSAL_KINDS`]).
+const fn refusal_slot(i: usize) -> usize {
+    Counter::ALL.len() + FAULT_CODES.len() + i
+}
+
+/// Index of refusal kind `other`, where unknown kinds are counted.
+const OTHER_KIND: usize = REFUSAL_KINDS.len() - 1;
+
+/// Set number of the DART-wide counters; stream `sid` has set `1 + sid`.
+const DART_SET: usize = 0;
+
+/// Slots per stripe for `streams` streams, rounded up to whole blocks.
+const fn stripe_len(streams: usize) -> usize {
+    ((1 + streams) * SLOTS).div_ceil(LANES) * LANES
+}
+
+/// Flat slot index of `slot` of set `set` in the stripe starting at `base`.
+#[inline]
+const fn slot_index(base: usize, set: usize, slot: usize) -> usize {
+    base + set * SLOTS + slot
+}
+
+/// This thread's stripe, assigned round-robin on the thread's first count.
+#[cfg(not(loom))]
+#[inline]
+fn stripe_index() -> usize {
+    use crate::sync::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    // During thread-local destruction the slot may be gone: fall back to
+    // stripe 0 rather than panic.
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
+/// Under loom every thread counts on stripe 0, which models the contended
+/// case (loom atomics cannot live in a `static`).
+#[cfg(loom)]
+#[inline]
+fn stripe_index() -> usize {
+    0
+}
+
+/// A basic counter. Its slot is its discriminant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Translations attempted (`translations`).
+    Translations,
+    /// Translations served from the IOTLB (`iotlb_hits`).
+    IotlbHits,
+    /// Translations that missed the IOTLB (`iotlb_misses`).
+    IotlbMisses,
+    /// Page-table walks (`walks`).
+    Walks,
+    /// Translation faults (`faults`); prefer [`Stats::fault`], which also
+    /// counts the code.
+    Faults,
+    /// Pages mapped (`maps`).
+    Maps,
+    /// Pages unmapped (`unmaps`).
+    Unmaps,
+    /// IOTLB invalidations (`invalidations`).
+    Invalidations,
+    /// Bytes read by DMA (`bytes_read`).
+    BytesRead,
+    /// Bytes written by DMA (`bytes_written`).
+    BytesWritten,
+    /// RPC requests received (`rpc_requests`).
+    RpcRequests,
+    /// RPC requests refused (`rpc_refused`); prefer [`Stats::rpc_refused`],
+    /// which also counts the kind.
+    RpcRefused,
+    /// Policy violations (`violations`).
+    Violations,
+}
+
+impl Counter {
+    /// Every basic counter, in slot order.
+    pub const ALL: [Counter; 13] = [
+        Counter::Translations,
+        Counter::IotlbHits,
+        Counter::IotlbMisses,
+        Counter::Walks,
+        Counter::Faults,
+        Counter::Maps,
+        Counter::Unmaps,
+        Counter::Invalidations,
+        Counter::BytesRead,
+        Counter::BytesWritten,
+        Counter::RpcRequests,
+        Counter::RpcRefused,
+        Counter::Violations,
+    ];
+
+    /// The counter's name, e.g. `"iotlb_hits"`.
+    pub const fn name(self) -> &'static str {
+        SLOT_NAMES[self.slot()]
+    }
+
+    /// The counter's slot in a set.
+    const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// The live counters of one DART: lock-free, striped, cheap to increment.
+pub struct Stats {
+    /// All stripes back to back; stripe `k` is
+    /// `[k * stripe_len, (k + 1) * stripe_len)` in slots.
+    blocks: Box<[Block]>,
+    /// Slots per stripe (a multiple of [`LANES`]).
+    stripe_len: usize,
+    /// Number of streams with their own set.
+    streams: usize,
+}
+
+impl Stats {
+    /// Counters for a DART with `streams` streams (sids `0..streams`), all
+    /// zero. Stream counts above 4096 are clamped to 4096.
+    pub fn new(streams: usize) -> Stats {
+        let streams = streams.min(MAX_STREAMS);
+        let stripe_len = stripe_len(streams);
+        let blocks = (0..STRIPES * stripe_len / LANES)
+            .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+            .collect();
+        Stats { blocks, stripe_len, streams }
+    }
+
+    /// Number of streams with their own counters.
+    pub fn streams(&self) -> usize {
+        self.streams
+    }
+
+    /// Adds `n` to `counter`, DART-wide and, when `stream` is a sid below
+    /// [`Stats::streams`], for that stream. Other sids count DART-wide only.
+    #[inline]
+    pub fn add(&self, stream: Option<u32>, counter: Counter, n: u64) {
+        let base = self.stripe_base();
+        let set = self.stream_set(stream);
+        self.bump(base, set, counter.slot(), n);
+    }
+
+    /// Counts a fault: `faults` and `faults.CODE` (DART-wide, and for the
+    /// stream as in [`Stats::add`]). A code not in [`FAULT_CODES`] counts in
+    /// `faults` only.
+    #[inline]
+    pub fn fault(&self, stream: Option<u32>, code: &str) {
+        let base = self.stripe_base();
+        let set = self.stream_set(stream);
+        self.bump(base, set, Counter::Faults.slot(), 1);
+        if let Some(i) = FAULT_CODES.iter().position(|c| *c == code) {
+            self.bump(base, set, fault_slot(i), 1);
+        }
+    }
+
+    /// Counts a refused RPC request: `rpc_refused` and `rpc_refused.KIND`
+    /// (DART-wide, and for the stream as in [`Stats::add`]). A kind not in
+    /// [`REFUSAL_KINDS`] counts as `other`.
+    pub fn rpc_refused(&self, stream: Option<u32>, kind: &str) {
+        let base = self.stripe_base();
+        let set = self.stream_set(stream);
+        let i = REFUSAL_KINDS.iter().position(|k| *k == kind).unwrap_or(OTHER_KIND);
+        self.bump(base, set, Counter::RpcRefused.slot(), 1);
+        self.bump(base, set, refusal_slot(i), 1);
+    }
+
+    /// Sums every slot over all stripes. Not atomic across slots while
+    /// writers run; exact once they have stopped (see the module docs).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let sets = 1 + self.streams;
+        let mut sums = vec![0u64; sets * SLOTS];
+        for stripe in 0..STRIPES {
+            let base = stripe * self.stripe_len;
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum = sum.wrapping_add(self.load(base + i));
+            }
+        }
+        let mut sets = sums.chunks_exact(SLOTS).map(|chunk| {
+            let mut set = CounterSet::default();
+            set.slots.copy_from_slice(chunk);
+            set
+        });
+        let dart = sets.next().unwrap_or_default();
+        StatsSnapshot { dart, streams: sets.collect() }
+    }
+
+    /// Bytes of counter storage (excluding this header).
+    fn bytes(&self) -> usize {
+        std::mem::size_of_val::<[Block]>(&self.blocks)
+    }
+
+    /// First slot of this thread's stripe.
+    #[inline]
+    fn stripe_base(&self) -> usize {
+        stripe_index() * self.stripe_len
+    }
+
+    /// The per-stream set for `stream`, if it has one.
+    #[inline]
+    fn stream_set(&self, stream: Option<u32>) -> Option<usize> {
+        let sid = usize::try_from(stream?).ok()?;
+        (sid < self.streams).then_some(1 + sid)
+    }
+
+    /// Adds `n` to `slot` of the DART set and of `set`, if any, in the stripe
+    /// starting at `base`.
+    #[inline]
+    fn bump(&self, base: usize, set: Option<usize>, slot: usize, n: u64) {
+        self.bump_one(slot_index(base, DART_SET, slot), n);
+        if let Some(set) = set {
+            self.bump_one(slot_index(base, set, slot), n);
+        }
+    }
+
+    /// Adds `n` to flat slot `index` (always in range by construction; an
+    /// out-of-range index is ignored rather than panicking).
+    #[inline]
+    fn bump_one(&self, index: usize, n: u64) {
+        if let Some(block) = self.blocks.get(index / LANES) {
+            block[index % LANES].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads flat slot `index` (0 when out of range).
+    fn load(&self, index: usize) -> u64 {
+        self.blocks.get(index / LANES).map_or(0, |block| block[index % LANES].load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stats")
+            .field("streams", &self.streams)
+            .field("stripes", &STRIPES)
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The values of every slot of one set (the DART or one stream).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CounterSet {
+    /// One value per slot, in slot order (see [`CounterSet::iter`]).
+    slots: [u64; SLOTS],
+}
+
+impl Default for CounterSet {
+    fn default() -> Self {
+        CounterSet { slots: [0; SLOTS] }
+    }
+}
+
+impl CounterSet {
+    /// The value of `name` (`"translations"`, `"faults.no-pte"`,
+    /// `"rpc_refused.not-granted"`, …), or `None` for an unknown name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let slot = SLOT_NAMES.iter().position(|n| *n == name)?;
+        self.slots.get(slot).copied()
+    }
+
+    /// Every name with its value, zeros included, in a stable order: the 13
+    /// basic counters (as [`Counter::ALL`]), then `faults.CODE` (as
+    /// [`FAULT_CODES`]), then `rpc_refused.KIND` (as [`REFUSAL_KINDS`]).
+    pub fn iter(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        SLOT_NAMES.iter().zip(self.slots.iter()).map(|(name, value)| ((*name).to_owned(), *value))
+    }
+
+    /// `iotlb_hits / (iotlb_hits + iotlb_misses)`, or `None` when both are
+    /// zero.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let hits = self.slots[Counter::IotlbHits.slot()];
+        let misses = self.slots[Counter::IotlbMisses.slot()];
+        if hits == 0 && misses == 0 {
+            return None;
+        }
+        Some(hits as f64 / (hits as f64 + misses as f64))
+    }
+}
+
+/// Lists the non-zero slots by name (zeros are omitted for readability).
+impl fmt::Debug for CounterSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(SLOT_NAMES.iter().zip(self.slots.iter()).filter(|(_, value)| **value != 0)).finish()
+    }
+}
+
+/// A point-in-time sum of a [`Stats`]: the DART-wide set and one set per
+/// stream (index = sid).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// DART-wide counters.
+    pub dart: CounterSet,
+    /// Per-stream counters, indexed by sid.
+    pub streams: Vec<CounterSet>,
+}
+
+impl StatsSnapshot {
+    /// The value at `path`: `"NAME"` for the DART (e.g. `"maps"`,
+    /// `"faults.no-pte"`), `"sSID.NAME"` for a stream (e.g.
+    /// `"s3.faults.no-pte"`). `None` for unknown names or sids and malformed
+    /// paths.
+    pub fn get(&self, path: &str) -> Option<u64> {
+        // No DART-wide name's first component starts with `s`, so such a
+        // head always names a stream.
+        if let Some((head, name)) = path.split_once('.') {
+            if let Some(digits) = head.strip_prefix('s') {
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let sid: usize = digits.parse().ok()?;
+                return self.streams.get(sid)?.get(name);
+            }
+        }
+        self.dart.get(path)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Asserts that `name` is `want` in `set` and every other slot is zero.
+    fn only(set: &CounterSet, want: &[(&str, u64)]) {
+        for (name, value) in set.iter() {
+            let expected = want.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            assert_eq!(value, expected, "slot {name} in {set:?}");
+        }
+    }
+
+    #[test]
+    fn names_and_tables() {
+        assert_eq!(SLOT_NAMES.len(), 37);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.slot(), i);
+        }
+        let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "translations",
+                "iotlb_hits",
+                "iotlb_misses",
+                "walks",
+                "faults",
+                "maps",
+                "unmaps",
+                "invalidations",
+                "bytes_read",
+                "bytes_written",
+                "rpc_requests",
+                "rpc_refused",
+                "violations",
+            ]
+        );
+        assert_eq!(FAULT_CODES[0], "no-ttbr");
+        assert_eq!(FAULT_CODES[8], "forbidden-frame");
+        assert_eq!(REFUSAL_KINDS[0], "forbidden-type");
+        assert_eq!(REFUSAL_KINDS[OTHER_KIND], "other");
+        assert_eq!(SLOT_NAMES[fault_slot(3)], "faults.no-pte");
+        assert_eq!(SLOT_NAMES[refusal_slot(7)], "rpc_refused.not-granted");
+    }
+
+    #[test]
+    fn basic_counters_route_to_dart_and_stream_only() {
+        for (i, &c) in Counter::ALL.iter().enumerate() {
+            let stats = Stats::new(4);
+            let n = 10 + i as u64;
+            stats.add(Some(2), c, n);
+            let snap = stats.snapshot();
+            assert_eq!(snap.streams.len(), 4);
+            only(&snap.dart, &[(c.name(), n)]);
+            for (sid, set) in snap.streams.iter().enumerate() {
+                if sid == 2 {
+                    only(set, &[(c.name(), n)]);
+                } else {
+                    only(set, &[]);
+                }
+            }
+            assert_eq!(snap.get(c.name()), Some(n));
+            assert_eq!(snap.get(&format!("s2.{}", c.name())), Some(n));
+            assert_eq!(snap.get(&format!("s1.{}", c.name())), Some(0));
+
+            // No stream: DART-wide only.
+            let stats = Stats::new(4);
+            stats.add(None, c, n);
+            let snap = stats.snapshot();
+            only(&snap.dart, &[(c.name(), n)]);
+            snap.streams.iter().for_each(|s| only(s, &[]));
+        }
+    }
+
+    #[test]
+    fn out_of_range_sid_counts_dart_wide_only() {
+        for streams in [0, 1, 4] {
+            let stats = Stats::new(streams);
+            stats.add(Some(streams as u32), Counter::Maps, 3);
+            stats.add(Some(u32::MAX), Counter::Maps, 4);
+            stats.fault(Some(999), "no-pte");
+            stats.rpc_refused(Some(999), "halted");
+            let snap = stats.snapshot();
+            assert_eq!(snap.streams.len(), streams);
+            only(
+                &snap.dart,
+                &[("maps", 7), ("faults", 1), ("faults.no-pte", 1), ("rpc_refused", 1), ("rpc_refused.halted", 1)],
+            );
+            snap.streams.iter().for_each(|s| only(s, &[]));
+        }
+    }
+
+    #[test]
+    fn fault_codes_route() {
+        for (i, code) in FAULT_CODES.iter().enumerate() {
+            let stats = Stats::new(3);
+            stats.fault(Some(1), code);
+            let snap = stats.snapshot();
+            let name = format!("faults.{code}");
+            assert_eq!(SLOT_NAMES[fault_slot(i)], name);
+            let want = [("faults", 1), (name.as_str(), 1)];
+            only(&snap.dart, &want);
+            only(&snap.streams[1], &want);
+            only(&snap.streams[0], &[]);
+            only(&snap.streams[2], &[]);
+            assert_eq!(snap.get(&format!("s1.{name}")), Some(1));
+        }
+    }
+
+    #[test]
+    fn unknown_fault_code_counts_in_faults_only() {
+        let stats = Stats::new(2);
+        stats.fault(Some(0), "bogus");
+        stats.fault(None, "");
+        let snap = stats.snapshot();
+        only(&snap.dart, &[("faults", 2)]);
+        only(&snap.streams[0], &[("faults", 1)]);
+        only(&snap.streams[1], &[]);
+        assert_eq!(snap.get("faults.bogus"), None);
+    }
+
+    #[test]
+    fn refusal_kinds_route() {
+        for (i, kind) in REFUSAL_KINDS.iter().enumerate() {
+            let stats = Stats::new(3);
+            stats.rpc_refused(Some(0), kind);
+            let snap = stats.snapshot();
+            let name = format!("rpc_refused.{kind}");
+            assert_eq!(SLOT_NAMES[refusal_slot(i)], name);
+            let want = [("rpc_refused", 1), (name.as_str(), 1)];
+            only(&snap.dart, &want);
+            only(&snap.streams[0], &want);
+            only(&snap.streams[1], &[]);
+            only(&snap.streams[2], &[]);
+        }
+    }
+
+    #[test]
+    fn unknown_refusal_kind_counts_as_other() {
+        let stats = Stats::new(1);
+        stats.rpc_refused(Some(0), "what");
+        stats.rpc_refused(None, "");
+        let snap = stats.snapshot();
+        only(&snap.dart, &[("rpc_refused", 2), ("rpc_refused.other", 2)]);
+        only(&snap.streams[0], &[("rpc_refused", 1), ("rpc_refused.other", 1)]);
+    }
+
+    #[test]
+    fn snapshot_get_paths() {
+        let stats = Stats::new(4);
+        stats.add(None, Counter::Maps, 5);
+        stats.add(Some(3), Counter::Unmaps, 2);
+        stats.fault(Some(3), "no-pte");
+        let snap = stats.snapshot();
+        assert_eq!(snap.get("maps"), Some(5));
+        assert_eq!(snap.get("unmaps"), Some(2));
+        assert_eq!(snap.get("s3.unmaps"), Some(2));
+        assert_eq!(snap.get("s3.faults.no-pte"), Some(1));
+        assert_eq!(snap.get("faults.no-pte"), Some(1));
+        assert_eq!(snap.get("s0.maps"), Some(0));
+        assert_eq!(snap.get("s03.unmaps"), Some(2));
+        for bad in [
+            "",
+            "s",
+            "s.maps",
+            "s999.maps",
+            "s4.maps",
+            "sX.maps",
+            "s+3.maps",
+            "s-1.maps",
+            "s99999999999999999999999.maps",
+            "nope",
+            "s1.nope",
+            "s1.",
+            "s1",
+            "faults.",
+            "faults.nope",
+            "rpc_refused.nope",
+            "Maps",
+            " maps",
+        ] {
+            assert_eq!(snap.get(bad), None, "path {bad:?}");
+        }
+        assert_eq!(StatsSnapshot::default().get("maps"), Some(0));
+        assert_eq!(StatsSnapshot::default().get("s0.maps"), None);
+    }
+
+    #[test]
+    fn iter_order_and_completeness() {
+        let set = Stats::new(0).snapshot().dart;
+        let names: Vec<String> = set.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 37);
+        assert_eq!(names.iter().collect::<HashSet<_>>().len(), 37);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(names[i], c.name());
+        }
+        for (i, code) in FAULT_CODES.iter().enumerate() {
+            assert_eq!(names[13 + i], format!("faults.{code}"));
+        }
+        for (i, kind) in REFUSAL_KINDS.iter().enumerate() {
+            assert_eq!(names[22 + i], format!("rpc_refused.{kind}"));
+        }
+        assert!(set.iter().all(|(_, v)| v == 0));
+        for name in &names {
+            assert_eq!(set.get(name), Some(0));
+        }
+        assert_eq!(set, CounterSet::default());
+    }
+
+    #[test]
+    fn hit_rate() {
+        let stats = Stats::new(2);
+        assert_eq!(stats.snapshot().dart.hit_rate(), None);
+        stats.add(Some(0), Counter::IotlbHits, 3);
+        stats.add(Some(1), Counter::IotlbMisses, 1);
+        let snap = stats.snapshot();
+        assert_eq!(snap.dart.hit_rate(), Some(0.75));
+        assert_eq!(snap.streams[0].hit_rate(), Some(1.0));
+        assert_eq!(snap.streams[1].hit_rate(), Some(0.0));
+        let mut big = CounterSet::default();
+        big.slots[Counter::IotlbHits.slot()] = u64::MAX;
+        big.slots[Counter::IotlbMisses.slot()] = u64::MAX;
+        assert_eq!(big.hit_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn stream_count_and_memory() {
+        assert_eq!(Stats::new(0).streams(), 0);
+        assert_eq!(Stats::new(256).streams(), 256);
+        assert_eq!(Stats::new(MAX_STREAMS).streams(), MAX_STREAMS);
+        let clamped = Stats::new(MAX_STREAMS + 1);
+        assert_eq!(clamped.streams(), MAX_STREAMS);
+        assert_eq!(clamped.snapshot().streams.len(), MAX_STREAMS);
+        clamped.add(Some(4095), Counter::Walks, 1);
+        clamped.add(Some(4096), Counter::Walks, 1);
+        let snap = clamped.snapshot();
+        assert_eq!(snap.get("walks"), Some(2));
+        assert_eq!(snap.get("s4095.walks"), Some(1));
+        assert_eq!(snap.get("s4096.walks"), None);
+        // The figures documented in the module docs.
+        if std::mem::size_of::<Block>() == 128 {
+            assert_eq!(Stats::new(0).bytes(), 3_072);
+            assert_eq!(Stats::new(16).bytes(), 40_960);
+            assert_eq!(Stats::new(256).bytes(), 609_280);
+            assert_eq!(Stats::new(4096).bytes(), 9_702_400);
+        }
+        assert!(format!("{:?}", Stats::new(16)).contains("streams: 16"));
+    }
+
+    #[test]
+    fn stripe_is_stable_per_thread() {
+        let a = stripe_index();
+        assert!(a < STRIPES);
+        assert_eq!(stripe_index(), a);
+    }
+
+    #[test]
+    fn wrapping_does_not_panic() {
+        let stats = Stats::new(1);
+        stats.add(Some(0), Counter::BytesRead, u64::MAX);
+        stats.add(Some(0), Counter::BytesRead, 2);
+        assert_eq!(stats.snapshot().get("s0.bytes_read"), Some(1));
+    }
+
+    #[test]
+    fn debug_lists_non_zero_slots() {
+        let stats = Stats::new(1);
+        stats.fault(Some(0), "read");
+        let text = format!("{:?}", stats.snapshot().dart);
+        assert_eq!(text, r#"{"faults": 1, "faults.read": 1}"#);
+    }
+
+    #[test]
+    fn threaded_increments_are_exact_after_join() {
+        const THREADS: u64 = 4;
+        const PER_THREAD: u64 = 250_000;
+        let stats = Stats::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for _ in 0..PER_THREAD {
+                        stats.add(Some(5), Counter::Translations, 1);
+                    }
+                });
+            }
+        });
+        let snap = stats.snapshot();
+        assert_eq!(snap.get("translations"), Some(1_000_000));
+        assert_eq!(snap.get("s5.translations"), Some(1_000_000));
+        only(&snap.dart, &[("translations", 1_000_000)]);
+        only(&snap.streams[5], &[("translations", 1_000_000)]);
+        for (sid, set) in snap.streams.iter().enumerate() {
+            if sid != 5 {
+                only(set, &[]);
+            }
+        }
+    }
+}

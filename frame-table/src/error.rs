@@ -39,6 +39,13 @@ pub enum Violation {
         /// The type of the frame there, `None` where no memory backs it.
         ty: Option<FrameType>,
     },
+    /// A DART TTBR pointed at a `dart-table` frame that is not one of that
+    /// DART's own tables (its contents are not the DART's to vouch for).
+    #[error("TTBR points at {pa:#x}, a dart-table frame this DART does not own")]
+    TtbrForeign {
+        /// The address written to the TTBR.
+        pa: u64,
+    },
 }
 
 impl Violation {
@@ -48,6 +55,7 @@ impl Violation {
             Violation::FreeMapped { frame, ty, counts } => Error::FrameBusy { frame, ty, counts },
             Violation::RetypeMapped { frame, from, counts, .. } => Error::FrameBusy { frame, ty: from, counts },
             Violation::TtbrNotTable { pa, ty } => Error::NotTable { pa, ty },
+            Violation::TtbrForeign { pa } => Error::NotTable { pa, ty: Some(FrameType::DartTable) },
         }
     }
 }

@@ -1,0 +1,621 @@
+//! The DART: streams, the device-side translation path, faults.
+//!
+//! # Protocol: how a translation can never outlive its unmap (strict mode)
+//!
+//! *Who writes.* PTEs and TTBRs are written only by the mapper
+//! ([`crate::mapper`]), under the DART's mapper lock, with `Release` stores.
+//! IOTLB entries are written by any DMA thread after a walk, tagged with the
+//! stream generation it read *before* the walk. Stream generations are bumped
+//! (`SeqCst`) by unmap, flush and configuration changes.
+//!
+//! *Who reads.* DMA threads, with no lock: enter the in-flight tracker
+//! ([`crate::inflight`], one `SeqCst` RMW on a per-thread slot), load the
+//! stream configuration and generation, probe the IOTLB (a seqlock read), on
+//! a miss walk the tables with `Acquire` loads, check permission and
+//! subpage, copy, leave.
+//!
+//! *Why a stale translation is impossible after `unmap` returns.* Strict
+//! unmap clears the PTEs, bumps the generation of every stream whose TTBR can
+//! reach the cleared tables, and calls `synchronize`, which returns only after
+//! every DMA that entered before it has left. A DMA that enters later reads
+//! the new generation (so every older IOTLB entry, including one a racing walk
+//! inserted late, is dead to it) and walks tables in which the PTE is already
+//! clear. Only then are the frames' DART counts released, so a frame can be
+//! freed or retyped only when nothing can reach it. Deferred mode skips the
+//! bump and the wait: stale IOTLB entries keep serving until a flush, and the
+//! frames stay counted as "pending invalidation" until then (SPEC §3).
+//!
+//! *Faults* never move data: every page of an access is translated and
+//! checked before the first byte is copied.
+
+use crate::error::DartError;
+use crate::fault::{ErrorLatch, Fault, FaultKind};
+use crate::inflight::InFlight;
+use crate::iotlb::Iotlb;
+use crate::mapper::Mapper;
+use crate::phys;
+use crate::pte::{Leaf, PteFormat, Subpage};
+use crate::stats::{Counter, Stats};
+use crate::stream::{StreamConfig, StreamState};
+use crate::variant::{Geometry, Variant};
+use frame_table::{Access, Frame, FrameTable, FrameType, Perm};
+use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// When `unmap` invalidates (SPEC §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// `unmap` clears, invalidates, waits for DMA in flight, then releases.
+    #[default]
+    Strict,
+    /// `unmap` clears and queues; stale IOTLB entries serve until a flush.
+    Deferred,
+}
+
+/// How to build a [`Dart`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DartConfig {
+    /// Instance name (`dart0`, `dart-ane`, …).
+    pub name: String,
+    /// Hardware variant.
+    pub variant: Variant,
+    /// Streams (1 ..= the variant's maximum).
+    pub streams: u32,
+    /// Invalidation mode.
+    pub invalidation: Invalidation,
+    /// IOTLB entries (rounded up to a power of two).
+    pub iotlb_entries: usize,
+    /// Streams allowed to bypass translation.
+    pub trusted: Vec<u32>,
+}
+
+impl DartConfig {
+    /// A `variant` DART named `name` with 16 streams (or fewer if the variant
+    /// has fewer), strict invalidation, 256 IOTLB entries, no trusted stream.
+    pub fn new(name: impl Into<String>, variant: Variant) -> DartConfig {
+        DartConfig {
+            name: name.into(),
+            variant,
+            streams: variant.max_streams().min(16),
+            invalidation: Invalidation::Strict,
+            iotlb_entries: 256,
+            trusted: Vec::new(),
+        }
+    }
+}
+
+/// Direction of a DMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// Device reads memory.
+    Read,
+    /// Device writes memory.
+    Write,
+}
+
+/// A run of IOVA space that translates to contiguous physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// First IOVA.
+    pub iova: u64,
+    /// First physical address.
+    pub pa: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// The result of [`Dart::translate`]: physical spans, valid while it lives
+/// (it holds the DMA in flight, so a strict unmap waits for it).
+#[derive(Debug)]
+pub struct Translation<'a> {
+    _inflight: crate::inflight::DmaGuard<'a>,
+    spans: SmallVec<[Span; 4]>,
+}
+
+impl Translation<'_> {
+    /// The spans, in IOVA order, adjacent physical runs merged.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+}
+
+/// The interrupt line: called when ERROR goes from clear to latched.
+pub type InterruptFn = dyn Fn(&Fault) + Send + Sync;
+
+/// A software DART.
+pub struct Dart {
+    name: String,
+    variant: Variant,
+    format: PteFormat,
+    page_shift: u32,
+    invalidation: Invalidation,
+    pub(crate) frames: Arc<FrameTable>,
+    pub(crate) streams: Box<[StreamState]>,
+    pub(crate) iotlb: Iotlb,
+    pub(crate) stats: Stats,
+    pub(crate) inflight: InFlight,
+    pub(crate) mapper: Mutex<Mapper>,
+    error: Mutex<ErrorLatch>,
+    interrupt: RwLock<Option<Arc<InterruptFn>>>,
+}
+
+impl std::fmt::Debug for Dart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dart")
+            .field("name", &self.name)
+            .field("variant", &self.variant)
+            .field("streams", &self.streams.len())
+            .field("invalidation", &self.invalidation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// IOTLB value packing: a leaf in one `u64`.
+///
+/// ```text
+/// 63..58 | 57..46 SP_END | 45..34 SP_START | 33 W | 32 R | 31..0 PA page number
+/// ```
+mod tlb_value {
+    use crate::pte::{Leaf, Subpage};
+
+    pub(super) fn pack(leaf: &Leaf, page_shift: u32) -> u64 {
+        (leaf.pa >> page_shift)
+            | ((leaf.read as u64) << 32)
+            | ((leaf.write as u64) << 33)
+            | ((leaf.subpage.start as u64 & 0xfff) << 34)
+            | ((leaf.subpage.end as u64 & 0xfff) << 46)
+    }
+
+    #[inline]
+    pub(super) fn unpack(v: u64, page_shift: u32) -> Leaf {
+        Leaf {
+            pa: (v & 0xffff_ffff) << page_shift,
+            read: v & (1 << 32) != 0,
+            write: v & (1 << 33) != 0,
+            subpage: Subpage { start: ((v >> 34) & 0xfff) as u16, end: ((v >> 46) & 0xfff) as u16 },
+        }
+    }
+}
+
+impl Dart {
+    /// Builds a DART over `frames`. Streams start disabled, with no TTBR.
+    pub fn new(frames: Arc<FrameTable>, config: DartConfig) -> Result<Dart, DartError> {
+        let v = config.variant;
+        if config.streams == 0 || config.streams > v.max_streams() {
+            return Err(DartError::Config {
+                reason: format!("{} has 1 to {} streams, not {}", v, v.max_streams(), config.streams),
+            });
+        }
+        if let Some(&sid) = config.trusted.iter().find(|&&s| s >= config.streams) {
+            return Err(DartError::Config { reason: format!("trusted stream {sid} does not exist") });
+        }
+        let streams = (0..config.streams).map(|sid| StreamState::new(config.trusted.contains(&sid))).collect();
+        Ok(Dart {
+            name: config.name,
+            variant: v,
+            format: v.pte_format(),
+            page_shift: frames.frame_size().shift(),
+            invalidation: config.invalidation,
+            streams,
+            iotlb: Iotlb::new(config.iotlb_entries),
+            stats: Stats::new(config.streams as usize),
+            inflight: InFlight::new(),
+            mapper: Mutex::new(Mapper::default()),
+            error: Mutex::new(ErrorLatch::default()),
+            interrupt: RwLock::new(None),
+            frames,
+        })
+    }
+
+    /// Instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Hardware variant.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+    /// PTE format.
+    pub fn pte_format(&self) -> PteFormat {
+        self.format
+    }
+    /// Number of streams.
+    pub fn stream_count(&self) -> u32 {
+        self.streams.len() as u32
+    }
+    /// log2 of the page size (= the frame size).
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+    /// Invalidation mode.
+    pub fn invalidation(&self) -> Invalidation {
+        self.invalidation
+    }
+    /// The frame table behind it.
+    pub fn frames(&self) -> &Arc<FrameTable> {
+        &self.frames
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// The IOTLB (for inspection).
+    pub fn iotlb(&self) -> &Iotlb {
+        &self.iotlb
+    }
+
+    #[inline]
+    pub(crate) fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
+        self.streams.get(sid as usize).ok_or(DartError::NoSuchStream { sid, streams: self.stream_count() })
+    }
+
+    /// Whether stream `sid` was created trusted (may bypass).
+    pub fn trusted(&self, sid: u32) -> Result<bool, DartError> {
+        Ok(self.stream(sid)?.trusted)
+    }
+
+    /// The geometry stream `sid` translates with now.
+    pub fn geometry(&self, sid: u32) -> Result<Geometry, DartError> {
+        Ok(self.geometry_for(self.stream(sid)?.config()))
+    }
+
+    #[inline]
+    pub(crate) fn geometry_for(&self, c: StreamConfig) -> Geometry {
+        Geometry::new(self.variant, self.page_shift, c.four_level)
+    }
+
+    /// Stream `sid`'s configuration.
+    pub fn stream_config(&self, sid: u32) -> Result<StreamConfig, DartError> {
+        Ok(self.stream(sid)?.config())
+    }
+
+    /// Sets stream `sid`'s configuration. Bypass on an untrusted stream is
+    /// refused (`bypass-denied`) and changes nothing. Kills the stream's IOTLB
+    /// entries (a changed configuration must not be served from the old one).
+    pub fn set_stream_config(&self, sid: u32, config: StreamConfig) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        if config.bypass && !st.trusted {
+            return Err(DartError::BypassDenied { sid });
+        }
+        let _m = self.mapper.lock();
+        st.set_config(config);
+        st.bump_gen();
+        Ok(())
+    }
+
+    /// Enables or disables stream `sid`, keeping the rest of its configuration.
+    pub fn set_enabled(&self, sid: u32, enabled: bool) -> Result<(), DartError> {
+        let c = self.stream_config(sid)?;
+        self.set_stream_config(sid, StreamConfig { enabled, ..c })
+    }
+
+    /// Turns bypass on or off for stream `sid` (refused for untrusted streams).
+    pub fn set_bypass(&self, sid: u32, bypass: bool) -> Result<(), DartError> {
+        let c = self.stream_config(sid)?;
+        self.set_stream_config(sid, StreamConfig { bypass, ..c })
+    }
+
+    /// The table TTBR `idx` of stream `sid` names, if valid.
+    pub fn ttbr(&self, sid: u32, idx: usize) -> Result<Option<u64>, DartError> {
+        let st = self.stream(sid)?;
+        if idx >= self.variant.ttbrs_per_stream() as usize {
+            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
+        }
+        Ok(st.ttbr(idx))
+    }
+
+    /// Points TTBR `idx` of stream `sid` at `table` (or invalidates it with
+    /// `None`). A table that is not a `dart-table` frame owned by this DART is
+    /// an invariant breach handled by the SoC's violation mode (SPEC §2).
+    pub fn set_ttbr(&self, sid: u32, idx: usize, table: Option<u64>) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        if idx >= self.variant.ttbrs_per_stream() as usize {
+            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
+        }
+        let m = self.mapper.lock();
+        if let Some(pa) = table {
+            m.check_ttbr_target(self, pa)?;
+        }
+        st.set_ttbr(idx, table);
+        st.bump_gen();
+        Ok(())
+    }
+
+    /// Installs the interrupt callback, called when ERROR latches a fault.
+    pub fn set_interrupt(&self, f: Option<Arc<InterruptFn>>) {
+        *self.interrupt.write() = f;
+    }
+
+    /// The latched error.
+    pub fn error(&self) -> ErrorLatch {
+        *self.error.lock()
+    }
+
+    /// Clears the latched error (ERROR write-1-to-clear of the FLAG bit).
+    pub fn clear_error(&self) {
+        *self.error.lock() = ErrorLatch::default();
+    }
+
+    /// Records a fault: counters, ERROR latch, interrupt. Returns the error.
+    #[cold]
+    pub(crate) fn raise(&self, sid: u32, iova: u64, kind: FaultKind, dir: Dir) -> DartError {
+        let fault = Fault { kind, stream: sid, iova, write: dir == Dir::Write };
+        self.stats.fault(Some(sid), kind.code());
+        let newly = {
+            let mut e = self.error.lock();
+            if e.first.is_none() {
+                e.first = Some(fault);
+                true
+            } else {
+                e.more = e.more.saturating_add(1);
+                false
+            }
+        };
+        if newly {
+            let cb = self.interrupt.read().clone();
+            if let Some(cb) = cb {
+                cb(&fault);
+            }
+        }
+        DartError::Fault(fault)
+    }
+
+    /// Walks stream `st`'s tables for `iova`. Checks that every table is a
+    /// `dart-table` frame and that the leaf's frame may be reached by a DART.
+    pub(crate) fn walk(&self, st: &StreamState, geo: Geometry, iova: u64) -> Result<Leaf, FaultKind> {
+        if iova >= geo.iova_limit() {
+            return Err(FaultKind::NoTtbr);
+        }
+        let mut table = st.ttbr(geo.ttbr_index(iova)).ok_or(FaultKind::NoTtbr)?;
+        let mem = self.frames.memory();
+        for level in 0..geo.levels {
+            match self.frames.frame_of(table).and_then(|f| self.frames.state(f)) {
+                Ok(s) if s.ty() == FrameType::DartTable => {}
+                _ => return Err(FaultKind::ForbiddenFrame),
+            }
+            let pte =
+                phys::load_pte(mem, table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
+            if level + 1 < geo.levels {
+                table = match self.format.decode_table(self.page_shift, pte) {
+                    Some(next) => next,
+                    None if level + 2 < geo.levels => return Err(FaultKind::NoL0),
+                    None => return Err(FaultKind::NoL1),
+                };
+            } else {
+                let leaf = self.format.decode_leaf(self.page_shift, pte).ok_or(FaultKind::NoPte)?;
+                let allowed = self
+                    .frames
+                    .frame_of(leaf.pa)
+                    .and_then(|f| self.frames.state(f))
+                    .is_ok_and(|s| frame_table::policy::device_reachable(s.ty()));
+                return if allowed { Ok(leaf) } else { Err(FaultKind::ForbiddenFrame) };
+            }
+        }
+        Err(FaultKind::NoTtbr)
+    }
+
+    /// Translates `[iova, iova + len)` for `dir` into `spans`. Pages are
+    /// translated in order; the first fault stops it. The caller holds a DMA
+    /// in-flight guard.
+    fn translate_into(
+        &self,
+        sid: u32,
+        st: &StreamState,
+        config: StreamConfig,
+        iova: u64,
+        len: u64,
+        dir: Dir,
+        spans: &mut SmallVec<[Span; 4]>,
+    ) -> Result<(), DartError> {
+        let geo = self.geometry_for(config);
+        let gen = st.gen();
+        let page_size = 1u64 << self.page_shift;
+        let end = iova + len;
+        let (mut cur, mut pages, mut hits, mut walks) = (iova, 0u64, 0u64, 0u64);
+        let result = loop {
+            if cur >= end {
+                break Ok(());
+            }
+            let page = cur >> self.page_shift;
+            let off = cur & (page_size - 1);
+            let n = (page_size - off).min(end - cur);
+            pages += 1;
+            let leaf = match self.iotlb.lookup(sid, page, gen) {
+                Some(v) => {
+                    hits += 1;
+                    tlb_value::unpack(v, self.page_shift)
+                }
+                None => {
+                    walks += 1;
+                    match self.walk(st, geo, cur) {
+                        Ok(leaf) => {
+                            self.iotlb.insert(sid, page, gen, tlb_value::pack(&leaf, self.page_shift));
+                            leaf
+                        }
+                        Err(kind) => break Err((cur, kind)),
+                    }
+                }
+            };
+            let permitted = match dir {
+                Dir::Read => leaf.read,
+                Dir::Write => leaf.write,
+            };
+            if !permitted {
+                break Err((cur, if dir == Dir::Read { FaultKind::Read } else { FaultKind::Write }));
+            }
+            if !leaf.subpage.contains(off, n, page_size) {
+                break Err((cur, FaultKind::Subpage));
+            }
+            let pa = leaf.pa + off;
+            match spans.last_mut() {
+                Some(last) if last.pa + last.len == pa => last.len += n,
+                _ => spans.push(Span { iova: cur, pa, len: n }),
+            }
+            cur += n;
+        };
+        let s = Some(sid);
+        self.stats.add(s, Counter::Translations, pages);
+        self.stats.add(s, Counter::IotlbHits, hits);
+        self.stats.add(s, Counter::IotlbMisses, pages - hits);
+        self.stats.add(s, Counter::Walks, walks);
+        result.map_err(|(at, kind)| self.raise(sid, at, kind, dir))
+    }
+
+    fn check_access(&self, iova: u64, len: u64) -> Result<(), DartError> {
+        if len == 0 {
+            return Err(DartError::BadRange { iova, len, reason: "empty DMA" });
+        }
+        if iova.checked_add(len).is_none() {
+            return Err(DartError::BadRange { iova, len, reason: "IOVA range overflows" });
+        }
+        Ok(())
+    }
+
+    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
+    /// physical spans that stay valid while the [`Translation`] lives. A
+    /// bypassed stream is refused here (`BypassDenied`: bypass has no
+    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
+    pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
+        self.frames.check_running()?;
+        self.check_access(iova, len)?;
+        let st = self.stream(sid)?;
+        let guard = self.inflight.enter();
+        let c = st.config();
+        if !c.live() {
+            return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
+        }
+        if c.bypass {
+            return Err(DartError::BypassDenied { sid });
+        }
+        let mut spans = SmallVec::new();
+        self.translate_into(sid, st, c, iova, len, dir, &mut spans)?;
+        Ok(Translation { _inflight: guard, spans })
+    }
+
+    /// Device reads `buf.len()` bytes at `iova` through stream `sid`. On a
+    /// fault nothing is read (`buf` unchanged) and the fault is latched.
+    pub fn dma_read(&self, sid: u32, iova: u64, buf: &mut [u8]) -> Result<(), DartError> {
+        let len = buf.len() as u64;
+        self.access(sid, iova, len, Dir::Read, |mem, spans| {
+            let mut off = 0usize;
+            for s in spans {
+                let n = s.len as usize;
+                if !phys::read(mem, s.pa, &mut buf[off..off + n]) {
+                    return false;
+                }
+                off += n;
+            }
+            true
+        })?;
+        self.stats.add(Some(sid), Counter::BytesRead, len);
+        Ok(())
+    }
+
+    /// Device writes `data` at `iova` through stream `sid`. On a fault
+    /// nothing is written and the fault is latched.
+    pub fn dma_write(&self, sid: u32, iova: u64, data: &[u8]) -> Result<(), DartError> {
+        let len = data.len() as u64;
+        self.access(sid, iova, len, Dir::Write, |mem, spans| {
+            let mut off = 0usize;
+            for s in spans {
+                let n = s.len as usize;
+                if !phys::write(mem, s.pa, &data[off..off + n]) {
+                    return false;
+                }
+                off += n;
+            }
+            true
+        })?;
+        self.stats.add(Some(sid), Counter::BytesWritten, len);
+        Ok(())
+    }
+
+    /// One DMA: translate (or bypass-check) everything, then copy.
+    fn access(
+        &self,
+        sid: u32,
+        iova: u64,
+        len: u64,
+        dir: Dir,
+        copy: impl FnOnce(&frame_table::vm_memory::GuestMemoryMmap, &[Span]) -> bool,
+    ) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        self.check_access(iova, len)?;
+        let st = self.stream(sid)?;
+        let _guard = self.inflight.enter();
+        let c = st.config();
+        if !c.live() {
+            return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
+        }
+        if c.bypass {
+            return self.bypass_access(sid, iova, len, dir, copy);
+        }
+        let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
+        self.translate_into(sid, st, c, iova, len, dir, &mut spans)?;
+        if copy(self.frames.memory(), &spans) {
+            Ok(())
+        } else {
+            Err(self.raise(sid, iova, FaultKind::ForbiddenFrame, dir))
+        }
+    }
+
+    /// A bypassed access: IOVA = PA, every frame pinned with the DART
+    /// column's policy check, so forbidden frames stay unreachable.
+    fn bypass_access(
+        &self,
+        sid: u32,
+        pa: u64,
+        len: u64,
+        dir: Dir,
+        copy: impl FnOnce(&frame_table::vm_memory::GuestMemoryMmap, &[Span]) -> bool,
+    ) -> Result<(), DartError> {
+        let shift = self.page_shift;
+        let mut frames: SmallVec<[Frame; 4]> = SmallVec::new();
+        let mut page = pa >> shift;
+        let last = (pa + len - 1) >> shift;
+        while page <= last {
+            match self.frames.frame_of(page << shift) {
+                Ok(f) => frames.push(f),
+                Err(_) => return Err(self.raise(sid, (page << shift).max(pa), FaultKind::ForbiddenFrame, dir)),
+            }
+            page += 1;
+        }
+        let perm = if dir == Dir::Read { Perm::R } else { Perm::W };
+        let pin = match self.frames.pin(&frames, Access::Dart, perm) {
+            Ok(pin) => pin,
+            Err(frame_table::Error::ForbiddenType { frame, .. }) => {
+                let at = self.frames.pa_of(frame).unwrap_or(pa).max(pa);
+                return Err(self.raise(sid, at, FaultKind::ForbiddenFrame, dir));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ok = copy(self.frames.memory(), &[Span { iova: pa, pa, len }]);
+        drop(pin);
+        if ok {
+            Ok(())
+        } else {
+            Err(self.raise(sid, pa, FaultKind::ForbiddenFrame, dir))
+        }
+    }
+
+    /// Current IOTLB entries of stream `sid` that are live (current generation), as leaves.
+    pub fn iotlb_entries(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
+        let st = self.stream(sid)?;
+        let gen = st.gen();
+        Ok(self
+            .iotlb
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.stream == sid && e.gen == gen)
+            .map(|e| (e.page << self.page_shift, tlb_value::unpack(e.value, self.page_shift)))
+            .collect())
+    }
+
+    /// Whether a leaf with `subpage` covers the whole page.
+    pub fn whole_page(&self, subpage: Subpage) -> bool {
+        subpage.is_whole(1 << self.page_shift)
+    }
+}

@@ -1,0 +1,90 @@
+//! Errors of DART operations. Each carries the offending values and maps to
+//! an outcome kind as scenario files spell it ([`DartError::kind`]).
+
+use crate::fault::Fault;
+
+/// An error from a DART operation. A call that returns one changed nothing,
+/// except [`frame_table::Error::Panic`] (the system halted) and faults
+/// (which latch ERROR and count, but never move data).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DartError {
+    /// A stream number beyond the DART's streams.
+    #[error("no stream {sid}: the DART has {streams}")]
+    NoSuchStream {
+        /// The stream asked for.
+        sid: u32,
+        /// Streams the DART has.
+        streams: u32,
+    },
+    /// An IOVA range that is empty, unaligned, overflowing or out of reach.
+    #[error("bad range {iova:#x}+{len:#x}: {reason}")]
+    BadRange {
+        /// First IOVA.
+        iova: u64,
+        /// Length in bytes.
+        len: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A map over an IOVA page that is already mapped.
+    #[error("stream {sid}: IOVA {iova:#x} is already mapped")]
+    IovaInUse {
+        /// The stream.
+        sid: u32,
+        /// The first page in use.
+        iova: u64,
+    },
+    /// An unmap of a range with nothing mapped.
+    #[error("stream {sid}: nothing is mapped in {iova:#x}+{len:#x}")]
+    NotMapped {
+        /// The stream.
+        sid: u32,
+        /// First IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Bypass asked for a stream that is not trusted.
+    #[error("stream {sid} is not trusted: bypass refused")]
+    BypassDenied {
+        /// The stream.
+        sid: u32,
+    },
+    /// The stream's TTBR names a table this DART's mapper does not manage
+    /// (set through registers), so the mapper will not write through it.
+    #[error("stream {sid}: TTBR {pa:#x} is not a root table of this DART")]
+    ForeignTtbr {
+        /// The stream.
+        sid: u32,
+        /// The TTBR's table address.
+        pa: u64,
+    },
+    /// A bad configuration value.
+    #[error("bad DART configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The frame table refused (policy, limits, out of frames) or the system halted.
+    #[error(transparent)]
+    Frame(#[from] frame_table::Error),
+    /// A DMA fault.
+    #[error("DMA fault: {0}")]
+    Fault(Fault),
+}
+
+impl DartError {
+    /// The outcome kind (`forbidden-type`, `fault:no-pte`, `halted`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DartError::NoSuchStream { .. } => "no-such-device",
+            DartError::BadRange { .. } | DartError::Config { .. } => "bad-range",
+            DartError::IovaInUse { .. } => "iova-in-use",
+            DartError::NotMapped { .. } => "not-mapped",
+            DartError::BypassDenied { .. } => "bypass-denied",
+            DartError::ForeignTtbr { .. } => "forbidden-type",
+            DartError::Frame(e) => e.kind(),
+            DartError::Fault(f) => f.kind.kind(),
+        }
+    }
+}

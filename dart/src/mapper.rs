@@ -1,0 +1,568 @@
+//! The kernel-side mapper: writes the DART's tables (the only writer), takes
+//! and releases frames' DART counts, invalidates.
+//!
+//! All mapper operations of one DART serialize on its mapper lock (a
+//! `parking_lot` mutex; the DMA path never takes it). The lock covers the
+//! table tree rather than one stream because streams may share tables: Linux
+//! points every stream of an IOMMU domain at the same page tables, and the
+//! register model lets a driver do the same, so a per-stream lock would not
+//! protect a shared table.
+//!
+//! Invariants kept under the lock:
+//! - every table is a `dart-table` frame this DART allocated (`tables`), with
+//!   its level and its count of valid entries;
+//! - every valid leaf PTE holds one DART count on its frame (taken, with the
+//!   policy check, before the PTE is written); every cleared one has either
+//!   released it (strict, after invalidation and the in-flight wait) or moved
+//!   it to "pending invalidation" (deferred, released by the flush that
+//!   covers every stream that could still cache it);
+//! - a table is freed only once it is empty, unlinked, named by no TTBR, and
+//!   the same invalidation has passed.
+
+use crate::dart::{Dart, Invalidation};
+use crate::error::DartError;
+use crate::phys;
+use crate::pte::{Leaf, PteError, Subpage};
+use crate::stats::Counter;
+use crate::stream::StreamState;
+use crate::variant::Geometry;
+use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
+use std::collections::{HashMap, HashSet};
+
+/// One table the DART owns.
+#[derive(Clone, Copy, Debug)]
+struct TableInfo {
+    /// Level below the TTBR (0 = root).
+    level: u32,
+    /// Whether it is a leaf table (its valid PTEs are leaves).
+    leaf: bool,
+    /// Valid entries in it.
+    live: u32,
+}
+
+/// Something a deferred unmap left for a flush to finish.
+#[derive(Clone, Debug)]
+enum Pending {
+    /// A frame's DART count, now "pending invalidation".
+    Frame(Frame),
+    /// An unlinked, empty table to free.
+    Table(Frame),
+}
+
+/// A pending item and the streams whose IOTLBs must be flushed before it completes.
+#[derive(Clone, Debug)]
+struct PendingItem {
+    what: Pending,
+    streams: [u64; 4],
+}
+
+/// The mapper's state (under the DART's mapper lock).
+#[derive(Debug, Default)]
+pub(crate) struct Mapper {
+    tables: HashMap<Frame, TableInfo>,
+    pending: Vec<PendingItem>,
+}
+
+fn set_bit(mask: &mut [u64; 4], sid: u32) {
+    mask[(sid / 64) as usize & 3] |= 1 << (sid % 64);
+}
+
+impl Mapper {
+    /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
+    /// anything else is an invariant breach (SPEC §2), reported to the frame
+    /// table's violation mode.
+    pub(crate) fn check_ttbr_target(&self, dart: &Dart, pa: u64) -> Result<(), DartError> {
+        let frames = &dart.frames;
+        let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
+        if ty != Some(FrameType::DartTable) {
+            return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
+        }
+        let owned =
+            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(&f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
+        if !owned {
+            return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
+        }
+        Ok(())
+    }
+
+    fn table(&self, dart: &Dart, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
+        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        match self.tables.get(&f) {
+            Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok(f),
+            _ => Err(DartError::ForeignTtbr { sid, pa }),
+        }
+    }
+}
+
+fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
+    let reason = match e {
+        PteError::PaTooWide { .. } => "frame beyond the DART's output address width",
+        PteError::Unaligned { .. } => "frame not page aligned",
+        PteError::NoAccess => "a mapping needs r, w or rw",
+        PteError::BadSubpage { .. } => "subpage range not expressible",
+    };
+    DartError::BadRange { iova, len, reason }
+}
+
+impl Dart {
+    fn check_range(&self, geo: Geometry, iova: u64, len: u64) -> Result<(), DartError> {
+        let page = geo.page_size();
+        if len == 0 {
+            return Err(DartError::BadRange { iova, len, reason: "empty range" });
+        }
+        if iova % page != 0 || len % page != 0 {
+            return Err(DartError::BadRange { iova, len, reason: "IOVA and length must be page aligned" });
+        }
+        let end = iova.checked_add(len).ok_or(DartError::BadRange { iova, len, reason: "IOVA range overflows" })?;
+        if end > geo.iova_limit() {
+            return Err(DartError::BadRange { iova, len, reason: "beyond the stream's IOVA space" });
+        }
+        Ok(())
+    }
+
+    /// Maps `frames` at `iova` (one page each, in order) in stream `sid` with
+    /// `perm`, optionally limited to the byte range `subpage` = `[start, end)`
+    /// of a single frame. Each frame's DART count is taken with its policy
+    /// check before its PTE is written; on any refusal nothing is left behind
+    /// (no count, no PTE, no table).
+    pub fn map(
+        &self,
+        sid: u32,
+        iova: u64,
+        frames: &[Frame],
+        perm: Perm,
+        subpage: Option<(u64, u64)>,
+    ) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        let geo = self.geometry_for(st.config());
+        let page = geo.page_size();
+        let n = frames.len() as u64;
+        let len = n.checked_mul(page).unwrap_or(u64::MAX);
+        if frames.is_empty() {
+            return Err(DartError::BadRange { iova, len: 0, reason: "a mapping needs at least one frame" });
+        }
+        self.check_range(geo, iova, len)?;
+        if perm.is_empty() {
+            return Err(DartError::BadRange { iova, len, reason: "a mapping needs r, w or rw" });
+        }
+        let sp = match subpage {
+            None => Subpage::WHOLE,
+            Some(_) if n != 1 => {
+                return Err(DartError::BadRange { iova, len, reason: "a subpage mapping takes exactly one frame" })
+            }
+            Some((a, b)) => Subpage::from_bytes(a, b, page).ok_or(DartError::BadRange {
+                iova: a,
+                len: b.saturating_sub(a),
+                reason: "subpage range must be non-empty, 4-byte aligned and inside the page",
+            })?,
+        };
+        let mut leaves = Vec::with_capacity(frames.len());
+        for &f in frames {
+            let pa = self.frames.pa_of(f)?;
+            let leaf = Leaf { pa, read: perm.read(), write: perm.write(), subpage: sp };
+            leaves.push(self.pte_format().encode_leaf(self.page_shift(), &leaf).map_err(|e| pte_error(iova, len, e))?);
+        }
+
+        let mut m = self.mapper.lock();
+        // Plan: refuse overlaps, count the tables to create.
+        let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
+        let mut pool = if needed > 0 { self.frames.alloc(FrameType::DartTable, needed)? } else { Vec::new() };
+        // Counts, with the policy check, before any PTE exists.
+        for (i, &f) in frames.iter().enumerate() {
+            if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
+                for &g in &frames[..i] {
+                    let _ = self.frames.release(g, FrameCounter::Dart);
+                }
+                for t in pool {
+                    let _ = self.frames.free(t);
+                }
+                return Err(e.into());
+            }
+        }
+        for (i, &pte) in leaves.iter().enumerate() {
+            self.install(&mut m, st, geo, iova + i as u64 * page, pte, &mut pool);
+        }
+        drop(m);
+        self.stats.add(Some(sid), Counter::Maps, n);
+        Ok(())
+    }
+
+    /// Counts the tables a map of `n` pages at `iova` must create, refusing
+    /// pages already mapped and trees the mapper does not own.
+    fn plan_map(
+        &self,
+        m: &Mapper,
+        sid: u32,
+        st: &StreamState,
+        geo: Geometry,
+        iova: u64,
+        n: u64,
+    ) -> Result<u64, DartError> {
+        let mem = self.frames.memory();
+        let mut missing: HashSet<(u32, u64)> = HashSet::new();
+        for i in 0..n {
+            let va = iova + i * geo.page_size();
+            let mut table = st.ttbr(geo.ttbr_index(va));
+            for level in 0..geo.levels {
+                let Some(pa) = table else {
+                    let cover = geo.page_shift + (geo.levels - level) * geo.bits_per_level();
+                    missing.insert((level, va >> cover));
+                    continue;
+                };
+                m.table(self, sid, pa, level, geo)?;
+                let pte = phys::load_pte(mem, pa + 8 * geo.index(va, level) as u64).unwrap_or(0);
+                if level + 1 < geo.levels {
+                    table = self.pte_format().decode_table(self.page_shift(), pte);
+                } else if crate::pte::PteFormat::is_valid(pte) {
+                    return Err(DartError::IovaInUse { sid, iova: va });
+                }
+            }
+        }
+        Ok(missing.len() as u64)
+    }
+
+    /// Writes one leaf, creating tables from `pool` on the way. The plan
+    /// guaranteed the slot is free and the pool is large enough.
+    fn install(
+        &self,
+        m: &mut Mapper,
+        st: &StreamState,
+        geo: Geometry,
+        iova: u64,
+        leaf_pte: u64,
+        pool: &mut Vec<Frame>,
+    ) {
+        let mem = self.frames.memory();
+        let idx = geo.ttbr_index(iova);
+        let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
+            let f = pool.pop().expect("plan counted every table");
+            m.tables.insert(f, TableInfo { level, leaf: level + 1 == geo.levels, live: 0 });
+            self.frames.pa_of(f).unwrap_or(0)
+        };
+        let mut table = match st.ttbr(idx) {
+            Some(pa) => pa,
+            None => {
+                let pa = new_table(m, 0);
+                st.set_ttbr(idx, Some(pa));
+                pa
+            }
+        };
+        for level in 0..geo.levels {
+            let slot = table + 8 * geo.index(iova, level) as u64;
+            let tf = self.frames.frame_of(table).expect("owned table");
+            if level + 1 == geo.levels {
+                phys::store_pte(mem, slot, leaf_pte);
+                if let Some(t) = m.tables.get_mut(&tf) {
+                    t.live += 1;
+                }
+                return;
+            }
+            let pte = phys::load_pte(mem, slot).unwrap_or(0);
+            table = match self.pte_format().decode_table(self.page_shift(), pte) {
+                Some(next) => next,
+                None => {
+                    let pa = new_table(m, level + 1);
+                    let desc = self.pte_format().encode_table(self.page_shift(), pa).unwrap_or(0);
+                    phys::store_pte(mem, slot, desc);
+                    if let Some(t) = m.tables.get_mut(&tf) {
+                        t.live += 1;
+                    }
+                    pa
+                }
+            };
+        }
+    }
+
+    /// Unmaps `[iova, iova + len)` of stream `sid`: clears the leaf PTEs and
+    /// frees emptied tables. Strict mode invalidates, waits for DMA in flight
+    /// and releases the frames' DART counts before returning; deferred mode
+    /// moves them to "pending invalidation" until a flush. Returns the pages
+    /// unmapped; `not-mapped` if none was.
+    pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        let geo = self.geometry_for(st.config());
+        self.check_range(geo, iova, len)?;
+        let mut m = self.mapper.lock();
+        let mem = self.frames.memory();
+        let fmt = self.pte_format();
+        let shift = self.page_shift();
+        let (mut released, mut retired, mut touched) = (Vec::new(), Vec::new(), HashSet::new());
+        let mut va = iova;
+        while va < iova + len {
+            let mut path: Vec<(Frame, u64)> = Vec::with_capacity(geo.levels as usize);
+            let mut table = st.ttbr(geo.ttbr_index(va));
+            for level in 0..geo.levels {
+                let Some(pa) = table else { break };
+                let Ok(tf) = m.table(self, sid, pa, level, geo) else { break };
+                touched.insert(pa);
+                let slot = pa + 8 * geo.index(va, level) as u64;
+                path.push((tf, slot));
+                let pte = phys::load_pte(mem, slot).unwrap_or(0);
+                if level + 1 < geo.levels {
+                    table = fmt.decode_table(shift, pte);
+                    continue;
+                }
+                let Some(leaf) = fmt.decode_leaf(shift, pte) else { break };
+                phys::store_pte(mem, slot, 0);
+                if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                    released.push(f);
+                }
+                // Drop emptied tables up to (not including) the root.
+                for depth in (0..path.len()).rev() {
+                    let (tf, _) = path[depth];
+                    let info = m.tables.get_mut(&tf).expect("owned table");
+                    info.live = info.live.saturating_sub(1);
+                    if info.live > 0 || depth == 0 {
+                        break;
+                    }
+                    let (_, parent_slot) = path[depth - 1];
+                    phys::store_pte(mem, parent_slot, 0);
+                    m.tables.remove(&tf);
+                    retired.push(tf);
+                }
+            }
+            va += geo.page_size();
+        }
+        if released.is_empty() {
+            return Err(DartError::NotMapped { sid, iova, len });
+        }
+        // Every stream whose TTBR can reach what changed must drop its IOTLB entries.
+        let mut affected = [0u64; 4];
+        set_bit(&mut affected, sid);
+        for (s, other) in self.streams.iter().enumerate() {
+            let ttbrs = self.variant().ttbrs_per_stream() as usize;
+            if (0..ttbrs).filter_map(|i| other.ttbr(i)).any(|pa| touched.contains(&pa)) {
+                set_bit(&mut affected, s as u32);
+            }
+        }
+        let pages = released.len() as u64;
+        match self.invalidation() {
+            Invalidation::Strict => {
+                self.invalidate(&affected);
+                for f in released {
+                    let _ = self.frames.release(f, FrameCounter::Dart);
+                }
+                for t in retired {
+                    self.free_table(&m, t);
+                }
+            }
+            Invalidation::Deferred => {
+                let mut now = Vec::new();
+                for f in released {
+                    match self.frames.defer_dart(f) {
+                        Ok(_) => m.pending.push(PendingItem { what: Pending::Frame(f), streams: affected }),
+                        Err(_) => now.push(f),
+                    }
+                }
+                for t in retired {
+                    m.pending.push(PendingItem { what: Pending::Table(t), streams: affected });
+                }
+                if !now.is_empty() {
+                    // The pending counter is full: this part goes strict.
+                    self.invalidate(&affected);
+                    for f in now {
+                        let _ = self.frames.release(f, FrameCounter::Dart);
+                    }
+                }
+            }
+        }
+        drop(m);
+        self.stats.add(Some(sid), Counter::Unmaps, pages);
+        Ok(pages)
+    }
+
+    /// Bumps the generation of every stream in `mask` and waits for DMA in flight.
+    fn invalidate(&self, mask: &[u64; 4]) {
+        for (s, st) in self.streams.iter().enumerate() {
+            if mask[s / 64] & (1 << (s % 64)) != 0 {
+                st.bump_gen();
+                self.stats.add(Some(s as u32), Counter::Invalidations, 1);
+            }
+        }
+        self.inflight.synchronize();
+    }
+
+    /// Frees a retired table unless a TTBR still names it (then it stays
+    /// allocated, orphaned, until the DART is dropped: never recycled while
+    /// a walk could start from it).
+    fn free_table(&self, _m: &Mapper, t: Frame) {
+        let pa = self.frames.pa_of(t).unwrap_or(u64::MAX);
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        let named = self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
+        if !named {
+            let _ = self.frames.free(t);
+        }
+    }
+
+    /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
+    /// die, DMA in flight is waited for, and the deferred unmaps this flush
+    /// covers complete (their frames leave "pending invalidation").
+    pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
+        if let Some(s) = sid {
+            self.stream(s)?;
+        }
+        let mut m = self.mapper.lock();
+        let mut mask = [0u64; 4];
+        match sid {
+            Some(s) => set_bit(&mut mask, s),
+            None => (0..self.stream_count()).for_each(|s| set_bit(&mut mask, s)),
+        }
+        self.invalidate(&mask);
+        let items = std::mem::take(&mut m.pending);
+        for mut item in items {
+            for (w, f) in item.streams.iter_mut().zip(mask.iter()) {
+                *w &= !f;
+            }
+            if item.streams.iter().any(|&w| w != 0) {
+                m.pending.push(item);
+                continue;
+            }
+            match item.what {
+                Pending::Frame(f) => {
+                    let _ = self.frames.release(f, FrameCounter::PendingInvalidation);
+                }
+                Pending::Table(t) => self.free_table(&m, t),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
+    pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
+        let st = self.stream(sid)?;
+        let geo = self.geometry_for(st.config());
+        let _m = self.mapper.lock();
+        let mut out = Vec::new();
+        for idx in 0..self.variant().ttbrs_per_stream() as usize {
+            if let Some(root) = st.ttbr(idx) {
+                let base = (idx as u64) << (geo.page_shift + geo.levels * geo.bits_per_level());
+                self.collect_leaves(geo, root, 0, base, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    fn collect_leaves(&self, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
+        let ok = self
+            .frames
+            .frame_of(table)
+            .and_then(|f| self.frames.state(f))
+            .is_ok_and(|s| s.ty() == FrameType::DartTable);
+        if !ok || level >= geo.levels {
+            return;
+        }
+        let mem = self.frames.memory();
+        let shift = geo.page_shift + (geo.levels - 1 - level) * geo.bits_per_level();
+        for i in 0..geo.entries_per_table() {
+            let pte = phys::load_pte(mem, table + 8 * i).unwrap_or(0);
+            let va = base | (i << shift);
+            if level + 1 < geo.levels {
+                if let Some(next) = self.pte_format().decode_table(self.page_shift(), pte) {
+                    self.collect_leaves(geo, next, level + 1, va, out);
+                }
+            } else if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
+                out.push((va, leaf));
+            }
+        }
+    }
+
+    /// Per frame: valid leaf PTEs in this DART's tables, and pending
+    /// invalidations. What the frame table's DART counts must equal when
+    /// every DART of the SoC is summed.
+    pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
+        let m = self.mapper.lock();
+        let mem = self.frames.memory();
+        let mut out: HashMap<Frame, (u64, u64)> = HashMap::new();
+        let entries = 1u64 << (self.page_shift() - 3);
+        for (&tf, info) in &m.tables {
+            if !info.leaf {
+                continue;
+            }
+            let Ok(base) = self.frames.pa_of(tf) else { continue };
+            for i in 0..entries {
+                let pte = phys::load_pte(mem, base + 8 * i).unwrap_or(0);
+                if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
+                    if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                        out.entry(f).or_default().0 += 1;
+                    }
+                }
+            }
+        }
+        for item in &m.pending {
+            if let Pending::Frame(f) = item.what {
+                out.entry(f).or_default().1 += 1;
+            }
+        }
+        out
+    }
+
+    /// Frames this DART owns as tables.
+    pub fn table_frames(&self) -> Vec<Frame> {
+        let mut v: Vec<Frame> = self.mapper.lock().tables.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Checks `restricted-unreachable` for this DART: every valid PTE any
+    /// TTBR reaches names a frame whose type allows DART access (tables:
+    /// `dart-table`), every live IOTLB entry too, and no untrusted stream
+    /// bypasses. Returns a description of the first breach.
+    pub fn check_restricted_unreachable(&self) -> Result<(), String> {
+        for (sid, st) in self.streams.iter().enumerate() {
+            let sid = sid as u32;
+            let c = st.config();
+            if c.bypass && !st.trusted {
+                return Err(format!("{}: untrusted stream {sid} bypasses translation", self.name()));
+            }
+            for (iova, leaf) in self.mappings(sid).unwrap_or_default() {
+                self.check_reachable(sid, iova, leaf.pa, "PTE")?;
+            }
+            for (iova, leaf) in self.iotlb_entries(sid).unwrap_or_default() {
+                self.check_reachable(sid, iova, leaf.pa, "IOTLB entry")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_reachable(&self, sid: u32, iova: u64, pa: u64, what: &str) -> Result<(), String> {
+        let ty = self.frames.frame_of(pa).and_then(|f| self.frames.state(f)).map(|s| s.ty());
+        match ty {
+            Ok(t) if frame_table::policy::device_reachable(t) => Ok(()),
+            Ok(t) => {
+                Err(format!("{} stream {sid}: {what} at IOVA {iova:#x} reaches {pa:#x}, a {t} frame", self.name()))
+            }
+            Err(_) => {
+                Err(format!("{} stream {sid}: {what} at IOVA {iova:#x} reaches {pa:#x}, outside memory", self.name()))
+            }
+        }
+    }
+
+    /// Checks `iotlb-coherent` (meaningful in strict mode, when no map or
+    /// unmap is running): every live IOTLB entry equals its PTE.
+    pub fn check_iotlb_coherent(&self) -> Result<(), String> {
+        if self.invalidation() == Invalidation::Deferred {
+            return Ok(());
+        }
+        for sid in 0..self.stream_count() {
+            let pt: HashMap<u64, Leaf> = self.mappings(sid).unwrap_or_default().into_iter().collect();
+            for (iova, leaf) in self.iotlb_entries(sid).unwrap_or_default() {
+                let mut expect = pt.get(&iova).copied();
+                if let Some(e) = expect.as_mut() {
+                    // The IOTLB keeps whole-page subpage ranges as decoded.
+                    if e.subpage.is_whole(1 << self.page_shift()) && leaf.subpage.is_whole(1 << self.page_shift()) {
+                        e.subpage = leaf.subpage;
+                    }
+                }
+                if expect != Some(leaf) {
+                    return Err(format!(
+                        "{} stream {sid}: IOTLB entry at IOVA {iova:#x} is {leaf:?}, the PTE is {expect:?}",
+                        self.name()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

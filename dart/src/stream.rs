@@ -1,0 +1,117 @@
+//! Per-stream state: configuration (enable, TCR), TTBRs and the IOTLB
+//! generation.
+//!
+//! This is the one source of truth for stream configuration: the high-level
+//! API and the MMIO register file (which encodes it per variant) both read
+//! and write these atomics. Writers (configuration calls, register writes)
+//! hold the DART's mapper lock; readers (the DMA path) load without a lock.
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// A stream's configuration, variant-neutral (the register model encodes it
+/// into each variant's TCR / enable registers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamConfig {
+    /// The stream is enabled (STREAMS_ENABLE / ENABLE_STREAMS).
+    pub enabled: bool,
+    /// TCR.TRANSLATE_ENABLE.
+    pub translate: bool,
+    /// TCR.BYPASS_DART: accesses go to physical addresses untranslated (still
+    /// checked against the frame table). Only for trusted streams.
+    pub bypass: bool,
+    /// TCR.BYPASS_DAPF: recorded; the emulator has no DAPF to bypass.
+    pub bypass_dapf: bool,
+    /// TCR.FOUR_LEVEL (t8110): three table levels below the TTBR.
+    pub four_level: bool,
+}
+
+const ENABLED: u32 = 1 << 0;
+const TRANSLATE: u32 = 1 << 1;
+const BYPASS: u32 = 1 << 2;
+const BYPASS_DAPF: u32 = 1 << 3;
+const FOUR_LEVEL: u32 = 1 << 4;
+
+impl StreamConfig {
+    /// Enabled and translating: how scenarios start every coprocessor's stream.
+    pub const TRANSLATING: StreamConfig =
+        StreamConfig { enabled: true, translate: true, bypass: false, bypass_dapf: false, four_level: false };
+
+    pub(crate) const fn to_bits(self) -> u32 {
+        (self.enabled as u32 * ENABLED)
+            | (self.translate as u32 * TRANSLATE)
+            | (self.bypass as u32 * BYPASS)
+            | (self.bypass_dapf as u32 * BYPASS_DAPF)
+            | (self.four_level as u32 * FOUR_LEVEL)
+    }
+
+    pub(crate) const fn from_bits(bits: u32) -> StreamConfig {
+        StreamConfig {
+            enabled: bits & ENABLED != 0,
+            translate: bits & TRANSLATE != 0,
+            bypass: bits & BYPASS != 0,
+            bypass_dapf: bits & BYPASS_DAPF != 0,
+            four_level: bits & FOUR_LEVEL != 0,
+        }
+    }
+
+    /// Whether accesses can go anywhere at all (enabled, and translating or bypassing).
+    pub const fn live(self) -> bool {
+        self.enabled && (self.translate || self.bypass)
+    }
+}
+
+/// The TTBR slot value: a table's physical address with bit 0 as valid.
+const TTBR_VALID: u64 = 1;
+
+pub(crate) struct StreamState {
+    config: AtomicU32,
+    ttbr: [AtomicU64; 4],
+    /// IOTLB generation: entries tagged with an older one are dead.
+    gen: CachePadded<AtomicU64>,
+    pub(crate) trusted: bool,
+}
+
+impl StreamState {
+    pub(crate) fn new(trusted: bool) -> StreamState {
+        StreamState {
+            config: AtomicU32::new(0),
+            ttbr: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            gen: CachePadded::new(AtomicU64::new(0)),
+            trusted,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn config(&self) -> StreamConfig {
+        StreamConfig::from_bits(self.config.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_config(&self, c: StreamConfig) {
+        self.config.store(c.to_bits(), Ordering::Release);
+    }
+
+    /// The table the TTBR `idx` names, if valid.
+    #[inline]
+    pub(crate) fn ttbr(&self, idx: usize) -> Option<u64> {
+        let v = self.ttbr.get(idx)?.load(Ordering::Acquire);
+        (v & TTBR_VALID != 0).then_some(v & !TTBR_VALID)
+    }
+
+    pub(crate) fn set_ttbr(&self, idx: usize, table: Option<u64>) {
+        if let Some(slot) = self.ttbr.get(idx) {
+            slot.store(table.map_or(0, |pa| pa | TTBR_VALID), Ordering::Release);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn gen(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
+    /// Kills every IOTLB entry of this stream (`SeqCst`: ordered before the
+    /// in-flight tracker's scan; see [`crate::inflight`]).
+    pub(crate) fn bump_gen(&self) {
+        self.gen.fetch_add(1, Ordering::SeqCst);
+    }
+}
