@@ -402,9 +402,7 @@ impl Dart {
     /// in-flight guard.
     fn translate_into(
         &self,
-        sid: u32,
-        st: &StreamState,
-        config: StreamConfig,
+        (sid, st, config): (u32, &StreamState, StreamConfig),
         iova: u64,
         len: u64,
         dir: Dir,
@@ -491,7 +489,7 @@ impl Dart {
             return Err(DartError::BypassDenied { sid });
         }
         let mut spans = SmallVec::new();
-        self.translate_into(sid, st, c, iova, len, dir, &mut spans)?;
+        self.translate_into((sid, st, c), iova, len, dir, &mut spans)?;
         Ok(Translation { _inflight: guard, spans })
     }
 
@@ -554,7 +552,7 @@ impl Dart {
             return self.bypass_access(sid, iova, len, dir, copy);
         }
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        self.translate_into(sid, st, c, iova, len, dir, &mut spans)?;
+        self.translate_into((sid, st, c), iova, len, dir, &mut spans)?;
         if copy(self.frames.memory(), &spans) {
             Ok(())
         } else {

@@ -110,7 +110,7 @@ impl Dart {
         if len == 0 {
             return Err(DartError::BadRange { iova, len, reason: "empty range" });
         }
-        if iova % page != 0 || len % page != 0 {
+        if !iova.is_multiple_of(page) || !len.is_multiple_of(page) {
             return Err(DartError::BadRange { iova, len, reason: "IOVA and length must be page aligned" });
         }
         let end = iova.checked_add(len).ok_or(DartError::BadRange { iova, len, reason: "IOVA range overflows" })?;
@@ -138,7 +138,7 @@ impl Dart {
         let geo = self.geometry_for(st.config());
         let page = geo.page_size();
         let n = frames.len() as u64;
-        let len = n.checked_mul(page).unwrap_or(u64::MAX);
+        let len = n.saturating_mul(page);
         if frames.is_empty() {
             return Err(DartError::BadRange { iova, len: 0, reason: "a mapping needs at least one frame" });
         }

@@ -1,1 +1,56 @@
-//! Scenario files (SPEC §6).
+//! Scenario files (SPEC §6): a typed AST and its parser.
+//!
+//! [`parse_scenario`] turns TOML text into a [`Scenario`] with every default
+//! applied, or a [`ScenarioError`] that names the file, the 1-based line and
+//! what is wrong (unknown keys, missing fields, wrong types, bad values). The
+//! parser checks everything that can be checked from the file alone (the
+//! SoC, DART and coprocessor sections, the shape and syntax of every step);
+//! the runner resolves the names that steps refer to (buffers, devices,
+//! handles, DARTs) and range checks that the emulated system itself decides.
+//!
+//! ```
+//! use coprocessor_sim::scenario::{parse_scenario, Op, Outcome};
+//! use std::path::Path;
+//!
+//! let text = r#"
+//! name = "restricted frames stay out of the DART"
+//!
+//! [[step]]
+//! op = "alloc"
+//! name = "secret"
+//! type = "kernel-restricted"
+//!
+//! [[step]]
+//! op = "map"
+//! device = "dev0"
+//! iova = 0x10000
+//! target = "secret"
+//! perm = "rw"
+//! expect = "forbidden-type"
+//! "#;
+//! let scenario = parse_scenario(text, Path::new("example.toml")).unwrap();
+//! assert_eq!(scenario.steps[1].line, 9);
+//! assert!(matches!(scenario.steps[1].op, Op::Map { .. }));
+//! assert_eq!(scenario.steps[1].expect, Outcome::ForbiddenType);
+//!
+//! let err = parse_scenario("name = \"x\"\n[[step]]\nop = \"mapp\"\n", Path::new("bad.toml")).unwrap_err();
+//! assert_eq!(err.to_string(), "bad.toml:3: `op` in step 1: unknown op `mapp` (expected one of alloc, retype, free, \
+//!     cpu-map, cpu-unmap, cpu-write, cpu-read, map, unmap, flush, grant, revoke, rpc, dma-read, dma-write, bypass, \
+//!     mmio-write, mmio-read, check, race)");
+//! ```
+
+mod ast;
+mod error;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use ast::{
+    Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind, FrameRef,
+    Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target,
+    COUNTER_NAMES, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES,
+    DEFAULT_MEMORY_MIB, DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, OP_NAMES,
+};
+pub use error::ScenarioError;
+pub use frame_table::{FrameSize, FrameType, OnViolation, Perm};
+pub use parse::{load_scenario, parse_scenario};
