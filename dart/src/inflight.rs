@@ -94,20 +94,33 @@ impl InFlight {
         for _ in 0..2 {
             let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
             for c in self.counters[old].iter() {
+                let mut spins = 0u32;
                 while c.load(Ordering::Acquire) != 0 {
-                    backoff();
+                    backoff(&mut spins);
                 }
             }
         }
     }
 }
 
+/// Spins briefly (a DMA in flight is usually a few hundred nanoseconds),
+/// then yields the CPU.
 #[inline]
-fn backoff() {
+fn backoff(spins: &mut u32) {
     #[cfg(loom)]
-    loom::thread::yield_now();
+    {
+        let _ = spins;
+        loom::thread::yield_now();
+    }
     #[cfg(not(loom))]
-    std::thread::yield_now();
+    {
+        if *spins < 128 {
+            *spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 #[cfg(not(loom))]
