@@ -1,0 +1,954 @@
+//! The typed form of a scenario file (SPEC §6).
+//!
+//! Everything here is plain data: the parser ([`super::parse_scenario`]) fills
+//! it in with every default applied; the runner resolves the names it holds
+//! (buffers, devices, handles, DARTs in steps) against the emulated SoC.
+
+use frame_table::{FrameSize, FrameType, OnViolation, Perm};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Name of the DART made when a scenario has no `[[dart]]` section.
+pub const DEFAULT_DART_NAME: &str = "dart0";
+/// Name of the coprocessor made when a scenario has no `[[coprocessor]]` section.
+pub const DEFAULT_DEVICE_NAME: &str = "dev0";
+/// Stream of the default coprocessor.
+pub const DEFAULT_DEVICE_STREAM: u32 = 1;
+/// Default `[soc] memory_mib`.
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// Default `[[dart]] streams`.
+pub const DEFAULT_STREAMS: u32 = 16;
+/// Default `[[dart]] iotlb_entries`.
+pub const DEFAULT_IOTLB_ENTRIES: u64 = 256;
+/// Largest accepted `[[dart]] iotlb_entries`.
+pub const MAX_IOTLB_ENTRIES: u64 = 1 << 20;
+/// Largest accepted `[soc] memory_mib` (so the size in bytes fits a `u64`).
+pub const MAX_MEMORY_MIB: u64 = (1 << 44) - 1;
+/// Default coprocessor IOVA window, `[start, end)`.
+pub const DEFAULT_WINDOW: Range<u64> = 0..0x1_0000_0000;
+
+/// A parsed scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// The file it was read from (as given to the parser).
+    pub file: PathBuf,
+    /// `name`: what the scenario shows.
+    pub name: String,
+    /// `description`: optional free text.
+    pub description: Option<String>,
+    /// `[soc]`, defaults applied.
+    pub soc: SocConfig,
+    /// `[[dart]]`, in file order; one default `dart0` when the file has none.
+    pub darts: Vec<DartConfig>,
+    /// `[[coprocessor]]`, in file order; one default `dev0` when the file has none.
+    pub coprocessors: Vec<CoprocessorConfig>,
+    /// `[[step]]`, in file order.
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The DART named `name`.
+    pub fn dart(&self, name: &str) -> Option<&DartConfig> {
+        self.darts.iter().find(|d| d.name == name)
+    }
+
+    /// The coprocessor named `name`.
+    pub fn coprocessor(&self, name: &str) -> Option<&CoprocessorConfig> {
+        self.coprocessors.iter().find(|c| c.name == name)
+    }
+}
+
+/// `[soc]`: SoC-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocConfig {
+    /// `memory_mib`: physical memory in MiB (default 64).
+    pub memory_mib: u64,
+    /// `page_size`: frame and DART page size, 16384 (default) or 4096.
+    pub page_size: FrameSize,
+    /// `on_violation`: `panic` (default) or `reject`.
+    pub on_violation: OnViolation,
+    /// Line of the `[soc]` header; 0 when the section is absent.
+    pub line: usize,
+}
+
+impl SocConfig {
+    /// Physical memory in bytes.
+    pub const fn memory_bytes(&self) -> u64 {
+        self.memory_mib << 20
+    }
+}
+
+impl Default for SocConfig {
+    fn default() -> Self {
+        SocConfig {
+            memory_mib: DEFAULT_MEMORY_MIB,
+            page_size: FrameSize::K16,
+            on_violation: OnViolation::Panic,
+            line: 0,
+        }
+    }
+}
+
+/// A DART hardware variant (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DartVariant {
+    /// DART1 PTEs, 16 streams, 4 TTBRs per stream.
+    T8020,
+    /// DART2 PTEs, 16 streams, 4 TTBRs per stream.
+    T6000,
+    /// DART2 PTEs, up to 256 streams, one TTBR per stream (the default).
+    T8110,
+}
+
+impl DartVariant {
+    /// Every variant.
+    pub const ALL: [DartVariant; 3] = [DartVariant::T8020, DartVariant::T6000, DartVariant::T8110];
+
+    /// The scenario-file spelling: `t8020`, `t6000`, `t8110`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DartVariant::T8020 => "t8020",
+            DartVariant::T6000 => "t6000",
+            DartVariant::T8110 => "t8110",
+        }
+    }
+
+    /// The most streams (SIDs) this variant has.
+    pub const fn max_streams(self) -> u32 {
+        match self {
+            DartVariant::T8020 | DartVariant::T6000 => 16,
+            DartVariant::T8110 => 256,
+        }
+    }
+}
+
+impl fmt::Display for DartVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DartVariant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DartVariant::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| format!("unknown DART variant `{}` (expected t8020, t6000 or t8110)", shorten(s)))
+    }
+}
+
+/// A DART's invalidation mode (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Invalidation {
+    /// `unmap` invalidates and waits before it returns (the default).
+    #[default]
+    Strict,
+    /// `unmap` queues the invalidation until the next flush (Linux lazy mode).
+    Deferred,
+}
+
+impl Invalidation {
+    /// The scenario-file spelling: `strict` or `deferred`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Invalidation::Strict => "strict",
+            Invalidation::Deferred => "deferred",
+        }
+    }
+}
+
+impl fmt::Display for Invalidation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Invalidation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Invalidation::Strict),
+            "deferred" => Ok(Invalidation::Deferred),
+            _ => Err(format!("unknown invalidation mode `{}` (expected strict or deferred)", shorten(s))),
+        }
+    }
+}
+
+/// `[[dart]]`: one DART instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DartConfig {
+    /// `name` (required).
+    pub name: String,
+    /// `variant` (default t8110).
+    pub variant: DartVariant,
+    /// `streams`: 1..=16 (t8020, t6000) or 1..=256 (t8110); default 16.
+    pub streams: u32,
+    /// `invalidation` (default strict).
+    pub invalidation: Invalidation,
+    /// `iotlb_entries` (default 256; 1..=[`MAX_IOTLB_ENTRIES`]).
+    pub iotlb_entries: u64,
+    /// Line of its `[[dart]]` header; 0 for the default DART.
+    pub line: usize,
+}
+
+impl DartConfig {
+    /// The DART made when a scenario has none: `dart0`, t8110, 16 streams.
+    pub fn default_dart() -> DartConfig {
+        DartConfig {
+            name: DEFAULT_DART_NAME.to_owned(),
+            variant: DartVariant::T8110,
+            streams: DEFAULT_STREAMS,
+            invalidation: Invalidation::Strict,
+            iotlb_entries: DEFAULT_IOTLB_ENTRIES,
+            line: 0,
+        }
+    }
+}
+
+/// `[[coprocessor]]`: one device behind a DART stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoprocessorConfig {
+    /// `name` (required).
+    pub name: String,
+    /// `dart`: the name of its DART (required; checked to exist).
+    pub dart: String,
+    /// `stream`: its SID on that DART (required; below the DART's `streams`).
+    pub stream: u32,
+    /// `trusted` (default false): only trusted streams may bypass.
+    pub trusted: bool,
+    /// `window`: IOVA window for RPC maps, `[start, end)`; default
+    /// [`DEFAULT_WINDOW`]; `start < end`.
+    pub window: Range<u64>,
+    /// Line of its `[[coprocessor]]` header; 0 for the default coprocessor.
+    pub line: usize,
+}
+
+/// Kernel or user CPU address space (`space` of `cpu-map` / `cpu-unmap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// The kernel's address space.
+    Kernel,
+    /// A user process.
+    User,
+}
+
+impl Space {
+    /// The scenario-file spelling: `kernel` or `user`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Space::Kernel => "kernel",
+            Space::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Space {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Space {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kernel" => Ok(Space::Kernel),
+            "user" => Ok(Space::User),
+            _ => Err(format!("unknown space `{}` (expected kernel or user)", shorten(s))),
+        }
+    }
+}
+
+/// One frame of a buffer: `NAME[i]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FrameRef {
+    /// The buffer's name (from an `alloc` step).
+    pub buffer: String,
+    /// The frame's index in the buffer, from 0.
+    pub index: u64,
+}
+
+impl fmt::Display for FrameRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.buffer, self.index)
+    }
+}
+
+/// What a step acts on (`target`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `NAME`: every frame of a buffer, in order.
+    Buffer(String),
+    /// `NAME[i]`: one frame of a buffer.
+    Frame(FrameRef),
+    /// `ttbr:DEVICE`: the top-level table of that device's stream.
+    Ttbr(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Buffer(name) => f.write_str(name),
+            Target::Frame(frame) => frame.fmt(f),
+            Target::Ttbr(device) => write!(f, "ttbr:{device}"),
+        }
+    }
+}
+
+/// An address (`iova`, `pa`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// A literal address. TOML integers stop at `i64::MAX`; a string such as
+    /// `"0xffff_ffff_ffff_c000"` reaches the rest of the `u64` range.
+    Int(u64),
+    /// `pa:NAME[i]`: that frame's physical address.
+    Pa(FrameRef),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Int(v) => write!(f, "{v:#x}"),
+            Address::Pa(frame) => write!(f, "pa:{frame}"),
+        }
+    }
+}
+
+/// The `value` of an MMIO step.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MmioValue {
+    /// A literal register value.
+    Int(u64),
+    /// `pa:NAME[i]`: that frame's physical address.
+    Pa(FrameRef),
+    /// `ttbr:NAME[i]`: that frame's address encoded as the DART variant's
+    /// TTBR register value (valid bit included).
+    Ttbr(FrameRef),
+}
+
+impl fmt::Display for MmioValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MmioValue::Int(v) => write!(f, "{v:#x}"),
+            MmioValue::Pa(frame) => write!(f, "pa:{frame}"),
+            MmioValue::Ttbr(frame) => write!(f, "ttbr:{frame}"),
+        }
+    }
+}
+
+/// A DMA fault kind (SPEC §3), as written after `fault:` in `expect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// `no-ttbr`.
+    NoTtbr,
+    /// `no-l0`.
+    NoL0,
+    /// `no-l1`.
+    NoL1,
+    /// `no-pte`.
+    NoPte,
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+    /// `subpage`.
+    Subpage,
+    /// `stream-disabled`.
+    StreamDisabled,
+    /// `forbidden-frame`.
+    ForbiddenFrame,
+}
+
+impl FaultKind {
+    /// Every fault kind.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::NoTtbr,
+        FaultKind::NoL0,
+        FaultKind::NoL1,
+        FaultKind::NoPte,
+        FaultKind::Read,
+        FaultKind::Write,
+        FaultKind::Subpage,
+        FaultKind::StreamDisabled,
+        FaultKind::ForbiddenFrame,
+    ];
+
+    /// The code without the `fault:` prefix (`no-pte`, …), as in counter
+    /// names `faults.CODE`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            FaultKind::NoTtbr => "no-ttbr",
+            FaultKind::NoL0 => "no-l0",
+            FaultKind::NoL1 => "no-l1",
+            FaultKind::NoPte => "no-pte",
+            FaultKind::Read => "read",
+            FaultKind::Write => "write",
+            FaultKind::Subpage => "subpage",
+            FaultKind::StreamDisabled => "stream-disabled",
+            FaultKind::ForbiddenFrame => "forbidden-frame",
+        }
+    }
+}
+
+/// The outcome a step expects (`expect`), or that a step had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// `ok`: the step succeeded (the default for top-level steps).
+    Ok,
+    /// `any`: whatever happens, as long as invariants hold (the default for
+    /// steps inside a race).
+    Any,
+    /// `forbidden-type`.
+    ForbiddenType,
+    /// `mapping-limit`.
+    MappingLimit,
+    /// `frame-busy`.
+    FrameBusy,
+    /// `bad-transition`.
+    BadTransition,
+    /// `bad-range`.
+    BadRange,
+    /// `iova-in-use`.
+    IovaInUse,
+    /// `not-mapped`.
+    NotMapped,
+    /// `not-granted`.
+    NotGranted,
+    /// `perm-exceeds-grant`.
+    PermExceedsGrant,
+    /// `bad-message`.
+    BadMessage,
+    /// `bypass-denied`.
+    BypassDenied,
+    /// `no-such-device`.
+    NoSuchDevice,
+    /// `panic`: this step breached an invariant in `panic` mode.
+    Panic,
+    /// `halted`: the system had already halted.
+    Halted,
+    /// `out-of-frames`.
+    OutOfFrames,
+    /// `fault:CODE`: the DMA faulted.
+    Fault(FaultKind),
+}
+
+impl Outcome {
+    /// Every outcome, in the order of SPEC §6.
+    pub const ALL: [Outcome; 26] = [
+        Outcome::Ok,
+        Outcome::Any,
+        Outcome::ForbiddenType,
+        Outcome::MappingLimit,
+        Outcome::FrameBusy,
+        Outcome::BadTransition,
+        Outcome::BadRange,
+        Outcome::IovaInUse,
+        Outcome::NotMapped,
+        Outcome::NotGranted,
+        Outcome::PermExceedsGrant,
+        Outcome::BadMessage,
+        Outcome::BypassDenied,
+        Outcome::NoSuchDevice,
+        Outcome::Panic,
+        Outcome::Halted,
+        Outcome::OutOfFrames,
+        Outcome::Fault(FaultKind::NoTtbr),
+        Outcome::Fault(FaultKind::NoL0),
+        Outcome::Fault(FaultKind::NoL1),
+        Outcome::Fault(FaultKind::NoPte),
+        Outcome::Fault(FaultKind::Read),
+        Outcome::Fault(FaultKind::Write),
+        Outcome::Fault(FaultKind::Subpage),
+        Outcome::Fault(FaultKind::StreamDisabled),
+        Outcome::Fault(FaultKind::ForbiddenFrame),
+    ];
+
+    /// The scenario-file spelling (`ok`, `forbidden-type`, `fault:no-pte`, …);
+    /// error kinds match the crates' `kind()` strings.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Any => "any",
+            Outcome::ForbiddenType => "forbidden-type",
+            Outcome::MappingLimit => "mapping-limit",
+            Outcome::FrameBusy => "frame-busy",
+            Outcome::BadTransition => "bad-transition",
+            Outcome::BadRange => "bad-range",
+            Outcome::IovaInUse => "iova-in-use",
+            Outcome::NotMapped => "not-mapped",
+            Outcome::NotGranted => "not-granted",
+            Outcome::PermExceedsGrant => "perm-exceeds-grant",
+            Outcome::BadMessage => "bad-message",
+            Outcome::BypassDenied => "bypass-denied",
+            Outcome::NoSuchDevice => "no-such-device",
+            Outcome::Panic => "panic",
+            Outcome::Halted => "halted",
+            Outcome::OutOfFrames => "out-of-frames",
+            Outcome::Fault(FaultKind::NoTtbr) => "fault:no-ttbr",
+            Outcome::Fault(FaultKind::NoL0) => "fault:no-l0",
+            Outcome::Fault(FaultKind::NoL1) => "fault:no-l1",
+            Outcome::Fault(FaultKind::NoPte) => "fault:no-pte",
+            Outcome::Fault(FaultKind::Read) => "fault:read",
+            Outcome::Fault(FaultKind::Write) => "fault:write",
+            Outcome::Fault(FaultKind::Subpage) => "fault:subpage",
+            Outcome::Fault(FaultKind::StreamDisabled) => "fault:stream-disabled",
+            Outcome::Fault(FaultKind::ForbiddenFrame) => "fault:forbidden-frame",
+        }
+    }
+
+    /// Whether this expectation is met by `actual` (`any` accepts everything).
+    pub fn accepts(self, actual: Outcome) -> bool {
+        self == Outcome::Any || self == actual
+    }
+
+    /// Whether this is an error kind (neither `ok` nor `any`).
+    pub const fn is_error(self) -> bool {
+        !matches!(self, Outcome::Ok | Outcome::Any)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Outcome::ALL.into_iter().find(|o| o.name() == s).ok_or_else(|| {
+            let all: Vec<&str> = Outcome::ALL.iter().map(|o| o.name()).collect();
+            format!("unknown expect kind `{}` (expected one of {})", shorten(s), all.join(", "))
+        })
+    }
+}
+
+/// An invariant a `check` step verifies (SPEC §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Invariant {
+    /// No valid PTE, IOTLB entry or bypassed stream reaches a frame whose type
+    /// forbids DART access.
+    RestrictedUnreachable,
+    /// Every frame's counters equal the mappings that exist.
+    CountsConsistent,
+    /// In strict mode every IOTLB entry matches its PTE.
+    IotlbCoherent,
+    /// All of the above.
+    All,
+}
+
+impl Invariant {
+    /// Every invariant name.
+    pub const ALL: [Invariant; 4] =
+        [Invariant::RestrictedUnreachable, Invariant::CountsConsistent, Invariant::IotlbCoherent, Invariant::All];
+
+    /// The scenario-file spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Invariant::RestrictedUnreachable => "restricted-unreachable",
+            Invariant::CountsConsistent => "counts-consistent",
+            Invariant::IotlbCoherent => "iotlb-coherent",
+            Invariant::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Invariant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Invariant::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| {
+            format!(
+                "unknown invariant `{}` (expected restricted-unreachable, counts-consistent, iotlb-coherent or all)",
+                shorten(s)
+            )
+        })
+    }
+}
+
+/// Basic counter names of SPEC §5. `faults` and `rpc_refused` also take a
+/// `.CODE` / `.KIND` suffix.
+pub const COUNTER_NAMES: [&str; 13] = [
+    "translations",
+    "iotlb_hits",
+    "iotlb_misses",
+    "walks",
+    "faults",
+    "maps",
+    "unmaps",
+    "invalidations",
+    "bytes_read",
+    "bytes_written",
+    "rpc_requests",
+    "rpc_refused",
+    "violations",
+];
+
+/// A counter reference: `"DART.NAME"` or `"DART.sSID.NAME"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CounterRef {
+    /// The DART's name (not resolved by the parser).
+    pub dart: String,
+    /// The stream, for per-stream counters.
+    pub stream: Option<u32>,
+    /// The counter (`maps`, `faults.no-pte`, …).
+    pub name: String,
+}
+
+impl fmt::Display for CounterRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.stream {
+            Some(sid) => write!(f, "{}.s{}.{}", self.dart, sid, self.name),
+            None => write!(f, "{}.{}", self.dart, self.name),
+        }
+    }
+}
+
+/// How a counter check compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CounterCmp {
+    /// `equals = N`.
+    Equals(u64),
+    /// `at_least = N`.
+    AtLeast(u64),
+}
+
+impl CounterCmp {
+    /// Whether `value` satisfies the comparison.
+    pub const fn holds(self, value: u64) -> bool {
+        match self {
+            CounterCmp::Equals(n) => value == n,
+            CounterCmp::AtLeast(n) => value >= n,
+        }
+    }
+}
+
+/// What a `check` step checks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// `invariant = "…"`.
+    Invariant(Invariant),
+    /// `counter = "…"` with `equals` or `at_least`.
+    Counter {
+        /// Which counter.
+        counter: CounterRef,
+        /// The comparison.
+        cmp: CounterCmp,
+    },
+}
+
+/// The `call` of an `rpc` step: the request a coprocessor sends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RpcCall {
+    /// `call = "map"`: map part of a granted buffer.
+    Map {
+        /// `handle`: the grant's name.
+        handle: String,
+        /// `offset` into the grant in bytes (default 0).
+        offset: u64,
+        /// `len` in bytes.
+        len: u64,
+        /// `iova`.
+        iova: Address,
+        /// `perm`.
+        perm: Perm,
+    },
+    /// `call = "unmap"`.
+    Unmap {
+        /// `iova`.
+        iova: Address,
+        /// `len` in bytes.
+        len: u64,
+    },
+    /// `call = "map-pa"`: map a raw physical address (always refused).
+    MapPa {
+        /// `pa`.
+        pa: Address,
+        /// `len` in bytes.
+        len: u64,
+        /// `iova`.
+        iova: Address,
+        /// `perm`.
+        perm: Perm,
+    },
+    /// `call = "raw"`: these bytes, written into the ring as a message.
+    Raw {
+        /// `bytes` (hex data).
+        bytes: Vec<u8>,
+    },
+}
+
+impl RpcCall {
+    /// The scenario-file spelling of the call.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            RpcCall::Map { .. } => "map",
+            RpcCall::Unmap { .. } => "unmap",
+            RpcCall::MapPa { .. } => "map-pa",
+            RpcCall::Raw { .. } => "raw",
+        }
+    }
+}
+
+/// Every `op` name, in the order of SPEC §6.
+pub const OP_NAMES: [&str; 20] = [
+    "alloc",
+    "retype",
+    "free",
+    "cpu-map",
+    "cpu-unmap",
+    "cpu-write",
+    "cpu-read",
+    "map",
+    "unmap",
+    "flush",
+    "grant",
+    "revoke",
+    "rpc",
+    "dma-read",
+    "dma-write",
+    "bypass",
+    "mmio-write",
+    "mmio-read",
+    "check",
+    "race",
+];
+
+/// What a step does, with its fields (SPEC §6 table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `alloc`: take frames from `free` and type them.
+    Alloc {
+        /// `name` of the new buffer.
+        name: String,
+        /// `type`.
+        ty: FrameType,
+        /// `frames` (default 1).
+        frames: u64,
+    },
+    /// `retype`.
+    Retype {
+        /// `target`.
+        target: Target,
+        /// `type`: the new type.
+        ty: FrameType,
+    },
+    /// `free`.
+    Free {
+        /// `target`.
+        target: Target,
+    },
+    /// `cpu-map`.
+    CpuMap {
+        /// `target`.
+        target: Target,
+        /// `space`.
+        space: Space,
+        /// `perm`: `r` or `rw`.
+        perm: Perm,
+    },
+    /// `cpu-unmap`.
+    CpuUnmap {
+        /// `target`.
+        target: Target,
+        /// `space`.
+        space: Space,
+        /// `perm` (optional: `r` or `rw`).
+        perm: Option<Perm>,
+    },
+    /// `cpu-write`: through the kernel's physical aperture.
+    CpuWrite {
+        /// `target` (one frame).
+        target: Target,
+        /// `offset` in bytes (default 0).
+        offset: u64,
+        /// `data`.
+        data: Vec<u8>,
+    },
+    /// `cpu-read`: through the kernel's physical aperture.
+    CpuRead {
+        /// `target`.
+        target: Target,
+        /// `offset` in bytes (default 0).
+        offset: u64,
+        /// `len` in bytes (defaults to the length of `data` when that is given).
+        len: u64,
+        /// `data`: the bytes expected (optional).
+        data: Option<Vec<u8>>,
+    },
+    /// `map`: the kernel maps frames into a device's stream.
+    Map {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `target`.
+        target: Target,
+        /// `perm`.
+        perm: Perm,
+        /// `subpage`: allowed byte range `[start, end)` of the page (optional).
+        subpage: Option<Range<u64>>,
+    },
+    /// `unmap`.
+    Unmap {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `len` in bytes.
+        len: u64,
+    },
+    /// `flush`: invalidate a DART's IOTLB.
+    Flush {
+        /// `dart`.
+        dart: String,
+        /// `stream` (`None`: all streams).
+        stream: Option<u32>,
+    },
+    /// `grant`: give a device a buffer under a handle.
+    Grant {
+        /// `device`.
+        device: String,
+        /// `target`.
+        target: Target,
+        /// `perm`: the most the device may ask for.
+        perm: Perm,
+        /// `name`: the handle.
+        name: String,
+    },
+    /// `revoke`: withdraw a grant and everything mapped through it.
+    Revoke {
+        /// `name`: the handle.
+        name: String,
+    },
+    /// `rpc`: the device sends a request to the mapper service.
+    Rpc {
+        /// `device`.
+        device: String,
+        /// `call` and its fields.
+        call: RpcCall,
+    },
+    /// `dma-read`.
+    DmaRead {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `len` in bytes (defaults to the length of `data` when that is given).
+        len: u64,
+        /// `data`: the bytes expected (optional).
+        data: Option<Vec<u8>>,
+    },
+    /// `dma-write`.
+    DmaWrite {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `data`.
+        data: Vec<u8>,
+    },
+    /// `bypass`: ask for DART bypass on a device's stream.
+    Bypass {
+        /// `device`.
+        device: String,
+        /// `enable`.
+        enable: bool,
+    },
+    /// `mmio-write`: a DART register write.
+    MmioWrite {
+        /// `dart`.
+        dart: String,
+        /// `offset` of the register.
+        offset: u64,
+        /// `value`.
+        value: MmioValue,
+    },
+    /// `mmio-read`: a DART register read.
+    MmioRead {
+        /// `dart`.
+        dart: String,
+        /// `offset` of the register.
+        offset: u64,
+        /// `value`: expected (optional).
+        value: Option<MmioValue>,
+        /// `mask`: bits compared (optional: all; only with `value`).
+        mask: Option<u64>,
+    },
+    /// `check`.
+    Check(Check),
+    /// `race`: threads of steps run concurrently, `iterations` times;
+    /// invariants are checked after.
+    Race {
+        /// `iterations` (default 1, at least 1).
+        iterations: u64,
+        /// `threads`: one step list per thread (none empty).
+        threads: Vec<Vec<Step>>,
+    },
+}
+
+impl Op {
+    /// The scenario-file name of the op (`alloc`, `cpu-map`, …).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Op::Alloc { .. } => "alloc",
+            Op::Retype { .. } => "retype",
+            Op::Free { .. } => "free",
+            Op::CpuMap { .. } => "cpu-map",
+            Op::CpuUnmap { .. } => "cpu-unmap",
+            Op::CpuWrite { .. } => "cpu-write",
+            Op::CpuRead { .. } => "cpu-read",
+            Op::Map { .. } => "map",
+            Op::Unmap { .. } => "unmap",
+            Op::Flush { .. } => "flush",
+            Op::Grant { .. } => "grant",
+            Op::Revoke { .. } => "revoke",
+            Op::Rpc { .. } => "rpc",
+            Op::DmaRead { .. } => "dma-read",
+            Op::DmaWrite { .. } => "dma-write",
+            Op::Bypass { .. } => "bypass",
+            Op::MmioWrite { .. } => "mmio-write",
+            Op::MmioRead { .. } => "mmio-read",
+            Op::Check(_) => "check",
+            Op::Race { .. } => "race",
+        }
+    }
+}
+
+/// One `[[step]]` (or one step of a race thread).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Position from 0: in [`Scenario::steps`], or in its race thread.
+    pub index: usize,
+    /// 1-based line of its `[[step]]` header, or of its inline table.
+    pub line: usize,
+    /// `expect`: `ok` by default, `any` inside a race.
+    pub expect: Outcome,
+    /// The op and its fields.
+    pub op: Op,
+}
+
+impl Step {
+    /// The 1-based step number used in messages (`step 3`).
+    pub const fn number(&self) -> usize {
+        self.index + 1
+    }
+}
+
+/// Cuts a user-supplied string for an error message.
+pub(crate) fn shorten(s: &str) -> String {
+    const MAX: usize = 60;
+    let mut out: String = s.chars().take(MAX).collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}

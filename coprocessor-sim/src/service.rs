@@ -1,0 +1,355 @@
+//! The kernel's mapper service (SPEC §4): grants, and the RPC that lets a
+//! coprocessor map and unmap its granted buffers.
+//!
+//! The rules, each with its refusal kind:
+//! - only handles granted to *that* coprocessor (`not-granted`); a raw
+//!   physical address (`map-pa`) is always `not-granted`;
+//! - no permission above the grant (`perm-exceeds-grant`);
+//! - zero or unaligned lengths, offsets or IOVAs, `iova + len` or
+//!   `offset + len` overflowing, ranges past the grant or outside the
+//!   coprocessor's IOVA window (`bad-range`); overlaps (`iova-in-use`);
+//! - maps go through the DART's validated mapper, so frame-type policy and
+//!   limits apply exactly as for the kernel (`forbidden-type`, …);
+//! - an RPC unmap only covers pages that coprocessor mapped through its own
+//!   grants; anything else, its ring or kernel-made mappings included, is
+//!   `not-mapped`;
+//! - `revoke` unmaps every mapping made through the handle.
+//!
+//! Ring messages are copied out of shared memory **once** into a private
+//! buffer, and only that copy is decoded and validated: a coprocessor that
+//! rewrites the slot while the service works changes nothing the service
+//! acts on (no double fetch).
+//!
+//! All service state is under one `parking_lot` mutex, held across the DART
+//! map or unmap it guards, so an RPC map racing a revoke of the same handle
+//! can never leave a mapping behind.
+
+use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
+use crate::soc::Device;
+use dart::stats::Counter;
+use dart::{Dart, DartError};
+use frame_table::{Frame, FrameTable, FrameType, Perm};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Why the service refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// The handle is not granted to this coprocessor, or a raw physical address was asked for.
+    #[error("not granted: {reason}")]
+    NotGranted {
+        /// What was asked.
+        reason: String,
+    },
+    /// More permission than the grant carries.
+    #[error("permission {asked} exceeds the grant's {granted}")]
+    PermExceedsGrant {
+        /// Asked.
+        asked: Perm,
+        /// Granted.
+        granted: Perm,
+    },
+    /// A bad range.
+    #[error("bad range {start:#x}+{len:#x}: {reason}")]
+    BadRange {
+        /// Start (IOVA or offset).
+        start: u64,
+        /// Length.
+        len: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An unmap of something this coprocessor did not map through RPC.
+    #[error("{iova:#x}+{len:#x} was not mapped through this coprocessor's grants")]
+    NotMapped {
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The message does not decode.
+    #[error("bad message: {0}")]
+    BadMessage(#[from] WireError),
+    /// No such coprocessor.
+    #[error("no coprocessor #{0}")]
+    NoSuchDevice(usize),
+    /// The DART (or frame table) refused.
+    #[error(transparent)]
+    Dart(#[from] DartError),
+}
+
+impl RpcError {
+    /// The outcome kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::NotGranted { .. } => "not-granted",
+            RpcError::PermExceedsGrant { .. } => "perm-exceeds-grant",
+            RpcError::BadRange { .. } => "bad-range",
+            RpcError::NotMapped { .. } => "not-mapped",
+            RpcError::BadMessage(_) => "bad-message",
+            RpcError::NoSuchDevice(_) => "no-such-device",
+            RpcError::Dart(e) => e.kind(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Grant {
+    device: usize,
+    frames: Vec<Frame>,
+    perm: Perm,
+}
+
+#[derive(Clone, Debug)]
+struct Ring {
+    /// Physical address of the ring's frame.
+    pa: u64,
+    layout: RingLayout,
+    /// The service's own consumer index (the shared copy is never trusted).
+    tail: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_handle: u32,
+    grants: HashMap<u32, Grant>,
+    /// Pages mapped through RPC: (device, IOVA page) → handle.
+    rpc_pages: BTreeMap<(usize, u64), u32>,
+    rings: HashMap<usize, Ring>,
+}
+
+/// The kernel's mapper service for one SoC.
+#[derive(Debug)]
+pub struct MapperService {
+    frames: Arc<FrameTable>,
+    darts: Vec<Arc<Dart>>,
+    devices: Vec<Device>,
+    state: Mutex<State>,
+}
+
+/// One serviced ring message: its sequence number and outcome.
+pub type Serviced = (u32, Result<(), RpcError>);
+
+impl MapperService {
+    /// A service for these DARTs and coprocessors.
+    pub fn new(frames: Arc<FrameTable>, darts: Vec<Arc<Dart>>, devices: Vec<Device>) -> MapperService {
+        MapperService { frames, darts, devices, state: Mutex::new(State { next_handle: 1, ..State::default() }) }
+    }
+
+    fn device(&self, device: usize) -> Result<(&Device, &Arc<Dart>), RpcError> {
+        let d = self.devices.get(device).ok_or(RpcError::NoSuchDevice(device))?;
+        Ok((d, &self.darts[d.dart]))
+    }
+
+    fn page_size(&self) -> u64 {
+        self.frames.frame_size().bytes()
+    }
+
+    /// Grants `frames` to coprocessor `device` with at most `perm`; returns the handle.
+    pub fn grant(&self, device: usize, frames: Vec<Frame>, perm: Perm) -> Result<u32, RpcError> {
+        self.device(device)?;
+        if frames.is_empty() || perm.is_empty() {
+            return Err(RpcError::BadRange { start: 0, len: 0, reason: "a grant needs frames and a permission" });
+        }
+        let mut s = self.state.lock();
+        let handle = s.next_handle;
+        s.next_handle = s.next_handle.wrapping_add(1).max(1);
+        s.grants.insert(handle, Grant { device, frames, perm });
+        Ok(handle)
+    }
+
+    /// Revokes `handle`: unmaps every page mapped through it, then forgets
+    /// it. Returns the pages unmapped.
+    pub fn revoke(&self, handle: u32) -> Result<u64, RpcError> {
+        let mut s = self.state.lock();
+        let Some(g) = s.grants.get(&handle).cloned() else {
+            return Err(RpcError::NotGranted { reason: format!("handle {handle} is not granted") });
+        };
+        let (dev, dart) = self.device(g.device)?;
+        let pages: Vec<u64> =
+            s.rpc_pages.iter().filter(|(&(d, _), &h)| d == g.device && h == handle).map(|(&(_, p), _)| p).collect();
+        let ps = self.page_size();
+        let mut unmapped = 0;
+        for run in runs(&pages, ps) {
+            unmapped += dart.unmap(dev.stream, run.0, run.1)?;
+        }
+        for p in pages {
+            s.rpc_pages.remove(&(g.device, p));
+        }
+        s.grants.remove(&handle);
+        Ok(unmapped)
+    }
+
+    /// Handles one decoded request from coprocessor `device`.
+    pub fn handle(&self, device: usize, req: &Request) -> Result<(), RpcError> {
+        let (dev, dart) = self.device(device)?;
+        dart.stats().add(Some(dev.stream), Counter::RpcRequests, 1);
+        let r = self.handle_inner(device, dev, dart, req);
+        if let Err(e) = &r {
+            dart.stats().rpc_refused(Some(dev.stream), e.kind());
+        }
+        r
+    }
+
+    fn handle_inner(&self, device: usize, dev: &Device, dart: &Dart, req: &Request) -> Result<(), RpcError> {
+        let ps = self.page_size();
+        let mut s = self.state.lock();
+        match *req {
+            Request::MapPa { pa, .. } => {
+                Err(RpcError::NotGranted { reason: format!("raw physical address {pa:#x}: only granted handles map") })
+            }
+            Request::Map { handle, offset, len, iova, perm } => {
+                let g = match s.grants.get(&handle) {
+                    Some(g) if g.device == device => g.clone(),
+                    _ => {
+                        return Err(RpcError::NotGranted {
+                            reason: format!("handle {handle} is not granted to {}", dev.name),
+                        })
+                    }
+                };
+                if !g.perm.contains(perm) || perm.is_empty() {
+                    return Err(RpcError::PermExceedsGrant { asked: perm, granted: g.perm });
+                }
+                let bad = |start, reason| RpcError::BadRange { start, len, reason };
+                if len == 0 {
+                    return Err(bad(iova, "zero length"));
+                }
+                if offset % ps != 0 || len % ps != 0 || iova % ps != 0 {
+                    return Err(bad(iova, "offset, length and IOVA must be page aligned"));
+                }
+                let end = iova.checked_add(len).ok_or(bad(iova, "iova + len overflows"))?;
+                let off_end = offset.checked_add(len).ok_or(bad(offset, "offset + len overflows"))?;
+                if off_end > g.frames.len() as u64 * ps {
+                    return Err(bad(offset, "beyond the granted buffer"));
+                }
+                if iova < dev.window.start || end > dev.window.end {
+                    return Err(bad(iova, "outside the coprocessor's IOVA window"));
+                }
+                let frames = &g.frames[(offset / ps) as usize..(off_end / ps) as usize];
+                dart.map(dev.stream, iova, frames, perm, None)?;
+                for i in 0..frames.len() as u64 {
+                    s.rpc_pages.insert((device, iova + i * ps), handle);
+                }
+                Ok(())
+            }
+            Request::Unmap { iova, len } => {
+                let bad = |reason| RpcError::BadRange { start: iova, len, reason };
+                if len == 0 {
+                    return Err(bad("zero length"));
+                }
+                if iova % ps != 0 || len % ps != 0 {
+                    return Err(bad("length and IOVA must be page aligned"));
+                }
+                iova.checked_add(len).ok_or(bad("iova + len overflows"))?;
+                let pages = len / ps;
+                if !(0..pages).all(|i| s.rpc_pages.contains_key(&(device, iova + i * ps))) {
+                    return Err(RpcError::NotMapped { iova, len });
+                }
+                dart.unmap(dev.stream, iova, len)?;
+                for i in 0..pages {
+                    s.rpc_pages.remove(&(device, iova + i * ps));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes one message (already copied out of shared memory) and handles it.
+    pub fn handle_message(&self, device: usize, message: &[u8]) -> Serviced {
+        match wire::decode_request(message) {
+            Ok((seq, req)) => (seq, self.handle(device, &req)),
+            Err(e) => {
+                let seq = wire::raw_seq(message).unwrap_or(0);
+                if let Ok((dev, dart)) = self.device(device) {
+                    dart.stats().add(Some(dev.stream), Counter::RpcRequests, 1);
+                    dart.stats().rpc_refused(Some(dev.stream), "bad-message");
+                }
+                (seq, Err(RpcError::BadMessage(e)))
+            }
+        }
+    }
+
+    /// Gives coprocessor `device` an RPC ring in `frame` (a `kernel-shared`
+    /// frame the caller also maps into the device). Returns the layout.
+    pub fn attach_ring(&self, device: usize, frame: Frame) -> Result<RingLayout, RpcError> {
+        self.device(device)?;
+        let st = self.frames.state(frame).map_err(|e| RpcError::Dart(e.into()))?;
+        if st.ty() != FrameType::KernelShared {
+            return Err(RpcError::Dart(DartError::Frame(frame_table::Error::ForbiddenType {
+                frame,
+                ty: st.ty(),
+                access: frame_table::Access::Dart,
+                perm: Perm::RW,
+            })));
+        }
+        let layout = ring_layout(self.page_size());
+        let pa = self.frames.pa_of(frame).map_err(|e| RpcError::Dart(e.into()))?;
+        self.state.lock().rings.insert(device, Ring { pa, layout, tail: 0 });
+        Ok(layout)
+    }
+
+    /// Services coprocessor `device`'s ring: every message between the
+    /// service's tail and the device's head is copied out once, decoded,
+    /// handled, and answered in its response slot.
+    pub fn service_ring(&self, device: usize) -> Result<Vec<Serviced>, RpcError> {
+        let Some(ring) = self.state.lock().rings.get(&device).cloned() else {
+            return Err(RpcError::NotGranted { reason: "no ring attached".into() });
+        };
+        let mut head_bytes = [0u8; 4];
+        self.frames
+            .aperture_read(ring.pa + RingLayout::head_offset() as u64, &mut head_bytes)
+            .map_err(|e| RpcError::Dart(e.into()))?;
+        let head = u32::from_le_bytes(head_bytes);
+        let mut tail = ring.tail;
+        let mut out = Vec::new();
+        // A head more than a ring ahead is garbage: service one ring's worth.
+        let pending = ring.layout.pending(head, tail).unwrap_or(ring.layout.slots);
+        for _ in 0..pending {
+            let mut msg = [0u8; wire::SLOT_BYTES];
+            let slot = ring.pa + ring.layout.slot_offset(tail) as u64;
+            // The one fetch: everything below works on `msg`.
+            self.frames.aperture_read(slot, &mut msg).map_err(|e| RpcError::Dart(e.into()))?;
+            let (seq, result) = self.handle_message(device, &msg);
+            let status = match &result {
+                Ok(()) => Status::Ok,
+                Err(e) => Status::refused(e.kind()).unwrap_or(Status::Refused(0)),
+            };
+            let resp = wire::encode_response(&Response { seq, status });
+            let _ = self.frames.aperture_write(ring.pa + ring.layout.response_offset(tail) as u64, &resp);
+            out.push((seq, result));
+            tail = tail.wrapping_add(1);
+        }
+        let _ = self.frames.aperture_write(ring.pa + RingLayout::tail_offset() as u64, &tail.to_le_bytes());
+        if let Some(r) = self.state.lock().rings.get_mut(&device) {
+            r.tail = tail;
+        }
+        Ok(out)
+    }
+
+    /// Pages coprocessor `device` mapped through RPC, with their handles.
+    pub fn rpc_pages(&self, device: usize) -> Vec<(u64, u32)> {
+        self.state.lock().rpc_pages.range((device, 0)..=(device, u64::MAX)).map(|(&(_, p), &h)| (p, h)).collect()
+    }
+}
+
+/// The ring layout that fits one frame of `page_size` bytes.
+pub fn ring_layout(page_size: u64) -> RingLayout {
+    let mut slots = 1u32;
+    while RingLayout::HEADER_BYTES as u64 + 2 * (slots as u64 * 2) * wire::SLOT_BYTES as u64 <= page_size {
+        slots *= 2;
+    }
+    RingLayout::new(slots).unwrap_or(RingLayout { slots: 1 })
+}
+
+/// Contiguous runs `(start, len)` of sorted page addresses.
+fn runs(pages: &[u64], ps: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some((start, len)) if *start + *len == p => *len += ps,
+            _ => out.push((p, ps)),
+        }
+    }
+    out
+}

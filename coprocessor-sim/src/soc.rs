@@ -1,0 +1,160 @@
+//! A SoC: physical memory and its frame table, DARTs, and the coprocessors
+//! (devices) that sit behind them, each owning one stream.
+
+use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
+use crate::service::MapperService;
+use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, Variant};
+use frame_table::{FrameTable, FrameTableConfig};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Errors building a SoC.
+#[derive(Debug, thiserror::Error)]
+pub enum SocError {
+    /// Physical memory could not be built.
+    #[error("physical memory: {0}")]
+    Memory(#[from] frame_table::ConfigError),
+    /// A DART could not be built or configured.
+    #[error("DART `{name}`: {source}")]
+    Dart {
+        /// The DART's name.
+        name: String,
+        /// Why.
+        source: DartError,
+    },
+    /// A coprocessor names a DART that does not exist.
+    #[error("coprocessor `{device}` is on unknown DART `{dart}`")]
+    UnknownDart {
+        /// The coprocessor.
+        device: String,
+        /// The DART it names.
+        dart: String,
+    },
+}
+
+/// A coprocessor's place in the SoC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Its name (`ane`, `disp`, …).
+    pub name: String,
+    /// Index of its DART in [`Soc::darts`].
+    pub dart: usize,
+    /// Its stream on that DART.
+    pub stream: u32,
+    /// Whether its stream may bypass translation.
+    pub trusted: bool,
+    /// IOVA window for RPC maps, `[start, end)`.
+    pub window: Range<u64>,
+}
+
+/// The emulated system.
+#[derive(Debug)]
+pub struct Soc {
+    /// Physical memory and frame types.
+    pub frames: Arc<FrameTable>,
+    /// The DARTs.
+    pub darts: Vec<Arc<Dart>>,
+    /// The coprocessors.
+    pub devices: Vec<Device>,
+    /// The kernel's mapper service.
+    pub service: MapperService,
+}
+
+fn variant(v: DartVariant) -> Variant {
+    match v {
+        DartVariant::T8020 => Variant::T8020,
+        DartVariant::T6000 => Variant::T6000,
+        DartVariant::T8110 => Variant::T8110,
+    }
+}
+
+impl Soc {
+    /// Builds a SoC from scenario sections. Every coprocessor's stream starts
+    /// enabled and translating; tables are made on first use.
+    pub fn new(
+        soc: &SocConfig,
+        darts: &[scenario::DartConfig],
+        coprocessors: &[CoprocessorConfig],
+    ) -> Result<Soc, SocError> {
+        let frames = Arc::new(FrameTable::new(
+            FrameTableConfig::with_memory(soc.memory_bytes()).frame_size(soc.page_size).on_violation(soc.on_violation),
+        )?);
+        let mut built = Vec::new();
+        for d in darts {
+            let mut cfg = DartConfig::new(d.name.clone(), variant(d.variant));
+            cfg.streams = d.streams;
+            cfg.invalidation = match d.invalidation {
+                scenario::Invalidation::Strict => Invalidation::Strict,
+                scenario::Invalidation::Deferred => Invalidation::Deferred,
+            };
+            cfg.iotlb_entries = d.iotlb_entries.min(dart::iotlb::Iotlb::MAX_ENTRIES as u64) as usize;
+            cfg.trusted = coprocessors.iter().filter(|c| c.dart == d.name && c.trusted).map(|c| c.stream).collect();
+            let dart =
+                Dart::new(frames.clone(), cfg).map_err(|source| SocError::Dart { name: d.name.clone(), source })?;
+            built.push(Arc::new(dart));
+        }
+        let mut devices = Vec::new();
+        for c in coprocessors {
+            let Some(idx) = darts.iter().position(|d| d.name == c.dart) else {
+                return Err(SocError::UnknownDart { device: c.name.clone(), dart: c.dart.clone() });
+            };
+            built[idx]
+                .set_stream_config(c.stream, StreamConfig::TRANSLATING)
+                .map_err(|source| SocError::Dart { name: c.dart.clone(), source })?;
+            devices.push(Device {
+                name: c.name.clone(),
+                dart: idx,
+                stream: c.stream,
+                trusted: c.trusted,
+                window: c.window.clone(),
+            });
+        }
+        let service = MapperService::new(frames.clone(), built.clone(), devices.clone());
+        Ok(Soc { frames, darts: built, devices, service })
+    }
+
+    /// The default SoC of the main job: 256 MiB, 16 KiB pages, `dart-ane`
+    /// (t8110), `dart-disp` (t6000), `dart-usb` (t8020), coprocessors `ane`,
+    /// `disp`, `usb` and a trusted `sep` (on `dart-ane`).
+    pub fn default_soc() -> (SocConfig, Vec<scenario::DartConfig>, Vec<CoprocessorConfig>) {
+        let soc = SocConfig { memory_mib: 256, ..SocConfig::default() };
+        let dart = |name: &str, variant| scenario::DartConfig {
+            name: name.into(),
+            variant,
+            streams: 16,
+            invalidation: scenario::Invalidation::Strict,
+            iotlb_entries: 256,
+            line: 0,
+        };
+        let darts = vec![
+            dart("dart-ane", DartVariant::T8110),
+            dart("dart-disp", DartVariant::T6000),
+            dart("dart-usb", DartVariant::T8020),
+        ];
+        let dev = |name: &str, dart: &str, stream, trusted| CoprocessorConfig {
+            name: name.into(),
+            dart: dart.into(),
+            stream,
+            trusted,
+            window: scenario::DEFAULT_WINDOW,
+            line: 0,
+        };
+        let devices = vec![
+            dev("ane", "dart-ane", 1, false),
+            dev("disp", "dart-disp", 1, false),
+            dev("usb", "dart-usb", 1, false),
+            dev("sep", "dart-ane", 2, true),
+        ];
+        (soc, darts, devices)
+    }
+
+    /// The device named `name`.
+    pub fn device(&self, name: &str) -> Option<(usize, &Device)> {
+        self.devices.iter().enumerate().find(|(_, d)| d.name == name)
+    }
+
+    /// The DART named `name`.
+    pub fn dart(&self, name: &str) -> Option<&Arc<Dart>> {
+        self.darts.iter().find(|d| d.name() == name)
+    }
+}
