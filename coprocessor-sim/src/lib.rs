@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod coprocessor;
 pub mod rpc;
 pub mod runner;
 pub mod scenario;

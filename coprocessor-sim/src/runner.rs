@@ -12,6 +12,7 @@
 //! into a slot with DMA and bumps the ring head; the service copies the slot
 //! out once, decodes, validates and answers.
 
+use crate::coprocessor::{Command, Reply};
 use crate::rpc::wire::{self, Request};
 use crate::scenario::{
     Address, Check, FrameRef, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, Space, Step, Target,
@@ -315,14 +316,13 @@ impl Run {
             }
             Op::Rpc { device, call } => self.rpc(device, call),
             Op::DmaRead { device, iova, len, data } => {
-                let (_, sid, dart) = self.device(device)?;
-                let mut buf = vec![0u8; *len as usize];
-                dart.dma_read(sid, self.address(iova)?, &mut buf)?;
+                let (i, _, _) = self.device(device)?;
+                let buf = self.device_call(i, Command::DmaRead { iova: self.address(iova)?, len: *len })?;
                 compare(&buf, data.as_deref())
             }
             Op::DmaWrite { device, iova, data } => {
-                let (_, sid, dart) = self.device(device)?;
-                dart.dma_write(sid, self.address(iova)?, data)?;
+                let (i, _, _) = self.device(device)?;
+                self.device_call(i, Command::DmaWrite { iova: self.address(iova)?, data: data.clone() })?;
                 Ok(())
             }
             Op::Bypass { device, enable } => {
@@ -429,17 +429,28 @@ impl Run {
                 r
             }
         };
-        let sid = self.soc.devices[dev].stream;
+        // The device writes the message and bumps the head, by DMA.
         let layout = wire::RingLayout { slots: ring.slots };
-        dart.dma_write(sid, ring.iova + layout.slot_offset(ring.head) as u64, &msg)?;
+        let slot = ring.iova + layout.slot_offset(ring.head) as u64;
+        self.device_call(dev, Command::DmaWrite { iova: slot, data: msg.to_vec() })?;
         let head = ring.head.wrapping_add(1);
-        dart.dma_write(sid, ring.iova + wire::RingLayout::head_offset() as u64, &head.to_le_bytes())?;
+        let head_iova = ring.iova + wire::RingLayout::head_offset() as u64;
+        self.device_call(dev, Command::DmaWrite { iova: head_iova, data: head.to_le_bytes().to_vec() })?;
         rings.insert(dev, RingClient { head, ..ring });
         let served = self.soc.service.service_ring(dev).map_err(rpc_err)?;
         match served.into_iter().last() {
             Some((_, Ok(()))) => Ok(()),
             Some((_, Err(e))) => Err(rpc_err(e)),
             None => Err(fail("bad-message", "the service found no message")),
+        }
+    }
+
+    /// Has coprocessor `i` run `cmd` on its own thread.
+    fn device_call(&self, i: usize, cmd: Command) -> Result<Vec<u8>, Fail> {
+        match self.soc.coprocessors[i].call(cmd) {
+            Reply::Done(v) => Ok(v),
+            Reply::Failed(e) => Err(e.into()),
+            Reply::Script(_) => Err(fail("bad-message", "unexpected script reply")),
         }
     }
 

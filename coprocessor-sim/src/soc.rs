@@ -1,6 +1,7 @@
 //! A SoC: physical memory and its frame table, DARTs, and the coprocessors
 //! (devices) that sit behind them, each owning one stream.
 
+use crate::coprocessor::Coprocessor;
 use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
 use crate::service::MapperService;
 use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, Variant};
@@ -58,6 +59,8 @@ pub struct Soc {
     pub devices: Vec<Device>,
     /// The kernel's mapper service.
     pub service: MapperService,
+    /// One running coprocessor thread per device, in [`Soc::devices`] order.
+    pub coprocessors: Vec<Coprocessor>,
 }
 
 fn variant(v: DartVariant) -> Variant {
@@ -110,7 +113,9 @@ impl Soc {
             });
         }
         let service = MapperService::new(frames.clone(), built.clone(), devices.clone());
-        Ok(Soc { frames, darts: built, devices, service })
+        let coprocessors =
+            devices.iter().map(|d| Coprocessor::spawn(d.name.clone(), built[d.dart].clone(), d.stream)).collect();
+        Ok(Soc { frames, darts: built, devices, service, coprocessors })
     }
 
     /// The default SoC of the main job: 256 MiB, 16 KiB pages, `dart-ane`
