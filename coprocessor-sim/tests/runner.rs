@@ -1,0 +1,243 @@
+//! The scenario runner's verdicts: shipped scenarios pass, scenarios built
+//! to fail do fail (at the right step, with the right actual outcome), and
+//! the CLI's exit status and output say so.
+
+use coprocessor_sim::runner::{run_scenario, Base};
+use coprocessor_sim::scenario::parse_scenario;
+use std::path::Path;
+use std::process::Command;
+
+fn run(text: &str) -> coprocessor_sim::runner::ScenarioResult {
+    run_scenario(&parse_scenario(text, Path::new("t.toml")).unwrap(), Base::Spec)
+}
+
+const HEAD: &str = r#"
+name = "t"
+[[step]]
+op = "alloc"
+name = "buf"
+type = "user-data"
+frames = 2
+"#;
+
+#[test]
+fn an_expectation_that_does_not_hold_fails_the_run() {
+    let r = run(&format!(
+        "{HEAD}\n[[step]]\nop = \"map\"\ndevice = \"dev0\"\niova = 0x10000\ntarget = \"buf\"\nperm = \"rw\"\nexpect = \"forbidden-type\"\n"
+    ));
+    assert!(!r.passed());
+    let s = &r.steps[1];
+    assert_eq!(
+        (s.step, s.line, s.op, s.expect.as_str(), s.actual.as_str(), s.passed),
+        (2, 9, "map", "forbidden-type", "ok", false)
+    );
+}
+
+#[test]
+fn data_and_counter_mismatches_fail() {
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"map\"
+device = \"dev0\"
+iova = 0x10000
+target = \"buf\"
+perm = \"rw\"
+
+[[step]]
+op = \"dma-write\"
+device = \"dev0\"
+iova = 0x10000
+data = \"0x01020304\"
+
+[[step]]
+op = \"dma-read\"
+device = \"dev0\"
+iova = 0x10000
+data = \"0x01020305\"
+
+[[step]]
+op = \"check\"
+counter = \"dart0.s1.maps\"
+equals = 3
+
+[[step]]
+op = \"check\"
+counter = \"dart0.s1.maps\"
+equals = 2
+
+[[step]]
+op = \"dma-read\"
+device = \"dev0\"
+iova = 0x10000
+data = \"0x01020304\"
+"
+    ));
+    let verdicts: Vec<(&str, bool)> = r.steps.iter().map(|s| (s.actual.as_str(), s.passed)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("ok", true),
+            ("ok", true),
+            ("ok", true),
+            ("data-mismatch", false),
+            ("counter-mismatch", false),
+            ("ok", true),
+            ("ok", true)
+        ]
+    );
+    assert!(r.steps[3].detail.contains("read 0x01020304, expected 0x01020305"), "{}", r.steps[3].detail);
+    assert!(!r.passed());
+}
+
+#[test]
+fn a_failing_race_inner_step_fails_the_race() {
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"race\"
+iterations = 3
+threads = [
+  [ {{ op = \"map\", device = \"dev0\", iova = 0x10000, target = \"buf[0]\", perm = \"r\", expect = \"ok\" }},
+    {{ op = \"unmap\", device = \"dev0\", iova = 0x10000, len = 0x4000, expect = \"ok\" }} ],
+  [ {{ op = \"dma-read\", device = \"dev0\", iova = 0x10000, len = 4 }} ],
+]
+
+[[step]]
+op = \"race\"
+iterations = 1
+threads = [ [ {{ op = \"free\", target = \"buf[1]\", expect = \"frame-busy\" }} ] ]
+"
+    ));
+    assert!(r.steps[1].passed, "{:?}", r.steps[1]);
+    assert_eq!((r.steps[2].actual.as_str(), r.steps[2].passed), ("race-step-failed", false));
+    assert!(r.steps[2].detail.contains("free expected frame-busy, got ok"), "{}", r.steps[2].detail);
+}
+
+#[test]
+fn halting_is_a_state_every_later_step_sees() {
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"map\"
+device = \"dev0\"
+iova = 0x10000
+target = \"buf[0]\"
+perm = \"rw\"
+
+[[step]]
+op = \"free\"
+target = \"buf[0]\"
+expect = \"panic\"
+
+[[step]]
+op = \"dma-read\"
+device = \"dev0\"
+iova = 0x10000
+len = 4
+expect = \"halted\"
+
+[[step]]
+op = \"alloc\"
+name = \"more\"
+type = \"user-data\"
+expect = \"halted\"
+"
+    ));
+    assert!(r.passed(), "{r:#?}");
+}
+
+#[test]
+fn unknown_names_are_step_failures_not_panics() {
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"map\"
+device = \"nobody\"
+iova = 0
+target = \"buf\"
+perm = \"r\"
+expect = \"no-such-device\"
+
+[[step]]
+op = \"map\"
+device = \"dev0\"
+iova = 0
+target = \"ghost\"
+perm = \"r\"
+expect = \"bad-range\"
+
+[[step]]
+op = \"map\"
+device = \"dev0\"
+iova = 0
+target = \"buf[7]\"
+perm = \"r\"
+expect = \"bad-range\"
+
+[[step]]
+op = \"revoke\"
+name = \"nope\"
+expect = \"not-granted\"
+
+[[step]]
+op = \"flush\"
+dart = \"nodart\"
+expect = \"no-such-device\"
+"
+    ));
+    assert!(r.passed(), "{r:#?}");
+}
+
+fn dartemu(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dartemu")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+#[test]
+fn cli_exit_status_and_reports() {
+    let dir = std::env::temp_dir().join(format!("dartemu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("{HEAD}\n[[step]]\nop = \"check\"\ninvariant = \"all\"\n")).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{HEAD}\n[[step]]\nop = \"free\"\ntarget = \"buf\"\nexpect = \"frame-busy\"\n"))
+        .unwrap();
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "name = \"x\"\n[[step]]\nop = \"alloc\"\nname = \"b\"\ntype = \"user-data\"\nfrmes = 1\n")
+        .unwrap();
+
+    let ok = dartemu(&["run", good.to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("1 passed, 0 failed"));
+
+    let failing = dartemu(&["run", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(failing.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&failing.stdout);
+    assert!(out.contains("FAIL"), "{out}");
+    assert!(out.contains("bad.toml:9: step 2 (free): expected frame-busy, got ok"), "{out}");
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+
+    let unreadable = dartemu(&["run", dir.to_str().unwrap()]);
+    assert_eq!(unreadable.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(err.contains("broken.toml:6:") && err.contains("frmes"), "{err}");
+
+    let json = dartemu(&["run", "--json", good.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["steps"][1]["actual"], "ok");
+    assert_eq!(v[0]["name"], "t");
+
+    let missing = dartemu(&["run", "/no/such/path"]);
+    assert_eq!(missing.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_shipped_catalogue_passes() {
+    let files = coprocessor_sim::cli::collect(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")]).unwrap();
+    assert!(!files.is_empty());
+    for r in coprocessor_sim::cli::run_files(&files, Base::DefaultSoc).unwrap() {
+        assert!(r.passed(), "{}: {:#?}", r.file.display(), r.steps.iter().filter(|s| !s.passed).collect::<Vec<_>>());
+    }
+}
