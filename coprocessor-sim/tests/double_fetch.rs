@@ -72,7 +72,7 @@ fn flipping_handle_and_length_mid_decode_never_maps_beyond_the_grant() {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let slot = target.load(Ordering::Relaxed);
-                let src = if flips % 2 == 0 { &evil } else { &honest };
+                let src = if flips.is_multiple_of(2) { &evil } else { &honest };
                 // Handle (offset 16) and length (offset 32) rewritten separately.
                 d.dma_write(1, slot + 16, &src[16..20]).unwrap();
                 d.dma_write(1, slot + 32, &src[32..40]).unwrap();
