@@ -601,55 +601,62 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::thread;
 
-    fn value_of(stream: u32, page: u64, gen: u64) -> u64 {
+    /// `(stream, page, gen)`.
+    type Key = (u32, u64, u64);
+
+    /// A value distinct for every key the models use.
+    fn value_of((stream, page, gen): Key) -> u64 {
         (u64::from(stream) << 48) ^ (page << 8) ^ gen ^ 0xA5A5_0000_0000_0000
     }
 
-    /// One writer inserts two entries that share the single slot (different
-    /// stream and page) while a reader looks both up: the reader must see a
-    /// miss or the exact value of the key it asked for, never A's key with
-    /// B's value.
-    #[test]
-    fn reader_never_sees_torn_entry() {
-        loom::model(|| {
+    /// In a one-slot IOTLB (so both keys share the slot), a writer inserts
+    /// `first` then `second` while the main thread looks up `ask` once: the
+    /// lookup must miss or return exactly `value_of(ask)`, never a triple
+    /// mixing the two inserts. Afterwards only `second` is resident.
+    fn race(first: Key, second: Key, ask: Key) {
+        loom::model(move || {
             let t = Arc::new(Iotlb::new(1));
             let w = {
                 let t = t.clone();
                 thread::spawn(move || {
-                    t.insert(1, 5, 1, value_of(1, 5, 1));
-                    t.insert(2, 9, 1, value_of(2, 9, 1));
+                    t.insert(first.0, first.1, first.2, value_of(first));
+                    t.insert(second.0, second.1, second.2, value_of(second));
                 })
             };
-            for (s, p) in [(1, 5), (2, 9)] {
-                let got = t.lookup(s, p, 1);
-                assert!(got.is_none() || got == Some(value_of(s, p, 1)), "({s}, {p}) -> {got:?}");
-            }
+            let got = t.lookup(ask.0, ask.1, ask.2);
+            assert!(got.is_none() || got == Some(value_of(ask)), "{ask:?} -> {got:?}");
             w.join().unwrap();
-            assert_eq!(t.lookup(1, 5, 1), None);
-            assert_eq!(t.lookup(2, 9, 1), Some(value_of(2, 9, 1)));
+            assert_eq!(t.lookup(first.0, first.1, first.2), None);
+            assert_eq!(t.lookup(second.0, second.1, second.2), Some(value_of(second)));
         });
     }
 
-    /// Same key, two generations with different values.
+    /// Different (stream, page), same slot: asking for the evicted key must
+    /// never return the newer entry's value.
     #[test]
-    fn reader_never_mixes_generations() {
-        loom::model(|| {
-            let t = Arc::new(Iotlb::new(1));
-            let w = {
-                let t = t.clone();
-                thread::spawn(move || {
-                    t.insert(3, 7, 1, value_of(3, 7, 1));
-                    t.insert(3, 7, 2, value_of(3, 7, 2));
-                })
-            };
-            for g in [1, 2] {
-                let got = t.lookup(3, 7, g);
-                assert!(got.is_none() || got == Some(value_of(3, 7, g)), "gen {g} -> {got:?}");
-            }
-            w.join().unwrap();
-            assert_eq!(t.lookup(3, 7, 1), None);
-            assert_eq!(t.lookup(3, 7, 2), Some(value_of(3, 7, 2)));
-        });
+    fn conflicting_keys_ask_evicted() {
+        race((1, 5, 1), (2, 9, 1), (1, 5, 1));
+    }
+
+    /// Different (stream, page), same slot: asking for the newer key must
+    /// never return the evicted entry's value.
+    #[test]
+    fn conflicting_keys_ask_newer() {
+        race((1, 5, 1), (2, 9, 1), (2, 9, 1));
+    }
+
+    /// Same (stream, page), generation bumped: the old generation never
+    /// returns the new value.
+    #[test]
+    fn generations_ask_old() {
+        race((3, 7, 1), (3, 7, 2), (3, 7, 1));
+    }
+
+    /// Same (stream, page), generation bumped: the new generation never
+    /// returns the old value.
+    #[test]
+    fn generations_ask_new() {
+        race((3, 7, 1), (3, 7, 2), (3, 7, 2));
     }
 
     /// `invalidate_all` racing with an insert into the same slot: the entry
@@ -659,16 +666,16 @@ mod loom_tests {
     fn invalidate_all_races_insert() {
         loom::model(|| {
             let t = Arc::new(Iotlb::new(1));
-            t.insert(1, 1, 0, value_of(1, 1, 0));
+            t.insert(1, 1, 0, value_of((1, 1, 0)));
             let w = {
                 let t = t.clone();
-                thread::spawn(move || t.insert(2, 2, 0, value_of(2, 2, 0)))
+                thread::spawn(move || t.insert(2, 2, 0, value_of((2, 2, 0))))
             };
             t.invalidate_all();
             w.join().unwrap();
             assert_eq!(t.lookup(1, 1, 0), None);
             let got = t.lookup(2, 2, 0);
-            assert!(got.is_none() || got == Some(value_of(2, 2, 0)), "{got:?}");
+            assert!(got.is_none() || got == Some(value_of((2, 2, 0))), "{got:?}");
         });
     }
 }

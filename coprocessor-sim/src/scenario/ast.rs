@@ -339,59 +339,8 @@ impl fmt::Display for MmioValue {
     }
 }
 
-/// A DMA fault kind (SPEC §3), as written after `fault:` in `expect`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// `no-ttbr`.
-    NoTtbr,
-    /// `no-l0`.
-    NoL0,
-    /// `no-l1`.
-    NoL1,
-    /// `no-pte`.
-    NoPte,
-    /// `read`.
-    Read,
-    /// `write`.
-    Write,
-    /// `subpage`.
-    Subpage,
-    /// `stream-disabled`.
-    StreamDisabled,
-    /// `forbidden-frame`.
-    ForbiddenFrame,
-}
-
-impl FaultKind {
-    /// Every fault kind.
-    pub const ALL: [FaultKind; 9] = [
-        FaultKind::NoTtbr,
-        FaultKind::NoL0,
-        FaultKind::NoL1,
-        FaultKind::NoPte,
-        FaultKind::Read,
-        FaultKind::Write,
-        FaultKind::Subpage,
-        FaultKind::StreamDisabled,
-        FaultKind::ForbiddenFrame,
-    ];
-
-    /// The code without the `fault:` prefix (`no-pte`, …), as in counter
-    /// names `faults.CODE`.
-    pub const fn code(self) -> &'static str {
-        match self {
-            FaultKind::NoTtbr => "no-ttbr",
-            FaultKind::NoL0 => "no-l0",
-            FaultKind::NoL1 => "no-l1",
-            FaultKind::NoPte => "no-pte",
-            FaultKind::Read => "read",
-            FaultKind::Write => "write",
-            FaultKind::Subpage => "subpage",
-            FaultKind::StreamDisabled => "stream-disabled",
-            FaultKind::ForbiddenFrame => "forbidden-frame",
-        }
-    }
-}
+/// A DMA fault kind (SPEC §3), as written after `fault:` in `expect`: the DART's own.
+pub use dart::FaultKind;
 
 /// The outcome a step expects (`expect`), or that a step had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
