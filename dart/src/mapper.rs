@@ -433,24 +433,29 @@ impl Dart {
     pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
         let geo = self.geometry_for(st.config());
-        let _m = self.mapper.lock();
+        let m = self.mapper.lock();
         let mut out = Vec::new();
         for idx in 0..self.variant().ttbrs_per_stream() as usize {
             if let Some(root) = st.ttbr(idx) {
                 let base = (idx as u64) << (geo.page_shift + geo.levels * geo.bits_per_level());
-                self.collect_leaves(geo, root, 0, base, &mut out);
+                self.collect_leaves(&m, geo, root, 0, base, &mut out);
             }
         }
         Ok(out)
     }
 
-    fn collect_leaves(&self, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
-        let ok = self
-            .frames
-            .frame_of(table)
-            .and_then(|f| self.frames.state(f))
-            .is_ok_and(|s| s.ty() == FrameType::DartTable);
+    fn collect_leaves(&self, m: &Mapper, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
+        let Ok(tf) = self.frames.frame_of(table) else { return };
+        let ok = self.frames.state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
         if !ok || level >= geo.levels {
+            return;
+        }
+        // A table the mapper built as a non-leaf (a deeper tree seen through
+        // a shallower geometry: TCR.FOUR_LEVEL cleared over four-level
+        // tables) holds table descriptors, not leaves. The walker reading them
+        // as leaves finds `dart-table` frames and faults forbidden-frame, so
+        // they map nothing.
+        if level + 1 == geo.levels && m.tables.get(&tf).is_some_and(|i| !i.leaf) {
             return;
         }
         let mem = self.frames.memory();
@@ -460,7 +465,7 @@ impl Dart {
             let va = base | (i << shift);
             if level + 1 < geo.levels {
                 if let Some(next) = self.pte_format().decode_table(self.page_shift(), pte) {
-                    self.collect_leaves(geo, next, level + 1, va, out);
+                    self.collect_leaves(m, geo, next, level + 1, va, out);
                 }
             } else if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
                 out.push((va, leaf));
