@@ -138,6 +138,7 @@ pub struct Dart {
     pub(crate) mapper: Mutex<Mapper>,
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
+    pub(crate) mmio: crate::regs::MmioState,
 }
 
 impl std::fmt::Debug for Dart {
@@ -204,6 +205,7 @@ impl Dart {
             mapper: Mutex::new(Mapper::default()),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
+            mmio: crate::regs::MmioState::new(),
             frames,
         })
     }
@@ -274,27 +276,38 @@ impl Dart {
     /// refused (`bypass-denied`) and changes nothing. Kills the stream's IOTLB
     /// entries (a changed configuration must not be served from the old one).
     pub fn set_stream_config(&self, sid: u32, config: StreamConfig) -> Result<(), DartError> {
+        self.update_stream_config(sid, |_| config).map(drop)
+    }
+
+    /// Replaces stream `sid`'s configuration `c` with `f(c)`, atomically
+    /// with respect to every other configuration change (read-modify-write
+    /// under the mapper lock), with [`Dart::set_stream_config`]'s checks.
+    /// Returns the new configuration.
+    pub(crate) fn update_stream_config(
+        &self,
+        sid: u32,
+        f: impl FnOnce(StreamConfig) -> StreamConfig,
+    ) -> Result<StreamConfig, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
+        let _m = self.mapper.lock();
+        let config = f(st.config());
         if config.bypass && !st.trusted {
             return Err(DartError::BypassDenied { sid });
         }
-        let _m = self.mapper.lock();
         st.set_config(config);
         st.bump_gen();
-        Ok(())
+        Ok(config)
     }
 
     /// Enables or disables stream `sid`, keeping the rest of its configuration.
     pub fn set_enabled(&self, sid: u32, enabled: bool) -> Result<(), DartError> {
-        let c = self.stream_config(sid)?;
-        self.set_stream_config(sid, StreamConfig { enabled, ..c })
+        self.update_stream_config(sid, |c| StreamConfig { enabled, ..c }).map(drop)
     }
 
     /// Turns bypass on or off for stream `sid` (refused for untrusted streams).
     pub fn set_bypass(&self, sid: u32, bypass: bool) -> Result<(), DartError> {
-        let c = self.stream_config(sid)?;
-        self.set_stream_config(sid, StreamConfig { bypass, ..c })
+        self.update_stream_config(sid, |c| StreamConfig { bypass, ..c }).map(drop)
     }
 
     /// The table TTBR `idx` of stream `sid` names, if valid.
@@ -339,11 +352,20 @@ impl Dart {
         *self.error.lock() = ErrorLatch::default();
     }
 
+    /// The interrupt line's level: high while ERROR holds a fault.
+    pub fn interrupt_pending(&self) -> bool {
+        self.error.lock().first.is_some()
+    }
+
     /// Records a fault: counters, ERROR latch, interrupt. Returns the error.
     #[cold]
     pub(crate) fn raise(&self, sid: u32, iova: u64, kind: FaultKind, dir: Dir) -> DartError {
         let fault = Fault { kind, stream: sid, iova, write: dir == Dir::Write };
         self.stats.fault(Some(sid), kind.code());
+        if self.mmio.error_masked(self.variant, kind, fault.write) {
+            // ERROR_MASK: the DMA still fails, but nothing latches.
+            return DartError::Fault(fault);
+        }
         let newly = {
             let mut e = self.error.lock();
             if e.first.is_none() {

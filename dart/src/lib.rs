@@ -7,7 +7,10 @@
 //! ([`Dart::map`], [`Dart::unmap`], [`Dart::flush`]) is the only writer and
 //! takes every frame's DART count, with the frame-type policy check, before
 //! the PTE that points at it exists. The device side ([`Dart::dma_read`],
-//! [`Dart::dma_write`], [`Dart::translate`]) takes no lock.
+//! [`Dart::dma_write`], [`Dart::translate`]) takes no lock. Drivers program
+//! it through its MMIO register file ([`Dart::mmio_read`],
+//! [`Dart::mmio_write`]; layouts and model in [`regs`]), which reads and
+//! writes the same stream state as the high-level API.
 #![deny(missing_docs)]
 
 mod dart;
@@ -18,6 +21,7 @@ pub mod iotlb;
 mod mapper;
 mod phys;
 pub mod pte;
+pub mod regs;
 pub mod stats;
 mod stream;
 mod sync;
@@ -26,5 +30,6 @@ pub mod variant;
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
 pub use error::DartError;
 pub use fault::{ErrorLatch, Fault, FaultKind};
+pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use stream::StreamConfig;
 pub use variant::{Geometry, Variant};

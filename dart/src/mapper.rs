@@ -403,12 +403,19 @@ impl Dart {
         if let Some(s) = sid {
             self.stream(s)?;
         }
-        let mut m = self.mapper.lock();
         let mut mask = [0u64; 4];
         match sid {
             Some(s) => set_bit(&mut mask, s),
             None => (0..self.stream_count()).for_each(|s| set_bit(&mut mask, s)),
         }
+        self.flush_streams(mask);
+        Ok(())
+    }
+
+    /// [`Dart::flush`] of the streams in the bitmap `mask` (bit `sid` of
+    /// word `sid / 64`; bits of streams the DART lacks are ignored).
+    pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
+        let mut m = self.mapper.lock();
         self.invalidate(&mask);
         let items = std::mem::take(&mut m.pending);
         for mut item in items {
@@ -426,7 +433,6 @@ impl Dart {
                 Pending::Table(t) => self.free_table(&m, t),
             }
         }
-        Ok(())
     }
 
     /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
@@ -501,6 +507,50 @@ impl Dart {
             }
         }
         out
+    }
+
+    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
+    /// this DART's mapper — and returns its physical address. No TTBR names
+    /// it yet: this is the page-table root a driver allocates for a domain
+    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
+    /// their TTBR registers (value: [`crate::regs::encode_ttbr`]) or with
+    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
+    /// fills it, and every stream pointed at it shares the mappings. (A
+    /// stream with no TTBR gets a root of its own on its first map.)
+    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
+        self.frames.check_running()?;
+        let mut m = self.mapper.lock();
+        let f = self.frames.alloc(FrameType::DartTable, 1)?[0];
+        m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
+        Ok(self.frames.pa_of(f)?)
+    }
+
+    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
+    /// got on its first map) once it is empty and no TTBR names it, after
+    /// the DMA that may still be walking it has finished. Anything else is
+    /// refused (`bad-range`) and changes nothing.
+    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let mut m = self.mapper.lock();
+        let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
+        let Ok(f) = self.frames.frame_of(pa) else { return refuse("not a root table of this DART") };
+        match m.tables.get(&f) {
+            Some(info) if info.level == 0 && pa & ((1 << self.page_shift()) - 1) == 0 => {
+                if info.live > 0 {
+                    return refuse("the root table still has entries");
+                }
+            }
+            _ => return refuse("not a root table of this DART"),
+        }
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        if self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
+            return refuse("a TTBR still names the root table");
+        }
+        m.tables.remove(&f);
+        // A DMA that loaded the TTBR before it changed may still be walking.
+        self.inflight.synchronize();
+        self.frames.free(f)?;
+        Ok(())
     }
 
     /// Frames this DART owns as tables.
