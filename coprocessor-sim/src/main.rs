@@ -27,7 +27,7 @@ enum Command {
         /// Print results as JSON.
         #[arg(long)]
         json: bool,
-        /// Scenarios without their own [[dart]]/[[coprocessor]] run on the
+        /// Scenarios without their own `[[dart]]`/`[[coprocessor]]` run on the
         /// main job's default SoC instead of SPEC §6's `dart0`/`dev0`.
         #[arg(long)]
         default_soc: bool,

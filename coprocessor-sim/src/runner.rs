@@ -468,20 +468,12 @@ impl Run {
     fn mmio_write(&self, dart: &str, offset: u64, value: &MmioValue) -> Outcomes {
         let d = self.dart(dart)?;
         let v = self.mmio_value(d, value)?;
-        let off = u32::try_from(offset).map_err(|_| fail("bad-range", format!("MMIO offset {offset:#x}")))?;
-        let _ = (d, off, v);
-        Err(fail("unsupported", "the MMIO register model is not built yet"))
+        d.mmio_write(offset, v).map_err(|e| fail(e.kind(), e.to_string()))
     }
 
     fn mmio_read(&self, dart: &str, offset: u64, value: Option<&MmioValue>, mask: Option<u64>) -> Outcomes {
         let d = self.dart(dart)?;
-        let off = u32::try_from(offset).map_err(|_| fail("bad-range", format!("MMIO offset {offset:#x}")))?;
-        let _ = (d, off, value, mask);
-        Err(fail("unsupported", "the MMIO register model is not built yet"))
-    }
-
-    #[allow(dead_code)]
-    fn mmio_compare(&self, d: &dart::Dart, got: u32, value: Option<&MmioValue>, mask: Option<u64>) -> Outcomes {
+        let got = d.mmio_read(offset).map_err(|e| fail(e.kind(), e.to_string()))?;
         let Some(value) = value else { return Ok(()) };
         let want = self.mmio_value(d, value)?;
         let mask = mask.unwrap_or(0xffff_ffff) as u32;
@@ -502,8 +494,7 @@ impl Run {
             }
             MmioValue::Ttbr(r) => {
                 let pa = self.soc.frames.pa_of(self.frame_ref(r)?).map_err(frame_err)?;
-                let _ = d;
-                u32::try_from(pa).map_err(|_| too_wide(pa))
+                Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
             }
         }
     }

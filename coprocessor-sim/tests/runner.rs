@@ -241,3 +241,43 @@ fn the_shipped_catalogue_passes() {
         assert!(r.passed(), "{}: {:#?}", r.file.display(), r.steps.iter().filter(|s| !s.passed).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn mmio_steps_drive_the_register_model() {
+    // t8110 (dart0 default): TTBR(1) at 0x1400 + 4; PARAMS4 at 0x0c holds the stream count.
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"mmio-read\"
+dart = \"dart0\"
+offset = 0x0c
+value = 16
+mask = 0x1ff
+
+[[step]]
+op = \"mmio-write\"
+dart = \"dart0\"
+offset = 0x1404
+value = \"ttbr:buf[0]\"
+expect = \"panic\"
+
+[[step]]
+op = \"mmio-read\"
+dart = \"dart0\"
+offset = 0x0c
+expect = \"halted\"
+"
+    ));
+    assert!(r.passed(), "{r:#?}");
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"mmio-write\"
+dart = \"dart0\"
+offset = 0x3
+value = 0
+expect = \"bad-range\"
+"
+    ));
+    assert!(r.passed(), "{r:#?}");
+}

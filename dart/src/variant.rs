@@ -95,9 +95,9 @@ impl FromStr for Variant {
 /// | TTBR select (t8020/t6000: 2 bits) | [L0: b bits, four-level only] | L1: b bits | L2: b bits | offset: p bits |
 /// ```
 ///
-/// At 16 KiB that is IOVA[37:36] TTBR, IOVA[46:36] L0, IOVA[35:25] L1,
-/// IOVA[24:14] L2 (SPEC §3). The 4 KiB layout (9 bits per level, TTBR select
-/// at IOVA[31:30]) is *inferred* by the same rule; no public source shows it.
+/// At 16 KiB that is IOVA\[37:36\] TTBR, IOVA\[46:36\] L0, IOVA\[35:25\] L1,
+/// IOVA\[24:14\] L2 (SPEC §3). The 4 KiB layout (9 bits per level, TTBR select
+/// at IOVA\[31:30\]) is *inferred* by the same rule; no public source shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Geometry {
     /// log2 of the page size (12 or 14).
