@@ -61,6 +61,9 @@ struct PendingItem {
 pub(crate) struct Mapper {
     tables: HashMap<Frame, TableInfo>,
     pending: Vec<PendingItem>,
+    /// Emptied tables a TTBR still named when they were retired: kept (and
+    /// held) until the DART is dropped, never recycled.
+    orphans: Vec<Frame>,
 }
 
 fn set_bit(mask: &mut [u64; 4], sid: u32) {
@@ -167,7 +170,7 @@ impl Dart {
         let mut m = self.mapper.lock();
         // Plan: refuse overlaps, count the tables to create.
         let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
-        let mut pool = if needed > 0 { self.frames.alloc(FrameType::DartTable, needed)? } else { Vec::new() };
+        let mut pool = if needed > 0 { self.alloc_tables(needed)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
             if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
@@ -175,7 +178,7 @@ impl Dart {
                     let _ = self.frames.release(g, FrameCounter::Dart);
                 }
                 for t in pool {
-                    let _ = self.frames.free(t);
+                    self.release_table(t);
                 }
                 return Err(e.into());
             }
@@ -345,7 +348,7 @@ impl Dart {
                     let _ = self.frames.release(f, FrameCounter::Dart);
                 }
                 for t in retired {
-                    self.free_table(&m, t);
+                    self.free_table(&mut m, t);
                 }
             }
             Invalidation::Deferred => {
@@ -387,13 +390,40 @@ impl Dart {
     /// Frees a retired table unless a TTBR still names it (then it stays
     /// allocated, orphaned, until the DART is dropped: never recycled while
     /// a walk could start from it).
-    fn free_table(&self, _m: &Mapper, t: Frame) {
+    fn free_table(&self, m: &mut Mapper, t: Frame) {
         let pa = self.frames.pa_of(t).unwrap_or(u64::MAX);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let named = self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
-        if !named {
-            let _ = self.frames.free(t);
+        if named {
+            m.orphans.push(t);
+        } else {
+            self.release_table(t);
         }
+    }
+
+    /// Allocates `n` table frames and takes the DART's hold on each (see
+    /// [`frame_table::FrameTable::hold_table`]): from here until
+    /// [`Dart::release_table`], freeing or retyping one is an invariant breach.
+    fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
+        let pool = self.frames.alloc(FrameType::DartTable, n)?;
+        for (i, &t) in pool.iter().enumerate() {
+            if let Err(e) = self.frames.hold_table(t) {
+                for &u in &pool[..i] {
+                    let _ = self.frames.release(u, FrameCounter::Dart);
+                }
+                for &u in &pool {
+                    let _ = self.frames.free(u);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Drops the DART's hold on a table frame nothing can walk any more, and frees it.
+    fn release_table(&self, t: Frame) {
+        let _ = self.frames.release(t, FrameCounter::Dart);
+        let _ = self.frames.free(t);
     }
 
     /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
@@ -430,7 +460,7 @@ impl Dart {
                 Pending::Frame(f) => {
                     let _ = self.frames.release(f, FrameCounter::PendingInvalidation);
                 }
-                Pending::Table(t) => self.free_table(&m, t),
+                Pending::Table(t) => self.free_table(&mut m, t),
             }
         }
     }
@@ -479,7 +509,8 @@ impl Dart {
         }
     }
 
-    /// Per frame: valid leaf PTEs in this DART's tables, and pending
+    /// Per frame: valid leaf PTEs in this DART's tables plus its hold on each
+    /// of its own table frames, and pending
     /// invalidations. What the frame table's DART counts must equal when
     /// every DART of the SoC is summed.
     pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
@@ -502,9 +533,14 @@ impl Dart {
             }
         }
         for item in &m.pending {
-            if let Pending::Frame(f) = item.what {
-                out.entry(f).or_default().1 += 1;
+            match item.what {
+                Pending::Frame(f) => out.entry(f).or_default().1 += 1,
+                Pending::Table(t) => out.entry(t).or_default().0 += 1,
             }
+        }
+        // The DART's hold on each table it owns.
+        for &t in m.tables.keys().chain(m.orphans.iter()) {
+            out.entry(t).or_default().0 += 1;
         }
         out
     }
@@ -520,7 +556,7 @@ impl Dart {
     pub fn alloc_root_table(&self) -> Result<u64, DartError> {
         self.frames.check_running()?;
         let mut m = self.mapper.lock();
-        let f = self.frames.alloc(FrameType::DartTable, 1)?[0];
+        let f = self.alloc_tables(1)?[0];
         m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
         Ok(self.frames.pa_of(f)?)
     }
@@ -549,7 +585,7 @@ impl Dart {
         m.tables.remove(&f);
         // A DMA that loaded the TTBR before it changed may still be walking.
         self.inflight.synchronize();
-        self.frames.free(f)?;
+        self.release_table(f);
         Ok(())
     }
 

@@ -129,6 +129,30 @@ impl FrameCell {
         })
     }
 
+    /// Takes one DART count on a `dart-table` frame: the DART's own reference
+    /// to one of its translation tables (no mapping policy applies: the
+    /// frame is never mapped, but the DART walks it).
+    pub(crate) fn hold_table(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            let ty = s.ty();
+            if ty != FrameType::DartTable {
+                return Step::Refuse(Refusal::Forbidden(ty));
+            }
+            match s.incremented(Counter::Dart) {
+                Some(next) => Step::Set(next),
+                None => Step::Refuse(Refusal::Limit {
+                    ty,
+                    counter: Counter::Dart,
+                    count: s.count(Counter::Dart),
+                    limit: Counter::Dart.max(),
+                }),
+            }
+        })
+    }
+
     /// Drops one count of `counter`.
     pub(crate) fn release(&self, counter: Counter) -> Result<FrameState, Refusal> {
         self.transition(|s| match s.decremented(counter) {

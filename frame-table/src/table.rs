@@ -382,6 +382,17 @@ impl FrameTable {
         cell.acquire(access, perm).map_err(|r| self.refused(frame, r, access, perm, FrameType::Free))
     }
 
+    /// Takes the DART's reference on one of its own translation tables (a
+    /// `dart-table` frame; anything else is `ForbiddenType`). While held, the
+    /// frame counts as DART-mapped, so freeing or retyping it is the R1/R2
+    /// invariant breach: a table the DART can still walk is never recycled.
+    /// Released with [`FrameTable::release`] and [`Counter::Dart`].
+    pub fn hold_table(&self, frame: Frame) -> Result<FrameState, Error> {
+        self.check_running()?;
+        let cell = self.cell(frame)?;
+        cell.hold_table().map_err(|r| self.refused(frame, r, Access::Dart, Perm::RW, FrameType::Free))
+    }
+
     /// Releases one count of `counter` (a mapping gone, or a pending DART
     /// invalidation completed). Works after a halt too, so that teardown
     /// accounting stays exact.

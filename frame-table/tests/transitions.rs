@@ -370,3 +370,22 @@ fn regions_with_holes() {
     assert!(matches!(FrameTable::new(unaligned), Err(frame_table::ConfigError::Unaligned { size: 0x1000, .. })));
     assert!(matches!(FrameTable::new(FrameTableConfig::with_memory(0)), Err(frame_table::ConfigError::Empty)));
 }
+
+#[test]
+fn table_holds_only_on_dart_tables_and_they_block_free_and_retype() {
+    for ty in TYPES {
+        let t = table(OnViolation::Reject);
+        let f = frame_of_type(&t, ty);
+        let got = t.hold_table(f);
+        if ty == FrameType::DartTable {
+            assert_eq!(got.map(|s| s.counts()), Ok(counts(0, 0, 1, 0)));
+            assert_eq!(t.free(f), Err(Error::FrameBusy { frame: f, ty, counts: counts(0, 0, 1, 0) }));
+            assert_state(&t, f, ty, counts(0, 0, 1, 0));
+            t.release(f, Counter::Dart).unwrap();
+            assert_eq!(t.free(f), Ok(()));
+        } else {
+            assert_eq!(got, Err(Error::ForbiddenType { frame: f, ty, access: Access::Dart, perm: Perm::RW }), "{ty}");
+            assert_state(&t, f, ty, Counts::default());
+        }
+    }
+}
