@@ -293,8 +293,8 @@ impl Run {
                 Ok(())
             }
             Op::Unmap { device, iova, len } => {
-                let (_, sid, dart) = self.device(device)?;
-                dart.unmap(sid, self.address(iova)?, *len)?;
+                let (i, _, _) = self.device(device)?;
+                self.soc.service.kernel_unmap(i, self.address(iova)?, *len).map_err(rpc_err)?;
                 Ok(())
             }
             Op::Flush { dart, stream } => {

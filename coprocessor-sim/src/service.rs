@@ -148,6 +148,7 @@ impl MapperService {
 
     /// Grants `frames` to coprocessor `device` with at most `perm`; returns the handle.
     pub fn grant(&self, device: usize, frames: Vec<Frame>, perm: Perm) -> Result<u32, RpcError> {
+        self.frames.check_running().map_err(|e| RpcError::Dart(e.into()))?;
         self.device(device)?;
         if frames.is_empty() || perm.is_empty() {
             return Err(RpcError::BadRange { start: 0, len: 0, reason: "a grant needs frames and a permission" });
@@ -162,6 +163,7 @@ impl MapperService {
     /// Revokes `handle`: unmaps every page mapped through it, then forgets
     /// it. Returns the pages unmapped.
     pub fn revoke(&self, handle: u32) -> Result<u64, RpcError> {
+        self.frames.check_running().map_err(|e| RpcError::Dart(e.into()))?;
         let mut s = self.state.lock();
         let Some(g) = s.grants.get(&handle).cloned() else {
             return Err(RpcError::NotGranted { reason: format!("handle {handle} is not granted") });
@@ -172,7 +174,11 @@ impl MapperService {
         let ps = self.page_size();
         let mut unmapped = 0;
         for run in runs(&pages, ps) {
-            unmapped += dart.unmap(dev.stream, run.0, run.1)?;
+            match dart.unmap(dev.stream, run.0, run.1) {
+                Ok(n) => unmapped += n,
+                Err(DartError::NotMapped { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         for p in pages {
             s.rpc_pages.remove(&(g.device, p));
@@ -325,6 +331,22 @@ impl MapperService {
             r.tail = tail;
         }
         Ok(out)
+    }
+
+    /// The kernel's own unmap of `[iova, iova + len)` in coprocessor
+    /// `device`'s stream. Any RPC record of those pages goes with it, so a
+    /// later mapping the kernel makes there can never be unmapped (or
+    /// revoked) by the device as if it were its own.
+    pub fn kernel_unmap(&self, device: usize, iova: u64, len: u64) -> Result<u64, RpcError> {
+        let (dev, dart) = self.device(device)?;
+        let mut s = self.state.lock();
+        let n = dart.unmap(dev.stream, iova, len)?;
+        let end = iova.saturating_add(len);
+        let gone: Vec<(usize, u64)> = s.rpc_pages.range((device, iova)..(device, end)).map(|(&k, _)| k).collect();
+        for k in gone {
+            s.rpc_pages.remove(&k);
+        }
+        Ok(n)
     }
 
     /// Pages coprocessor `device` mapped through RPC, with their handles.

@@ -78,11 +78,13 @@ impl Mapper {
         let frames = &dart.frames;
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
+            dart.stats.add(None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
         let owned =
             frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(&f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
         if !owned {
+            dart.stats.add(None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         Ok(())
@@ -430,6 +432,7 @@ impl Dart {
     /// die, DMA in flight is waited for, and the deferred unmaps this flush
     /// covers complete (their frames leave "pending invalidation").
     pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
+        self.frames.check_running()?;
         if let Some(s) = sid {
             self.stream(s)?;
         }
