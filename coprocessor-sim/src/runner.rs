@@ -126,7 +126,7 @@ pub fn run_scenario(scenario: &Scenario, base: Base) -> ScenarioResult {
     };
     let run = Run { soc, names: Mutex::new(Names::default()), rings: Mutex::new(HashMap::new()) };
     for step in &scenario.steps {
-        result.steps.push(run.step(step, false));
+        result.steps.push(run.step(step));
     }
     result
 }
@@ -155,7 +155,7 @@ struct Run {
 }
 
 impl Run {
-    fn step(&self, step: &Step, inner: bool) -> StepResult {
+    fn step(&self, step: &Step) -> StepResult {
         let actual = self.execute(&step.op);
         let (actual_name, detail) = match &actual {
             Ok(()) => ("ok".to_owned(), String::new()),
@@ -165,7 +165,6 @@ impl Run {
             Outcome::Any => true,
             expect => expect.name() == actual_name,
         };
-        let _ = inner;
         StepResult {
             step: step.number(),
             line: step.line,
@@ -356,7 +355,7 @@ impl Run {
                                 s.spawn(move || {
                                     steps
                                         .iter()
-                                        .map(|st| self.step(st, true))
+                                        .map(|st| self.step(st))
                                         .filter(|r| !r.passed)
                                         .map(|r| {
                                             format!(

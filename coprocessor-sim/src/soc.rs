@@ -4,7 +4,7 @@
 use crate::coprocessor::Coprocessor;
 use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
 use crate::service::MapperService;
-use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, Variant};
+use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig};
 use frame_table::{FrameTable, FrameTableConfig};
 use std::ops::Range;
 use std::sync::Arc;
@@ -63,14 +63,6 @@ pub struct Soc {
     pub coprocessors: Vec<Coprocessor>,
 }
 
-fn variant(v: DartVariant) -> Variant {
-    match v {
-        DartVariant::T8020 => Variant::T8020,
-        DartVariant::T6000 => Variant::T6000,
-        DartVariant::T8110 => Variant::T8110,
-    }
-}
-
 impl Soc {
     /// Builds a SoC from scenario sections. Every coprocessor's stream starts
     /// enabled and translating; tables are made on first use.
@@ -84,12 +76,9 @@ impl Soc {
         )?);
         let mut built = Vec::new();
         for d in darts {
-            let mut cfg = DartConfig::new(d.name.clone(), variant(d.variant));
+            let mut cfg = DartConfig::new(d.name.clone(), d.variant);
             cfg.streams = d.streams;
-            cfg.invalidation = match d.invalidation {
-                scenario::Invalidation::Strict => Invalidation::Strict,
-                scenario::Invalidation::Deferred => Invalidation::Deferred,
-            };
+            cfg.invalidation = d.invalidation;
             cfg.iotlb_entries = d.iotlb_entries.min(dart::iotlb::Iotlb::MAX_ENTRIES as u64) as usize;
             cfg.trusted = coprocessors.iter().filter(|c| c.dart == d.name && c.trusted).map(|c| c.stream).collect();
             let dart =
@@ -127,7 +116,7 @@ impl Soc {
             name: name.into(),
             variant,
             streams: 16,
-            invalidation: scenario::Invalidation::Strict,
+            invalidation: Invalidation::Strict,
             iotlb_entries: 256,
             line: 0,
         };

@@ -34,7 +34,7 @@ use crate::inflight::InFlight;
 use crate::iotlb::Iotlb;
 use crate::mapper::Mapper;
 use crate::phys;
-use crate::pte::{Leaf, PteFormat, Subpage};
+use crate::pte::{Leaf, PteFormat};
 use crate::stats::{Counter, Stats};
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
@@ -51,6 +51,25 @@ pub enum Invalidation {
     Strict,
     /// `unmap` clears and queues; stale IOTLB entries serve until a flush.
     Deferred,
+}
+
+impl Invalidation {
+    /// Both modes.
+    pub const ALL: [Invalidation; 2] = [Invalidation::Strict, Invalidation::Deferred];
+
+    /// Scenario-file spelling: `strict` or `deferred`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Invalidation::Strict => "strict",
+            Invalidation::Deferred => "deferred",
+        }
+    }
+}
+
+impl std::fmt::Display for Invalidation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How to build a [`Dart`].
@@ -632,10 +651,5 @@ impl Dart {
             .filter(|e| e.stream == sid && e.gen == gen)
             .map(|e| (e.page << self.page_shift, tlb_value::unpack(e.value, self.page_shift)))
             .collect())
-    }
-
-    /// Whether a leaf with `subpage` covers the whole page.
-    pub fn whole_page(&self, subpage: Subpage) -> bool {
-        subpage.is_whole(1 << self.page_shift)
     }
 }

@@ -91,91 +91,11 @@ impl Default for SocConfig {
     }
 }
 
-/// A DART hardware variant (SPEC §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DartVariant {
-    /// DART1 PTEs, 16 streams, 4 TTBRs per stream.
-    T8020,
-    /// DART2 PTEs, 16 streams, 4 TTBRs per stream.
-    T6000,
-    /// DART2 PTEs, up to 256 streams, one TTBR per stream (the default).
-    T8110,
-}
+/// A DART hardware variant: the DART's own.
+pub use dart::Variant as DartVariant;
 
-impl DartVariant {
-    /// Every variant.
-    pub const ALL: [DartVariant; 3] = [DartVariant::T8020, DartVariant::T6000, DartVariant::T8110];
-
-    /// The scenario-file spelling: `t8020`, `t6000`, `t8110`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DartVariant::T8020 => "t8020",
-            DartVariant::T6000 => "t6000",
-            DartVariant::T8110 => "t8110",
-        }
-    }
-
-    /// The most streams (SIDs) this variant has.
-    pub const fn max_streams(self) -> u32 {
-        match self {
-            DartVariant::T8020 | DartVariant::T6000 => 16,
-            DartVariant::T8110 => 256,
-        }
-    }
-}
-
-impl fmt::Display for DartVariant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DartVariant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        DartVariant::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown DART variant `{}` (expected t8020, t6000 or t8110)", shorten(s)))
-    }
-}
-
-/// A DART's invalidation mode (SPEC §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Invalidation {
-    /// `unmap` invalidates and waits before it returns (the default).
-    #[default]
-    Strict,
-    /// `unmap` queues the invalidation until the next flush (Linux lazy mode).
-    Deferred,
-}
-
-impl Invalidation {
-    /// The scenario-file spelling: `strict` or `deferred`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Invalidation::Strict => "strict",
-            Invalidation::Deferred => "deferred",
-        }
-    }
-}
-
-impl fmt::Display for Invalidation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Invalidation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "strict" => Ok(Invalidation::Strict),
-            "deferred" => Ok(Invalidation::Deferred),
-            _ => Err(format!("unknown invalidation mode `{}` (expected strict or deferred)", shorten(s))),
-        }
-    }
-}
+/// An invalidation mode: the DART's own.
+pub use dart::Invalidation;
 
 /// `[[dart]]`: one DART instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -523,23 +443,11 @@ impl FromStr for Invariant {
     }
 }
 
-/// Basic counter names of SPEC §5. `faults` and `rpc_refused` also take a
-/// `.CODE` / `.KIND` suffix.
-pub const COUNTER_NAMES: [&str; 13] = [
-    "translations",
-    "iotlb_hits",
-    "iotlb_misses",
-    "walks",
-    "faults",
-    "maps",
-    "unmaps",
-    "invalidations",
-    "bytes_read",
-    "bytes_written",
-    "rpc_requests",
-    "rpc_refused",
-    "violations",
-];
+/// Basic counter names of SPEC §5 (the DART's own list). `faults` and
+/// `rpc_refused` also take a `.CODE` / `.KIND` suffix.
+pub fn counter_names() -> impl Iterator<Item = &'static str> {
+    dart::stats::Counter::ALL.into_iter().map(|c| c.name())
+}
 
 /// A counter reference: `"DART.NAME"` or `"DART.sSID.NAME"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -46,8 +46,8 @@ mod parse;
 mod tests;
 
 pub use ast::{
-    Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind, FrameRef,
-    Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target, COUNTER_NAMES,
+    counter_names, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind,
+    FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target,
     DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_MEMORY_MIB,
     DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, OP_NAMES,
 };

@@ -7,9 +7,9 @@
 //! `{ … }`) for a missing field.
 
 use super::ast::{
-    shorten, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind, FrameRef,
-    Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target, COUNTER_NAMES,
-    DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_STREAMS,
+    counter_names, shorten, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant,
+    FaultKind, FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step,
+    Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_STREAMS,
     DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, OP_NAMES,
 };
 use super::error::ScenarioError;
@@ -650,8 +650,9 @@ fn parse_counter(s: &str) -> std::result::Result<CounterRef, String> {
         Some((base, suffix)) => (base, Some(suffix)),
         None => (name, None),
     };
-    if !COUNTER_NAMES.contains(&base) {
-        return Err(bad(format!("unknown counter `{}` (expected one of {})", shorten(base), COUNTER_NAMES.join(", "))));
+    if !counter_names().any(|n| n == base) {
+        let all: Vec<&str> = counter_names().collect();
+        return Err(bad(format!("unknown counter `{}` (expected one of {})", shorten(base), all.join(", "))));
     }
     match (base, suffix) {
         (_, None) => {}
@@ -734,7 +735,7 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
         }
         let dart = Fields::new(cx, format!("dart `{name}`"), line, entries);
         let variant = match dart.get("variant") {
-            Some(f) => f.parse(|s| s.parse::<DartVariant>())?,
+            Some(f) => f.parse(parse_variant)?,
             None => DartVariant::T8110,
         };
         let max = variant.max_streams();
@@ -749,7 +750,7 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
             None => DEFAULT_STREAMS.min(max),
         };
         let invalidation = match dart.get("invalidation") {
-            Some(f) => f.parse(|s| s.parse::<Invalidation>())?,
+            Some(f) => f.parse(parse_invalidation)?,
             None => Invalidation::Strict,
         };
         let iotlb_entries = match dart.get("iotlb_entries") {
@@ -1099,6 +1100,22 @@ fn parse_race(cx: &Cx, f: &Fields<'_>, label: &str) -> Result<Op> {
         threads.push(steps);
     }
     Ok(Op::Race { iterations, threads })
+}
+
+/// A DART variant name, with the offending text shortened in the message.
+fn parse_variant(s: &str) -> std::result::Result<DartVariant, String> {
+    DartVariant::ALL
+        .into_iter()
+        .find(|v| v.name() == s)
+        .ok_or_else(|| format!("unknown DART variant `{}` (expected t8020, t6000 or t8110)", shorten(s)))
+}
+
+/// An invalidation mode name, with the offending text shortened in the message.
+fn parse_invalidation(s: &str) -> std::result::Result<Invalidation, String> {
+    Invalidation::ALL
+        .into_iter()
+        .find(|i| i.name() == s)
+        .ok_or_else(|| format!("unknown invalidation mode `{}` (expected strict or deferred)", shorten(s)))
 }
 
 /// The string syntaxes, for the unit tests.
