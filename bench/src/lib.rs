@@ -1,1 +1,19 @@
-//! DMA throughput workloads of SPEC §8 (in progress).
+//! The DMA throughput workloads of SPEC §8, the vm-memory baseline they are
+//! compared with, and the runner behind `dartemu bench`.
+//!
+//! - [`system`]: the fixed system every workload runs on (1 GiB mapped in
+//!   16 KiB pages to shuffled physical pages, touched before timing).
+//! - [`workload`]: the workloads by name.
+//! - [`baseline`]: what a user would pick instead: vm-memory's `IommuMemory`
+//!   over a `RwLock`ed, fully populated vm-memory `Iotlb`.
+//! - [`run`]: threads, timing and the figures (SPEC §8's JSON fields).
+#![deny(missing_docs)]
+
+pub mod baseline;
+pub mod run;
+pub mod system;
+pub mod workload;
+
+pub use run::{run, BenchOptions, Figure, Implementation, Progress};
+pub use system::{BenchError, BenchSystem};
+pub use workload::{UnknownWorkload, Workload};

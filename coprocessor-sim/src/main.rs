@@ -32,6 +32,40 @@ enum Command {
         #[arg(long)]
         default_soc: bool,
     },
+    /// Run the DMA throughput workloads (SPEC §8).
+    Bench {
+        /// `all`, or a comma-separated list of workloads.
+        #[arg(long, default_value = "all")]
+        workload: String,
+        /// Worker threads; a comma-separated list runs each count.
+        #[arg(long, default_value = "1", value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// One JSON object per figure and line.
+        #[arg(long)]
+        json: bool,
+        /// Also run the baseline (`vm-memory`) and print ratios.
+        #[arg(long, value_parser = ["vm-memory"])]
+        baseline: Option<String>,
+    },
+}
+
+/// `dartemu bench`: exit 0, or 2 with the reason on a bad option or a failed workload.
+fn bench(workload: &str, threads: Vec<usize>, seconds: f64, json: bool, baseline: bool) -> ExitCode {
+    use coprocessor_sim::throughput;
+    let run = throughput::parse_workloads(workload).and_then(|workloads| {
+        let opts = dartemu_bench::BenchOptions { workloads, threads, seconds, baseline };
+        throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())
+    });
+    match run {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dartemu bench: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -40,6 +74,9 @@ fn main() -> ExitCode {
         None => (vec![catalogue_dir()], false, Base::DefaultSoc),
         Some(Command::Run { paths, json, default_soc }) => {
             (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec })
+        }
+        Some(Command::Bench { workload, threads, seconds, json, baseline }) => {
+            return bench(&workload, threads, seconds, json, baseline.is_some())
         }
     };
     let results = match collect(&paths).and_then(|files| run_files(&files, base)) {

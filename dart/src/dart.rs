@@ -35,7 +35,7 @@ use crate::iotlb::Iotlb;
 use crate::mapper::Mapper;
 use crate::phys;
 use crate::pte::{Leaf, PteFormat};
-use crate::stats::{Counter, Stats};
+use crate::stats::Stats;
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
 use frame_table::{Access, Frame, FrameTable, FrameType, Perm};
@@ -129,7 +129,7 @@ pub struct Span {
 #[derive(Debug)]
 pub struct Translation<'a> {
     _inflight: crate::inflight::DmaGuard<'a>,
-    spans: SmallVec<[Span; 4]>,
+    spans: SmallVec<[Span; 1]>,
 }
 
 impl Translation<'_> {
@@ -438,19 +438,45 @@ impl Dart {
         Err(FaultKind::NoTtbr)
     }
 
-    /// Translates `[iova, iova + len)` for `dir` into `spans`. Pages are
-    /// translated in order; the first fault stops it. The caller holds a DMA
-    /// in-flight guard.
-    fn translate_into(
+    /// The straight-line path for the common case: an access within one
+    /// page that hits the IOTLB and is permitted. Returns its span, counted;
+    /// `None` sends the caller to [`Dart::translate_pages`] (which redoes the
+    /// probe and reports any fault). The caller holds a DMA in-flight guard
+    /// (whose thread slot, `slot`, the counters use).
+    #[inline(always)]
+    fn translate_hit(&self, sid: u32, gen: u64, iova: u64, len: u64, dir: Dir, slot: Option<usize>) -> Option<Span> {
+        let page_size = 1u64 << self.page_shift;
+        let off = iova & (page_size - 1);
+        if off + len > page_size {
+            return None;
+        }
+        let leaf = tlb_value::unpack(self.iotlb.lookup(sid, iova >> self.page_shift, gen)?, self.page_shift);
+        let permitted = match dir {
+            Dir::Read => leaf.read,
+            Dir::Write => leaf.write,
+        };
+        if !(permitted && leaf.subpage.contains(off, len, page_size)) {
+            return None;
+        }
+        self.stats.count_hit(slot, sid);
+        Some(Span { iova, pa: leaf.pa + off, len })
+    }
+
+    /// Translates `[iova, iova + len)` for `dir` into `spans`, page by page
+    /// (IOTLB, else a walk); the first fault stops it and is raised. The
+    /// caller holds a DMA in-flight guard (whose thread slot is `slot`).
+    #[allow(clippy::too_many_arguments)]
+    fn translate_pages(
         &self,
         (sid, st, config): (u32, &StreamState, StreamConfig),
+        gen: u64,
         iova: u64,
         len: u64,
         dir: Dir,
-        spans: &mut SmallVec<[Span; 4]>,
+        slot: Option<usize>,
+        spans: &mut SmallVec<impl smallvec::Array<Item = Span>>,
     ) -> Result<(), DartError> {
         let geo = self.geometry_for(config);
-        let gen = st.gen();
         let page_size = 1u64 << self.page_shift;
         let end = iova + len;
         let (mut cur, mut pages, mut hits, mut walks) = (iova, 0u64, 0u64, 0u64);
@@ -495,11 +521,7 @@ impl Dart {
             }
             cur += n;
         };
-        let s = Some(sid);
-        self.stats.add(s, Counter::Translations, pages);
-        self.stats.add(s, Counter::IotlbHits, hits);
-        self.stats.add(s, Counter::IotlbMisses, pages - hits);
-        self.stats.add(s, Counter::Walks, walks);
+        self.stats.count_translation_in(slot, sid, pages, hits, walks);
         result.map_err(|(at, kind)| self.raise(sid, at, kind, dir))
     }
 
@@ -529,8 +551,12 @@ impl Dart {
         if c.bypass {
             return Err(DartError::BypassDenied { sid });
         }
+        let gen = st.gen();
+        if let Some(span) = self.translate_hit(sid, gen, iova, len, dir, guard.slot()) {
+            return Ok(Translation { _inflight: guard, spans: SmallVec::from_buf([span]) });
+        }
         let mut spans = SmallVec::new();
-        self.translate_into((sid, st, c), iova, len, dir, &mut spans)?;
+        self.translate_pages((sid, st, c), gen, iova, len, dir, guard.slot(), &mut spans)?;
         Ok(Translation { _inflight: guard, spans })
     }
 
@@ -548,9 +574,7 @@ impl Dart {
                 off += n;
             }
             true
-        })?;
-        self.stats.add(Some(sid), Counter::BytesRead, len);
-        Ok(())
+        })
     }
 
     /// Device writes `data` at `iova` through stream `sid`. On a fault
@@ -567,9 +591,7 @@ impl Dart {
                 off += n;
             }
             true
-        })?;
-        self.stats.add(Some(sid), Counter::BytesWritten, len);
-        Ok(())
+        })
     }
 
     /// One DMA: translate (or bypass-check) everything, then copy.
@@ -584,17 +606,24 @@ impl Dart {
         self.frames.check_running()?;
         self.check_access(iova, len)?;
         let st = self.stream(sid)?;
-        let _guard = self.inflight.enter();
+        let guard = self.inflight.enter();
         let c = st.config();
         if !c.live() {
             return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
         }
         if c.bypass {
-            return self.bypass_access(sid, iova, len, dir, copy);
+            self.bypass_access(sid, iova, len, dir, copy)?;
+            self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
+            return Ok(());
         }
+        let gen = st.gen();
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        self.translate_into((sid, st, c), iova, len, dir, &mut spans)?;
+        match self.translate_hit(sid, gen, iova, len, dir, guard.slot()) {
+            Some(span) => spans.push(span),
+            None => self.translate_pages((sid, st, c), gen, iova, len, dir, guard.slot(), &mut spans)?,
+        }
         if copy(self.frames.memory(), &spans) {
+            self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
             Ok(())
         } else {
             Err(self.raise(sid, iova, FaultKind::ForbiddenFrame, dir))

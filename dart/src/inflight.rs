@@ -3,13 +3,22 @@
 //!
 //! # Protocol (SRCU-style two-phase counters)
 //!
-//! There are two *phases*, each with [`SLOTS`] cache-padded counters. A DMA
-//! thread uses one slot, chosen once per thread.
+//! There are two *phases*, each with [`SLOTS`] cache-padded counters: one
+//! per exclusive thread slot ([`crate::slot`]) and one shared by threads
+//! that got none.
 //!
 //! - **Reader (a DMA or a translation):** load the current phase `p`;
 //!   `fetch_add(1, SeqCst)` on `counters[p][slot]`; then read the stream's
-//!   generation, the IOTLB and the tables, and copy; finally
-//!   `fetch_sub(1, Release)` on the same counter. No lock.
+//!   generation, the IOTLB and the tables, and copy; finally decrement the
+//!   same counter with `Release`: a plain `load` + `store` on an exclusive
+//!   slot (its thread is the only writer), `fetch_sub` on the shared one.
+//!   No lock. A thread's first DMA also raises the tracker's high-water mark
+//!   of slots in use (`fetch_max`, then a `SeqCst` fence) before it
+//!   increments, so the writer's scan can stop at the mark: either the
+//!   writer's load of the mark sees it, or the reader's fence comes after the
+//!   writer's in the `SeqCst` order and the reader sees the cleared PTEs.
+//!   A guard is not `Send`: it must be dropped by the thread that owns its
+//!   slot.
 //! - **Writer ([`InFlight::synchronize`], after clearing PTEs and bumping the
 //!   stream generation):** under a mutex (one synchronizer at a time),
 //!   `fence(SeqCst)`, flip the phase, then wait until every counter of the old
@@ -27,40 +36,104 @@
 //! after two flips, every counter of both phases has been seen at zero after
 //! the clear.
 //!
+//! # Unfenced readers (asymmetric fences)
+//!
+//! The `SeqCst` increment is the one costly instruction on the read side
+//! (a `lock`-prefixed RMW, ~5 ns here). While no unmap is going on, readers
+//! on exclusive slots skip it: they check the tracker's `fenced` flag
+//! (`Relaxed`), and if it is clear they increment with a plain `load` +
+//! `store`, a compiler fence, and a second `Relaxed` load of the flag; if
+//! that second load sees the flag set, they issue a `SeqCst` fence after
+//! all. The writer pays instead ([`crate::barrier`]): a `synchronize` that
+//! finds the flag clear sets it (`SeqCst`) and issues the process-wide
+//! barrier before it scans, and later `synchronize` calls in the same burst
+//! skip the barrier because every reader that entered after the barrier
+//! either saw the flag and fenced, or is covered as follows. Take a reader
+//! that saw the flag clear, and its barrier point `M` forced by the
+//! writer's process-wide barrier:
+//!
+//! - if its second flag load came before `M`, so did its increment, which
+//!   the writer's scan (after the barrier returned) therefore sees;
+//! - if it came after `M`, it saw the flag set (stored before the barrier)
+//!   and fenced, so it is an ordinary fenced reader for later scans, and
+//!   for this scan its loads after `M` already see the cleared PTEs.
+//!
+//! A burst ends (the writer clears the flag, `Release`) when a `synchronize`
+//! finishes more than [`BURST`] after the burst began; the next one starts
+//! a new burst with a new barrier. So a steady stream of unmaps costs one
+//! process-wide barrier per [`BURST`] and fenced readers meanwhile, and
+//! readers with no unmap in sight pay no RMW at all. If the process-wide
+//! barrier is unavailable (not Linux, refused, or under loom) the flag is
+//! set for good and every reader fences. The writer skips the barrier
+//! altogether while no exclusive slot has ever entered (high-water mark 0).
+//!
 //! New readers always enter the current phase, so the old phase drains as
 //! soon as the DMAs in it finish: the writer's wait is bounded by the longest
 //! DMA in flight, never by the arrival rate.
 //!
 //! crossbeam-epoch pins are the other way to do this, but it offers no
-//! blocking "wait for a grace period" call; this scheme gives one with two
-//! uncontended atomic RMWs per DMA and can be modelled by loom.
+//! blocking "wait for a grace period" call; this scheme gives one with one
+//! uncontended atomic RMW per DMA and can be modelled by loom.
 
-use crate::sync::{fence, AtomicU64, AtomicUsize, Ordering};
+use crate::slot::{self, EXCLUSIVE};
+use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
+use std::marker::PhantomData;
 
-/// Counters per phase. Threads beyond this share slots (still correct).
-pub const SLOTS: usize = 32;
+/// Counters per phase: one per exclusive thread slot, then the shared one.
+pub const SLOTS: usize = EXCLUSIVE + 1;
+
+/// Index of the shared counter.
+const SHARED: usize = EXCLUSIVE;
+
+/// How long a burst of `synchronize` calls keeps readers fenced after its
+/// process-wide barrier.
+pub const BURST: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The in-flight DMA tracker of one DART.
 #[derive(Debug)]
 pub struct InFlight {
     phase: CachePadded<AtomicUsize>,
+    /// One more than the highest exclusive slot that ever entered.
+    high: CachePadded<AtomicUsize>,
     counters: [Box<[CachePadded<AtomicU64>]>; 2],
-    writer: Mutex<()>,
+    /// Set: readers must fence (a burst of unmaps is on, or the
+    /// process-wide barrier is unavailable).
+    fenced: CachePadded<AtomicBool>,
+    /// When the current burst began (writer only, under the mutex).
+    writer: Mutex<Option<std::time::Instant>>,
 }
 
-/// A DMA in flight: while it lives, translations it uses stay valid.
+/// A DMA in flight: while it lives, translations it uses stay valid. Not
+/// `Send`: the thread that entered must drop it.
 #[derive(Debug)]
 #[must_use]
 pub struct DmaGuard<'a> {
     counter: &'a AtomicU64,
+    /// The thread's exclusive slot number, if it has one.
+    slot: Option<usize>,
+    exclusive: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl DmaGuard<'_> {
+    /// The entering thread's exclusive slot number ([`crate::slot`]), if any.
+    #[inline]
+    pub(crate) fn slot(&self) -> Option<usize> {
+        self.slot
+    }
 }
 
 impl Drop for DmaGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Release);
+        if self.exclusive {
+            // This thread is the only writer of an exclusive counter.
+            self.counter.store(self.counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
+        } else {
+            self.counter.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -74,30 +147,80 @@ impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
         let bank = || (0..SLOTS).map(|_| CachePadded::new(AtomicU64::new(0))).collect::<Vec<_>>().into_boxed_slice();
-        InFlight { phase: CachePadded::new(AtomicUsize::new(0)), counters: [bank(), bank()], writer: Mutex::new(()) }
+        InFlight {
+            phase: CachePadded::new(AtomicUsize::new(0)),
+            high: CachePadded::new(AtomicUsize::new(0)),
+            counters: [bank(), bank()],
+            fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
+            writer: Mutex::new(None),
+        }
     }
 
     /// Enters a DMA. Everything read after this call and used before the
     /// guard drops is covered by later [`InFlight::synchronize`] calls.
     #[inline]
     pub fn enter(&self) -> DmaGuard<'_> {
+        let slot = slot::current();
+        let (index, exclusive) = match slot {
+            Some(i) => {
+                if i >= self.high.load(Ordering::Relaxed) {
+                    self.raise_high(i);
+                }
+                (i, true)
+            }
+            None => (SHARED, false),
+        };
         let p = self.phase.load(Ordering::Relaxed) & 1;
-        let counter = &self.counters[p][thread_slot()];
-        counter.fetch_add(1, Ordering::SeqCst);
-        DmaGuard { counter }
+        let counter = &self.counters[p][index];
+        if exclusive && !self.fenced.load(Ordering::Relaxed) {
+            // Unfenced entry (see "Unfenced readers"): this thread is the
+            // counter's only writer.
+            counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            if self.fenced.load(Ordering::Relaxed) {
+                fence(Ordering::SeqCst);
+            }
+        } else {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        DmaGuard { counter, slot, exclusive, _not_send: PhantomData }
+    }
+
+    #[cold]
+    fn raise_high(&self, i: usize) {
+        self.high.fetch_max(i + 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Waits until every DMA that entered before this call has left.
     pub fn synchronize(&self) {
-        let _one_writer = self.writer.lock();
+        let mut burst = self.writer.lock();
         fence(Ordering::SeqCst);
+        let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
+        if high > 0 && !self.fenced.load(Ordering::Relaxed) {
+            self.fenced.store(true, Ordering::SeqCst);
+            if crate::barrier::process_wide() {
+                *burst = Some(std::time::Instant::now());
+            } else {
+                // Unreachable while `available()` held at construction;
+                // stay fenced for good rather than trust unfenced readers.
+                *burst = None;
+            }
+        }
         for _ in 0..2 {
             let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
-            for c in self.counters[old].iter() {
+            let bank = &self.counters[old];
+            for c in bank[..high].iter().chain(std::iter::once(&bank[SHARED])) {
                 let mut spins = 0u32;
                 while c.load(Ordering::Acquire) != 0 {
                     backoff(&mut spins);
                 }
+            }
+        }
+        if let Some(began) = *burst {
+            if began.elapsed() > BURST {
+                *burst = None;
+                self.fenced.store(false, Ordering::Release);
             }
         }
     }
@@ -121,32 +244,6 @@ fn backoff(spins: &mut u32) {
             std::thread::yield_now();
         }
     }
-}
-
-#[cfg(not(loom))]
-#[inline]
-fn thread_slot() -> usize {
-    use std::cell::Cell;
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SLOT.with(|s| {
-        let v = s.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SLOTS;
-        s.set(v);
-        v
-    })
-}
-
-#[cfg(loom)]
-fn thread_slot() -> usize {
-    // Under loom every thread gets its own slot by id, which keeps models small.
-    let id = format!("{:?}", std::thread::current().id());
-    id.bytes().fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize)) % SLOTS
 }
 
 #[cfg(all(test, not(loom)))]

@@ -13,6 +13,7 @@
 //! writes the same stream state as the high-level API.
 #![deny(missing_docs)]
 
+mod barrier;
 mod dart;
 mod error;
 pub mod fault;
@@ -22,6 +23,7 @@ mod mapper;
 mod phys;
 pub mod pte;
 pub mod regs;
+mod slot;
 pub mod stats;
 mod stream;
 mod sync;

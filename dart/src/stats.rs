@@ -13,8 +13,19 @@
 //! global counter, kept in a thread-local) and only ever increments that
 //! stripe, with `fetch_add(n, Relaxed)`.
 //!
+//! The DMA path's own counters (`translations`, `iotlb_hits`,
+//! `iotlb_misses`, `walks`, `bytes_read`, `bytes_written`), updated on every
+//! access, go one step further: each thread with an exclusive slot number
+//! ([`crate::slot`]) gets its own *hot stripe* per DART, allocated on its
+//! first count, holding those counters per stream. Its owner is its only
+//! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
+//! instruction on the hot path. `iotlb_misses` is not stored there at all:
+//! it is `translations - iotlb_hits`, derived when summing, and the
+//! DART-wide values are the sums over streams. Threads without a slot
+//! number count in the striped slots with `fetch_add`.
+//!
 //! *Readers* call [`Stats::snapshot`] at any time; it sums every slot over all
-//! stripes with `Relaxed` loads.
+//! stripes and hot stripes with `Relaxed` loads.
 //!
 //! *Why `Relaxed` is enough:* a counter carries no synchronization: no reader
 //! infers from a counter's value that some other memory is ready, so no
@@ -223,8 +234,49 @@ impl Counter {
     }
 }
 
+/// The per-thread counters of the DMA path, one set of [`HOT`] per stream.
+const HOT: usize = 5;
+/// Hot counter indices within a stream's set.
+const HOT_TRANSLATIONS: usize = 0;
+const HOT_HITS: usize = 1;
+const HOT_WALKS: usize = 2;
+const HOT_READ: usize = 3;
+const HOT_WRITTEN: usize = 4;
+
+/// One thread's hot stripe: `streams * HOT` slots in whole cache-padded blocks.
+struct HotStripe {
+    blocks: Box<[Block]>,
+}
+
+impl HotStripe {
+    fn new(streams: usize) -> HotStripe {
+        let blocks =
+            (0..(streams * HOT).div_ceil(LANES)).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        HotStripe { blocks: blocks.collect() }
+    }
+
+    #[inline]
+    fn cell(&self, index: usize) -> Option<&AtomicU64> {
+        self.blocks.get(index / LANES).map(|b| &b[index % LANES])
+    }
+
+    /// Adds `n` to `index`; only the stripe's owner thread calls this.
+    #[inline]
+    fn add(&self, index: usize, n: u64) {
+        if let Some(c) = self.cell(index) {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self, index: usize) -> u64 {
+        self.cell(index).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// The live counters of one DART: lock-free, striped, cheap to increment.
 pub struct Stats {
+    /// Hot stripes by exclusive slot number, allocated on first use.
+    hot: Box<[std::sync::OnceLock<HotStripe>]>,
     /// All stripes back to back; stripe `k` is
     /// `[k * stripe_len, (k + 1) * stripe_len)` in slots.
     blocks: Box<[Block]>,
@@ -243,7 +295,74 @@ impl Stats {
         let blocks = (0..STRIPES * stripe_len / LANES)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
-        Stats { blocks, stripe_len, streams }
+        let hot = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
+        Stats { hot, blocks, stripe_len, streams }
+    }
+
+    /// The hot stripe of slot number `slot` (the calling thread's own).
+    #[inline]
+    fn hot_stripe(&self, slot: Option<usize>) -> Option<&HotStripe> {
+        Some(self.hot.get(slot?)?.get_or_init(|| HotStripe::new(self.streams)))
+    }
+
+    /// Counts one access's translation work on stream `sid`: `pages`
+    /// translations, of which `hits` came from the IOTLB, and `walks` walks
+    /// (`iotlb_misses` = `pages - hits`). Per thread and with plain stores
+    /// when the thread has a slot number (see the module docs).
+    #[inline]
+    pub fn count_translation(&self, sid: u32, pages: u64, hits: u64, walks: u64) {
+        self.count_translation_in(crate::slot::current(), sid, pages, hits, walks)
+    }
+
+    /// Counts one single-page translation served by the IOTLB on stream
+    /// `sid` (`slot` must be the calling thread's own slot number).
+    #[inline(always)]
+    pub(crate) fn count_hit(&self, slot: Option<usize>, sid: u32) {
+        let s = sid as usize;
+        match self.hot_stripe(slot) {
+            Some(h) if s < self.streams => {
+                h.add(s * HOT + HOT_TRANSLATIONS, 1);
+                h.add(s * HOT + HOT_HITS, 1);
+            }
+            _ => self.count_translation_in(slot, sid, 1, 1, 0),
+        }
+    }
+
+    /// [`Stats::count_translation`] for a caller that already knows its
+    /// thread's slot number (`slot` must be the calling thread's own).
+    #[inline]
+    pub(crate) fn count_translation_in(&self, slot: Option<usize>, sid: u32, pages: u64, hits: u64, walks: u64) {
+        let s = sid as usize;
+        match self.hot_stripe(slot) {
+            Some(h) if s < self.streams => {
+                h.add(s * HOT + HOT_TRANSLATIONS, pages);
+                h.add(s * HOT + HOT_HITS, hits);
+                h.add(s * HOT + HOT_WALKS, walks);
+            }
+            _ => {
+                self.add(Some(sid), Counter::Translations, pages);
+                self.add(Some(sid), Counter::IotlbHits, hits);
+                self.add(Some(sid), Counter::IotlbMisses, pages.wrapping_sub(hits));
+                self.add(Some(sid), Counter::Walks, walks);
+            }
+        }
+    }
+
+    /// Counts `n` bytes moved by DMA on stream `sid` (`bytes_written` if
+    /// `write`, else `bytes_read`), like [`Stats::count_translation`].
+    #[inline]
+    pub fn count_bytes(&self, sid: u32, write: bool, n: u64) {
+        self.count_bytes_in(crate::slot::current(), sid, write, n)
+    }
+
+    /// [`Stats::count_bytes`] for a caller that knows its slot number.
+    #[inline]
+    pub(crate) fn count_bytes_in(&self, slot: Option<usize>, sid: u32, write: bool, n: u64) {
+        let s = sid as usize;
+        match self.hot_stripe(slot) {
+            Some(h) if s < self.streams => h.add(s * HOT + if write { HOT_WRITTEN } else { HOT_READ }, n),
+            _ => self.add(Some(sid), if write { Counter::BytesWritten } else { Counter::BytesRead }, n),
+        }
     }
 
     /// Number of streams with their own counters.
@@ -295,6 +414,26 @@ impl Stats {
                 *sum = sum.wrapping_add(self.load(base + i));
             }
         }
+        for h in self.hot.iter().filter_map(|h| h.get()) {
+            for sid in 0..self.streams {
+                let get = |k: usize| h.load(sid * HOT + k);
+                let (pages, hits) = (get(HOT_TRANSLATIONS), get(HOT_HITS));
+                let values = [
+                    (Counter::Translations, pages),
+                    (Counter::IotlbHits, hits),
+                    (Counter::IotlbMisses, pages.wrapping_sub(hits)),
+                    (Counter::Walks, get(HOT_WALKS)),
+                    (Counter::BytesRead, get(HOT_READ)),
+                    (Counter::BytesWritten, get(HOT_WRITTEN)),
+                ];
+                for (counter, v) in values {
+                    for set in [DART_SET, 1 + sid] {
+                        let sum = &mut sums[set * SLOTS + counter.slot()];
+                        *sum = sum.wrapping_add(v);
+                    }
+                }
+            }
+        }
         let mut sets = sums.chunks_exact(SLOTS).map(|chunk| {
             let mut set = CounterSet::default();
             set.slots.copy_from_slice(chunk);
@@ -307,6 +446,12 @@ impl Stats {
     /// Bytes of counter storage (excluding this header).
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
+            + self
+                .hot
+                .iter()
+                .filter_map(|h| h.get())
+                .map(|h| std::mem::size_of_val::<[Block]>(&h.blocks))
+                .sum::<usize>()
     }
 
     /// First slot of this thread's stripe.

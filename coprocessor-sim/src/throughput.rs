@@ -1,0 +1,83 @@
+//! `dartemu bench` (SPEC §8): runs the throughput workloads of
+//! [`dartemu_bench`] and prints a table or JSON Lines.
+
+use dartemu_bench::{BenchError, BenchOptions, BenchSystem, Figure, Progress, Workload};
+use std::io::Write;
+
+/// Parses `--workload`: `all`, or a comma-separated list of SPEC §8 names.
+pub fn parse_workloads(spec: &str) -> Result<Vec<Workload>, BenchError> {
+    if spec == "all" {
+        return Ok(Workload::ALL.to_vec());
+    }
+    spec.split(',').map(|w| w.trim().parse::<Workload>().map_err(|e| BenchError::Options(e.to_string()))).collect()
+}
+
+/// Writes one figure as a table row.
+fn row(out: &mut dyn Write, f: &Figure) -> std::io::Result<()> {
+    let ratio = f.vs_baseline.map(|r| format!("{r:.2}x")).unwrap_or_default();
+    let gib = if f.gib_per_s > 0.0 { format!("{:.2}", f.gib_per_s) } else { String::new() };
+    writeln!(
+        out,
+        "{:<16} {:<9} {:>7} {:>12} {:>6.2} {:>9.1} {:>9.2} {:>7} {:>9}",
+        f.workload,
+        f.implementation.name(),
+        f.threads,
+        f.ops,
+        f.secs,
+        f.ns_per_op,
+        f.mops,
+        gib,
+        ratio
+    )
+}
+
+/// Writes the table header.
+fn header(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<9} {:>7} {:>12} {:>6} {:>9} {:>9} {:>7} {:>9}",
+        "workload", "impl", "threads", "ops", "secs", "ns/op", "Mops/s", "GiB/s", "vs base"
+    )
+}
+
+/// Runs `opts`, printing a progress line on `err` while it runs, then the
+/// figures on `out` (a table, or JSON Lines with `json`). Returns the figures.
+pub fn bench(
+    opts: &BenchOptions,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Vec<Figure>, BenchError> {
+    opts.check()?;
+    let _ = writeln!(err, "dartemu bench: building the SPEC §8 system (1 GiB mapped in 16 KiB pages)…");
+    let sys = BenchSystem::new(dart::Variant::T8110, 256)?;
+    let mut progress = |p: Progress<'_>| {
+        let _ = write!(
+            err,
+            "\r[{}/{}] {} {} threads={} {:.1}/{:.1} s   ",
+            p.done + 1,
+            p.total,
+            p.workload,
+            p.implementation.name(),
+            p.threads,
+            p.elapsed,
+            p.seconds
+        );
+        let _ = err.flush();
+    };
+    let figures = dartemu_bench::run(&sys, opts, &mut progress, &mut |_| {})?;
+    let _ = writeln!(err, "\r{:60}\r", "");
+    let io = |e: std::io::Error| BenchError::Options(format!("writing results: {e}"));
+    if json {
+        for f in &figures {
+            serde_json::to_writer(&mut *out, f).map_err(|e| BenchError::Options(format!("writing results: {e}")))?;
+            writeln!(out).map_err(io)?;
+        }
+    } else {
+        header(out).map_err(io)?;
+        for f in &figures {
+            row(out, f).map_err(io)?;
+        }
+    }
+    Ok(figures)
+}

@@ -1,0 +1,68 @@
+//! A process-wide memory barrier: Linux `membarrier(2)` with
+//! `MEMBARRIER_CMD_PRIVATE_EXPEDITED`.
+//!
+//! When [`process_wide`] returns `true`, every thread of this process that was
+//! running during the call has executed a full memory barrier at some point
+//! between the call's start and its return (threads that were not running
+//! get one from the context switch). This lets the in-flight tracker's
+//! readers announce themselves with plain stores and a compiler fence, the
+//! writer paying the hardware barrier for them ("asymmetric fences", as in
+//! liburcu's `memb` flavour and the Linux kernel's SRCU-fast).
+//!
+//! The expedited command needs a one-time registration per process; if the
+//! kernel (or a seccomp filter) refuses it, [`available`] is `false` and
+//! callers keep every reader on the fenced path. Cost measured on the
+//! development VM: about 0.3 µs with no other thread running, 1.4 µs with one
+//! busy thread (an IPI per CPU running a thread of the process).
+
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (linux/membarrier.h).
+#[cfg(all(target_os = "linux", not(loom)))]
+const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`.
+#[cfg(all(target_os = "linux", not(loom)))]
+const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Whether [`process_wide`] works here (registers on first call).
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) fn available() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier(2) takes (cmd, flags, cpu_id) integers and
+        // touches no memory of ours; an unsupported command returns -1.
+        unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 }
+    })
+}
+
+/// Issues the process-wide barrier. Returns `false` (having done nothing)
+/// if it is not [`available`].
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) fn process_wide() -> bool {
+    // SAFETY: as in `available`: integer arguments only, no memory passed.
+    available() && unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
+/// Not Linux, or under loom: never available (readers stay fenced).
+#[cfg(not(all(target_os = "linux", not(loom))))]
+pub(crate) fn available() -> bool {
+    false
+}
+
+/// Not Linux, or under loom: does nothing.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+pub(crate) fn process_wide() -> bool {
+    false
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    #[test]
+    fn registers_and_issues_on_linux() {
+        // On the Linux machines this project runs on, expedited membarrier
+        // is supported (kernel >= 4.14); if this fails, readers silently
+        // stay on the fenced path, which this test makes visible.
+        if cfg!(target_os = "linux") {
+            assert!(super::available(), "membarrier(PRIVATE_EXPEDITED) unavailable: readers will always fence");
+            assert!(super::process_wide());
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Per-thread slot numbers: what lets the DMA path count and mark itself in
+//! flight with plain stores instead of atomic read-modify-writes.
+//!
+//! # Protocol
+//!
+//! Every thread that does DMA through any DART claims, on its first DMA, a
+//! number in `0..EXCLUSIVE` that no other *live* thread holds. It keeps the
+//! number until it exits, when a thread-local destructor puts it back on the
+//! free list. Data indexed by a slot number (a stripe of counters, an
+//! in-flight counter) therefore has exactly one writer at a time, which may
+//! update it with `load` + `store` (no `lock`-prefixed instruction) while
+//! other threads read it with plain loads.
+//!
+//! *Hand-off.* A number passes from an exiting thread to a new one through
+//! the free list's mutex: the old owner's last stores happen-before its
+//! unlock, which happens-before the new owner's lock, so the new owner's
+//! first `load` sees them and no count is lost across owners.
+//!
+//! *Overflow.* When all `EXCLUSIVE` numbers are taken, [`current`] returns
+//! `None` and callers fall back to a shared slot updated with atomic RMWs:
+//! still exact, just contended. Under loom every thread takes that path (a
+//! loom model exercises the shared protocol; the exclusive one differs only
+//! in having a single writer per slot).
+
+use parking_lot::Mutex;
+
+/// Slot numbers that can be held exclusively at once.
+pub(crate) const EXCLUSIVE: usize = 64;
+
+/// Numbers returned by exited threads.
+static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// Next never-used number.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A claimed number, returned to [`FREE`] when the thread exits.
+struct Claim(Option<usize>);
+
+impl Claim {
+    fn new() -> Claim {
+        if let Some(n) = FREE.lock().pop() {
+            return Claim(Some(n));
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < EXCLUSIVE {
+            Claim(Some(n))
+        } else {
+            // Keep NEXT from growing without bound (it never wraps in
+            // practice, but be exact): numbers past the end are never used.
+            NEXT.store(EXCLUSIVE, std::sync::atomic::Ordering::Relaxed);
+            Claim(None)
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            FREE.lock().push(n);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static SLOT: Claim = Claim::new();
+}
+
+/// This thread's exclusive slot number, claiming one on first use; `None`
+/// when every number is held by another live thread (or while this thread's
+/// thread-locals are being destroyed).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn current() -> Option<usize> {
+    SLOT.try_with(|c| c.0).ok().flatten()
+}
+
+/// Under loom every thread uses the shared, RMW-updated slot.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn current() -> Option<usize> {
+    None
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn live_threads_hold_distinct_numbers_and_exited_ones_are_reused() {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let numbers: Vec<Option<usize>> = (0..8)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    let n = current();
+                    b.wait(); // all eight alive at once
+                    assert_eq!(current(), n, "a thread's number is stable");
+                    n
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let live: Vec<usize> = numbers.iter().flatten().copied().collect();
+        assert_eq!(live.iter().collect::<HashSet<_>>().len(), live.len(), "numbers held at once are distinct");
+        assert!(live.iter().all(|&n| n < EXCLUSIVE));
+        // The eight have exited: a new thread gets a number back from the free list.
+        let again = std::thread::spawn(current).join().unwrap();
+        assert!(again.is_some());
+    }
+}
