@@ -162,7 +162,7 @@ impl StreamIommu {
 fn to_iommu_error(iova: u64, len: u64, e: &DartError) -> iommu::Error {
     let range = |base: u64| IovaRange {
         base: GuestAddress(base),
-        length: usize::try_from(iova.saturating_add(len).saturating_sub(base)).unwrap_or(usize::MAX),
+        length: usize::try_from(len.saturating_sub(base.saturating_sub(iova))).unwrap_or(usize::MAX),
     };
     match e {
         DartError::Fault(f) => {

@@ -13,12 +13,13 @@
 //! Like VFIO type1, the domain remembers its mappings and an unmap must
 //! cover whole mappings exactly, with no gap (vfio-ioctls' own container
 //! refuses an unmap that removes fewer bytes than asked with
-//! `InvalidDmaUnmapSize`; here the request is refused before anything
-//! changes). Every refusal changes nothing.
+//! `InvalidDmaUnmapSize`; here the request is refused, with the same
+//! variant, before anything changes). Every refusal changes nothing.
 //!
 //! `VfioError`'s map/unmap variants carry only an errno, so the trait
 //! methods report `IommuDmaMap`/`IommuDmaUnmap` with the errno of
-//! [`VfioDomainError::errno`], and keep the typed error, with every offending
+//! [`VfioDomainError::errno`] (an unmap that is not made of whole mappings
+//! is `InvalidDmaUnmapSize`, as above), and keep the typed error, with every offending
 //! value and the DART's own error, for [`DartVfioDomain::last_error`]. The
 //! inherent [`DartVfioDomain::dma_map`] / [`DartVfioDomain::dma_unmap`]
 //! return it directly.
@@ -218,11 +219,18 @@ impl DartVfioDomain {
         Ok(())
     }
 
+    /// Keeps the typed reason of a refusal for [`DartVfioDomain::last_error`]
+    /// and turns it into `wrap(errno)`, or `InvalidDmaUnmapSize` for an
+    /// unmap that does not match whole mappings (what vfio-ioctls' container
+    /// reports when the kernel unmaps fewer bytes than asked).
     fn record<T>(&self, r: Result<T, VfioDomainError>, wrap: fn(SysError) -> VfioError) -> Result<T, VfioError> {
         r.map_err(|e| {
-            let errno = e.errno();
+            let err = match e {
+                VfioDomainError::UnmapMismatch { .. } => VfioError::InvalidDmaUnmapSize,
+                _ => wrap(SysError::new(e.errno())),
+            };
             *self.last_error.lock() = Some(e);
-            wrap(SysError::new(errno))
+            err
         })
     }
 }
@@ -245,7 +253,8 @@ impl VfioOps for DartVfioDomain {
     }
 
     /// Unmaps `[iova, iova + size)` (see [`DartVfioDomain::dma_unmap`]);
-    /// refusals are `IommuDmaUnmap(errno)`.
+    /// refusals are `InvalidDmaUnmapSize` for a range that is not made of
+    /// whole mappings, `IommuDmaUnmap(errno)` otherwise.
     fn vfio_dma_unmap(&self, iova: u64, size: usize) -> vfio_ioctls::Result<()> {
         self.record(self.dma_unmap(iova, size as u64), VfioError::IommuDmaUnmap)
     }
