@@ -293,3 +293,57 @@ fn deferred_unmap_keeps_serving_until_a_flush() {
     assert!(r.mem.read_slice(&mut got, GuestAddress(BASE)).is_err());
     assert_eq!(r.frames.state(fr[0]).unwrap().counts().pending, 0);
 }
+
+/// The race of `dart/tests/unmap_race.rs`, with the device on vm-memory: a
+/// device thread reads and writes one IOVA through `IommuMemory` while the
+/// kernel maps a fresh frame there, unmaps it (strict), frees it, retypes it
+/// `kernel-restricted` and puts a secret in it. No device access may see the
+/// secret or change it.
+#[test]
+fn no_iommu_memory_access_reaches_a_frame_after_strict_unmap_returns() {
+    const ROUNDS: u64 = 20_000;
+    const SECRET: u8 = 0x5a;
+    const DEVICE: u8 = 0xa5;
+    let r = rig(Invalidation::Strict);
+    // A neighbour keeps the leaf table alive, so the walk reaches the PTE.
+    let neighbour = r.user_frames(1);
+    r.dart.map(1, BASE + PAGE, &neighbour, Perm::R, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let (mem, stop) = (r.mem.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut leaks) = (0u64, 0u64);
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if mem.read_slice(&mut buf, GuestAddress(BASE)).is_ok() {
+                    ok += 1;
+                    leaks += u64::from(buf.contains(&SECRET));
+                }
+                ok += u64::from(mem.write_slice(&[DEVICE; 64], GuestAddress(BASE + 64)).is_ok());
+            }
+            (ok, leaks)
+        })
+    };
+    let mut late_writes = 0u64;
+    for _ in 0..ROUNDS {
+        let f = r.user_frames(1)[0];
+        r.dart.map(1, BASE, &[f], Perm::RW, None).unwrap();
+        std::hint::spin_loop();
+        assert_eq!(r.dart.unmap(1, BASE, PAGE), Ok(1));
+        r.frames.free(f).unwrap();
+        r.frames.retype(f, FrameType::KernelRestricted).unwrap();
+        let pa = r.pa(f);
+        r.frames.aperture_write(pa, &[SECRET; 128]).unwrap();
+        let mut back = [0u8; 128];
+        r.frames.aperture_read(pa, &mut back).unwrap();
+        late_writes += u64::from(back != [SECRET; 128]);
+        r.frames.free(f).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, leaks) = device.join().unwrap();
+    assert_eq!(leaks, 0, "a device read saw the secret");
+    assert_eq!(late_writes, 0, "a device write reached the frame after unmap");
+    assert!(ok > 0, "the race happened");
+    assert_eq!(r.frames.halted(), None);
+    assert_eq!(r.dart.check_restricted_unreachable(), Ok(()));
+}
