@@ -308,7 +308,21 @@ fn dartemu_workers<'a>(
             None,
         ),
         Workload::Dma4kVmMemory => {
-            return Err(BenchError::Options("dma4k-vm-memory needs the DART's vm-memory Iommu adapter".into()))
+            let mem = dart::stream_memory(sys.dart.clone(), STREAM)?;
+            (
+                Box::new(move |t, stop| {
+                    let mem = mem.clone();
+                    let mut rng = rng_for(t);
+                    let mut buf = vec![0u8; 4096];
+                    spin(stop, || {
+                        let iova = random_iova(&mut rng, MAPPED / PAGE, 4096);
+                        mem.read_slice(&mut buf, GuestAddress(iova)).map_err(|e| baseline_error(iova, e))?;
+                        black_box(&buf);
+                        Ok(())
+                    })
+                }),
+                None,
+            )
         }
     })
 }

@@ -56,7 +56,7 @@ pub enum BenchError {
     #[error("DART: {0}")]
     Dart(#[from] DartError),
     /// The vm-memory baseline failed.
-    #[error("vm-memory baseline at IOVA {iova:#x}: {reason}")]
+    #[error("vm-memory at IOVA {iova:#x}: {reason}")]
     Baseline {
         /// Where.
         iova: u64,

@@ -158,6 +158,8 @@ pub struct Dart {
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
     pub(crate) mmio: crate::regs::MmioState,
+    /// The walker's PTE loads (host pointers into `frames`' memory).
+    ptes: phys::PteLoader,
 }
 
 impl std::fmt::Debug for Dart {
@@ -225,6 +227,7 @@ impl Dart {
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
+            ptes: phys::PteLoader::new(frames.memory()),
             frames,
         })
     }
@@ -411,14 +414,13 @@ impl Dart {
             return Err(FaultKind::NoTtbr);
         }
         let mut table = st.ttbr(geo.ttbr_index(iova)).ok_or(FaultKind::NoTtbr)?;
-        let mem = self.frames.memory();
         for level in 0..geo.levels {
             match self.frames.frame_of(table).and_then(|f| self.frames.state(f)) {
                 Ok(s) if s.ty() == FrameType::DartTable => {}
                 _ => return Err(FaultKind::ForbiddenFrame),
             }
             let pte =
-                phys::load_pte(mem, table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
+                self.ptes.load(table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
             if level + 1 < geo.levels {
                 table = match self.format.decode_table(self.page_shift, pte) {
                     Some(next) => next,

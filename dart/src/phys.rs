@@ -35,3 +35,79 @@ pub(crate) fn read(mem: &GuestMemoryMmap, pa: u64, buf: &mut [u8]) -> bool {
 pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
     mem.write_slice(data, GuestAddress(pa)).is_ok()
 }
+
+/// Host addresses of physical memory, for the walker's PTE loads.
+///
+/// vm-memory's checked `load` finds the region, checks bounds and builds a
+/// volatile reference on every call: several dozen instructions per PTE. The
+/// walker instead keeps each region's `(guest start, length, host address)`
+/// and loads through a pointer after its own bounds and alignment check.
+/// Outside every region the load is `None`, as with vm-memory.
+#[derive(Debug)]
+pub(crate) struct PteLoader {
+    regions: Box<[(u64, u64, usize)]>,
+}
+
+impl PteLoader {
+    /// Records the regions of `mem` (which must outlive every load: the
+    /// DART holds the frame table that owns it).
+    pub(crate) fn new(mem: &GuestMemoryMmap) -> PteLoader {
+        use frame_table::vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        let regions = mem
+            .iter()
+            .filter_map(|r| {
+                let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as usize;
+                Some((r.start_addr().0, r.len(), host))
+            })
+            .collect();
+        PteLoader { regions }
+    }
+
+    /// Loads the PTE at `pa` with `Acquire`, as [`load_pte`] does; `None`
+    /// outside memory or if `pa` is not 8-byte aligned.
+    #[inline]
+    pub(crate) fn load(&self, pa: u64) -> Option<u64> {
+        if pa % 8 != 0 {
+            return None;
+        }
+        for &(start, len, host) in self.regions.iter() {
+            let off = pa.wrapping_sub(start);
+            if off < len && len - off >= 8 {
+                let ptr = (host + off as usize) as *const std::sync::atomic::AtomicU64;
+                // SAFETY: `[start, start + len)` is a region of the
+                // `GuestMemoryMmap` this loader was built from, mapped at
+                // `host` for as long as that memory lives, which the DART
+                // guarantees by holding the frame table that owns it. `off +
+                // 8 <= len` keeps the 8 bytes inside the mapping; `pa` and
+                // the page-aligned `host` make the pointer 8-byte aligned.
+                // All concurrent accesses to PTEs are atomic (`store_pte`
+                // goes through vm-memory's atomic store), so this is never a
+                // data race.
+                return Some(unsafe { (*ptr).load(Ordering::Acquire) });
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frame_table::vm_memory::GuestAddress;
+
+    #[test]
+    fn loader_matches_vm_memory_and_refuses_what_it_refuses() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x1000_0000), 0x4000), (GuestAddress(0x2000_0000), 0x4000)])
+            .unwrap();
+        let loader = PteLoader::new(&mem);
+        for (pa, v) in [(0x1000_0000u64, 1u64), (0x1000_3ff8, 2), (0x2000_0008, 3)] {
+            assert!(store_pte(&mem, pa, v));
+            assert_eq!(loader.load(pa), Some(v));
+            assert_eq!(loader.load(pa), load_pte(&mem, pa));
+        }
+        // Outside memory, straddling a region's end, misaligned: None.
+        for pa in [0u64, 0x0fff_fff8, 0x1000_4000, 0x1000_3ffc, 0x1000_0004, 0x2000_4000, u64::MAX - 7] {
+            assert_eq!(loader.load(pa), None, "{pa:#x}");
+        }
+    }
+}
