@@ -158,6 +158,7 @@ pub struct Dart {
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
     pub(crate) mmio: crate::regs::MmioState,
+    pub(crate) trace: crate::events::DartTrace,
 }
 
 impl std::fmt::Debug for Dart {
@@ -225,6 +226,7 @@ impl Dart {
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
+            trace: crate::events::DartTrace::default(),
             frames,
         })
     }
@@ -383,6 +385,7 @@ impl Dart {
         self.stats.fault(Some(sid), kind.code());
         if self.mmio.error_masked(self.variant, kind, fault.write) {
             // ERROR_MASK: the DMA still fails, but nothing latches.
+            self.emit(|| crate::events::EventKind::fault(&fault, false));
             return DartError::Fault(fault);
         }
         let newly = {
@@ -395,6 +398,7 @@ impl Dart {
                 false
             }
         };
+        self.emit(|| crate::events::EventKind::fault(&fault, newly));
         if newly {
             let cb = self.interrupt.read().clone();
             if let Some(cb) = cb {
@@ -547,6 +551,9 @@ impl Dart {
                 }
                 off += n;
             }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Read, spans, buf);
+            }
             true
         })?;
         self.stats.add(Some(sid), Counter::BytesRead, len);
@@ -565,6 +572,9 @@ impl Dart {
                     return false;
                 }
                 off += n;
+            }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Write, spans, data);
             }
             true
         })?;

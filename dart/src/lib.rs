@@ -15,6 +15,7 @@
 
 mod dart;
 mod error;
+pub mod events;
 pub mod fault;
 pub mod inflight;
 pub mod iotlb;
@@ -29,6 +30,7 @@ pub mod variant;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
 pub use error::DartError;
+pub use events::{Event, EventKind, EventLog, WatchRange};
 pub use fault::{ErrorLatch, Fault, FaultKind};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use stream::StreamConfig;
