@@ -1,7 +1,7 @@
 //! `dartemu`: run DART compromise scenarios (SPEC §7).
 
 use clap::{Parser, Subcommand};
-use coprocessor_sim::cli::{catalogue_dir, collect, print_table, run_files};
+use coprocessor_sim::cli::{catalogue_dir, collect, print_table, run_instrumented, Instrument};
 use coprocessor_sim::runner::Base;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// For the catalogue run (no command).
+    #[command(flatten)]
+    instrument: Instrument,
 }
 
 #[derive(Subcommand)]
@@ -31,24 +34,27 @@ enum Command {
         /// main job's default SoC instead of SPEC §6's `dart0`/`dev0`.
         #[arg(long)]
         default_soc: bool,
+        #[command(flatten)]
+        instrument: Instrument,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (paths, json, base) = match cli.command {
-        None => (vec![catalogue_dir()], false, Base::DefaultSoc),
-        Some(Command::Run { paths, json, default_soc }) => {
-            (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec })
+    let (paths, json, base, instrument) = match cli.command {
+        None => (vec![catalogue_dir()], false, Base::DefaultSoc, cli.instrument),
+        Some(Command::Run { paths, json, default_soc, instrument }) => {
+            (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec }, instrument)
         }
     };
-    let results = match collect(&paths).and_then(|files| run_files(&files, base)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dartemu: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let results =
+        match collect(&paths).map_err(Into::into).and_then(|files| run_instrumented(&files, base, &instrument)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("dartemu: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let mut out = std::io::stdout().lock();
     let written = if json {
         serde_json::to_writer_pretty(&mut out, &results).map_err(std::io::Error::other).and_then(|_| {

@@ -26,6 +26,7 @@ pub mod regs;
 pub mod stats;
 mod stream;
 mod sync;
+pub mod trace_event;
 pub mod variant;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
