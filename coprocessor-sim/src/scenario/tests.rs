@@ -788,7 +788,7 @@ fn load_reports_io_and_utf8_errors() {
     std::fs::write(&good, FULL).unwrap();
     let s = load_scenario(&good).unwrap();
     assert_eq!(s.file, good);
-    assert_eq!(s.steps.len(), 25);
+    assert_eq!(s.steps.len(), 26);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
