@@ -87,9 +87,10 @@ pub fn faults_by_code(records: &[RunRecord]) -> Vec<(String, u64)> {
 }
 
 /// IOTLB hits and misses per `DART sSID` over `records` (summed across
-/// scenarios by DART name and stream), for streams that translated.
+/// scenarios by DART name and stream), for streams that translated, sorted
+/// by DART name then stream number.
 pub fn iotlb_by_stream(records: &[RunRecord]) -> Vec<(String, u64, u64)> {
-    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    let mut out: Vec<((String, usize), u64, u64)> = Vec::new();
     for d in records.iter().flat_map(|r| &r.darts) {
         for (sid, set) in d.counters.streams.iter().enumerate() {
             let hits = set.get(Counter::IotlbHits.name()).unwrap_or(0);
@@ -97,7 +98,7 @@ pub fn iotlb_by_stream(records: &[RunRecord]) -> Vec<(String, u64, u64)> {
             if hits + misses == 0 {
                 continue;
             }
-            let key = format!("{} s{sid}", d.name);
+            let key = (d.name.clone(), sid);
             match out.iter_mut().find(|e| e.0 == key) {
                 Some(e) => {
                     e.1 += hits;
@@ -108,7 +109,7 @@ pub fn iotlb_by_stream(records: &[RunRecord]) -> Vec<(String, u64, u64)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    out.into_iter().map(|((dart, sid), h, m)| (format!("{dart} s{sid}"), h, m)).collect()
 }
 
 /// The faults-by-code bar chart of `records`.

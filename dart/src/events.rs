@@ -482,7 +482,7 @@ impl Dart {
             pa: spans.first().map_or(iova, |s| s.pa),
             len,
             dir: dir_name(dir),
-            data: cut.iter().map(|b| format!("{b:02x}")).collect(),
+            data: hex(cut),
             truncated: cut.len() < data.len(),
         });
     }
@@ -506,6 +506,17 @@ impl Dart {
             log.record_since(self.name(), start, make());
         }
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// `read` or `write`.
