@@ -1,9 +1,123 @@
 //! The `dartemu` command line (SPEC §7), as a library so tests can drive it.
 
-use crate::runner::{run_scenario, Base, ScenarioResult};
+use crate::report::write_run_report;
+use crate::runner::{run_scenario, run_scenario_recorded, Base, RunRecord, ScenarioResult};
 use crate::scenario::{load_scenario, ScenarioError};
-use std::io::Write;
+use dart::events::{CapacityError, EventLog};
+use dart::trace_event::{chrome_trace, TraceRun};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The instrumentation flags of a run (SPEC §5, §7).
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Instrument {
+    /// Write every event (map, unmap, flush, fault, RPC, frame events,
+    /// violations, MMIO, watched DMA) to FILE as JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Write a Chrome trace-event JSON file (opens in Perfetto's UI).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Write report.json and SVG plots (faults by code, IOTLB hit rate) to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Events kept per scenario; more are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub event_capacity: usize,
+}
+
+impl Instrument {
+    /// Whether events must be recorded (for `--events` or `--trace`).
+    pub fn records_events(&self) -> bool {
+        self.events.is_some() || self.trace.is_some()
+    }
+}
+
+/// Why an instrumented run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A scenario could not be read (exit status 2).
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// `--event-capacity` out of range.
+    #[error("--event-capacity: {0}")]
+    Capacity(#[from] CapacityError),
+    /// An output file could not be written.
+    #[error("writing {path}: {source}")]
+    Output {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Loads every file, runs them all recording what `inst` asks for, and
+/// writes its outputs; returns the verdicts. Events, when recorded, go to
+/// one log drained after each scenario (so `--event-capacity` is per
+/// scenario) and share one clock, so a trace shows the scenarios one after
+/// the other. Dropped events are reported on stderr and in `report.json`.
+pub fn run_instrumented(files: &[PathBuf], base: Base, inst: &Instrument) -> Result<Vec<ScenarioResult>, CliError> {
+    if inst == &Instrument::default() || (!inst.records_events() && inst.report.is_none()) {
+        return Ok(run_files(files, base)?);
+    }
+    let scenarios = files.iter().map(|f| load_scenario(f)).collect::<Result<Vec<_>, _>>()?;
+    let log = if inst.records_events() {
+        let log = Arc::new(EventLog::new(inst.event_capacity)?);
+        log.set_enabled(true);
+        Some(log)
+    } else {
+        None
+    };
+    let records: Vec<RunRecord> = scenarios.iter().map(|s| run_scenario_recorded(s, base, log.as_ref())).collect();
+    let dropped = log.as_ref().map_or(0, |l| l.dropped());
+    if dropped > 0 {
+        eprintln!("dartemu: {dropped} events dropped (log full); raise --event-capacity");
+    }
+    let out_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Output { path, source }
+    };
+    if let Some(path) = &inst.events {
+        write_events(path, &records).map_err(out_err(path))?;
+    }
+    if let Some(path) = &inst.trace {
+        write_trace(path, &records).map_err(out_err(path))?;
+    }
+    if let Some(dir) = &inst.report {
+        write_run_report(dir, &records, dropped).map_err(out_err(dir))?;
+    }
+    Ok(records.into_iter().map(|r| r.result).collect())
+}
+
+/// Writes every event of `records` as one JSON object per line, with the
+/// scenario file in `run`.
+pub fn write_events(path: &Path, records: &[RunRecord]) -> std::io::Result<()> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    for r in records {
+        let run = serde_json::to_string(&r.result.file.display().to_string()).map_err(std::io::Error::other)?;
+        for e in &r.events {
+            // `{"run":…,` then the event's own fields, in their order.
+            let line = e.to_json_line();
+            writeln!(out, "{{\"run\":{run},{}", line.strip_prefix('{').unwrap_or("}"))?;
+        }
+    }
+    out.flush()
+}
+
+/// Writes the Chrome trace-event JSON of `records` (one group of tracks per scenario).
+pub fn write_trace(path: &Path, records: &[RunRecord]) -> std::io::Result<()> {
+    let labels: Vec<String> = records.iter().map(|r| r.result.file.display().to_string()).collect();
+    let runs: Vec<TraceRun<'_>> = records
+        .iter()
+        .zip(&labels)
+        .map(|(r, label)| TraceRun { label, events: &r.events, counters: &r.samples, slices: &r.steps })
+        .collect();
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    serde_json::to_writer(&mut out, &chrome_trace(&runs)).map_err(std::io::Error::other)?;
+    out.flush()
+}
 
 /// Finds the `*.toml` files of `paths` (files as given, folders searched
 /// recursively), sorted. A missing path is an error naming it.

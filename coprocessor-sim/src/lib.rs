@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod coprocessor;
+pub mod report;
 pub mod rpc;
 pub mod runner;
 pub mod scenario;

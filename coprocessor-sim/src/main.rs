@@ -1,7 +1,7 @@
 //! `dartemu`: run DART compromise scenarios (SPEC §7).
 
 use clap::{Parser, Subcommand};
-use coprocessor_sim::cli::{catalogue_dir, collect, print_table, run_files};
+use coprocessor_sim::cli::{catalogue_dir, collect, print_table, run_instrumented, Instrument};
 use coprocessor_sim::runner::Base;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// For the catalogue run (no command).
+    #[command(flatten)]
+    instrument: Instrument,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +34,8 @@ enum Command {
         /// main job's default SoC instead of SPEC §6's `dart0`/`dev0`.
         #[arg(long)]
         default_soc: bool,
+        #[command(flatten)]
+        instrument: Instrument,
     },
     /// Run the DMA throughput workloads (SPEC §8).
     Bench {
@@ -49,18 +54,32 @@ enum Command {
         /// Also run the baseline (`vm-memory`) and print ratios.
         #[arg(long, value_parser = ["vm-memory"])]
         baseline: Option<String>,
+        /// Write `bench.json` and a throughput plot (`throughput.svg`) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
 /// `dartemu bench`: exit 0, or 2 with the reason on a bad option or a failed workload.
-fn bench(workload: &str, threads: Vec<usize>, seconds: f64, json: bool, baseline: bool) -> ExitCode {
+fn bench(
+    workload: &str,
+    threads: Vec<usize>,
+    seconds: f64,
+    json: bool,
+    baseline: bool,
+    report: Option<&std::path::Path>,
+) -> ExitCode {
     use coprocessor_sim::throughput;
     let run = throughput::parse_workloads(workload).and_then(|workloads| {
         let opts = dartemu_bench::BenchOptions { workloads, threads, seconds, baseline };
-        throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())
+        let figures = throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())?;
+        if let Some(dir) = report {
+            throughput::write_report(dir, &figures)?;
+        }
+        Ok(())
     });
     match run {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dartemu bench: {e}");
             ExitCode::from(2)
@@ -70,22 +89,23 @@ fn bench(workload: &str, threads: Vec<usize>, seconds: f64, json: bool, baseline
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (paths, json, base) = match cli.command {
-        None => (vec![catalogue_dir()], false, Base::DefaultSoc),
-        Some(Command::Run { paths, json, default_soc }) => {
-            (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec })
+    let (paths, json, base, instrument) = match cli.command {
+        None => (vec![catalogue_dir()], false, Base::DefaultSoc, cli.instrument),
+        Some(Command::Run { paths, json, default_soc, instrument }) => {
+            (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec }, instrument)
         }
-        Some(Command::Bench { workload, threads, seconds, json, baseline }) => {
-            return bench(&workload, threads, seconds, json, baseline.is_some())
-        }
-    };
-    let results = match collect(&paths).and_then(|files| run_files(&files, base)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dartemu: {e}");
-            return ExitCode::from(2);
+        Some(Command::Bench { workload, threads, seconds, json, baseline, report }) => {
+            return bench(&workload, threads, seconds, json, baseline.is_some(), report.as_deref())
         }
     };
+    let results =
+        match collect(&paths).map_err(Into::into).and_then(|files| run_instrumented(&files, base, &instrument)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("dartemu: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let mut out = std::io::stdout().lock();
     let written = if json {
         serde_json::to_writer_pretty(&mut out, &results).map_err(std::io::Error::other).and_then(|_| {

@@ -19,11 +19,14 @@ use crate::scenario::{
 };
 use crate::service::RpcError;
 use crate::soc::Soc;
-use dart::DartError;
+use dart::stats::{Counter as DartCounter, StatsSnapshot};
+use dart::trace_event::{CounterSample, RunSlice};
+use dart::{DartError, Event, EventLog};
 use frame_table::{Access, Counter, Frame, FrameType, Perm};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What happened in one step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -101,12 +104,55 @@ fn rpc_err(e: RpcError) -> Fail {
 
 /// Runs a scenario.
 pub fn run_scenario(scenario: &Scenario, base: Base) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        file: scenario.file.clone(),
-        name: scenario.name.clone(),
+    run_scenario_recorded(scenario, base, None).result
+}
+
+/// One DART's counters at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DartCounters {
+    /// The DART's name.
+    pub name: String,
+    /// Its variant (`t8110`, …).
+    pub variant: String,
+    /// Its counters, DART-wide and per stream.
+    pub counters: StatsSnapshot,
+}
+
+/// A scenario run with what it recorded besides the verdicts.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    /// The verdicts.
+    pub result: ScenarioResult,
+    /// Every DART's counters after the last step.
+    pub darts: Vec<DartCounters>,
+    /// Invariant breaches the frame table saw.
+    pub violations: u64,
+    /// The run's events, in order (empty without a log).
+    pub events: Vec<Event>,
+    /// Every DART's basic counters after each step (empty without a log).
+    pub samples: Vec<CounterSample>,
+    /// One slice per step, named `step N: OP` (empty without a log).
+    pub steps: Vec<RunSlice>,
+}
+
+/// Runs a scenario; with `log`, records its events into it (the caller
+/// enables it) and drains them into the record, and samples the counters
+/// after every step.
+pub fn run_scenario_recorded(scenario: &Scenario, base: Base, log: Option<&Arc<EventLog>>) -> RunRecord {
+    let mut record = RunRecord {
+        result: ScenarioResult {
+            file: scenario.file.clone(),
+            name: scenario.name.clone(),
+            steps: Vec::new(),
+            setup_error: None,
+        },
+        darts: Vec::new(),
+        violations: 0,
+        events: Vec::new(),
+        samples: Vec::new(),
         steps: Vec::new(),
-        setup_error: None,
     };
+    let result = &mut record.result;
     let explicit = scenario.darts.iter().any(|d| d.line != 0) || scenario.coprocessors.iter().any(|c| c.line != 0);
     let soc = if base == Base::DefaultSoc && !explicit {
         let (mut soc, darts, devs) = Soc::default_soc();
@@ -121,14 +167,51 @@ pub fn run_scenario(scenario: &Scenario, base: Base) -> ScenarioResult {
         Ok(s) => s,
         Err(e) => {
             result.setup_error = Some(e.to_string());
-            return result;
+            return record;
         }
     };
+    if let Some(log) = log {
+        soc.set_event_log(Some(log.clone()));
+    }
     let run = Run { soc, names: Mutex::new(Names::default()), rings: Mutex::new(HashMap::new()) };
     for step in &scenario.steps {
-        result.steps.push(run.step(step));
+        let start_ns = log.map(|l| l.now_ns());
+        let r = run.step(step);
+        if let (Some(log), Some(start_ns)) = (log, start_ns) {
+            let end_ns = log.now_ns();
+            record.steps.push(RunSlice {
+                start_ns,
+                end_ns,
+                name: format!("step {}: {}", r.step, r.op),
+                args: serde_json::json!({ "line": r.line, "expect": r.expect, "actual": r.actual, "passed": r.passed }),
+            });
+            for d in &run.soc.darts {
+                let snap = d.stats().snapshot();
+                let values = DartCounter::ALL
+                    .iter()
+                    .filter_map(|c| Some((c.name().to_owned(), snap.dart.get(c.name())?)))
+                    .collect();
+                record.samples.push(CounterSample { ts_ns: end_ns, source: d.name().to_owned(), values });
+            }
+        }
+        record.result.steps.push(r);
     }
-    result
+    if let Some(log) = log {
+        run.soc.set_event_log(None);
+        record.events = log.drain();
+    }
+    record.darts = run
+        .soc
+        .darts
+        .iter()
+        .map(|d| DartCounters {
+            name: d.name().to_owned(),
+            variant: d.variant().to_string(),
+            counters: d.stats().snapshot(),
+        })
+        .collect();
+    record.violations = run.soc.frames.violations();
+    record
 }
 
 #[derive(Default)]
@@ -327,6 +410,16 @@ impl Run {
             Op::Bypass { device, enable } => {
                 let (_, sid, dart) = self.device(device)?;
                 dart.set_bypass(sid, *enable)?;
+                Ok(())
+            }
+            Op::Watch { device, iova, len, enable } => {
+                let (_, sid, dart) = self.device(device)?;
+                let iova = self.address(iova)?;
+                if *enable {
+                    dart.watch(sid, iova, *len)?;
+                } else {
+                    dart.unwatch(sid, iova, *len)?;
+                }
                 Ok(())
             }
             Op::MmioWrite { dart, offset, value } => self.mmio_write(dart, *offset, value),

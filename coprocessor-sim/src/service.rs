@@ -27,7 +27,7 @@
 use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
 use crate::soc::Device;
 use dart::stats::Counter;
-use dart::{Dart, DartError};
+use dart::{Dart, DartError, EventKind};
 use frame_table::{Frame, FrameTable, FrameType, Perm};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -195,6 +195,7 @@ impl MapperService {
         if let Err(e) = &r {
             dart.stats().rpc_refused(Some(dev.stream), e.kind());
         }
+        record_rpc(dart, dev, Some(req), &r);
         r
     }
 
@@ -267,11 +268,13 @@ impl MapperService {
             Ok((seq, req)) => (seq, self.handle(device, &req)),
             Err(e) => {
                 let seq = wire::raw_seq(message).unwrap_or(0);
+                let r = Err(RpcError::BadMessage(e));
                 if let Ok((dev, dart)) = self.device(device) {
                     dart.stats().add(Some(dev.stream), Counter::RpcRequests, 1);
                     dart.stats().rpc_refused(Some(dev.stream), "bad-message");
+                    record_rpc(dart, dev, None, &r);
                 }
-                (seq, Err(RpcError::BadMessage(e)))
+                (seq, r)
             }
         }
     }
@@ -353,6 +356,26 @@ impl MapperService {
     pub fn rpc_pages(&self, device: usize) -> Vec<(u64, u32)> {
         self.state.lock().rpc_pages.range((device, 0)..=(device, u64::MAX)).map(|(&(_, p), &h)| (p, h)).collect()
     }
+}
+
+/// Records an RPC decision in the DART's event log, if it has one (`req`:
+/// `None` for a message that did not decode).
+fn record_rpc(dart: &Dart, dev: &Device, req: Option<&Request>, result: &Result<(), RpcError>) {
+    let Some(log) = dart.event_log().filter(|l| l.enabled()) else { return };
+    let (request, iova, len) = match req {
+        Some(&Request::Map { iova, len, .. }) => ("map", iova, len),
+        Some(&Request::MapPa { iova, len, .. }) => ("map-pa", iova, len),
+        Some(&Request::Unmap { iova, len }) => ("unmap", iova, len),
+        None => ("undecodable", 0, 0),
+    };
+    let (decision, reason) = match result {
+        Ok(()) => ("accepted", String::new()),
+        Err(e) => ("refused", e.kind().to_owned()),
+    };
+    log.record(
+        dart.name(),
+        EventKind::Rpc { stream: dev.stream, device: dev.name.clone(), request, iova, len, decision, reason },
+    );
 }
 
 /// The ring layout that fits one frame of `page_size` bytes.

@@ -4,8 +4,8 @@
 use crate::coprocessor::Coprocessor;
 use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
 use crate::service::MapperService;
-use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig};
-use frame_table::{FrameTable, FrameTableConfig};
+use dart::{Dart, DartConfig, DartError, EventKind, EventLog, Invalidation, StreamConfig};
+use frame_table::{FrameEvent, FrameObserver, FrameTable, FrameTableConfig};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -140,6 +140,18 @@ impl Soc {
             dev("sep", "dart-ane", 2, true),
         ];
         (soc, darts, devices)
+    }
+
+    /// Records every DART's events and the frame table's (as source
+    /// `frames`) into `log`; `None` stops recording.
+    pub fn set_event_log(&self, log: Option<Arc<EventLog>>) {
+        for d in &self.darts {
+            d.set_event_log(log.clone());
+        }
+        let observer = log.map(|log| -> Arc<FrameObserver> {
+            Arc::new(move |e: &FrameEvent| log.record("frames", EventKind::from_frame_event(e)))
+        });
+        self.frames.set_observer(observer);
     }
 
     /// The device named `name`.

@@ -81,3 +81,22 @@ pub fn bench(
     }
     Ok(figures)
 }
+
+/// Writes `bench.json` and `throughput.svg` ([`crate::report`]) for
+/// `figures` into `dir`; baseline rows are labelled `WORKLOAD (vm-memory)`.
+pub fn write_report(dir: &std::path::Path, figures: &[Figure]) -> Result<(), BenchError> {
+    let rows: Vec<crate::report::ThroughputPoint> = figures
+        .iter()
+        .map(|f| crate::report::ThroughputPoint {
+            workload: match f.implementation {
+                dartemu_bench::Implementation::Dartemu => f.workload.clone(),
+                dartemu_bench::Implementation::VmMemory => format!("{} (vm-memory)", f.workload),
+            },
+            threads: f.threads as u32,
+            mops: f.mops,
+        })
+        .collect();
+    crate::report::write_bench_report(dir, &rows)
+        .map(drop)
+        .map_err(|e| BenchError::Options(format!("writing the report to {}: {e}", dir.display())))
+}

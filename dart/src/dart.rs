@@ -160,6 +160,7 @@ pub struct Dart {
     pub(crate) mmio: crate::regs::MmioState,
     /// The walker's PTE loads (host pointers into `frames`' memory).
     ptes: phys::PteLoader,
+    pub(crate) trace: crate::events::DartTrace,
 }
 
 impl std::fmt::Debug for Dart {
@@ -228,6 +229,7 @@ impl Dart {
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory()),
+            trace: crate::events::DartTrace::default(),
             frames,
         })
     }
@@ -386,6 +388,7 @@ impl Dart {
         self.stats.fault(Some(sid), kind.code());
         if self.mmio.error_masked(self.variant, kind, fault.write) {
             // ERROR_MASK: the DMA still fails, but nothing latches.
+            self.emit(|| crate::events::EventKind::fault(&fault, false));
             return DartError::Fault(fault);
         }
         let newly = {
@@ -398,6 +401,7 @@ impl Dart {
                 false
             }
         };
+        self.emit(|| crate::events::EventKind::fault(&fault, newly));
         if newly {
             let cb = self.interrupt.read().clone();
             if let Some(cb) = cb {
@@ -419,8 +423,7 @@ impl Dart {
                 Ok(s) if s.ty() == FrameType::DartTable => {}
                 _ => return Err(FaultKind::ForbiddenFrame),
             }
-            let pte =
-                self.ptes.load(table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
+            let pte = self.ptes.load(table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
             if level + 1 < geo.levels {
                 table = match self.format.decode_table(self.page_shift, pte) {
                     Some(next) => next,
@@ -575,6 +578,9 @@ impl Dart {
                 }
                 off += n;
             }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Read, spans, buf);
+            }
             true
         })
     }
@@ -591,6 +597,9 @@ impl Dart {
                     return false;
                 }
                 off += n;
+            }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Write, spans, data);
             }
             true
         })

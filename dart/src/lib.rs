@@ -16,6 +16,7 @@
 mod barrier;
 mod dart;
 mod error;
+pub mod events;
 pub mod fault;
 pub mod inflight;
 pub mod iommu;
@@ -28,11 +29,13 @@ mod slot;
 pub mod stats;
 mod stream;
 mod sync;
+pub mod trace_event;
 pub mod variant;
 pub mod vfio;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
 pub use error::DartError;
+pub use events::{Event, EventKind, EventLog, WatchRange};
 pub use fault::{ErrorLatch, Fault, FaultKind};
 pub use iommu::{stream_memory, StreamIommu, StreamMemory};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};

@@ -21,6 +21,7 @@
 
 use crate::dart::{Dart, Invalidation};
 use crate::error::DartError;
+use crate::events::EventKind;
 use crate::phys;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
@@ -169,6 +170,7 @@ impl Dart {
             leaves.push(self.pte_format().encode_leaf(self.page_shift(), &leaf).map_err(|e| pte_error(iova, len, e))?);
         }
 
+        let traced = self.trace_start();
         let mut m = self.mapper.lock();
         // Plan: refuse overlaps, count the tables to create.
         let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
@@ -190,6 +192,8 @@ impl Dart {
         }
         drop(m);
         self.stats.add(Some(sid), Counter::Maps, n);
+        let pa = self.frames.pa_of(frames[0]).unwrap_or(0);
+        self.emit_since(traced, || EventKind::Map { stream: sid, iova, pages: n, pa, perm: perm.name() });
         Ok(())
     }
 
@@ -289,6 +293,7 @@ impl Dart {
         let st = self.stream(sid)?;
         let geo = self.geometry_for(st.config());
         self.check_range(geo, iova, len)?;
+        let traced = self.trace_start();
         let mut m = self.mapper.lock();
         let mem = self.frames.memory();
         let fmt = self.pte_format();
@@ -375,6 +380,8 @@ impl Dart {
         }
         drop(m);
         self.stats.add(Some(sid), Counter::Unmaps, pages);
+        let invalidation = self.invalidation().name();
+        self.emit_since(traced, || EventKind::Unmap { stream: sid, iova, len, pages, invalidation });
         Ok(pages)
     }
 
@@ -448,6 +455,7 @@ impl Dart {
     /// [`Dart::flush`] of the streams in the bitmap `mask` (bit `sid` of
     /// word `sid / 64`; bits of streams the DART lacks are ignored).
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
+        let traced = self.trace_start();
         let mut m = self.mapper.lock();
         self.invalidate(&mask);
         let items = std::mem::take(&mut m.pending);
@@ -466,6 +474,10 @@ impl Dart {
                 Pending::Table(t) => self.free_table(&mut m, t),
             }
         }
+        drop(m);
+        self.emit_since(traced, || EventKind::Flush {
+            streams: (0..self.stream_count()).filter(|&s| mask[s as usize / 64] & (1 << (s % 64)) != 0).collect(),
+        });
     }
 
     /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.

@@ -67,7 +67,7 @@ impl PteLoader {
     /// outside memory or if `pa` is not 8-byte aligned.
     #[inline]
     pub(crate) fn load(&self, pa: u64) -> Option<u64> {
-        if pa % 8 != 0 {
+        if !pa.is_multiple_of(8) {
             return None;
         }
         for &(start, len, host) in self.regions.iter() {
@@ -97,8 +97,11 @@ mod tests {
 
     #[test]
     fn loader_matches_vm_memory_and_refuses_what_it_refuses() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x1000_0000), 0x4000), (GuestAddress(0x2000_0000), 0x4000)])
-            .unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0x1000_0000), 0x4000),
+            (GuestAddress(0x2000_0000), 0x4000),
+        ])
+        .unwrap();
         let loader = PteLoader::new(&mem);
         for (pa, v) in [(0x1000_0000u64, 1u64), (0x1000_3ff8, 2), (0x2000_0008, 3)] {
             assert!(store_pte(&mem, pa, v));

@@ -21,6 +21,7 @@
 mod cell;
 mod error;
 mod memory;
+pub mod observer;
 pub mod policy;
 mod state;
 mod sync;
@@ -29,6 +30,7 @@ mod types;
 
 pub use error::{Error, Violation};
 pub use memory::{ConfigError, FrameSize, Region, DEFAULT_DRAM_BASE, MAX_FRAMES};
+pub use observer::{FrameEvent, FrameObserver};
 pub use policy::{Access, Perm};
 pub use state::{Counter, Counts, FrameState};
 pub use table::{FramePin, FrameTable, FrameTableConfig, OnViolation};

@@ -9,11 +9,13 @@
 use crate::cell::{FrameCell, Refusal};
 use crate::error::{Error, Violation};
 use crate::memory::{check_regions, map_regions, ConfigError, FrameSize, Region, DEFAULT_DRAM_BASE};
+use crate::observer::{FrameEvent, FrameObserver, ObserverSlot};
 use crate::policy::{Access, Perm};
 use crate::state::{Counter, FrameState};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::types::{Frame, FrameType};
 use parking_lot::Mutex;
+use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// What the SoC does about an invariant breach (SPEC §2).
@@ -106,6 +108,7 @@ pub struct FrameTable {
     halted: AtomicBool,
     halt_reason: Mutex<Option<Violation>>,
     violations: AtomicU64,
+    observer: ObserverSlot,
 }
 
 impl FrameTable {
@@ -141,6 +144,7 @@ impl FrameTable {
             halted: AtomicBool::new(false),
             halt_reason: Mutex::new(None),
             violations: AtomicU64::new(0),
+            observer: ObserverSlot::default(),
         })
     }
 
@@ -231,11 +235,19 @@ impl FrameTable {
         Error::Halted(reason.unwrap_or(Violation::TtbrNotTable { pa: 0, ty: None }))
     }
 
+    /// Installs (or with `None` removes) the observer, called after every
+    /// successful allocation, retype and free and for every invariant breach
+    /// (see [`crate::observer`]).
+    pub fn set_observer(&self, observer: Option<Arc<FrameObserver>>) {
+        self.observer.set(observer);
+    }
+
     /// Handles an invariant breach according to the violation mode and returns
     /// the error for the step that caused it: [`Error::Panic`] (and the system
     /// halts) or the `reject`-mode error. Used by the DART for TTBR breaches.
     pub fn report_violation(&self, violation: Violation) -> Error {
         self.violations.fetch_add(1, Ordering::Relaxed);
+        self.observer.emit(|| FrameEvent::Violation(violation.clone()));
         match self.on_violation {
             OnViolation::Reject => violation.reject_error(),
             OnViolation::Panic => {
@@ -314,6 +326,9 @@ impl FrameTable {
             // Only this thread touches a claimed frame: publish cannot fail.
             let _ = self.cells[f.index()].publish(ty);
         }
+        for &frame in &claimed {
+            self.observer.emit(|| FrameEvent::Alloc { frame, pa: self.pa_unchecked(frame), ty });
+        }
         Ok(claimed)
     }
 
@@ -327,12 +342,14 @@ impl FrameTable {
             let from = cell.load().ty();
             return Err(Error::BadTransition { frame, from, to });
         }
+        let from = cell.load().ty();
         let next = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
         if next.claimed() {
             self.free_count.fetch_sub(1, Ordering::Relaxed);
             self.scrub(frame);
             let _ = cell.publish(to);
         }
+        self.observer.emit(|| FrameEvent::Retype { frame, pa: self.pa_unchecked(frame), from, to });
         Ok(())
     }
 
@@ -341,13 +358,17 @@ impl FrameTable {
     pub fn free(&self, frame: Frame) -> Result<(), Error> {
         self.check_running()?;
         let cell = self.cell(frame)?;
+        let from = cell.load().ty();
         cell.free().map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, FrameType::Free))?;
-        let mut list = self.free_list.lock();
-        list.push(frame.0);
-        let free = self.free_count.fetch_add(1, Ordering::Relaxed) + 1;
-        if list.len() as u64 > 2 * free + 64 {
-            self.compact_free_list(&mut list);
+        {
+            let mut list = self.free_list.lock();
+            list.push(frame.0);
+            let free = self.free_count.fetch_add(1, Ordering::Relaxed) + 1;
+            if list.len() as u64 > 2 * free + 64 {
+                self.compact_free_list(&mut list);
+            }
         }
+        self.observer.emit(|| FrameEvent::Free { frame, pa: self.pa_unchecked(frame), from });
         Ok(())
     }
 
@@ -463,6 +484,11 @@ impl FrameTable {
             len: data.len() as u64,
             reason: "memory access failed",
         })
+    }
+
+    /// The physical address of a frame known to be in the table.
+    fn pa_unchecked(&self, frame: Frame) -> u64 {
+        self.base + ((frame.0 as u64) << self.frame_size.shift())
     }
 
     /// Zero-fills a claimed frame.

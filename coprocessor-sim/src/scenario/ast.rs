@@ -556,7 +556,7 @@ impl RpcCall {
 }
 
 /// Every `op` name, in the order of SPEC §6.
-pub const OP_NAMES: [&str; 20] = [
+pub const OP_NAMES: [&str; 21] = [
     "alloc",
     "retype",
     "free",
@@ -577,6 +577,7 @@ pub const OP_NAMES: [&str; 20] = [
     "mmio-read",
     "check",
     "race",
+    "watch",
 ];
 
 /// What a step does, with its fields (SPEC §6 table).
@@ -742,6 +743,19 @@ pub enum Op {
     },
     /// `check`.
     Check(Check),
+    /// `watch`: trace every DMA of a device that touches `[iova, iova + len)`
+    /// (an event with the data, when the run records events), or with
+    /// `enable = false` stop watching exactly that range.
+    Watch {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `len` in bytes.
+        len: u64,
+        /// `enable` (default true).
+        enable: bool,
+    },
     /// `race`: threads of steps run concurrently, `iterations` times;
     /// invariants are checked after.
     Race {
@@ -776,6 +790,7 @@ impl Op {
             Op::MmioRead { .. } => "mmio-read",
             Op::Check(_) => "check",
             Op::Race { .. } => "race",
+            Op::Watch { .. } => "watch",
         }
     }
 }

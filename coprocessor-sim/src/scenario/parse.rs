@@ -109,6 +109,7 @@ fn op_keys(op: &str) -> Option<&'static [&'static str]> {
         "mmio-read" => &["dart", "offset", "value", "mask"],
         "check" => &["invariant", "counter", "equals", "at_least"],
         "race" => &["iterations", "threads"],
+        "watch" => &["device", "iova", "len", "enable"],
         _ => return None,
     })
 }
@@ -965,6 +966,12 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             };
             Op::MmioRead { dart, offset, value, mask }
         }
+        "watch" => Op::Watch {
+            device: f.req("device")?.name()?,
+            iova: f.req("iova")?.address()?,
+            len: f.req("len")?.u64()?,
+            enable: f.get("enable").map(|e| e.bool()).transpose()?.unwrap_or(true),
+        },
         "check" => Op::Check(parse_check(&f)?),
         "race" => {
             if in_race {

@@ -197,6 +197,13 @@ op = "mmio-read"
 dart = "disp"
 offset = 0x1000
 expect = "any"
+
+[[step]]
+op = "watch"
+device = "ane"
+iova = 0x4000
+len = 0x40
+enable = false
 "#;
 
 fn parse(src: &str) -> Result<Scenario, ScenarioError> {
@@ -419,6 +426,7 @@ fn full_scenario_parses_to_the_expected_ast() {
     assert_eq!(threads[1][0].op, Op::Retype { target: Target::Frame(frame("buf", 1)), ty: FrameType::UserData });
     assert_eq!(s.steps[23].expect, Outcome::Ok);
     assert_eq!(*ops[24], Op::MmioRead { dart: "disp".into(), offset: 0x1000, value: None, mask: None });
+    assert_eq!(*ops[25], Op::Watch { device: "ane".into(), iova: Address::Int(0x4000), len: 0x40, enable: false });
     assert_eq!(s.steps[24].expect, Outcome::Any);
 }
 
@@ -780,7 +788,7 @@ fn load_reports_io_and_utf8_errors() {
     std::fs::write(&good, FULL).unwrap();
     let s = load_scenario(&good).unwrap();
     assert_eq!(s.file, good);
-    assert_eq!(s.steps.len(), 25);
+    assert_eq!(s.steps.len(), 26);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

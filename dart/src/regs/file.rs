@@ -187,6 +187,17 @@ impl Dart {
         if let Some(observer) = observer {
             observer(&MmioAccess { seq, variant: self.variant(), offset, value, dir, outcome });
         }
+        self.emit(|| {
+            let d = decode_access(self.variant(), offset, value);
+            crate::events::EventKind::Mmio {
+                dir: if dir == MmioDir::Read { "read" } else { "write" },
+                offset,
+                value,
+                register: d.register,
+                fields: d.fields,
+                outcome: outcome.to_string(),
+            }
+        });
         result
     }
 

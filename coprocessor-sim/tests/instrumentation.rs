@@ -1,0 +1,224 @@
+//! Instrumentation end to end: a scripted scenario records exactly the
+//! expected events in order next to its counters; the Chrome trace of the
+//! whole catalogue has every field the trace-event format requires for each
+//! phase; `--events`, `--trace` and `--report` write what they promise.
+
+use coprocessor_sim::cli::{catalogue_dir, collect, run_instrumented, Instrument};
+use coprocessor_sim::runner::{run_scenario_recorded, Base, RunRecord};
+use coprocessor_sim::scenario::load_scenario;
+use dart::trace_event::{chrome_trace, TraceRun};
+use dart::{EventKind, EventLog};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn enabled_log(capacity: usize) -> Arc<EventLog> {
+    let log = Arc::new(EventLog::new(capacity).unwrap());
+    log.set_enabled(true);
+    log
+}
+
+fn watch_scenario() -> PathBuf {
+    catalogue_dir().join("trace-watch-ring.toml")
+}
+
+#[test]
+fn watch_scenario_records_exactly_the_expected_events() {
+    let s = load_scenario(&watch_scenario()).unwrap();
+    let log = enabled_log(1024);
+    let r = run_scenario_recorded(&s, Base::DefaultSoc, Some(&log));
+    assert!(r.result.passed(), "{:?}", r.result);
+    assert_eq!(log.dropped(), 0);
+    assert!(log.is_empty(), "the record drained the log");
+
+    // Frames are handed out lowest first from the default DRAM base, 16 KiB each.
+    let pa = |i: u64| 0x8_0000_0000 + i * 0x4000;
+    let ring = 0xf_ffff_c000u64;
+    let ring_msg = "44525043010120000100000000000000010000000300000000000000000000000040000000000000000001000000000000000000000000000000000000000000";
+    let dma = |iova: u64, pa: u64, len: u64, dir: &'static str, data: &str| EventKind::Dma {
+        stream: 1,
+        iova,
+        pa,
+        len,
+        dir,
+        data: data.into(),
+        truncated: false,
+    };
+    let want: Vec<(&str, EventKind)> = vec![
+        ("frames", EventKind::Alloc { pa: pa(0), ty: "user-data" }),
+        // First RPC: the ring frame, its tables, its mapping.
+        ("frames", EventKind::Alloc { pa: pa(1), ty: "kernel-shared" }),
+        ("frames", EventKind::Alloc { pa: pa(2), ty: "dart-table" }),
+        ("frames", EventKind::Alloc { pa: pa(3), ty: "dart-table" }),
+        ("dart-ane", EventKind::Map { stream: 1, iova: ring, pages: 1, pa: pa(1), perm: "rw" }),
+        // The device writes request slot 0, then the head: both watched.
+        ("dart-ane", dma(ring + 64, pa(1) + 64, 64, "write", ring_msg)),
+        ("dart-ane", dma(ring, pa(1), 4, "write", "01000000")),
+        // The service maps the buffer (a new leaf table) and says yes.
+        ("frames", EventKind::Alloc { pa: pa(4), ty: "dart-table" }),
+        ("dart-ane", EventKind::Map { stream: 1, iova: 0x10000, pages: 1, pa: pa(0), perm: "rw" }),
+        (
+            "dart-ane",
+            EventKind::Rpc {
+                stream: 1,
+                device: "ane".into(),
+                request: "map",
+                iova: 0x10000,
+                len: 0x4000,
+                decision: "accepted",
+                reason: String::new(),
+            },
+        ),
+        ("dart-ane", dma(0x10000, pa(0), 4, "write", "5ca1ab1e")),
+        ("dart-ane", dma(0x10000, pa(0), 4, "read", "5ca1ab1e")),
+        // The write outside the ranges and the read after the unwatch: nothing.
+    ];
+    let got: Vec<(&str, EventKind)> = r.events.iter().map(|e| (e.source.as_str(), e.kind.clone())).collect();
+    assert_eq!(got, want);
+    assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..want.len() as u64).collect::<Vec<_>>());
+
+    // Counters after the run, and one sample per step.
+    let c = &r.darts[0].counters;
+    assert_eq!(r.darts[0].name, "dart-ane");
+    for (path, v) in [
+        ("s1.maps", 2),
+        ("s1.bytes_written", 64 + 4 + 4 + 1),
+        ("s1.bytes_read", 8),
+        ("s1.rpc_requests", 1),
+        ("s1.rpc_refused", 0),
+        ("s1.faults", 0),
+    ] {
+        assert_eq!(c.get(path), Some(v), "{path}");
+    }
+    assert_eq!(r.violations, 0);
+    assert_eq!(r.steps.len(), s.steps.len());
+    assert_eq!(r.samples.len(), s.steps.len());
+    assert_eq!(r.steps[4].name, "step 5: rpc");
+    let last = r.samples.last().unwrap();
+    assert!(last.values.contains(&("bytes_written".to_owned(), 73)), "{:?}", last.values);
+}
+
+#[test]
+fn without_a_log_nothing_is_recorded_and_verdicts_are_the_same() {
+    let s = load_scenario(&watch_scenario()).unwrap();
+    let r = run_scenario_recorded(&s, Base::DefaultSoc, None);
+    assert!(r.result.passed());
+    assert!(r.events.is_empty() && r.samples.is_empty() && r.steps.is_empty());
+    assert_eq!(r.darts[0].counters.get("s1.bytes_written"), Some(73));
+}
+
+fn catalogue_records(log: &Arc<EventLog>) -> Vec<RunRecord> {
+    let files = collect(&[catalogue_dir()]).unwrap();
+    files.iter().map(|f| run_scenario_recorded(&load_scenario(f).unwrap(), Base::DefaultSoc, Some(log))).collect()
+}
+
+fn num(e: &Value, k: &str) -> bool {
+    e[k].is_number()
+}
+
+#[test]
+fn catalogue_chrome_trace_has_the_required_fields_for_every_phase() {
+    let log = enabled_log(1 << 16);
+    let records = catalogue_records(&log);
+    assert_eq!(log.dropped(), 0);
+    let labels: Vec<String> = records.iter().map(|r| r.result.file.display().to_string()).collect();
+    let runs: Vec<TraceRun<'_>> = records
+        .iter()
+        .zip(&labels)
+        .map(|(r, l)| TraceRun { label: l, events: &r.events, counters: &r.samples, slices: &r.steps })
+        .collect();
+    // Through text, as a viewer gets it.
+    let text = serde_json::to_string(&chrome_trace(&runs)).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let te = doc["traceEvents"].as_array().expect("traceEvents array");
+
+    let mut phases: HashMap<String, usize> = HashMap::new();
+    let mut process_names = HashSet::new();
+    let mut thread_names = HashSet::new();
+    let mut used = HashSet::new();
+    for e in te {
+        let ph = e["ph"].as_str().expect("ph");
+        *phases.entry(ph.to_owned()).or_default() += 1;
+        assert!(e["name"].is_string(), "name: {e}");
+        let (pid, tid) = (e["pid"].as_u64().expect("pid"), e["tid"].as_u64().expect("tid"));
+        match ph {
+            "M" => {
+                assert!(e["args"]["name"].is_string(), "{e}");
+                match e["name"].as_str() {
+                    Some("process_name") => assert!(process_names.insert(pid), "two names for pid {pid}"),
+                    Some("thread_name") => assert!(thread_names.insert((pid, tid)), "two names for {pid}/{tid}"),
+                    other => panic!("unexpected metadata {other:?}"),
+                }
+            }
+            "X" => {
+                assert!(num(e, "ts") && num(e, "dur") && e["dur"].as_f64() >= Some(0.0), "{e}");
+                used.insert((pid, tid));
+            }
+            "i" => {
+                assert!(num(e, "ts") && matches!(e["s"].as_str(), Some("t" | "p" | "g")), "{e}");
+                used.insert((pid, tid));
+            }
+            "C" => {
+                let args = e["args"].as_object().expect("counter args");
+                assert!(num(e, "ts") && !args.is_empty() && args.values().all(Value::is_number), "{e}");
+            }
+            other => panic!("unexpected phase {other}: {e}"),
+        }
+    }
+    // Every track is named, and so is every process.
+    for (pid, tid) in &used {
+        assert!(thread_names.contains(&(*pid, *tid)), "unnamed thread {pid}/{tid}");
+        assert!(process_names.contains(pid), "unnamed process {pid}");
+    }
+    // The catalogue shows slices, instants (faults, violations) and counters.
+    for ph in ["M", "X", "i", "C"] {
+        assert!(phases.get(ph).copied().unwrap_or(0) > 0, "no {ph} events");
+    }
+    let named = |prefix: &str| te.iter().any(|e| e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
+    assert!(named("fault:no-pte") && named("violation:") && named("map") && named("dma-write") && named("rpc "));
+    assert!(named("W TCR") || named("W TTBR"), "decoded MMIO names");
+}
+
+#[test]
+fn cli_writes_events_trace_and_report() {
+    let dir = std::env::temp_dir().join(format!("dartemu-instr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let inst = Instrument {
+        events: Some(dir.join("e.jsonl")),
+        trace: Some(dir.join("t.json")),
+        report: Some(dir.join("report")),
+        event_capacity: 4096,
+    };
+    let results = run_instrumented(&[watch_scenario()], Base::Spec, &inst).unwrap();
+    assert!(results.iter().all(|r| r.passed()));
+
+    let lines: Vec<Value> = std::fs::read_to_string(dir.join("e.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    assert!(lines.iter().all(|l| l["run"].as_str().is_some_and(|r| r.ends_with("trace-watch-ring.toml"))));
+    assert_eq!(lines.iter().filter(|l| l["event"] == "dma").count(), 4);
+
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("t.json")).unwrap()).unwrap();
+    assert!(trace["traceEvents"].as_array().is_some_and(|a| !a.is_empty()));
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/report.json")).unwrap()).unwrap();
+    let sc = &report["scenarios"][0];
+    assert_eq!((sc["passed"].as_bool(), sc["events"].as_u64()), (Some(true), Some(12)));
+    assert_eq!(sc["darts"][0]["streams"]["s1"]["bytes_written"], 73);
+    assert_eq!(sc["darts"][0]["counters"]["faults"], 0);
+    assert_eq!(report["totals"]["events_dropped"], 0);
+    for svg in ["faults-by-code.svg", "iotlb-hit-rate.svg"] {
+        let text = std::fs::read_to_string(dir.join("report").join(svg)).unwrap();
+        assert!(text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && text.trim_end().ends_with("</svg>"));
+    }
+    // A bad capacity is an error, and nothing runs.
+    let bad = Instrument { event_capacity: 0, ..inst };
+    assert!(run_instrumented(&[watch_scenario()], Base::Spec, &bad).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
