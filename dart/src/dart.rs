@@ -159,7 +159,7 @@ pub struct Dart {
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
     pub(crate) mmio: crate::regs::MmioState,
     /// The walker's PTE loads (host pointers into `frames`' memory).
-    ptes: phys::PteLoader,
+    pub(crate) ptes: phys::PteLoader,
     pub(crate) trace: crate::events::DartTrace,
 }
 

@@ -396,6 +396,9 @@ impl WatchRange {
 /// A DART's tracing state: its log and its watch list.
 #[derive(Debug, Default)]
 pub(crate) struct DartTrace {
+    /// Set while a log is attached: the slow paths' one branch before they
+    /// touch the lock (map, unmap, flush, faults, MMIO).
+    attached: AtomicBool,
     log: RwLock<Option<Arc<EventLog>>>,
     /// Set while `watches` is non-empty: the DMA path's one branch.
     watching: AtomicBool,
@@ -406,7 +409,9 @@ impl Dart {
     /// Attaches (or with `None` detaches) the event log this DART records
     /// into. Several DARTs (and a frame table) may share one log.
     pub fn set_event_log(&self, log: Option<Arc<EventLog>>) {
-        *self.trace.log.write() = log;
+        let mut slot = self.trace.log.write();
+        self.trace.attached.store(log.is_some(), Relaxed);
+        *slot = log;
     }
 
     /// The attached event log.
@@ -489,6 +494,9 @@ impl Dart {
 
     /// The clock reading to pass to [`Dart::emit_since`], when recording.
     pub(crate) fn trace_start(&self) -> Option<u64> {
+        if !self.trace.attached.load(Relaxed) {
+            return None;
+        }
         let log = self.trace.log.read();
         log.as_ref().filter(|l| l.enabled()).map(|l| l.now_ns())
     }
@@ -501,6 +509,9 @@ impl Dart {
     /// Records the event `make` builds, begun at `start` (from
     /// [`Dart::trace_start`]), if a log is attached and enabled.
     pub(crate) fn emit_since(&self, start: Option<u64>, make: impl FnOnce() -> EventKind) {
+        if !self.trace.attached.load(Relaxed) {
+            return;
+        }
         let log = self.trace.log.read().clone();
         if let Some(log) = log.filter(|l| l.enabled()) {
             log.record_since(self.name(), start, make());

@@ -22,13 +22,14 @@
 use crate::dart::{Dart, Invalidation};
 use crate::error::DartError;
 use crate::events::EventKind;
-use crate::phys;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
 use crate::stream::StreamState;
 use crate::variant::Geometry;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+use std::collections::HashMap;
 
 /// One table the DART owns.
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +61,7 @@ struct PendingItem {
 /// The mapper's state (under the DART's mapper lock).
 #[derive(Debug, Default)]
 pub(crate) struct Mapper {
-    tables: HashMap<Frame, TableInfo>,
+    tables: FxHashMap<Frame, TableInfo>,
     pending: Vec<PendingItem>,
     /// Emptied tables a TTBR still named when they were retired: kept (and
     /// held) until the DART is dropped, never recycled.
@@ -208,8 +209,7 @@ impl Dart {
         iova: u64,
         n: u64,
     ) -> Result<u64, DartError> {
-        let mem = self.frames.memory();
-        let mut missing: HashSet<(u32, u64)> = HashSet::new();
+        let mut missing: FxHashSet<(u32, u64)> = FxHashSet::default();
         for i in 0..n {
             let va = iova + i * geo.page_size();
             let mut table = st.ttbr(geo.ttbr_index(va));
@@ -220,7 +220,7 @@ impl Dart {
                     continue;
                 };
                 m.table(self, sid, pa, level, geo)?;
-                let pte = phys::load_pte(mem, pa + 8 * geo.index(va, level) as u64).unwrap_or(0);
+                let pte = self.ptes.load(pa + 8 * geo.index(va, level) as u64).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = self.pte_format().decode_table(self.page_shift(), pte);
                 } else if crate::pte::PteFormat::is_valid(pte) {
@@ -242,7 +242,6 @@ impl Dart {
         leaf_pte: u64,
         pool: &mut Vec<Frame>,
     ) {
-        let mem = self.frames.memory();
         let idx = geo.ttbr_index(iova);
         let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
             let f = pool.pop().expect("plan counted every table");
@@ -261,19 +260,19 @@ impl Dart {
             let slot = table + 8 * geo.index(iova, level) as u64;
             let tf = self.frames.frame_of(table).expect("owned table");
             if level + 1 == geo.levels {
-                phys::store_pte(mem, slot, leaf_pte);
+                self.ptes.store(slot, leaf_pte);
                 if let Some(t) = m.tables.get_mut(&tf) {
                     t.live += 1;
                 }
                 return;
             }
-            let pte = phys::load_pte(mem, slot).unwrap_or(0);
+            let pte = self.ptes.load(slot).unwrap_or(0);
             table = match self.pte_format().decode_table(self.page_shift(), pte) {
                 Some(next) => next,
                 None => {
                     let pa = new_table(m, level + 1);
                     let desc = self.pte_format().encode_table(self.page_shift(), pa).unwrap_or(0);
-                    phys::store_pte(mem, slot, desc);
+                    self.ptes.store(slot, desc);
                     if let Some(t) = m.tables.get_mut(&tf) {
                         t.live += 1;
                     }
@@ -295,27 +294,30 @@ impl Dart {
         self.check_range(geo, iova, len)?;
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        let mem = self.frames.memory();
         let fmt = self.pte_format();
         let shift = self.page_shift();
-        let (mut released, mut retired, mut touched) = (Vec::new(), Vec::new(), HashSet::new());
+        let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
+        let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
+        let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
         let mut va = iova;
         while va < iova + len {
-            let mut path: Vec<(Frame, u64)> = Vec::with_capacity(geo.levels as usize);
+            let mut path: SmallVec<[(Frame, u64); 4]> = SmallVec::new();
             let mut table = st.ttbr(geo.ttbr_index(va));
             for level in 0..geo.levels {
                 let Some(pa) = table else { break };
                 let Ok(tf) = m.table(self, sid, pa, level, geo) else { break };
-                touched.insert(pa);
+                if !touched.contains(&pa) {
+                    touched.push(pa);
+                }
                 let slot = pa + 8 * geo.index(va, level) as u64;
                 path.push((tf, slot));
-                let pte = phys::load_pte(mem, slot).unwrap_or(0);
+                let pte = self.ptes.load(slot).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = fmt.decode_table(shift, pte);
                     continue;
                 }
                 let Some(leaf) = fmt.decode_leaf(shift, pte) else { break };
-                phys::store_pte(mem, slot, 0);
+                self.ptes.store(slot, 0);
                 if let Ok(f) = self.frames.frame_of(leaf.pa) {
                     released.push(f);
                 }
@@ -328,7 +330,7 @@ impl Dart {
                         break;
                     }
                     let (_, parent_slot) = path[depth - 1];
-                    phys::store_pte(mem, parent_slot, 0);
+                    self.ptes.store(parent_slot, 0);
                     m.tables.remove(&tf);
                     retired.push(tf);
                 }
@@ -359,7 +361,7 @@ impl Dart {
                 }
             }
             Invalidation::Deferred => {
-                let mut now = Vec::new();
+                let mut now: SmallVec<[Frame; 4]> = SmallVec::new();
                 for f in released {
                     match self.frames.defer_dart(f) {
                         Ok(_) => m.pending.push(PendingItem { what: Pending::Frame(f), streams: affected }),
@@ -509,10 +511,9 @@ impl Dart {
         if level + 1 == geo.levels && m.tables.get(&tf).is_some_and(|i| !i.leaf) {
             return;
         }
-        let mem = self.frames.memory();
         let shift = geo.page_shift + (geo.levels - 1 - level) * geo.bits_per_level();
         for i in 0..geo.entries_per_table() {
-            let pte = phys::load_pte(mem, table + 8 * i).unwrap_or(0);
+            let pte = self.ptes.load(table + 8 * i).unwrap_or(0);
             let va = base | (i << shift);
             if level + 1 < geo.levels {
                 if let Some(next) = self.pte_format().decode_table(self.page_shift(), pte) {
@@ -530,7 +531,6 @@ impl Dart {
     /// every DART of the SoC is summed.
     pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
         let m = self.mapper.lock();
-        let mem = self.frames.memory();
         let mut out: HashMap<Frame, (u64, u64)> = HashMap::new();
         let entries = 1u64 << (self.page_shift() - 3);
         for (&tf, info) in &m.tables {
@@ -539,7 +539,7 @@ impl Dart {
             }
             let Ok(base) = self.frames.pa_of(tf) else { continue };
             for i in 0..entries {
-                let pte = phys::load_pte(mem, base + 8 * i).unwrap_or(0);
+                let pte = self.ptes.load(base + 8 * i).unwrap_or(0);
                 if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
                     if let Ok(f) = self.frames.frame_of(leaf.pa) {
                         out.entry(f).or_default().0 += 1;

@@ -3,9 +3,11 @@
 //! Tables live in physical memory in the hardware format; the walker reads
 //! them with atomic 64-bit loads and the mapper writes them with atomic
 //! stores, so a walk racing a map or unmap sees each PTE either before or
-//! after the change, never torn. Every access here goes through
-//! `vm_memory`'s checked accessors: an address outside memory is `None` /
-//! `false`, never undefined behaviour.
+//! after the change, never torn. PTEs go through [`PteLoader`] (host
+//! pointers after its own bounds and alignment check); DMA copies through
+//! `vm_memory`'s checked accessors. Either way an address outside memory is
+//! `None` / `false`, never undefined behaviour. `load_pte`/`store_pte`, the
+//! vm-memory versions, remain as the reference the loader is tested against.
 
 use frame_table::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use std::sync::atomic::Ordering;
@@ -13,6 +15,7 @@ use std::sync::atomic::Ordering;
 /// Loads the PTE at `pa` (`Acquire`: a valid table descriptor read here
 /// makes the zero-filled table it points at visible). `None` outside memory.
 #[inline]
+#[cfg(test)]
 pub(crate) fn load_pte(mem: &GuestMemoryMmap, pa: u64) -> Option<u64> {
     mem.load::<u64>(GuestAddress(pa), Ordering::Acquire).ok()
 }
@@ -20,6 +23,7 @@ pub(crate) fn load_pte(mem: &GuestMemoryMmap, pa: u64) -> Option<u64> {
 /// Stores the PTE at `pa` (`Release`: a table's contents, and a leaf's
 /// frame accounting, are visible before the PTE that points at them).
 #[inline]
+#[cfg(test)]
 pub(crate) fn store_pte(mem: &GuestMemoryMmap, pa: u64, pte: u64) -> bool {
     mem.store::<u64>(pte, GuestAddress(pa), Ordering::Release).is_ok()
 }
@@ -63,10 +67,10 @@ impl PteLoader {
         PteLoader { regions }
     }
 
-    /// Loads the PTE at `pa` with `Acquire`, as [`load_pte`] does; `None`
-    /// outside memory or if `pa` is not 8-byte aligned.
+    /// The PTE at `pa` as an atomic, if `pa` is 8-byte aligned and inside
+    /// one of the regions.
     #[inline]
-    pub(crate) fn load(&self, pa: u64) -> Option<u64> {
+    fn pte(&self, pa: u64) -> Option<&std::sync::atomic::AtomicU64> {
         if !pa.is_multiple_of(8) {
             return None;
         }
@@ -77,16 +81,31 @@ impl PteLoader {
                 // SAFETY: `[start, start + len)` is a region of the
                 // `GuestMemoryMmap` this loader was built from, mapped at
                 // `host` for as long as that memory lives, which the DART
-                // guarantees by holding the frame table that owns it. `off +
-                // 8 <= len` keeps the 8 bytes inside the mapping; `pa` and
-                // the page-aligned `host` make the pointer 8-byte aligned.
-                // All concurrent accesses to PTEs are atomic (`store_pte`
-                // goes through vm-memory's atomic store), so this is never a
-                // data race.
-                return Some(unsafe { (*ptr).load(Ordering::Acquire) });
+                // guarantees by holding the frame table that owns it (the
+                // returned reference cannot outlive `self`, a field of the
+                // DART). `off + 8 <= len` keeps the 8 bytes inside the
+                // mapping; `pa` and the page-aligned `host` make the pointer
+                // 8-byte aligned. Every access to a PTE is atomic (this type,
+                // or vm-memory's atomic `load`/`store`), so there is never a
+                // data race on it.
+                return Some(unsafe { &*ptr });
             }
         }
         None
+    }
+
+    /// Loads the PTE at `pa` with `Acquire`, as [`load_pte`] does; `None`
+    /// outside memory or if `pa` is not 8-byte aligned.
+    #[inline]
+    pub(crate) fn load(&self, pa: u64) -> Option<u64> {
+        Some(self.pte(pa)?.load(Ordering::Acquire))
+    }
+
+    /// Stores the PTE at `pa` with `Release`, as [`store_pte`] does; `false`
+    /// outside memory or if `pa` is not 8-byte aligned.
+    #[inline]
+    pub(crate) fn store(&self, pa: u64, pte: u64) -> bool {
+        self.pte(pa).map(|p| p.store(pte, Ordering::Release)).is_some()
     }
 }
 
@@ -107,10 +126,13 @@ mod tests {
             assert!(store_pte(&mem, pa, v));
             assert_eq!(loader.load(pa), Some(v));
             assert_eq!(loader.load(pa), load_pte(&mem, pa));
+            assert!(loader.store(pa, v + 10));
+            assert_eq!(load_pte(&mem, pa), Some(v + 10));
         }
         // Outside memory, straddling a region's end, misaligned: None.
         for pa in [0u64, 0x0fff_fff8, 0x1000_4000, 0x1000_3ffc, 0x1000_0004, 0x2000_4000, u64::MAX - 7] {
             assert_eq!(loader.load(pa), None, "{pa:#x}");
+            assert!(!loader.store(pa, 1), "{pa:#x}");
         }
     }
 }

@@ -318,6 +318,9 @@ impl Stats {
     /// `sid` (`slot` must be the calling thread's own slot number).
     #[inline(always)]
     pub(crate) fn count_hit(&self, slot: Option<usize>, sid: u32) {
+        if cfg!(feature = "no-counters") {
+            return;
+        }
         let s = sid as usize;
         match self.hot_stripe(slot) {
             Some(h) if s < self.streams => {
@@ -332,6 +335,9 @@ impl Stats {
     /// thread's slot number (`slot` must be the calling thread's own).
     #[inline]
     pub(crate) fn count_translation_in(&self, slot: Option<usize>, sid: u32, pages: u64, hits: u64, walks: u64) {
+        if cfg!(feature = "no-counters") {
+            return;
+        }
         let s = sid as usize;
         match self.hot_stripe(slot) {
             Some(h) if s < self.streams => {
@@ -358,6 +364,9 @@ impl Stats {
     /// [`Stats::count_bytes`] for a caller that knows its slot number.
     #[inline]
     pub(crate) fn count_bytes_in(&self, slot: Option<usize>, sid: u32, write: bool, n: u64) {
+        if cfg!(feature = "no-counters") {
+            return;
+        }
         let s = sid as usize;
         match self.hot_stripe(slot) {
             Some(h) if s < self.streams => h.add(s * HOT + if write { HOT_WRITTEN } else { HOT_READ }, n),
