@@ -19,8 +19,10 @@
 //! ([`crate::slot`]) gets its own *hot stripe* per DART, allocated on its
 //! first count, holding those counters per stream. Its owner is its only
 //! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
-//! instruction on the hot path. `iotlb_misses` is not stored there at all:
-//! it is `translations - iotlb_hits`, derived when summing, and the
+//! instruction on the hot path. `iotlb_hits` is not stored there at all, so
+//! that an IOTLB hit updates one counter: it is `translations -
+//! iotlb_misses`, derived when summing (saturating: a snapshot racing a
+//! writer may read a newer miss count than translation count), and the
 //! DART-wide values are the sums over streams. Threads without a slot
 //! number count in the striped slots with `fetch_add`.
 //!
@@ -238,7 +240,7 @@ impl Counter {
 const HOT: usize = 5;
 /// Hot counter indices within a stream's set.
 const HOT_TRANSLATIONS: usize = 0;
-const HOT_HITS: usize = 1;
+const HOT_MISSES: usize = 1;
 const HOT_WALKS: usize = 2;
 const HOT_READ: usize = 3;
 const HOT_WRITTEN: usize = 4;
@@ -325,7 +327,6 @@ impl Stats {
         match self.hot_stripe(slot) {
             Some(h) if s < self.streams => {
                 h.add(s * HOT + HOT_TRANSLATIONS, 1);
-                h.add(s * HOT + HOT_HITS, 1);
             }
             _ => self.count_translation_in(slot, sid, 1, 1, 0),
         }
@@ -342,7 +343,7 @@ impl Stats {
         match self.hot_stripe(slot) {
             Some(h) if s < self.streams => {
                 h.add(s * HOT + HOT_TRANSLATIONS, pages);
-                h.add(s * HOT + HOT_HITS, hits);
+                h.add(s * HOT + HOT_MISSES, pages.wrapping_sub(hits));
                 h.add(s * HOT + HOT_WALKS, walks);
             }
             _ => {
@@ -426,11 +427,11 @@ impl Stats {
         for h in self.hot.iter().filter_map(|h| h.get()) {
             for sid in 0..self.streams {
                 let get = |k: usize| h.load(sid * HOT + k);
-                let (pages, hits) = (get(HOT_TRANSLATIONS), get(HOT_HITS));
+                let (pages, misses) = (get(HOT_TRANSLATIONS), get(HOT_MISSES));
                 let values = [
                     (Counter::Translations, pages),
-                    (Counter::IotlbHits, hits),
-                    (Counter::IotlbMisses, pages.wrapping_sub(hits)),
+                    (Counter::IotlbHits, pages.saturating_sub(misses)),
+                    (Counter::IotlbMisses, misses),
                     (Counter::Walks, get(HOT_WALKS)),
                     (Counter::BytesRead, get(HOT_READ)),
                     (Counter::BytesWritten, get(HOT_WRITTEN)),
