@@ -84,6 +84,11 @@ impl InFlight {
         let p = self.phase.load(Ordering::Relaxed) & 1;
         let counter = &self.counters[p][thread_slot()];
         counter.fetch_add(1, Ordering::SeqCst);
+        // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load of the
+        // stream generation that follows is modelled by this fence (loom
+        // only: the real build needs no fence).
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
         DmaGuard { counter }
     }
 

@@ -18,6 +18,8 @@ mod error;
 pub mod fault;
 pub mod inflight;
 pub mod iotlb;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod mapper;
 mod phys;
 pub mod pte;
