@@ -8,3 +8,4 @@ pub mod runner;
 pub mod scenario;
 pub mod service;
 pub mod soc;
+pub mod stress;

@@ -32,12 +32,27 @@ enum Command {
         #[arg(long)]
         default_soc: bool,
     },
+    /// Stress the default SoC with a shadow model; exit status 1 on any violation.
+    Stress {
+        /// Run time in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Seed of the workers' random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (paths, json, base) = match cli.command {
         None => (vec![catalogue_dir()], false, Base::DefaultSoc),
+        Some(Command::Stress { seconds, threads, seed }) => {
+            return coprocessor_sim::stress::main(&coprocessor_sim::stress::StressConfig { seconds, threads, seed })
+        }
         Some(Command::Run { paths, json, default_soc }) => {
             (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec })
         }
