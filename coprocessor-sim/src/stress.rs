@@ -11,7 +11,13 @@
 //! mapped, a map of a `kernel-restricted` frame), retypes and frees of its
 //! own idle frames, stream flushes, and MMIO register reads and writes
 //! (writes only to registers of the spare streams 3 and up, so no device
-//! stream is reconfigured under its worker).
+//! stream is reconfigured under its worker). Besides its own region, every
+//! worker maps, unmaps (strict, then frees the frame) and DMA-writes pages
+//! of every device's shared *race region*, so DMA races strict unmap on
+//! other threads; the frames freed there are soon reallocated (the free list
+//! is LIFO) as `kernel-restricted` frames, which must stay all-zero. With the
+//! `synchronize` of strict unmap removed, a 10-second run finds stale DMA
+//! writes in them (and in other workers' data) within seconds.
 //!
 //! # The shadow
 //!
@@ -23,6 +29,9 @@
 //! - every `translate` of a worker's mapping must return exactly the frames
 //!   the worker mapped there, and a DMA to an IOVA the worker has not mapped
 //!   must fault: otherwise an **unreachable access**;
+//! - a `kernel-restricted` frame is all-zero when it leaves the pool and at
+//!   every quiescent check (no device write reached it): otherwise an
+//!   **unreachable access**;
 //! - every DMA read returns the pattern last written (a worker owns its
 //!   frames, nobody else writes them), and a DMA to a live mapping never
 //!   faults: otherwise a **lost write**;
@@ -127,11 +136,18 @@ pub enum OpKind {
     MmioWrite,
     /// MMIO register read anywhere in the window.
     MmioRead,
+    /// Map of a page of a device's shared race region.
+    RaceMap,
+    /// Strict unmap of a race-region page (and free of its frame) while
+    /// other workers may be doing DMA to it.
+    RaceUnmap,
+    /// DMA write to a race-region page, racing its unmap (may fault).
+    RaceDma,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 14] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::Map,
         OpKind::Unmap,
         OpKind::RpcMap,
@@ -146,6 +162,9 @@ impl OpKind {
         OpKind::Flush,
         OpKind::MmioWrite,
         OpKind::MmioRead,
+        OpKind::RaceMap,
+        OpKind::RaceUnmap,
+        OpKind::RaceDma,
     ];
 
     /// Report name.
@@ -165,6 +184,9 @@ impl OpKind {
             OpKind::Flush => "flush",
             OpKind::MmioWrite => "mmio-write",
             OpKind::MmioRead => "mmio-read",
+            OpKind::RaceMap => "race-map",
+            OpKind::RaceUnmap => "race-unmap",
+            OpKind::RaceDma => "race-dma",
         }
     }
 }
@@ -280,6 +302,22 @@ struct Mapping {
     pattern: u8,
 }
 
+/// One page of a device's race region: any worker maps, unmaps and DMAs
+/// there, so DMA races strict unmap (the lock guards only this state, never
+/// the DART calls).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RacePage {
+    Empty,
+    /// A worker is mapping or unmapping it.
+    Busy,
+    Mapped(Frame),
+}
+
+/// Pages in a device's race region.
+const RACE_PAGES: usize = 8;
+/// Offset of the race region in a device's IOVA window (past every worker region).
+const RACE_BASE: u64 = 12 * REGION;
+
 /// State shared by the workers and the checker.
 struct Shared {
     soc: Soc,
@@ -289,11 +327,34 @@ struct Shared {
     shadow: Mutex<HashMap<Frame, usize>>,
     /// `kernel-restricted` frames the workers made (targets of map attempts).
     restricted: Mutex<Vec<Frame>>,
+    /// Per device, the pages of its race region (see [`RacePage`]).
+    race: Vec<Mutex<Vec<RacePage>>>,
     violations: Mutex<Violations>,
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// A `kernel-restricted` frame is zero-filled when allocated and nobody
+    /// may write it: any other byte is a device write that reached it.
+    fn check_untouched(&self, f: Frame) {
+        let mut buf = vec![0u8; self.soc.frames.frame_size().bytes() as usize];
+        let pa = match self.soc.frames.pa_of(f) {
+            Ok(pa) => pa,
+            Err(e) => return self.violation(|v| &mut v.invariant_failures, format!("{f}: {e}")),
+        };
+        match self.soc.frames.aperture_read(pa, &mut buf) {
+            Ok(()) if buf.iter().all(|&b| b == 0) => {}
+            Ok(()) => self.violation(
+                |v| &mut v.unreachable_access,
+                format!(
+                    "kernel-restricted {f} was written (first non-zero byte at {:#x})",
+                    buf.iter().position(|&b| b != 0).unwrap_or(0)
+                ),
+            ),
+            Err(e) => self.violation(|v| &mut v.invariant_failures, format!("aperture read of {f}: {e}")),
+        }
+    }
+
     fn violation(&self, class: fn(&mut Violations) -> &mut u64, what: String) {
         let mut v = self.violations.lock();
         *class(&mut v) += 1;
@@ -321,7 +382,7 @@ struct Worker<'a> {
     ops: BTreeMap<OpKind, OpCount>,
 }
 
-impl Worker<'_> {
+impl<'a> Worker<'a> {
     fn count(&mut self, kind: OpKind, ok: bool) {
         let c = self.ops.entry(kind).or_default();
         if ok {
@@ -347,8 +408,11 @@ impl Worker<'_> {
             0..=9 => self.map(false),
             10..=14 => self.map(true),
             15..=24 => self.unmap(),
-            25..=39 => self.dma_write(),
-            40..=54 => self.dma_read(),
+            25..=34 => self.dma_write(),
+            35..=44 => self.dma_read(),
+            45..=46 => self.race_map(),
+            47..=48 => self.race_unmap(),
+            49..=54 => self.race_dma(),
             55..=62 => self.translate(),
             63..=68 => self.dma_unmapped(),
             69..=74 => self.attack(),
@@ -581,37 +645,118 @@ impl Worker<'_> {
 
     fn map_restricted(&mut self) {
         let frames = &self.shared.soc.frames;
-        let target = {
-            let mut r = self.shared.restricted.lock();
-            if r.len() < 8 || self.rng.gen_bool(0.1) {
-                if let Ok(f) = frames.alloc(FrameType::KernelRestricted, 1) {
-                    r.extend(f);
-                }
-            }
-            if r.len() > 16 {
-                let f = r.swap_remove(0);
-                let _ = frames.free(f);
-            }
-            if r.is_empty() {
-                return;
-            }
-            let i = self.rng.gen_range(0..r.len());
-            r[i]
-        };
         let Some(slot) = self.pick(false) else { return };
         let iova = self.iova(slot);
-        // Held across the map: the list owner does not free it meanwhile.
-        let guard = self.shared.restricted.lock();
+        // The list lock is held across the map, so no other worker frees the
+        // target (and nobody reallocates it) meanwhile.
+        let mut list = self.shared.restricted.lock();
+        // A fresh one each time: the free list is LIFO, so this is often a
+        // frame another worker just unmapped and freed. A DMA that outlived
+        // that unmap would write into it (caught by the zero check).
+        if let Ok(f) = frames.alloc(FrameType::KernelRestricted, 1) {
+            list.extend(f);
+        }
+        if list.len() > 16 {
+            let f = list.remove(0);
+            self.shared.check_untouched(f);
+            if let Err(e) = frames.free(f) {
+                self.shared.violation(
+                    |v| &mut v.count_mismatches,
+                    format!("worker {}: unmapped kernel-restricted {f} not freeable: {e}", self.id),
+                );
+            }
+        }
+        if list.is_empty() {
+            return;
+        }
+        let target = list[self.rng.gen_range(0..list.len())];
         let r = self.dart.map(self.sid, iova, &[target], Perm::R, None);
-        drop(guard);
+        drop(list);
         self.count(OpKind::MapRestricted, r.is_ok());
         if r.is_ok() {
+            let ty = frames.state(target).map(|s| s.ty());
             self.shared.violation(
                 |v| &mut v.unreachable_access,
-                format!("worker {}: map of kernel-restricted {target} at {iova:#x} succeeded", self.id),
+                format!("worker {}: map of kernel-restricted {target} ({ty:?} now) at {iova:#x} succeeded", self.id),
             );
             let _ = self.dart.unmap(self.sid, iova, self.page);
         }
+    }
+
+    /// A random device's race region: (device, stream's DART, stream, base IOVA).
+    fn race_target(&mut self) -> (usize, &'a Dart, u32, u64) {
+        let shared: &'a Shared = self.shared;
+        let soc = &shared.soc;
+        let d = self.rng.gen_range(0..soc.devices.len());
+        let dev = &soc.devices[d];
+        (d, &soc.darts[dev.dart], dev.stream, dev.window.start + RACE_BASE)
+    }
+
+    fn race_map(&mut self) {
+        let (d, dart, sid, base) = self.race_target();
+        let p = self.rng.gen_range(0..RACE_PAGES);
+        {
+            let mut r = self.shared.race[d].lock();
+            if r[p] != RacePage::Empty {
+                return;
+            }
+            r[p] = RacePage::Busy;
+        }
+        let frames = &self.shared.soc.frames;
+        let mapped = match frames.alloc(FrameType::UserData, 1) {
+            Ok(f) => match dart.map(sid, base + p as u64 * self.page, &f, Perm::RW, None) {
+                Ok(()) => Some(f[0]),
+                Err(_) => {
+                    let _ = frames.free(f[0]);
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(f) = mapped {
+            self.shared.shadow.lock().insert(f, self.id);
+        }
+        self.shared.race[d].lock()[p] = mapped.map_or(RacePage::Empty, RacePage::Mapped);
+        self.count(OpKind::RaceMap, mapped.is_some());
+    }
+
+    fn race_unmap(&mut self) {
+        let (d, dart, sid, base) = self.race_target();
+        let p = self.rng.gen_range(0..RACE_PAGES);
+        let f = {
+            let mut r = self.shared.race[d].lock();
+            let RacePage::Mapped(f) = r[p] else { return };
+            r[p] = RacePage::Busy;
+            f
+        };
+        self.shared.shadow.lock().remove(&f);
+        let iova = base + p as u64 * self.page;
+        let r = dart.unmap(sid, iova, self.page);
+        self.count(OpKind::RaceUnmap, r.is_ok());
+        if let Err(e) = r {
+            self.shared.violation(
+                |v| &mut v.count_mismatches,
+                format!("worker {}: race-region unmap at {iova:#x} failed: {e}", self.id),
+            );
+        }
+        // Strict unmap returned: no DMA can still reach the frame. Free it
+        // at once; the LIFO free list hands it to the next allocation,
+        // often a kernel-restricted one (checked to stay untouched).
+        if let Err(e) = self.shared.soc.frames.free(f) {
+            self.shared.violation(
+                |v| &mut v.count_mismatches,
+                format!("worker {}: {f} not freeable after its race-region unmap: {e}", self.id),
+            );
+        }
+        self.shared.race[d].lock()[p] = RacePage::Empty;
+    }
+
+    fn race_dma(&mut self) {
+        let (_, dart, sid, base) = self.race_target();
+        let p = self.rng.gen_range(0..RACE_PAGES) as u64;
+        let data = vec![0x5Au8 ^ self.id as u8; self.page as usize];
+        let ok = dart.dma_write(sid, base + p * self.page, &data).is_ok();
+        self.count(OpKind::RaceDma, ok);
     }
 
     fn retype(&mut self) {
@@ -711,6 +856,10 @@ fn run_checks(shared: &Shared) {
     for e in check_quiescent(shared) {
         shared.violation(|v| &mut v.invariant_failures, e);
     }
+    let list = shared.restricted.lock().clone();
+    for f in list {
+        shared.check_untouched(f);
+    }
 }
 
 /// Runs the stress for `config.seconds` with `config.threads` workers and
@@ -730,6 +879,7 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         gate: RwLock::new(()),
         shadow: Mutex::new(HashMap::new()),
         restricted: Mutex::new(Vec::new()),
+        race: (0..devices.len()).map(|_| Mutex::new(vec![RacePage::Empty; RACE_PAGES])).collect(),
         violations: Mutex::new(Violations::default()),
         stop: AtomicBool::new(false),
     });
@@ -759,6 +909,23 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         }
         all
     });
+    // Empty the race regions (every worker has stopped).
+    for (d, dev) in shared.soc.devices.iter().enumerate() {
+        let dart = &shared.soc.darts[dev.dart];
+        let page = shared.soc.frames.frame_size().bytes();
+        let pages = std::mem::take(&mut *shared.race[d].lock());
+        for (p, state) in pages.into_iter().enumerate() {
+            if let RacePage::Mapped(f) = state {
+                shared.shadow.lock().remove(&f);
+                let iova = dev.window.start + RACE_BASE + p as u64 * page;
+                if let Err(e) =
+                    dart.unmap(dev.stream, iova, page).map(drop).and_then(|_| Ok(shared.soc.frames.free(f)?))
+                {
+                    shared.violation(|v| &mut v.count_mismatches, format!("race page {iova:#x} teardown: {e}"));
+                }
+            }
+        }
+    }
     run_checks(&shared);
     report.checks += 1;
     for per in ops {
