@@ -81,6 +81,9 @@ fn execute(dart: &Dart, sid: u32, cmd: Command) -> Reply {
     let r = || -> Result<Vec<u8>, DartError> {
         match cmd {
             Command::DmaRead { iova, len } => {
+                if len > crate::scenario::MAX_READ_BYTES {
+                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor reads at most 1 GiB at once" });
+                }
                 let mut buf = vec![0u8; len as usize];
                 dart.dma_read(sid, iova, &mut buf)?;
                 Ok(buf)

@@ -9,4 +9,5 @@ pub mod runner;
 pub mod scenario;
 pub mod service;
 pub mod soc;
+pub mod stress;
 pub mod throughput;

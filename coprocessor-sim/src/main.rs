@@ -58,6 +58,18 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Stress the default SoC with a shadow model; exit status 1 on any violation.
+    Stress {
+        /// Run time in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Seed of the workers' random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// `dartemu bench`: exit 0, or 2 with the reason on a bad option or a failed workload.
@@ -93,6 +105,9 @@ fn main() -> ExitCode {
         None => (vec![catalogue_dir()], false, Base::DefaultSoc, cli.instrument),
         Some(Command::Run { paths, json, default_soc, instrument }) => {
             (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec }, instrument)
+        }
+        Some(Command::Stress { seconds, threads, seed }) => {
+            return coprocessor_sim::stress::main(&coprocessor_sim::stress::StressConfig { seconds, threads, seed })
         }
         Some(Command::Bench { workload, threads, seconds, json, baseline, report }) => {
             return bench(&workload, threads, seconds, json, baseline.is_some(), report.as_deref())

@@ -182,6 +182,11 @@ impl InFlight {
             }
         } else {
             counter.fetch_add(1, Ordering::SeqCst);
+            // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load
+            // of the stream generation that follows is modelled by this
+            // fence (loom only: the real build needs no fence).
+            #[cfg(loom)]
+            fence(Ordering::SeqCst);
         }
         DmaGuard { counter, slot, exclusive, _not_send: PhantomData }
     }

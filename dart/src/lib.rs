@@ -21,6 +21,8 @@ pub mod fault;
 pub mod inflight;
 pub mod iommu;
 pub mod iotlb;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod mapper;
 mod phys;
 pub mod pte;

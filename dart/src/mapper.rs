@@ -303,8 +303,14 @@ impl Dart {
         while va < iova + len {
             let mut path: SmallVec<[(Frame, u64); 4]> = SmallVec::new();
             let mut table = st.ttbr(geo.ttbr_index(va));
+            // A missing table covers a whole aligned block: skip it, so that
+            // unmapping a huge, mostly empty range costs no more than its tables.
+            let mut step = geo.page_size();
             for level in 0..geo.levels {
-                let Some(pa) = table else { break };
+                let Some(pa) = table else {
+                    step = 1 << (geo.page_shift + (geo.levels - level) * geo.bits_per_level());
+                    break;
+                };
                 let Ok(tf) = m.table(self, sid, pa, level, geo) else { break };
                 if !touched.contains(&pa) {
                     touched.push(pa);
@@ -335,7 +341,7 @@ impl Dart {
                     retired.push(tf);
                 }
             }
-            va += geo.page_size();
+            va = (va & !(step - 1)) + step;
         }
         if released.is_empty() {
             return Err(DartError::NotMapped { sid, iova, len });

@@ -104,9 +104,22 @@ impl StreamState {
         }
     }
 
+    /// The stream's IOTLB generation. `SeqCst`, not just `Acquire`: a DMA
+    /// that entered the in-flight tracker (a `SeqCst` RMW) after a strict
+    /// unmap's scan must read the bumped generation, and under the C++20
+    /// model only a `SeqCst` load (or a `SeqCst` fence) after that RMW is
+    /// ordered after the scan's fence; an `Acquire` load may still return the
+    /// old generation and the old PTE (the loom model in `crate::loom_models`
+    /// found exactly that). On x86-64 and AArch64 this load costs the same as
+    /// `Acquire` (`mov`, `ldar`).
     #[inline]
     pub(crate) fn gen(&self) -> u64 {
-        self.gen.load(Ordering::Acquire)
+        // The test-only `loom-broken-ordering` feature weakens this one load
+        // under loom, to show the model in `crate::loom_models` catches it.
+        #[cfg(all(loom, feature = "loom-broken-ordering"))]
+        return self.gen.load(Ordering::Relaxed);
+        #[cfg(not(all(loom, feature = "loom-broken-ordering")))]
+        self.gen.load(Ordering::SeqCst)
     }
 
     /// Kills every IOTLB entry of this stream (`SeqCst`: ordered before the

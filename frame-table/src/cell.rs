@@ -335,3 +335,114 @@ mod tests {
         assert_eq!(c.load().ty(), FrameType::ReadOnly);
     }
 }
+
+/// loom models of the state-word protocol: every interleaving (up to the
+/// preemption bound) of a map racing a retype and a free, and of an aperture
+/// pin racing a retype. Each asserts the safety property itself: a frame is
+/// never counted as DART-mapped while its type forbids DART access, a map
+/// and a retype/free of the same frame never both succeed, and a pinned
+/// frame's type never changes under the pin holder.
+///
+/// Run with `RUSTFLAGS="--cfg loom" cargo test -p frame-table --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::policy::device_reachable;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// The invariant every quiescent or intermediate word must satisfy.
+    fn assert_consistent(s: FrameState) {
+        if s.counts().dart > 0 {
+            assert!(device_reachable(s.ty()), "DART count on a {:?} frame: {s:?}", s.ty());
+        }
+        if s.ty() == FrameType::Free {
+            assert!(!s.mapped(), "free frame with mappings: {s:?}");
+        }
+    }
+
+    /// A DART map (policy check + count) races a free followed by reuse as
+    /// `kernel-restricted` (claim, publish: what `FrameTable::retype` does
+    /// from `free`) of the same `user-data` frame. The map and the free never both succeed; a successful map
+    /// leaves its count on a DART-reachable type; a free always ends with
+    /// the frame `kernel-restricted` and unmapped.
+    #[test]
+    fn map_races_free_and_reuse() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
+            let mapper = {
+                let cell = cell.clone();
+                thread::spawn(move || {
+                    let r = cell.acquire(Access::Dart, Perm::RW);
+                    if let Ok(s) = r {
+                        assert_consistent(s);
+                    }
+                    r.is_ok()
+                })
+            };
+            let freed = cell.free().is_ok();
+            if freed {
+                let claimed = cell.retype(FrameType::KernelRestricted);
+                assert!(claimed.is_ok_and(|s| s.claimed()), "{claimed:?}");
+                let published = cell.publish(FrameType::KernelRestricted);
+                assert!(published.is_ok(), "{published:?}");
+            }
+            let mapped = mapper.join().unwrap();
+            let s = cell.load();
+            assert_consistent(s);
+            assert!(!(mapped && freed), "map and free both succeeded: {s:?}");
+            if mapped {
+                assert_eq!(s.ty(), FrameType::UserData, "{s:?}");
+                assert_eq!(s.counts().dart, 1, "{s:?}");
+            } else {
+                assert!(freed, "the map failed though the frame was never freed: {s:?}");
+                assert_eq!((s.ty(), s.mapped()), (FrameType::KernelRestricted, false), "{s:?}");
+            }
+        });
+    }
+
+    /// An aperture pin (the policy check for a CPU copy) races a retype from
+    /// `user-data` to `kernel-shared`: while the pin is held, the type the pin
+    /// was taken on stays; the retype lands only after the unpin.
+    #[test]
+    fn pin_holds_the_type_against_retype() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
+            let copier = {
+                let cell = cell.clone();
+                thread::spawn(move || {
+                    if let Ok(s) = cell.pin(Access::Aperture, Perm::R) {
+                        let during = cell.load();
+                        assert_eq!(during.ty(), s.ty(), "type changed under a pin: {s:?} -> {during:?}");
+                        cell.unpin();
+                    }
+                })
+            };
+            assert_eq!(cell.retype(FrameType::KernelShared).map(|s| s.ty()), Ok(FrameType::KernelShared));
+            copier.join().unwrap();
+            let s = cell.load();
+            assert_eq!((s.ty(), s.pins()), (FrameType::KernelShared, 0));
+        });
+    }
+
+    /// Two maps race a free: the counts never get lost (both maps land, or
+    /// the free lands first and neither map does).
+    #[test]
+    fn two_maps_race_free() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
+            let maps: Vec<_> = (0..2)
+                .map(|_| {
+                    let cell = cell.clone();
+                    thread::spawn(move || cell.acquire(Access::Dart, Perm::R).is_ok())
+                })
+                .collect();
+            let freed = cell.free().is_ok();
+            let mapped = maps.into_iter().map(|h| h.join().unwrap()).filter(|&m| m).count() as u64;
+            let s = cell.load();
+            assert_consistent(s);
+            assert_eq!(u64::from(s.counts().dart), mapped, "lost count: {s:?}");
+            assert!(!(freed && mapped > 0), "free and a map both succeeded: {s:?}");
+        });
+    }
+}

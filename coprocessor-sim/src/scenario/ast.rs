@@ -26,6 +26,10 @@ pub const DEFAULT_IOTLB_ENTRIES: u64 = 256;
 pub const MAX_IOTLB_ENTRIES: u64 = 1 << 20;
 /// Largest accepted `[soc] memory_mib` (so the size in bytes fits a `u64`).
 pub const MAX_MEMORY_MIB: u64 = (1 << 44) - 1;
+/// Largest accepted `len` of one `dma-read` or `cpu-read` step (the read
+/// buffer is allocated before the access, so the bound keeps a scenario
+/// from asking for more host memory than any emulated SoC could return).
+pub const MAX_READ_BYTES: u64 = 1 << 30;
 /// Default coprocessor IOVA window, `[start, end)`.
 pub const DEFAULT_WINDOW: Range<u64> = 0..0x1_0000_0000;
 

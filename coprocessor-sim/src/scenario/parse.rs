@@ -10,7 +10,7 @@ use super::ast::{
     counter_names, shorten, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant,
     FaultKind, FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step,
     Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_STREAMS,
-    DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, OP_NAMES,
+    DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, MAX_READ_BYTES, OP_NAMES,
 };
 use super::error::ScenarioError;
 use frame_table::{FrameSize, FrameType, OnViolation, Perm};
@@ -992,6 +992,9 @@ fn read_len_and_data(f: &Fields<'_>) -> Result<(u64, Option<Vec<u8>>)> {
     let len = match (f.get("len"), &data) {
         (Some(l), data) => {
             let len = l.u64()?;
+            if len > MAX_READ_BYTES {
+                return Err(l.err(format_args!("is {len}, more than the {MAX_READ_BYTES}-byte limit of one read")));
+            }
             if let Some(data) = data {
                 if data.len() as u64 != len {
                     return Err(l.err(format_args!("is {len}, but `data` has {} byte(s)", data.len())));
