@@ -6,7 +6,7 @@
 //! - [`workload`]: the workloads by name.
 //! - [`baseline`]: what a user would pick instead: vm-memory's `IommuMemory`
 //!   over a `RwLock`ed, fully populated vm-memory `Iotlb`.
-//! - [`run`]: threads, timing and the figures (SPEC §8's JSON fields).
+//! - [`mod@run`]: threads, timing and the figures (SPEC §8's JSON fields).
 #![deny(missing_docs)]
 
 pub mod baseline;

@@ -4,7 +4,7 @@
 //! # Protocol (SRCU-style two-phase counters)
 //!
 //! There are two *phases*, each with [`SLOTS`] cache-padded counters: one
-//! per exclusive thread slot ([`crate::slot`]) and one shared by threads
+//! per exclusive thread slot (the crate's `slot` module) and one shared by threads
 //! that got none.
 //!
 //! - **Reader (a DMA or a translation):** load the current phase `p`;
@@ -44,7 +44,7 @@
 //! (`Relaxed`), and if it is clear they increment with a plain `load` +
 //! `store`, a compiler fence, and a second `Relaxed` load of the flag; if
 //! that second load sees the flag set, they issue a `SeqCst` fence after
-//! all. The writer pays instead ([`crate::barrier`]): a `synchronize` that
+//! all. The writer pays instead (the crate's `barrier` module, `membarrier(2)`): a `synchronize` that
 //! finds the flag clear sets it (`SeqCst`) and issues the process-wide
 //! barrier before it scans, and later `synchronize` calls in the same burst
 //! skip the barrier because every reader that entered after the barrier
@@ -118,7 +118,7 @@ pub struct DmaGuard<'a> {
 }
 
 impl DmaGuard<'_> {
-    /// The entering thread's exclusive slot number ([`crate::slot`]), if any.
+    /// The entering thread's exclusive slot number (the crate's `slot` module), if any.
     #[inline]
     pub(crate) fn slot(&self) -> Option<usize> {
         self.slot

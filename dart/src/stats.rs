@@ -16,7 +16,7 @@
 //! The DMA path's own counters (`translations`, `iotlb_hits`,
 //! `iotlb_misses`, `walks`, `bytes_read`, `bytes_written`), updated on every
 //! access, go one step further: each thread with an exclusive slot number
-//! ([`crate::slot`]) gets its own *hot stripe* per DART, allocated on its
+//! (the crate's `slot` module) gets its own *hot stripe* per DART, allocated on its
 //! first count, holding those counters per stream. Its owner is its only
 //! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
 //! instruction on the hot path. `iotlb_hits` is not stored there at all, so
