@@ -112,7 +112,12 @@ impl System {
             let (live, pending) = dart.get(&f).copied().unwrap_or_default();
             let c = s.counts();
             assert_eq!(
-                (u64::from(c.cpu_kernel), u64::from(c.cpu_user), s.count(Counter::Dart), s.count(Counter::PendingInvalidation)),
+                (
+                    u64::from(c.cpu_kernel),
+                    u64::from(c.cpu_user),
+                    s.count(Counter::Dart),
+                    s.count(Counter::PendingInvalidation)
+                ),
                 (0, 0, live, pending),
                 "{f}: frame-table counts differ from the DARTs' ({s:?})"
             );
