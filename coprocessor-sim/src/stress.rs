@@ -47,7 +47,7 @@
 //!   non-table frame's DART count equals the shadow's: otherwise an
 //!   **invariant** failure.
 
-use crate::rpc::wire::Request;
+use crate::rpc::wire::{self, Request};
 use crate::scenario::OnViolation;
 use crate::soc::{Soc, SocError};
 use dart::{Dart, Dir};
@@ -450,7 +450,17 @@ impl<'a> Worker<'a> {
             match self.shared.soc.service.grant(self.device, frames.clone(), Perm::RW) {
                 Ok(h) => {
                     let req = Request::Map { handle: h, offset: 0, len: n * self.page, iova, perm: Perm::RW };
-                    let r = self.shared.soc.service.handle(self.device, &req).map_err(|e| e.to_string());
+                    // Through the wire format, as a ring message would arrive.
+                    let seq = self.rng.gen();
+                    let (echo, r) =
+                        self.shared.soc.service.handle_message(self.device, &wire::encode_request(seq, &req));
+                    let r = r.map_err(|e| e.to_string()).and_then(|()| {
+                        if echo == seq {
+                            Ok(())
+                        } else {
+                            Err(format!("the service answered seq {echo} to seq {seq}"))
+                        }
+                    });
                     if r.is_err() {
                         let _ = self.shared.soc.service.revoke(h);
                     }
@@ -990,5 +1000,36 @@ pub fn main(config: &StressConfig) -> std::process::ExitCode {
             eprintln!("dartemu stress: {e}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_stream_registers_are_per_stream_registers_of_streams_3_and_up() {
+        assert!(spare_stream_register("TCR[3]"));
+        assert!(spare_stream_register("TTBR[(15, 2)]"));
+        assert!(!spare_stream_register("TCR[1]"));
+        assert!(!spare_stream_register("TTBR[(2, 0)]"));
+        assert!(!spare_stream_register("ENABLE_STREAMS[0]"));
+        assert!(!spare_stream_register("ERROR"));
+        assert!(!spare_stream_register("TCR[x]"));
+    }
+
+    /// A one-second run does every kind of operation and finds nothing.
+    #[test]
+    fn a_short_run_exercises_every_kind_without_violations() {
+        let report = run_stress(&StressConfig { seconds: 1, threads: 2, seed: 7 }).unwrap();
+        assert_eq!(report.violations, Violations::default(), "{report}");
+        for k in OpKind::ALL {
+            let c = report.ops.get(&k).copied().unwrap_or_default();
+            assert!(c.ok + c.refused > 0, "{} never ran:\n{report}", k.name());
+        }
+        assert!(report.checks >= 2, "{report}");
+        assert_eq!(report.ops[&OpKind::Attack].ok, 0);
+        assert_eq!(report.ops[&OpKind::MapRestricted].ok, 0);
+        assert_eq!(report.ops[&OpKind::DmaUnmapped].ok, 0);
     }
 }

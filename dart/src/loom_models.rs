@@ -12,6 +12,8 @@
 //!   after the unmapper released the frame's DART count, freed it and
 //!   retyped it to `kernel-restricted`; and after `unmap` returns, no DMA
 //!   reaches the frame (IOTLB or walk).
+//! - [`two_strict_unmaps_vs_two_dmas`]: the same with two of each, so the
+//!   tracker's phase flips of one `synchronize` are live during the next.
 //! - [`iotlb_fill_races_invalidate`]: a walk that read the old PTE and fills
 //!   the IOTLB late can never be hit under the new generation.
 //! - The test-only broken ordering (`--features loom-broken-ordering`, see
@@ -40,15 +42,20 @@ const PAGE: u64 = 0;
 /// to its last PTE load: the generation is read before the IOTLB probe and
 /// the walk, and the walk's result is inserted under that generation.
 fn translate(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64) -> Option<u64> {
+    translate_page(st, iotlb, pte, PAGE)
+}
+
+/// [`translate`] for IOVA page `page`.
+fn translate_page(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64, page: u64) -> Option<u64> {
     let gen = st.gen();
-    if let Some(v) = iotlb.lookup(SID, PAGE, gen) {
+    if let Some(v) = iotlb.lookup(SID, page, gen) {
         return Some(v);
     }
     let p = pte.load(Ordering::Acquire);
     if p & PTE_VALID == 0 {
         return None;
     }
-    iotlb.insert(SID, PAGE, gen, p);
+    iotlb.insert(SID, page, gen, p);
     Some(p)
 }
 
@@ -120,6 +127,49 @@ fn strict_unmap_vs_inflight_dma() {
 #[should_panic(expected = "DMA copied from a frame after its unmap released it")]
 fn strict_unmap_without_synchronize_is_caught() {
     strict_unmap_model(false);
+}
+
+/// Two DMAs in a row race two strict unmaps in a row (of two pages, two
+/// frames): the in-flight tracker's phase flips from the first
+/// `synchronize` are live when the second DMA enters and the second unmap
+/// synchronizes. Neither DMA ever reads a frame after its release.
+#[test]
+fn two_strict_unmaps_vs_two_dmas() {
+    loom::model(|| {
+        let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
+        let fs = frames.alloc(FrameType::UserData, 2).unwrap();
+        let ptes: Arc<[AtomicU64; 2]> = Arc::new([0, 1].map(|i| {
+            frames.acquire(fs[i], Access::Dart, Perm::RW).unwrap();
+            AtomicU64::new(frames.pa_of(fs[i]).unwrap() | PTE_VALID)
+        }));
+        let st = Arc::new(StreamState::new(false));
+        let iotlb = Arc::new(Iotlb::new(2));
+        let inflight = Arc::new(InFlight::new());
+        let dma = {
+            let (frames, ptes, st, iotlb, inflight) =
+                (frames.clone(), ptes.clone(), st.clone(), iotlb.clone(), inflight.clone());
+            thread::spawn(move || {
+                for page in [1u64, 0] {
+                    let _guard = inflight.enter();
+                    if let Some(p) = translate_page(&st, &iotlb, &ptes[page as usize], page) {
+                        let s = frames.state(frames.frame_of(p & !PTE_VALID).unwrap()).unwrap();
+                        assert!(
+                            s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
+                            "DMA copied from a frame after its unmap released it: {s:?}"
+                        );
+                    }
+                }
+            })
+        };
+        for (page, f) in fs.iter().enumerate() {
+            ptes[page].store(0, Ordering::Release);
+            st.bump_gen();
+            inflight.synchronize();
+            frames.release(*f, Counter::Dart).unwrap();
+            frames.free(*f).unwrap();
+        }
+        dma.join().unwrap();
+    });
 }
 
 /// Stale and fresh leaf PTEs of [`iotlb_fill_model`].
