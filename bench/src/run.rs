@@ -91,7 +91,7 @@ pub struct BenchOptions {
 
 /// Where a run is, for a progress line.
 #[derive(Clone, Copy, Debug)]
-pub struct Progress<'a> {
+pub struct Progress {
     /// Workload.
     pub workload: Workload,
     /// Implementation.
@@ -106,8 +106,6 @@ pub struct Progress<'a> {
     pub done: usize,
     /// Figures in the whole run.
     pub total: usize,
-    /// Unused marker keeping the struct open to borrowed fields.
-    pub _marker: std::marker::PhantomData<&'a ()>,
 }
 
 impl BenchOptions {
@@ -222,79 +220,96 @@ fn measure(
     })
 }
 
+/// A worker that runs `op(iova, buf)` at random `align`-aligned IOVAs of the
+/// first `pages` pages, with a `len`-byte buffer of its own.
+fn random_access<'a>(
+    pages: u64,
+    align: u64,
+    len: usize,
+    op: impl Fn(u64, &mut [u8]) -> Result<(), BenchError> + Sync + 'a,
+) -> Box<Worker<'a>> {
+    Box::new(move |t, stop| {
+        let mut rng = rng_for(t);
+        let mut buf = vec![0u8; len];
+        spin(stop, || {
+            let iova = random_iova(&mut rng, pages, align);
+            op(iova, &mut buf)?;
+            black_box(&buf);
+            Ok(())
+        })
+    })
+}
+
+/// `translate-churn`'s writer: flips random pages of the churn window
+/// between mapped (`map(p)`) and unmapped (`unmap(p)`) until stopped, then
+/// unmaps what it left mapped, so every run starts from the same system.
+fn churn_writer<'a>(
+    pages: usize,
+    map: impl Fn(usize) -> Result<(), BenchError> + Sync + 'a,
+    unmap: impl Fn(usize) -> Result<(), BenchError> + Sync + 'a,
+) -> Box<Worker<'a>> {
+    Box::new(move |t, stop| {
+        let mut rng = rng_for(t);
+        let mut mapped = vec![false; pages];
+        let flip = |p: usize, mapped: &mut Vec<bool>| -> Result<(), BenchError> {
+            if mapped[p] {
+                unmap(p)?;
+            } else {
+                map(p)?;
+            }
+            mapped[p] = !mapped[p];
+            Ok(())
+        };
+        let ops = spin(stop, || flip(rng.gen_range(0..pages), &mut mapped))?;
+        for p in 0..pages {
+            if mapped[p] {
+                flip(p, &mut mapped)?;
+            }
+        }
+        Ok(ops)
+    })
+}
+
+/// IOVA of page `p` of the churn window.
+fn churn_iova(p: usize) -> u64 {
+    CHURN_BASE + p as u64 * PAGE
+}
+
 /// The workers of one workload for dartemu.
 fn dartemu_workers<'a>(
     sys: &'a BenchSystem,
     w: Workload,
 ) -> Result<(Box<Worker<'a>>, Option<Box<Worker<'a>>>), BenchError> {
     let d = &*sys.dart;
-    let translate = move |pages: u64| -> Box<Worker<'a>> {
-        Box::new(move |t, stop| {
-            let mut rng = rng_for(t);
-            spin(stop, || {
-                let iova = random_iova(&mut rng, pages, 8);
-                let tr = d.translate(STREAM, iova, 8, Dir::Read)?;
-                black_box(tr.spans().first().map(|s| s.pa));
-                Ok(())
-            })
+    let translate = move |pages: u64| {
+        random_access(pages, 8, 0, move |iova, _| {
+            let tr = d.translate(STREAM, iova, 8, Dir::Read)?;
+            black_box(tr.spans().first().map(|s| s.pa));
+            Ok(())
         })
     };
     Ok(match w {
         Workload::Translate => (translate(MAPPED / PAGE), None),
         Workload::TranslateHot => (translate(HOT_PAGES), None),
         Workload::TranslateChurn => {
-            let writer: Box<Worker<'a>> = Box::new(move |t, stop| {
-                let mut rng = rng_for(t);
-                let n = sys.churn_frames.len();
-                let mut mapped = vec![false; n];
-                let churn = |p: usize, mapped: &mut Vec<bool>| -> Result<(), BenchError> {
-                    let iova = CHURN_BASE + p as u64 * PAGE;
-                    if mapped[p] {
-                        d.unmap(STREAM, iova, PAGE)?;
-                    } else {
-                        d.map(STREAM, iova, &sys.churn_frames[p..=p], Perm::RW, None)?;
-                    }
-                    mapped[p] = !mapped[p];
-                    Ok(())
-                };
-                let ops = spin(stop, || churn(rng.gen_range(0..n), &mut mapped))?;
-                for p in 0..n {
-                    if mapped[p] {
-                        churn(p, &mut mapped)?;
-                    }
-                }
-                Ok(ops)
-            });
+            let writer = churn_writer(
+                sys.churn_frames.len(),
+                move |p| Ok(d.map(STREAM, churn_iova(p), &sys.churn_frames[p..=p], Perm::RW, None)?),
+                move |p| d.unmap(STREAM, churn_iova(p), PAGE).map(drop).map_err(Into::into),
+            );
             (translate(MAPPED / PAGE), Some(writer))
         }
-        Workload::Dma4k => (
-            Box::new(move |t, stop| {
-                let mut rng = rng_for(t);
-                let mut buf = vec![0u8; 4096];
-                spin(stop, || {
-                    let iova = random_iova(&mut rng, MAPPED / PAGE, 4096);
-                    d.dma_read(STREAM, iova, &mut buf)?;
-                    black_box(&buf);
-                    Ok(())
-                })
-            }),
-            None,
-        ),
-        Workload::Raw4k => (
-            Box::new(move |t, stop| {
-                let mut rng = rng_for(t);
-                let mut buf = vec![0u8; 4096];
-                let mem = sys.frames.memory();
-                spin(stop, || {
-                    let iova = random_iova(&mut rng, MAPPED / PAGE, 4096);
-                    let pa = sys.pas[(iova / PAGE) as usize] + iova % PAGE;
-                    mem.read_slice(&mut buf, GuestAddress(pa)).map_err(|e| baseline_error(iova, e))?;
-                    black_box(&buf);
-                    Ok(())
-                })
-            }),
-            None,
-        ),
+        Workload::Dma4k => {
+            (random_access(MAPPED / PAGE, 4096, 4096, move |iova, buf| Ok(d.dma_read(STREAM, iova, buf)?)), None)
+        }
+        Workload::Raw4k => {
+            let mem = sys.frames.memory();
+            let raw = move |iova: u64, buf: &mut [u8]| {
+                let pa = sys.pas[(iova / PAGE) as usize] + iova % PAGE;
+                mem.read_slice(buf, GuestAddress(pa)).map_err(|e| baseline_error(iova, e))
+            };
+            (random_access(MAPPED / PAGE, 4096, 4096, raw), None)
+        }
         Workload::MapUnmap => (
             Box::new(move |t, stop| {
                 let iova = BenchSystem::mapunmap_iova(t);
@@ -309,20 +324,10 @@ fn dartemu_workers<'a>(
         ),
         Workload::Dma4kVmMemory => {
             let mem = dart::stream_memory(sys.dart.clone(), STREAM)?;
-            (
-                Box::new(move |t, stop| {
-                    let mem = mem.clone();
-                    let mut rng = rng_for(t);
-                    let mut buf = vec![0u8; 4096];
-                    spin(stop, || {
-                        let iova = random_iova(&mut rng, MAPPED / PAGE, 4096);
-                        mem.read_slice(&mut buf, GuestAddress(iova)).map_err(|e| baseline_error(iova, e))?;
-                        black_box(&buf);
-                        Ok(())
-                    })
-                }),
-                None,
-            )
+            let read = move |iova: u64, buf: &mut [u8]| {
+                mem.read_slice(buf, GuestAddress(iova)).map_err(|e| baseline_error(iova, e))
+            };
+            (random_access(MAPPED / PAGE, 4096, 4096, read), None)
         }
     })
 }
@@ -336,60 +341,37 @@ fn baseline_workers<'a>(
     w: Workload,
 ) -> Option<(Box<Worker<'a>>, Option<Box<Worker<'a>>>)> {
     let iommu = base.iommu();
-    let translate = move |pages: u64| -> Box<Worker<'a>> {
-        Box::new(move |t, stop| {
-            let mut rng = rng_for(t);
-            spin(stop, || {
-                let iova = random_iova(&mut rng, pages, 8);
-                let mut it =
-                    iommu.translate(GuestAddress(iova), 8, Permissions::Read).map_err(|e| baseline_error(iova, e))?;
-                black_box(it.next().map(|r| r.base));
-                Ok(())
-            })
+    let translate = move |pages: u64| {
+        random_access(pages, 8, 0, move |iova, _| {
+            let mut it =
+                iommu.translate(GuestAddress(iova), 8, Permissions::Read).map_err(|e| baseline_error(iova, e))?;
+            black_box(it.next().map(|r| r.base));
+            Ok(())
         })
     };
     Some(match w {
         Workload::Translate => (translate(MAPPED / PAGE), None),
         Workload::TranslateHot => (translate(HOT_PAGES), None),
         Workload::TranslateChurn => {
-            let writer: Box<Worker<'a>> = Box::new(move |t, stop| {
-                let mut rng = rng_for(t);
-                let n = sys.churn_frames.len();
-                let mut mapped = vec![false; n];
-                let churn = |p: usize, mapped: &mut Vec<bool>| -> Result<(), BenchError> {
-                    let iova = CHURN_BASE + p as u64 * PAGE;
-                    if mapped[p] {
-                        iommu.unmap_page(iova);
-                    } else {
-                        let pa = sys.frames.pa_of(sys.churn_frames[p])?;
-                        iommu.map_page(iova, pa).map_err(|e| baseline_error(iova, e))?;
-                    }
-                    mapped[p] = !mapped[p];
+            let writer = churn_writer(
+                sys.churn_frames.len(),
+                move |p| {
+                    let pa = sys.frames.pa_of(sys.churn_frames[p])?;
+                    iommu.map_page(churn_iova(p), pa).map_err(|e| baseline_error(churn_iova(p), e))
+                },
+                move |p| {
+                    iommu.unmap_page(churn_iova(p));
                     Ok(())
-                };
-                let ops = spin(stop, || churn(rng.gen_range(0..n), &mut mapped))?;
-                for p in 0..n {
-                    if mapped[p] {
-                        churn(p, &mut mapped)?;
-                    }
-                }
-                Ok(ops)
-            });
+                },
+            );
             (translate(MAPPED / PAGE), Some(writer))
         }
-        Workload::Dma4k => (
-            Box::new(move |t, stop| {
-                let mut rng = rng_for(t);
-                let mut buf = vec![0u8; 4096];
-                spin(stop, || {
-                    let iova = random_iova(&mut rng, MAPPED / PAGE, 4096);
-                    base.read_slice(&mut buf, GuestAddress(iova)).map_err(|e| baseline_error(iova, e))?;
-                    black_box(&buf);
-                    Ok(())
-                })
-            }),
-            None,
-        ),
+        Workload::Dma4k => {
+            let read = move |iova: u64, buf: &mut [u8]| {
+                base.read_slice(buf, GuestAddress(iova)).map_err(|e| baseline_error(iova, e))
+            };
+            (random_access(MAPPED / PAGE, 4096, 4096, read), None)
+        }
         Workload::MapUnmap => (
             Box::new(move |t, stop| {
                 let iova = BenchSystem::mapunmap_iova(t);
@@ -433,7 +415,7 @@ fn figure(
 pub fn run(
     sys: &BenchSystem,
     opts: &BenchOptions,
-    progress: &mut dyn FnMut(Progress<'_>),
+    progress: &mut dyn FnMut(Progress),
     done: &mut dyn FnMut(&Figure),
 ) -> Result<Vec<Figure>, BenchError> {
     opts.check()?;
@@ -465,7 +447,6 @@ pub fn run(
                 seconds: opts.seconds,
                 done: i,
                 total,
-                _marker: std::marker::PhantomData,
             })
         };
         let measured = measure(threads, opts.seconds, &*worker, writer.as_deref(), &mut tick)?;

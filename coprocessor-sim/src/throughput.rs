@@ -51,7 +51,7 @@ pub fn bench(
     opts.check()?;
     let _ = writeln!(err, "dartemu bench: building the SPEC §8 system (1 GiB mapped in 16 KiB pages)…");
     let sys = BenchSystem::new(dart::Variant::T8110, 256)?;
-    let mut progress = |p: Progress<'_>| {
+    let mut progress = |p: Progress| {
         let _ = write!(
             err,
             "\r[{}/{}] {} {} threads={} {:.1}/{:.1} s   ",

@@ -540,11 +540,18 @@ impl Dart {
         Ok(())
     }
 
-    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
-    /// physical spans that stay valid while the [`Translation`] lives. A
-    /// bypassed stream is refused here (`BypassDenied`: bypass has no
-    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
-    pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
+    /// The common start of every device access: the system runs, the range
+    /// is sane, the stream exists; then the DMA enters the in-flight tracker
+    /// and reads the stream's configuration, faulting `stream-disabled` if
+    /// it is not live. Returns the stream, its configuration and the guard.
+    #[inline(always)]
+    fn enter_dma(
+        &self,
+        sid: u32,
+        iova: u64,
+        len: u64,
+        dir: Dir,
+    ) -> Result<(&StreamState, StreamConfig, crate::inflight::DmaGuard<'_>), DartError> {
         self.frames.check_running()?;
         self.check_access(iova, len)?;
         let st = self.stream(sid)?;
@@ -553,6 +560,15 @@ impl Dart {
         if !c.live() {
             return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
         }
+        Ok((st, c, guard))
+    }
+
+    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
+    /// physical spans that stay valid while the [`Translation`] lives. A
+    /// bypassed stream is refused here (`BypassDenied`: bypass has no
+    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
+    pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
+        let (st, c, guard) = self.enter_dma(sid, iova, len, dir)?;
         if c.bypass {
             return Err(DartError::BypassDenied { sid });
         }
@@ -614,14 +630,7 @@ impl Dart {
         dir: Dir,
         copy: impl FnOnce(&frame_table::vm_memory::GuestMemoryMmap, &[Span]) -> bool,
     ) -> Result<(), DartError> {
-        self.frames.check_running()?;
-        self.check_access(iova, len)?;
-        let st = self.stream(sid)?;
-        let guard = self.inflight.enter();
-        let c = st.config();
-        if !c.live() {
-            return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
-        }
+        let (st, c, guard) = self.enter_dma(sid, iova, len, dir)?;
         if c.bypass {
             self.bypass_access(sid, iova, len, dir, copy)?;
             self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);

@@ -111,9 +111,9 @@ pub struct InFlight {
 #[must_use]
 pub struct DmaGuard<'a> {
     counter: &'a AtomicU64,
-    /// The thread's exclusive slot number, if it has one.
+    /// The thread's exclusive slot number, if it has one (then `counter` is
+    /// that slot's, written only by this thread); `None`: the shared counter.
     slot: Option<usize>,
-    exclusive: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -128,7 +128,7 @@ impl DmaGuard<'_> {
 impl Drop for DmaGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.exclusive {
+        if self.slot.is_some() {
             // This thread is the only writer of an exclusive counter.
             self.counter.store(self.counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
         } else {
@@ -161,18 +161,18 @@ impl InFlight {
     #[inline]
     pub fn enter(&self) -> DmaGuard<'_> {
         let slot = slot::current();
-        let (index, exclusive) = match slot {
+        let index = match slot {
             Some(i) => {
                 if i >= self.high.load(Ordering::Relaxed) {
                     self.raise_high(i);
                 }
-                (i, true)
+                i
             }
-            None => (SHARED, false),
+            None => SHARED,
         };
         let p = self.phase.load(Ordering::Relaxed) & 1;
         let counter = &self.counters[p][index];
-        if exclusive && !self.fenced.load(Ordering::Relaxed) {
+        if slot.is_some() && !self.fenced.load(Ordering::Relaxed) {
             // Unfenced entry (see "Unfenced readers"): this thread is the
             // counter's only writer.
             counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -188,7 +188,7 @@ impl InFlight {
             #[cfg(loom)]
             fence(Ordering::SeqCst);
         }
-        DmaGuard { counter, slot, exclusive, _not_send: PhantomData }
+        DmaGuard { counter, slot, _not_send: PhantomData }
     }
 
     #[cold]

@@ -307,15 +307,6 @@ impl Stats {
         Some(self.hot.get(slot?)?.get_or_init(|| HotStripe::new(self.streams)))
     }
 
-    /// Counts one access's translation work on stream `sid`: `pages`
-    /// translations, of which `hits` came from the IOTLB, and `walks` walks
-    /// (`iotlb_misses` = `pages - hits`). Per thread and with plain stores
-    /// when the thread has a slot number (see the module docs).
-    #[inline]
-    pub fn count_translation(&self, sid: u32, pages: u64, hits: u64, walks: u64) {
-        self.count_translation_in(crate::slot::current(), sid, pages, hits, walks)
-    }
-
     /// Counts one single-page translation served by the IOTLB on stream
     /// `sid` (`slot` must be the calling thread's own slot number).
     #[inline(always)]
@@ -332,8 +323,11 @@ impl Stats {
         }
     }
 
-    /// [`Stats::count_translation`] for a caller that already knows its
-    /// thread's slot number (`slot` must be the calling thread's own).
+    /// Counts one access's translation work on stream `sid`: `pages`
+    /// translations, of which `hits` came from the IOTLB, and `walks` walks
+    /// (`iotlb_misses` = `pages - hits`). Per thread and with plain stores
+    /// when the thread has a slot number (see the module docs); `slot` must
+    /// be the calling thread's own.
     #[inline]
     pub(crate) fn count_translation_in(&self, slot: Option<usize>, sid: u32, pages: u64, hits: u64, walks: u64) {
         if cfg!(feature = "no-counters") {
@@ -356,13 +350,7 @@ impl Stats {
     }
 
     /// Counts `n` bytes moved by DMA on stream `sid` (`bytes_written` if
-    /// `write`, else `bytes_read`), like [`Stats::count_translation`].
-    #[inline]
-    pub fn count_bytes(&self, sid: u32, write: bool, n: u64) {
-        self.count_bytes_in(crate::slot::current(), sid, write, n)
-    }
-
-    /// [`Stats::count_bytes`] for a caller that knows its slot number.
+    /// `write`, else `bytes_read`), like [`Stats::count_translation_in`].
     #[inline]
     pub(crate) fn count_bytes_in(&self, slot: Option<usize>, sid: u32, write: bool, n: u64) {
         if cfg!(feature = "no-counters") {
