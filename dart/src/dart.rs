@@ -126,16 +126,26 @@ pub struct Span {
 
 /// The result of [`Dart::translate`]: physical spans, valid while it lives
 /// (it holds the DMA in flight, so a strict unmap waits for it).
+///
+/// A one-page translation (the common case) is held inline, without a
+/// heap block; plain fields rather than a small-vector union, so that the
+/// compiler can keep a returned translation in registers.
 #[derive(Debug)]
 pub struct Translation<'a> {
     _inflight: crate::inflight::DmaGuard<'a>,
-    spans: SmallVec<[Span; 1]>,
+    /// The only span, when there is one.
+    first: Span,
+    /// Every span, when there are several.
+    many: Option<Box<[Span]>>,
 }
 
 impl Translation<'_> {
     /// The spans, in IOVA order, adjacent physical runs merged.
     pub fn spans(&self) -> &[Span] {
-        &self.spans
+        match &self.many {
+            None => std::slice::from_ref(&self.first),
+            Some(spans) => spans,
+        }
     }
 }
 
@@ -177,27 +187,53 @@ impl std::fmt::Debug for Dart {
 /// IOTLB value packing: a leaf in one `u64`.
 ///
 /// ```text
-/// 63..58 | 57..46 SP_END | 45..34 SP_START | 33 W | 32 R | 31..0 PA page number
+/// 63..59 | 58 FULL | 57..46 SP_END | 45..34 SP_START | 33 W | 32 R | 31..0 PA page number
 /// ```
+///
+/// `FULL` is set when the subpage range covers the whole page, so that the
+/// hit path can decide permission for any in-page access with one mask
+/// test ([`tlb_value::grants`]); a leaf with a narrower subpage range takes
+/// the general path, which checks the range.
 mod tlb_value {
+    use crate::dart::Dir;
     use crate::pte::{Leaf, Subpage};
 
+    const R: u64 = 1 << 32;
+    const W: u64 = 1 << 33;
+    const FULL: u64 = 1 << 58;
+
     pub(super) fn pack(leaf: &Leaf, page_shift: u32) -> u64 {
+        let page_size = 1u64 << page_shift;
+        let full = leaf.subpage.contains(0, page_size, page_size);
         (leaf.pa >> page_shift)
-            | ((leaf.read as u64) << 32)
-            | ((leaf.write as u64) << 33)
+            | ((leaf.read as u64) * R)
+            | ((leaf.write as u64) * W)
             | ((leaf.subpage.start as u64 & 0xfff) << 34)
             | ((leaf.subpage.end as u64 & 0xfff) << 46)
+            | (full as u64 * FULL)
     }
 
     #[inline]
     pub(super) fn unpack(v: u64, page_shift: u32) -> Leaf {
         Leaf {
             pa: (v & 0xffff_ffff) << page_shift,
-            read: v & (1 << 32) != 0,
-            write: v & (1 << 33) != 0,
+            read: v & R != 0,
+            write: v & W != 0,
             subpage: Subpage { start: ((v >> 34) & 0xfff) as u16, end: ((v >> 46) & 0xfff) as u16 },
         }
+    }
+
+    /// Whether `v` grants `dir` on every byte of its page.
+    #[inline(always)]
+    pub(super) fn grants(v: u64, dir: Dir) -> bool {
+        let need = FULL | if dir == Dir::Read { R } else { W };
+        v & need == need
+    }
+
+    /// The physical address of the page `v` maps.
+    #[inline(always)]
+    pub(super) fn pa(v: u64, page_shift: u32) -> u64 {
+        (v & 0xffff_ffff) << page_shift
     }
 }
 
@@ -413,58 +449,109 @@ impl Dart {
 
     /// Walks stream `st`'s tables for `iova`. Checks that every table is a
     /// `dart-table` frame and that the leaf's frame may be reached by a DART.
+    ///
+    /// The table checks restate invariants the mapper keeps (TTBRs and table
+    /// descriptors only ever name this DART's own tables, which stay
+    /// `dart-table` while anything can walk them); they cost one load and
+    /// one compare per level, on lines the walk touches anyway. The leaf
+    /// check is the one that keeps forbidden frames unreachable whatever the
+    /// tables say.
+    #[inline]
     pub(crate) fn walk(&self, st: &StreamState, geo: Geometry, iova: u64) -> Result<Leaf, FaultKind> {
         if iova >= geo.iova_limit() {
             return Err(FaultKind::NoTtbr);
         }
         let mut table = st.ttbr(geo.ttbr_index(iova)).ok_or(FaultKind::NoTtbr)?;
+        let bits = geo.bits_per_level();
+        let index_mask = geo.entries_per_table() - 1;
+        let mut shift = geo.page_shift + (geo.levels - 1) * bits;
         for level in 0..geo.levels {
-            match self.frames.frame_of(table).and_then(|f| self.frames.state(f)) {
-                Ok(s) if s.ty() == FrameType::DartTable => {}
-                _ => return Err(FaultKind::ForbiddenFrame),
+            if !self.frames.is_type_at(table, FrameType::DartTable) {
+                return Err(FaultKind::ForbiddenFrame);
             }
-            let pte = self.ptes.load(table + 8 * geo.index(iova, level) as u64).ok_or(FaultKind::ForbiddenFrame)?;
+            let pte = self.ptes.load(table + 8 * ((iova >> shift) & index_mask)).ok_or(FaultKind::ForbiddenFrame)?;
             if level + 1 < geo.levels {
                 table = match self.format.decode_table(self.page_shift, pte) {
                     Some(next) => next,
                     None if level + 2 < geo.levels => return Err(FaultKind::NoL0),
                     None => return Err(FaultKind::NoL1),
                 };
+                shift -= bits;
             } else {
                 let leaf = self.format.decode_leaf(self.page_shift, pte).ok_or(FaultKind::NoPte)?;
-                let allowed = self
-                    .frames
-                    .frame_of(leaf.pa)
-                    .and_then(|f| self.frames.state(f))
-                    .is_ok_and(|s| frame_table::policy::device_reachable(s.ty()));
-                return if allowed { Ok(leaf) } else { Err(FaultKind::ForbiddenFrame) };
+                return if self.frames.device_reachable_at(leaf.pa) {
+                    Ok(leaf)
+                } else {
+                    Err(FaultKind::ForbiddenFrame)
+                };
             }
         }
         Err(FaultKind::NoTtbr)
     }
 
-    /// The straight-line path for the common case: an access within one
-    /// page that hits the IOTLB and is permitted. Returns its span, counted;
-    /// `None` sends the caller to [`Dart::translate_pages`] (which redoes the
-    /// probe and reports any fault). The caller holds a DMA in-flight guard
-    /// (whose thread slot, `slot`, the counters use).
+    /// The fast path, for the common case: an access within one page, on a
+    /// stream that is enabled and translating (not bypassed), the system
+    /// running, whose page the IOTLB holds under the stream's current
+    /// generation or a walk finds (and the IOTLB then caches), granting
+    /// `dir` on the whole page. Returns its span, counted; `None` sends the
+    /// caller to the general path ([`Dart::admit`], then
+    /// [`Dart::translate_pages`]), which redoes every check and reports the
+    /// error, so both paths give the same answer. The caller holds a DMA
+    /// in-flight guard (whose thread slot, `slot`, the counters use), entered
+    /// before this reads the generation.
+    ///
+    /// An access that would overflow `iova + len` never gets here: it can
+    /// only end on the last page of the 64-bit space, beyond every
+    /// geometry's IOVA limit (the walk refuses it).
     #[inline(always)]
-    fn translate_hit(&self, sid: u32, gen: u64, iova: u64, len: u64, dir: Dir, slot: Option<usize>) -> Option<Span> {
+    fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, slot: Option<usize>) -> Option<Span> {
         let page_size = 1u64 << self.page_shift;
         let off = iova & (page_size - 1);
-        if off + len > page_size {
+        // 1 <= len <= page_size - off: not empty, within the page.
+        if len.wrapping_sub(1) >= page_size - off {
             return None;
         }
-        let leaf = tlb_value::unpack(self.iotlb.lookup(sid, iova >> self.page_shift, gen)?, self.page_shift);
-        let permitted = match dir {
-            Dir::Read => leaf.read,
-            Dir::Write => leaf.write,
+        let config = st.config();
+        if !(config.enabled && config.translate && !config.bypass) || self.frames.check_running().is_err() {
+            return None;
+        }
+        let page = iova >> self.page_shift;
+        let gen = st.gen();
+        let v = match self.iotlb.lookup(sid, page, gen) {
+            Some(v) if tlb_value::grants(v, dir) => {
+                self.stats.count_hit(slot, sid);
+                v
+            }
+            Some(_) => return None,
+            None => self.fill(st, config, sid, iova, gen, dir, slot)?,
         };
-        if !(permitted && leaf.subpage.contains(off, len, page_size)) {
+        Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
+    }
+
+    /// The fast path's IOTLB miss: walks, caches the leaf under `gen`, and
+    /// returns it packed if it grants `dir` on the whole page (counted as a
+    /// miss and a walk); `None` (nothing counted) on a fault or a narrower
+    /// grant, for the general path to redo and report.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn fill(
+        &self,
+        st: &StreamState,
+        config: StreamConfig,
+        sid: u32,
+        iova: u64,
+        gen: u64,
+        dir: Dir,
+        slot: Option<usize>,
+    ) -> Option<u64> {
+        let leaf = self.walk(st, self.geometry_for(config), iova).ok()?;
+        let v = tlb_value::pack(&leaf, self.page_shift);
+        self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
+        if !tlb_value::grants(v, dir) {
             return None;
         }
-        self.stats.count_hit(slot, sid);
-        Some(Span { iova, pa: leaf.pa + off, len })
+        self.stats.count_translation_in(slot, sid, 1, 0, 1);
+        Some(v)
     }
 
     /// Translates `[iova, iova + len)` for `dir` into `spans`, page by page
@@ -540,45 +627,71 @@ impl Dart {
         Ok(())
     }
 
-    /// The common start of every device access: the system runs, the range
-    /// is sane, the stream exists; then the DMA enters the in-flight tracker
-    /// and reads the stream's configuration, faulting `stream-disabled` if
-    /// it is not live. Returns the stream, its configuration and the guard.
-    #[inline(always)]
-    fn enter_dma(
-        &self,
-        sid: u32,
-        iova: u64,
-        len: u64,
-        dir: Dir,
-    ) -> Result<(&StreamState, StreamConfig, crate::inflight::DmaGuard<'_>), DartError> {
+    /// The error of an access to stream `sid` that does not exist, after
+    /// the checks that come first (the system runs, the range is sane).
+    #[cold]
+    fn refuse_stream(&self, sid: u32, iova: u64, len: u64) -> DartError {
+        match self.frames.check_running().map_err(DartError::from).and_then(|()| self.check_access(iova, len)) {
+            Err(e) => e,
+            Ok(()) => DartError::NoSuchStream { sid, streams: self.stream_count() },
+        }
+    }
+
+    /// The general path's checks of a device access, in order: the system
+    /// runs, the range is sane, the stream is live (else `stream-disabled`,
+    /// raised). The caller has entered the in-flight tracker. Returns the
+    /// stream's configuration.
+    fn admit(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<StreamConfig, DartError> {
         self.frames.check_running()?;
         self.check_access(iova, len)?;
-        let st = self.stream(sid)?;
-        let guard = self.inflight.enter();
         let c = st.config();
         if !c.live() {
             return Err(self.raise(sid, iova, FaultKind::StreamDisabled, dir));
         }
-        Ok((st, c, guard))
+        Ok(c)
     }
 
     /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
     /// physical spans that stay valid while the [`Translation`] lives. A
     /// bypassed stream is refused here (`BypassDenied`: bypass has no
     /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
+    #[inline]
     pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
-        let (st, c, guard) = self.enter_dma(sid, iova, len, dir)?;
+        let Some(st) = self.streams.get(sid as usize) else {
+            return Err(self.refuse_stream(sid, iova, len));
+        };
+        let guard = self.inflight.enter();
+        if let Some(span) = self.fast(st, sid, iova, len, dir, guard.slot()) {
+            return Ok(Translation { _inflight: guard, first: span, many: None });
+        }
+        self.translate_general((sid, st), iova, len, dir, guard)
+    }
+
+    /// [`Dart::translate`] past the hit path.
+    #[inline(never)]
+    fn translate_general<'a>(
+        &'a self,
+        (sid, st): (u32, &StreamState),
+        iova: u64,
+        len: u64,
+        dir: Dir,
+        guard: crate::inflight::DmaGuard<'a>,
+    ) -> Result<Translation<'a>, DartError> {
+        let c = self.admit(st, sid, iova, len, dir)?;
         if c.bypass {
             return Err(DartError::BypassDenied { sid });
         }
-        let gen = st.gen();
-        if let Some(span) = self.translate_hit(sid, gen, iova, len, dir, guard.slot()) {
-            return Ok(Translation { _inflight: guard, spans: SmallVec::from_buf([span]) });
-        }
-        let mut spans = SmallVec::new();
-        self.translate_pages((sid, st, c), gen, iova, len, dir, guard.slot(), &mut spans)?;
-        Ok(Translation { _inflight: guard, spans })
+        let mut spans: SmallVec<[Span; 1]> = SmallVec::new();
+        self.translate_pages((sid, st, c), st.gen(), iova, len, dir, guard.slot(), &mut spans)?;
+        Ok(match spans.as_slice() {
+            [one] => Translation { _inflight: guard, first: *one, many: None },
+            // Never empty: translate_pages covers len >= 1 bytes or fails.
+            _ => Translation {
+                _inflight: guard,
+                first: spans.first().copied().unwrap_or(Span { iova, pa: 0, len: 0 }),
+                many: Some(spans.into_vec().into_boxed_slice()),
+            },
+        })
     }
 
     /// Device reads `buf.len()` bytes at `iova` through stream `sid`. On a
@@ -630,17 +743,22 @@ impl Dart {
         dir: Dir,
         copy: impl FnOnce(&frame_table::vm_memory::GuestMemoryMmap, &[Span]) -> bool,
     ) -> Result<(), DartError> {
-        let (st, c, guard) = self.enter_dma(sid, iova, len, dir)?;
-        if c.bypass {
-            self.bypass_access(sid, iova, len, dir, copy)?;
-            self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
-            return Ok(());
-        }
-        let gen = st.gen();
+        let Some(st) = self.streams.get(sid as usize) else {
+            return Err(self.refuse_stream(sid, iova, len));
+        };
+        let guard = self.inflight.enter();
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        match self.translate_hit(sid, gen, iova, len, dir, guard.slot()) {
+        match self.fast(st, sid, iova, len, dir, guard.slot()) {
             Some(span) => spans.push(span),
-            None => self.translate_pages((sid, st, c), gen, iova, len, dir, guard.slot(), &mut spans)?,
+            None => {
+                let c = self.admit(st, sid, iova, len, dir)?;
+                if c.bypass {
+                    self.bypass_access(sid, iova, len, dir, copy)?;
+                    self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
+                    return Ok(());
+                }
+                self.translate_pages((sid, st, c), st.gen(), iova, len, dir, guard.slot(), &mut spans)?;
+            }
         }
         if copy(self.frames.memory(), &spans) {
             self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);

@@ -3,9 +3,10 @@
 //!
 //! # Protocol (SRCU-style two-phase counters)
 //!
-//! There are two *phases*, each with [`SLOTS`] cache-padded counters: one
-//! per exclusive thread slot (the crate's `slot` module) and one shared by threads
-//! that got none.
+//! There are two *phases*, each with [`SLOTS`] counters: one per exclusive
+//! thread slot (the crate's `slot` module) and one shared by threads that got
+//! none. A slot's two counters (one per phase) sit together in the slot's own
+//! cache-padded *lane*, so a DMA touches one line that no other thread writes.
 //!
 //! - **Reader (a DMA or a translation):** load the current phase `p`;
 //!   `fetch_add(1, SeqCst)` on `counters[p][slot]`; then read the stream's
@@ -97,7 +98,8 @@ pub struct InFlight {
     phase: CachePadded<AtomicUsize>,
     /// One more than the highest exclusive slot that ever entered.
     high: CachePadded<AtomicUsize>,
-    counters: [Box<[CachePadded<AtomicU64>]>; 2],
+    /// Lane `i`: slot `i`'s counters of phase 0 and phase 1.
+    lanes: Box<[CachePadded<[AtomicU64; 2]>]>,
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
@@ -111,9 +113,9 @@ pub struct InFlight {
 #[must_use]
 pub struct DmaGuard<'a> {
     counter: &'a AtomicU64,
-    /// The thread's exclusive slot number, if it has one (then `counter` is
-    /// that slot's, written only by this thread); `None`: the shared counter.
-    slot: Option<usize>,
+    /// The thread's exclusive slot number (then `counter` is that slot's,
+    /// written only by this thread), or [`SHARED`]: the shared counter.
+    lane: u32,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -121,18 +123,20 @@ impl DmaGuard<'_> {
     /// The entering thread's exclusive slot number (the crate's `slot` module), if any.
     #[inline]
     pub(crate) fn slot(&self) -> Option<usize> {
-        self.slot
+        let lane = self.lane as usize;
+        (lane < SHARED).then_some(lane)
     }
 }
 
 impl Drop for DmaGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.slot.is_some() {
+        let counter = self.counter;
+        if (self.lane as usize) < SHARED {
             // This thread is the only writer of an exclusive counter.
-            self.counter.store(self.counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
+            counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
         } else {
-            self.counter.fetch_sub(1, Ordering::Release);
+            counter.fetch_sub(1, Ordering::Release);
         }
     }
 }
@@ -146,11 +150,10 @@ impl Default for InFlight {
 impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
-        let bank = || (0..SLOTS).map(|_| CachePadded::new(AtomicU64::new(0))).collect::<Vec<_>>().into_boxed_slice();
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
-            counters: [bank(), bank()],
+            lanes: (0..SLOTS).map(|_| CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)])).collect(),
             fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
             writer: Mutex::new(None),
         }
@@ -171,7 +174,7 @@ impl InFlight {
             None => SHARED,
         };
         let p = self.phase.load(Ordering::Relaxed) & 1;
-        let counter = &self.counters[p][index];
+        let counter = &self.lanes[index][p];
         if slot.is_some() && !self.fenced.load(Ordering::Relaxed) {
             // Unfenced entry (see "Unfenced readers"): this thread is the
             // counter's only writer.
@@ -188,7 +191,7 @@ impl InFlight {
             #[cfg(loom)]
             fence(Ordering::SeqCst);
         }
-        DmaGuard { counter, slot, _not_send: PhantomData }
+        DmaGuard { counter, lane: index as u32, _not_send: PhantomData }
     }
 
     #[cold]
@@ -214,8 +217,8 @@ impl InFlight {
         }
         for _ in 0..2 {
             let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
-            let bank = &self.counters[old];
-            for c in bank[..high].iter().chain(std::iter::once(&bank[SHARED])) {
+            for lane in self.lanes[..high].iter().chain(std::iter::once(&self.lanes[SHARED])) {
+                let c = &lane[old];
                 let mut spins = 0u32;
                 while c.load(Ordering::Acquire) != 0 {
                     backoff(&mut spins);

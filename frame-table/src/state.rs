@@ -166,6 +166,13 @@ impl FrameState {
         CLAIMED.get(self.0) != 0
     }
 
+    /// The type code, or a value of 16 or more for a hole: the frame's
+    /// type and hole bits in one number, for one-compare type checks.
+    #[inline]
+    pub(crate) const fn type_or_hole(self) -> u64 {
+        TYPE.get(self.0) | (HOLE.get(self.0) << TYPE.width)
+    }
+
     /// Whether this frame number is a hole between memory regions.
     pub const fn hole(self) -> bool {
         HOLE.get(self.0) != 0

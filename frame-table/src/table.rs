@@ -193,6 +193,43 @@ impl FrameTable {
         }
     }
 
+    /// The state of the frame holding `pa`, if memory backs it (holes
+    /// included: callers check the type).
+    #[inline]
+    fn state_at(&self, pa: u64) -> Option<FrameState> {
+        let index = pa.checked_sub(self.base)? >> self.frame_size.shift();
+        Some(self.cells.get(usize::try_from(index).ok()?)?.load())
+    }
+
+    /// Whether the frame holding `pa` is a frame of type `ty` (not a hole,
+    /// not outside memory): one load and one compare, for the DART walker's
+    /// check of every table it reads.
+    #[inline]
+    pub fn is_type_at(&self, pa: u64, ty: FrameType) -> bool {
+        self.state_at(pa).is_some_and(|s| s.type_or_hole() == ty as u64)
+    }
+
+    /// Whether a DART may reach the frame holding `pa` at all
+    /// ([`crate::policy::device_reachable`] of its type); false for holes
+    /// and outside memory. One load and a bit test: the walker's leaf check.
+    #[inline]
+    pub fn device_reachable_at(&self, pa: u64) -> bool {
+        /// Bit `code` set for every device-reachable type code.
+        const REACHABLE: u32 = {
+            let mut mask = 0u32;
+            let mut i = 0;
+            while i < FrameType::ALL.len() {
+                if crate::policy::device_reachable(FrameType::ALL[i]) {
+                    mask |= 1 << FrameType::ALL[i] as u32;
+                }
+                i += 1;
+            }
+            mask
+        };
+        // Holes give codes of 16 and more, whose bits are clear.
+        self.state_at(pa).is_some_and(|s| (REACHABLE >> s.type_or_hole()) & 1 != 0)
+    }
+
     /// A snapshot of `frame`'s state.
     #[inline]
     pub fn state(&self, frame: Frame) -> Result<FrameState, Error> {
