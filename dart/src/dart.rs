@@ -30,7 +30,7 @@
 
 use crate::error::DartError;
 use crate::fault::{ErrorLatch, Fault, FaultKind};
-use crate::inflight::InFlight;
+use crate::inflight::{DmaGuard, InFlight};
 use crate::iotlb::Iotlb;
 use crate::mapper::Mapper;
 use crate::phys;
@@ -497,14 +497,14 @@ impl Dart {
     /// caller to the general path ([`Dart::admit`], then
     /// [`Dart::translate_pages`]), which redoes every check and reports the
     /// error, so both paths give the same answer. The caller holds a DMA
-    /// in-flight guard (whose thread slot, `slot`, the counters use), entered
+    /// in-flight guard (whose lane the counters use), entered
     /// before this reads the generation.
     ///
     /// An access that would overflow `iova + len` never gets here: it can
     /// only end on the last page of the 64-bit space, beyond every
     /// geometry's IOVA limit (the walk refuses it).
     #[inline(always)]
-    fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, slot: Option<usize>) -> Option<Span> {
+    fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, guard: &DmaGuard<'_>) -> Option<Span> {
         let page_size = 1u64 << self.page_shift;
         let off = iova & (page_size - 1);
         // 1 <= len <= page_size - off: not empty, within the page.
@@ -519,11 +519,11 @@ impl Dart {
         let gen = st.gen();
         let v = match self.iotlb.lookup(sid, page, gen) {
             Some(v) if tlb_value::grants(v, dir) => {
-                self.stats.count_hit(slot, sid);
+                self.stats.count_hit(guard.lane(), sid);
                 v
             }
             Some(_) => return None,
-            None => self.fill(st, config, sid, iova, gen, dir, slot)?,
+            None => self.fill(st, config, sid, iova, gen, dir, guard.slot())?,
         };
         Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
     }
@@ -661,7 +661,7 @@ impl Dart {
             return Err(self.refuse_stream(sid, iova, len));
         };
         let guard = self.inflight.enter();
-        if let Some(span) = self.fast(st, sid, iova, len, dir, guard.slot()) {
+        if let Some(span) = self.fast(st, sid, iova, len, dir, &guard) {
             return Ok(Translation { _inflight: guard, first: span, many: None });
         }
         self.translate_general((sid, st), iova, len, dir, guard)
@@ -748,7 +748,7 @@ impl Dart {
         };
         let guard = self.inflight.enter();
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        match self.fast(st, sid, iova, len, dir, guard.slot()) {
+        match self.fast(st, sid, iova, len, dir, &guard) {
             Some(span) => spans.push(span),
             None => {
                 let c = self.admit(st, sid, iova, len, dir)?;

@@ -120,6 +120,13 @@ pub struct DmaGuard<'a> {
 }
 
 impl DmaGuard<'_> {
+    /// The entering thread's exclusive slot number, or [`SHARED`] (past
+    /// every slot number) for a thread without one.
+    #[inline]
+    pub(crate) fn lane(&self) -> usize {
+        self.lane as usize
+    }
+
     /// The entering thread's exclusive slot number (the crate's `slot` module), if any.
     #[inline]
     pub(crate) fn slot(&self) -> Option<usize> {

@@ -15,9 +15,12 @@
 //!
 //! The DMA path's own counters (`translations`, `iotlb_hits`,
 //! `iotlb_misses`, `walks`, `bytes_read`, `bytes_written`), updated on every
-//! access, go one step further: each thread with an exclusive slot number
-//! (the crate's `slot` module) gets its own *hot stripe* per DART, allocated on its
-//! first count, holding those counters per stream. Its owner is its only
+//! access, go one step further: each exclusive slot number (the crate's
+//! `slot` module) has its own *hot stripe* per DART, holding those counters
+//! per stream; the hot stripes are one flat array allocated with the
+//! counters. An IOTLB hit, the commonest event, counts in a separate
+//! per-slot row of 256 `translations` counters (one per possible stream of
+//! every variant), found with a shift and one compare. Its owner is its only
 //! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
 //! instruction on the hot path. `iotlb_hits` is not stored there at all, so
 //! that an IOTLB hit updates one counter: it is `translations -
@@ -46,14 +49,18 @@
 //! than eight counting threads, some threads share a stripe: still correct,
 //! just contended. Every stripe holds `(1 + streams) * 37` 8-byte slots,
 //! rounded up to whole 128-byte blocks (the size of a [`CachePadded`] block on
-//! x86_64 and aarch64). Bytes per DART (x86_64 / aarch64):
+//! x86_64 and aarch64); each of the 64 hot stripes holds `streams * 5`
+//! slots, rounded up the same way, and each of the 64 hit rows 256 slots.
+//! Bytes per DART (x86_64 / aarch64):
 //!
 //! | streams | bytes per DART            |
 //! |--------:|---------------------------|
-//! |       0 | 3,072                     |
-//! |      16 | 40,960 (40 KiB)           |
-//! |     256 | 609,280 (595 KiB)         |
-//! |    4096 | 9,702,400 (9.25 MiB)      |
+//! |       0 | 134,144 (131 KiB)         |
+//! |      16 | 212,992 (208 KiB)         |
+//! |     256 | 1,395,712 (1.3 MiB)       |
+//! |    4096 | 20,319,232 (19.4 MiB)     |
+//!
+//! (The DART variants have at most 256 streams.)
 //!
 //! [`Stats::new`] accepts up to `MAX_STREAMS` = 4096 streams and clamps
 //! larger counts to that.
@@ -238,6 +245,8 @@ impl Counter {
 
 /// The per-thread counters of the DMA path, one set of [`HOT`] per stream.
 const HOT: usize = 5;
+/// Streams a hit row covers: the most any variant has.
+const HIT_STREAMS: usize = 256;
 /// Hot counter indices within a stream's set.
 const HOT_TRANSLATIONS: usize = 0;
 const HOT_MISSES: usize = 1;
@@ -245,40 +254,17 @@ const HOT_WALKS: usize = 2;
 const HOT_READ: usize = 3;
 const HOT_WRITTEN: usize = 4;
 
-/// One thread's hot stripe: `streams * HOT` slots in whole cache-padded blocks.
-struct HotStripe {
-    blocks: Box<[Block]>,
-}
-
-impl HotStripe {
-    fn new(streams: usize) -> HotStripe {
-        let blocks =
-            (0..(streams * HOT).div_ceil(LANES)).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))));
-        HotStripe { blocks: blocks.collect() }
-    }
-
-    #[inline]
-    fn cell(&self, index: usize) -> Option<&AtomicU64> {
-        self.blocks.get(index / LANES).map(|b| &b[index % LANES])
-    }
-
-    /// Adds `n` to `index`; only the stripe's owner thread calls this.
-    #[inline]
-    fn add(&self, index: usize, n: u64) {
-        if let Some(c) = self.cell(index) {
-            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        }
-    }
-
-    fn load(&self, index: usize) -> u64 {
-        self.cell(index).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
 /// The live counters of one DART: lock-free, striped, cheap to increment.
 pub struct Stats {
-    /// Hot stripes by exclusive slot number, allocated on first use.
-    hot: Box<[std::sync::OnceLock<HotStripe>]>,
+    /// The hot stripes, one per exclusive slot number, back to back:
+    /// slot `k`'s counter `c` of stream `sid` is flat slot
+    /// `k * hot_len + sid * HOT + c`.
+    hot: Box<[Block]>,
+    /// Slots per hot stripe (a multiple of [`LANES`]).
+    hot_len: usize,
+    /// The hit rows, one per exclusive slot number: IOTLB hits counted as
+    /// `translations` of stream `sid` (`sid < HIT_STREAMS`).
+    hits: Box<[CachePadded<[AtomicU64; HIT_STREAMS]>]>,
     /// All stripes back to back; stripe `k` is
     /// `[k * stripe_len, (k + 1) * stripe_len)` in slots.
     blocks: Box<[Block]>,
@@ -297,29 +283,47 @@ impl Stats {
         let blocks = (0..STRIPES * stripe_len / LANES)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
-        let hot = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
-        Stats { hot, blocks, stripe_len, streams }
+        let hot_len = (streams * HOT).div_ceil(LANES) * LANES;
+        let hot = (0..crate::slot::EXCLUSIVE * hot_len / LANES)
+            .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+            .collect();
+        let hits =
+            (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
+        Stats { hot, hot_len, hits, blocks, stripe_len, streams }
     }
 
-    /// The hot stripe of slot number `slot` (the calling thread's own).
-    #[inline]
-    fn hot_stripe(&self, slot: Option<usize>) -> Option<&HotStripe> {
-        Some(self.hot.get(slot?)?.get_or_init(|| HotStripe::new(self.streams)))
+    /// Hot counter `c` of stream `sid` in slot number `slot`'s stripe, if
+    /// the thread has a slot and the stream its own counters.
+    #[inline(always)]
+    fn hot_cell(&self, slot: Option<usize>, sid: u32, c: usize) -> Option<&AtomicU64> {
+        let s = sid as usize;
+        if s >= self.streams {
+            return None;
+        }
+        let i = slot? * self.hot_len + s * HOT + c;
+        self.hot.get(i / LANES).map(|b| &b[i % LANES])
+    }
+
+    /// Adds `n` to a hot counter; only the owner of its slot calls this.
+    #[inline(always)]
+    fn hot_add(cell: &AtomicU64, n: u64) {
+        cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     /// Counts one single-page translation served by the IOTLB on stream
-    /// `sid` (`slot` must be the calling thread's own slot number).
+    /// `sid`, for the thread whose in-flight lane is `lane` (its exclusive
+    /// slot number, or any larger number for a thread without one).
     #[inline(always)]
-    pub(crate) fn count_hit(&self, slot: Option<usize>, sid: u32) {
+    pub(crate) fn count_hit(&self, lane: usize, sid: u32) {
         if cfg!(feature = "no-counters") {
             return;
         }
-        let s = sid as usize;
-        match self.hot_stripe(slot) {
-            Some(h) if s < self.streams => {
-                h.add(s * HOT + HOT_TRANSLATIONS, 1);
-            }
-            _ => self.count_translation_in(slot, sid, 1, 1, 0),
+        // A sid past the DART's streams never gets here (the DART checked
+        // it); one below HIT_STREAMS but past `streams` would only count in
+        // a slot no snapshot reads.
+        match self.hits.get(lane).and_then(|row| row.get(sid as usize)) {
+            Some(c) => Self::hot_add(c, 1),
+            None => self.count_translation_in(None, sid, 1, 1, 0),
         }
     }
 
@@ -333,12 +337,16 @@ impl Stats {
         if cfg!(feature = "no-counters") {
             return;
         }
-        let s = sid as usize;
-        match self.hot_stripe(slot) {
-            Some(h) if s < self.streams => {
-                h.add(s * HOT + HOT_TRANSLATIONS, pages);
-                h.add(s * HOT + HOT_MISSES, pages.wrapping_sub(hits));
-                h.add(s * HOT + HOT_WALKS, walks);
+        let cells = (
+            self.hot_cell(slot, sid, HOT_TRANSLATIONS),
+            self.hot_cell(slot, sid, HOT_MISSES),
+            self.hot_cell(slot, sid, HOT_WALKS),
+        );
+        match cells {
+            (Some(t), Some(m), Some(w)) => {
+                Self::hot_add(t, pages);
+                Self::hot_add(m, pages.wrapping_sub(hits));
+                Self::hot_add(w, walks);
             }
             _ => {
                 self.add(Some(sid), Counter::Translations, pages);
@@ -356,10 +364,9 @@ impl Stats {
         if cfg!(feature = "no-counters") {
             return;
         }
-        let s = sid as usize;
-        match self.hot_stripe(slot) {
-            Some(h) if s < self.streams => h.add(s * HOT + if write { HOT_WRITTEN } else { HOT_READ }, n),
-            _ => self.add(Some(sid), if write { Counter::BytesWritten } else { Counter::BytesRead }, n),
+        match self.hot_cell(slot, sid, if write { HOT_WRITTEN } else { HOT_READ }) {
+            Some(c) => Self::hot_add(c, n),
+            None => self.add(Some(sid), if write { Counter::BytesWritten } else { Counter::BytesRead }, n),
         }
     }
 
@@ -412,10 +419,11 @@ impl Stats {
                 *sum = sum.wrapping_add(self.load(base + i));
             }
         }
-        for h in self.hot.iter().filter_map(|h| h.get()) {
+        for slot in 0..crate::slot::EXCLUSIVE {
             for sid in 0..self.streams {
-                let get = |k: usize| h.load(sid * HOT + k);
-                let (pages, misses) = (get(HOT_TRANSLATIONS), get(HOT_MISSES));
+                let get = |k: usize| self.hot_cell(Some(slot), sid as u32, k).map_or(0, |c| c.load(Ordering::Relaxed));
+                let hits = self.hits[slot].get(sid).map_or(0, |c| c.load(Ordering::Relaxed));
+                let (pages, misses) = (get(HOT_TRANSLATIONS).wrapping_add(hits), get(HOT_MISSES));
                 let values = [
                     (Counter::Translations, pages),
                     (Counter::IotlbHits, pages.saturating_sub(misses)),
@@ -444,12 +452,8 @@ impl Stats {
     /// Bytes of counter storage (excluding this header).
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
-            + self
-                .hot
-                .iter()
-                .filter_map(|h| h.get())
-                .map(|h| std::mem::size_of_val::<[Block]>(&h.blocks))
-                .sum::<usize>()
+            + std::mem::size_of_val::<[Block]>(&self.hot)
+            + std::mem::size_of_val::<[CachePadded<[AtomicU64; HIT_STREAMS]>]>(&self.hits)
     }
 
     /// First slot of this thread's stripe.
@@ -820,10 +824,10 @@ mod tests {
         assert_eq!(snap.get("s4096.walks"), None);
         // The figures documented in the module docs.
         if std::mem::size_of::<Block>() == 128 {
-            assert_eq!(Stats::new(0).bytes(), 3_072);
-            assert_eq!(Stats::new(16).bytes(), 40_960);
-            assert_eq!(Stats::new(256).bytes(), 609_280);
-            assert_eq!(Stats::new(4096).bytes(), 9_702_400);
+            assert_eq!(Stats::new(0).bytes(), 134_144);
+            assert_eq!(Stats::new(16).bytes(), 212_992);
+            assert_eq!(Stats::new(256).bytes(), 1_395_712);
+            assert_eq!(Stats::new(4096).bytes(), 20_319_232);
         }
         assert!(format!("{:?}", Stats::new(16)).contains("streams: 16"));
     }
