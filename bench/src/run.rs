@@ -67,6 +67,10 @@ pub struct Figure {
     pub mops: f64,
     /// Data moved, GiB/s (0 for workloads that move none).
     pub gib_per_s: f64,
+    /// IOTLB entries of the DART measured (rounded up to a power of two);
+    /// none for the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iotlb_entries: Option<usize>,
     /// Operations of the background writer (`translate-churn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_ops: Option<u64>,
@@ -87,7 +91,14 @@ pub struct BenchOptions {
     pub seconds: f64,
     /// Also run the vm-memory baseline.
     pub baseline: bool,
+    /// IOTLB entries of the system's DART ([`DEFAULT_IOTLB_ENTRIES`] unless
+    /// measuring the IOTLB: 65536 holds the whole mapped gigabyte, as the
+    /// baseline's fully populated `Iotlb` does).
+    pub iotlb_entries: usize,
 }
+
+/// The IOTLB size of the default SoC's DARTs, and of the bench's unless told.
+pub const DEFAULT_IOTLB_ENTRIES: usize = 256;
 
 /// Where a run is, for a progress line.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +131,13 @@ impl BenchOptions {
         }
         if let Some(&t) = self.threads.iter().find(|&&t| t == 0 || t > MAX_THREADS) {
             return Err(BenchError::Options(format!("--threads {t}: must be 1 to {MAX_THREADS}")));
+        }
+        if self.iotlb_entries == 0 || self.iotlb_entries > dart::iotlb::Iotlb::MAX_ENTRIES {
+            return Err(BenchError::Options(format!(
+                "--iotlb-entries {}: must be 1 to {}",
+                self.iotlb_entries,
+                dart::iotlb::Iotlb::MAX_ENTRIES
+            )));
         }
         if !(self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 3600.0) {
             return Err(BenchError::Options(format!("--seconds {}: must be above 0 and at most 3600", self.seconds)));
@@ -403,6 +421,7 @@ fn figure(
     imp: Implementation,
     threads: usize,
     (ops, writer_ops, secs): (u64, Option<u64>, f64),
+    iotlb_entries: Option<usize>,
 ) -> Figure {
     let ns_per_op = if ops == 0 { f64::INFINITY } else { secs * 1e9 * threads as f64 / ops as f64 };
     Figure {
@@ -414,6 +433,7 @@ fn figure(
         ns_per_op,
         mops: ops as f64 / secs / 1e6,
         gib_per_s: (ops * w.bytes_per_op()) as f64 / secs / (1u64 << 30) as f64,
+        iotlb_entries,
         writer_ops,
         vs_baseline: None,
     }
@@ -460,7 +480,8 @@ pub fn run(
             })
         };
         let measured = measure(threads, opts.seconds, &*worker, writer.as_deref(), &mut tick)?;
-        let f = figure(w, imp, threads, measured);
+        let entries = (imp == Implementation::Dartemu).then(|| sys.dart.iotlb().capacity());
+        let f = figure(w, imp, threads, measured, entries);
         done(&f);
         figures.push(f);
     }

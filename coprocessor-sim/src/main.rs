@@ -57,6 +57,10 @@ enum Command {
         /// Write `bench.json` and a throughput plot (`throughput.svg`) here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// IOTLB entries of the measured DART (the default SoC's 256; 65536
+        /// holds the whole mapped gigabyte, like the baseline's populated Iotlb).
+        #[arg(long, default_value_t = dartemu_bench::DEFAULT_IOTLB_ENTRIES)]
+        iotlb_entries: usize,
     },
     /// Stress the default SoC with a shadow model; exit status 1 on any violation.
     Stress {
@@ -80,10 +84,11 @@ fn bench(
     json: bool,
     baseline: bool,
     report: Option<&std::path::Path>,
+    iotlb_entries: usize,
 ) -> ExitCode {
     use coprocessor_sim::throughput;
     let run = throughput::parse_workloads(workload).and_then(|workloads| {
-        let opts = dartemu_bench::BenchOptions { workloads, threads, seconds, baseline };
+        let opts = dartemu_bench::BenchOptions { workloads, threads, seconds, baseline, iotlb_entries };
         let figures = throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())?;
         if let Some(dir) = report {
             throughput::write_report(dir, &figures)?;
@@ -109,8 +114,8 @@ fn main() -> ExitCode {
         Some(Command::Stress { seconds, threads, seed }) => {
             return coprocessor_sim::stress::main(&coprocessor_sim::stress::StressConfig { seconds, threads, seed })
         }
-        Some(Command::Bench { workload, threads, seconds, json, baseline, report }) => {
-            return bench(&workload, threads, seconds, json, baseline.is_some(), report.as_deref())
+        Some(Command::Bench { workload, threads, seconds, json, baseline, report, iotlb_entries }) => {
+            return bench(&workload, threads, seconds, json, baseline.is_some(), report.as_deref(), iotlb_entries)
         }
     };
     let results =

@@ -49,8 +49,12 @@ pub fn bench(
     err: &mut dyn Write,
 ) -> Result<Vec<Figure>, BenchError> {
     opts.check()?;
-    let _ = writeln!(err, "dartemu bench: building the SPEC §8 system (1 GiB mapped in 16 KiB pages)…");
-    let sys = BenchSystem::new(dart::Variant::T8110, 256)?;
+    let _ = writeln!(
+        err,
+        "dartemu bench: building the SPEC §8 system (1 GiB mapped in 16 KiB pages, {} IOTLB entries)…",
+        opts.iotlb_entries
+    );
+    let sys = BenchSystem::new(dart::Variant::T8110, opts.iotlb_entries)?;
     let mut progress = |p: Progress| {
         let _ = write!(
             err,
