@@ -20,9 +20,11 @@
 //!   A guard is not `Send`: it must be dropped by the thread that owns its
 //!   slot.
 //! - **Writer ([`InFlight::synchronize`], after clearing PTEs and bumping the
-//!   stream generation):** under a mutex (one synchronizer at a time),
-//!   `fence(SeqCst)`, flip the phase, then wait until every counter of the old
-//!   phase reads zero; then do the same once more with the other phase.
+//!   stream generation):** `fence(SeqCst)`; if every counter in use reads
+//!   zero in both phases, return (see "Idle writers" below). Otherwise, under
+//!   a mutex (one flipping synchronizer at a time), flip the phase, then wait
+//!   until every counter of the old phase reads zero; then do the same once
+//!   more with the other phase.
 //!
 //! Why a reader can never use a translation cleared before `synchronize`
 //! began: take the SeqCst total order. A reader whose increment comes *after*
@@ -66,6 +68,37 @@
 //! barrier is unavailable (not Linux, refused, or under loom) the flag is
 //! set for good and every reader fences. The writer skips the barrier
 //! altogether while no exclusive slot has ever entered (high-water mark 0).
+//!
+//! # Idle writers
+//!
+//! The phase flips exist for liveness only: safety needs just one scan,
+//! after the writer's `fence(SeqCst)` `F`, that sees every counter a reader
+//! may have incremented read zero, whatever phase that reader loaded. Take a
+//! fenced reader (its increment is a `SeqCst` RMW, or a plain store followed
+//! by a `SeqCst` fence) and its `SeqCst` point `R` (the RMW or the fence).
+//! If `R` precedes `F` in the `SeqCst` order, the scan's load of its counter,
+//! sequenced after `F`, returns the increment or a later value; a zero is
+//! then the reader's own decrement (each reader adds one and later
+//! subtracts one, so a zero count means every increment before it has been
+//! undone), and that `Release` decrement read by the `Acquire` scan orders
+//! the reader's last use of its translation before the writer goes on. If
+//! `F` precedes `R`, the reader's `SeqCst` load of the stream generation
+//! comes after `F`, so it sees the bump (sequenced before `F`) and, through
+//! it, the cleared PTEs. Unfenced readers are covered by the process-wide
+//! barrier exactly as for the flipping scans ("Unfenced readers" above),
+//! so the idle scan runs after the barrier, where the first flip's would.
+//! Hence `synchronize` returns without flipping when a scan of both phases
+//! finds every counter at zero, which is what a strict unmap with no DMA in
+//! flight costs: one fence and a few loads.
+//!
+//! While the high-water mark reads 0 (no exclusive slot has ever entered:
+//! only shared-counter readers, which always fence), that scan is two loads
+//! and needs neither the barrier nor the burst state, so `synchronize` does
+//! it before taking the mutex and returns at once if both counters read
+//! zero. A reader whose slot raises the mark after the writer's load of it
+//! is covered by the mark's argument (its `SeqCst` fence follows `F`). A
+//! concurrent flipping synchronizer changes only which phase new readers
+//! enter, and the idle scan reads both.
 //!
 //! New readers always enter the current phase, so the old phase drains as
 //! soon as the DMAs in it finish: the writer's wait is bounded by the longest
@@ -199,8 +232,14 @@ impl InFlight {
 
     /// Waits until every DMA that entered before this call has left.
     pub fn synchronize(&self) {
-        let mut burst = self.writer.lock();
         fence(Ordering::SeqCst);
+        // No exclusive slot has ever entered and nothing is in flight on
+        // the shared counters: done, without the writer mutex, the barrier
+        // or a flip (see "Idle writers" in the module docs).
+        if self.high.load(Ordering::SeqCst) == 0 && self.idle(0) {
+            return;
+        }
+        let mut burst = self.writer.lock();
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
         if high > 0 && !self.fenced.load(Ordering::Relaxed) {
             self.fenced.store(true, Ordering::SeqCst);
@@ -212,7 +251,10 @@ impl InFlight {
                 *burst = None;
             }
         }
-        for _ in 0..2 {
+        // Nothing in flight in either phase: no flip needed (the flips only
+        // keep the wait bounded while readers keep arriving).
+        let flips = if self.idle(high) { 0 } else { 2 };
+        for _ in 0..flips {
             let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
             let bank = &self.counters[old];
             for c in bank[..high].iter().chain(std::iter::once(&bank[SHARED])) {
@@ -228,6 +270,17 @@ impl InFlight {
                 self.fenced.store(false, Ordering::Release);
             }
         }
+    }
+
+    /// Whether the counters of the first `high` exclusive slots and the
+    /// shared one read zero in both phases (`Acquire`: a zero that a
+    /// reader's decrement wrote makes that reader's accesses happen before
+    /// what the writer does next).
+    #[inline]
+    fn idle(&self, high: usize) -> bool {
+        self.counters.iter().all(|bank| {
+            bank[..high].iter().chain(std::iter::once(&bank[SHARED])).all(|c| c.load(Ordering::Acquire) == 0)
+        })
     }
 }
 
@@ -264,6 +317,42 @@ mod tests {
         let g = f.enter();
         drop(g);
         f.synchronize();
+    }
+
+    #[test]
+    fn idle_synchronize_does_not_flip_and_busy_synchronize_flips_twice() {
+        let phase = |f: &InFlight| f.phase.load(Ordering::Relaxed);
+        // Never entered: the lock-free idle path.
+        let f = InFlight::new();
+        f.synchronize();
+        assert_eq!(phase(&f), 0);
+        // Entered and left on an exclusive slot (high-water mark raised):
+        // still idle, so no flip, with or without a burst going on.
+        drop(f.enter());
+        f.synchronize();
+        f.synchronize();
+        assert_eq!(phase(&f), 0);
+        // A DMA in flight on another thread, which leaves only once the
+        // writer has flipped: the two flips, and the wait.
+        let f = Arc::new(InFlight::new());
+        let entered = Arc::new(std::sync::Barrier::new(2));
+        let dma = {
+            let (f, entered) = (f.clone(), entered.clone());
+            std::thread::spawn(move || {
+                let g = f.enter();
+                entered.wait();
+                while f.phase.load(Ordering::Relaxed) == 0 {
+                    std::thread::yield_now();
+                }
+                drop(g);
+            })
+        };
+        entered.wait();
+        f.synchronize();
+        dma.join().unwrap();
+        assert_eq!(phase(&f), 2);
+        f.synchronize();
+        assert_eq!(phase(&f), 2);
     }
 
     #[test]
