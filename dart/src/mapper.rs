@@ -164,7 +164,7 @@ impl Dart {
                 reason: "subpage range must be non-empty, 4-byte aligned and inside the page",
             })?,
         };
-        let mut leaves = Vec::with_capacity(frames.len());
+        let mut leaves: SmallVec<[u64; 4]> = SmallVec::with_capacity(frames.len());
         for &f in frames {
             let pa = self.frames.pa_of(f)?;
             let leaf = Leaf { pa, read: perm.read(), write: perm.write(), subpage: sp };
@@ -349,9 +349,10 @@ impl Dart {
         // Every stream whose TTBR can reach what changed must drop its IOTLB entries.
         let mut affected = [0u64; 4];
         set_bit(&mut affected, sid);
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        let touched = touched.as_slice();
         for (s, other) in self.streams.iter().enumerate() {
-            let ttbrs = self.variant().ttbrs_per_stream() as usize;
-            if (0..ttbrs).filter_map(|i| other.ttbr(i)).any(|pa| touched.contains(&pa)) {
+            if (0..ttbrs).any(|i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))) {
                 set_bit(&mut affected, s as u32);
             }
         }
@@ -395,10 +396,15 @@ impl Dart {
 
     /// Bumps the generation of every stream in `mask` and waits for DMA in flight.
     fn invalidate(&self, mask: &[u64; 4]) {
-        for (s, st) in self.streams.iter().enumerate() {
-            if mask[s / 64] & (1 << (s % 64)) != 0 {
-                st.bump_gen();
-                self.stats.add(Some(s as u32), Counter::Invalidations, 1);
+        for (w, &word) in mask.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let s = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(st) = self.streams.get(s) {
+                    st.bump_gen();
+                    self.stats.add(Some(s as u32), Counter::Invalidations, 1);
+                }
             }
         }
         self.inflight.synchronize();
