@@ -99,6 +99,22 @@ impl Mapper {
             _ => Err(DartError::ForeignTtbr { sid, pa }),
         }
     }
+
+    /// [`Mapper::table`] with the table's bookkeeping, in one lookup.
+    fn table_mut(
+        &mut self,
+        dart: &Dart,
+        sid: u32,
+        pa: u64,
+        level: u32,
+        geo: Geometry,
+    ) -> Result<(Frame, &mut TableInfo), DartError> {
+        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        match self.tables.get_mut(&f) {
+            Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok((f, info)),
+            _ => Err(DartError::ForeignTtbr { sid, pa }),
+        }
+    }
 }
 
 fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
@@ -300,8 +316,10 @@ impl Dart {
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
         let mut va = iova;
-        while va < iova + len {
-            let mut path: SmallVec<[(Frame, u64); 4]> = SmallVec::new();
+        let end = iova + len; // `check_range`: no overflow
+        while va < end {
+            // The tables above the leaf table: (frame, slot of the next level's descriptor).
+            let mut parents: SmallVec<[(Frame, u64); 3]> = SmallVec::new();
             let mut table = st.ttbr(geo.ttbr_index(va));
             // A missing table covers a whole aligned block: skip it, so that
             // unmapping a huge, mostly empty range costs no more than its tables.
@@ -311,34 +329,28 @@ impl Dart {
                     step = 1 << (geo.page_shift + (geo.levels - level) * geo.bits_per_level());
                     break;
                 };
-                let Ok(tf) = m.table(self, sid, pa, level, geo) else { break };
+                let slot = pa + 8 * geo.index(va, level) as u64;
+                if level + 1 < geo.levels {
+                    let Ok(tf) = m.table(self, sid, pa, level, geo) else { break };
+                    if !touched.contains(&pa) {
+                        touched.push(pa);
+                    }
+                    parents.push((tf, slot));
+                    table = fmt.decode_table(shift, self.ptes.load(slot).unwrap_or(0));
+                    continue;
+                }
+                let Ok((tf, info)) = m.table_mut(self, sid, pa, level, geo) else { break };
                 if !touched.contains(&pa) {
                     touched.push(pa);
                 }
-                let slot = pa + 8 * geo.index(va, level) as u64;
-                path.push((tf, slot));
-                let pte = self.ptes.load(slot).unwrap_or(0);
-                if level + 1 < geo.levels {
-                    table = fmt.decode_table(shift, pte);
-                    continue;
-                }
-                let Some(leaf) = fmt.decode_leaf(shift, pte) else { break };
+                let Some(leaf) = fmt.decode_leaf(shift, self.ptes.load(slot).unwrap_or(0)) else { break };
                 self.ptes.store(slot, 0);
                 if let Ok(f) = self.frames.frame_of(leaf.pa) {
                     released.push(f);
                 }
-                // Drop emptied tables up to (not including) the root.
-                for depth in (0..path.len()).rev() {
-                    let (tf, _) = path[depth];
-                    let info = m.tables.get_mut(&tf).expect("owned table");
-                    info.live = info.live.saturating_sub(1);
-                    if info.live > 0 || depth == 0 {
-                        break;
-                    }
-                    let (_, parent_slot) = path[depth - 1];
-                    self.ptes.store(parent_slot, 0);
-                    m.tables.remove(&tf);
-                    retired.push(tf);
+                info.live = info.live.saturating_sub(1);
+                if info.live == 0 {
+                    self.retire_emptied(&mut m, tf, &parents, &mut retired);
                 }
             }
             va = (va & !(step - 1)) + step;
@@ -392,6 +404,28 @@ impl Dart {
         let invalidation = self.invalidation().name();
         self.emit_since(traced, || EventKind::Unmap { stream: sid, iova, len, pages, invalidation });
         Ok(pages)
+    }
+
+    /// Unlinks the emptied table `t` (below `parents`, root first) and every
+    /// parent it leaves empty, up to (not including) the root, retiring each.
+    fn retire_emptied(
+        &self,
+        m: &mut Mapper,
+        mut t: Frame,
+        parents: &[(Frame, u64)],
+        retired: &mut SmallVec<[Frame; 4]>,
+    ) {
+        for (depth, &(parent, slot)) in parents.iter().enumerate().rev() {
+            self.ptes.store(slot, 0);
+            m.tables.remove(&t);
+            retired.push(t);
+            let Some(info) = m.tables.get_mut(&parent) else { return };
+            info.live = info.live.saturating_sub(1);
+            if info.live > 0 || depth == 0 {
+                return;
+            }
+            t = parent;
+        }
     }
 
     /// Bumps the generation of every stream in `mask` and waits for DMA in flight.
