@@ -83,8 +83,11 @@
 //! undone), and that `Release` decrement read by the `Acquire` scan orders
 //! the reader's last use of its translation before the writer goes on. If
 //! `F` precedes `R`, the reader's `SeqCst` load of the stream generation
-//! comes after `F`, so it sees the bump (sequenced before `F`) and, through
-//! it, the cleared PTEs. Unfenced readers are covered by the process-wide
+//! comes after `F`, so it sees the bump, sequenced before `F` (a `SeqCst`
+//! load that reads an older value than a store is ordered before every
+//! `SeqCst` fence that store happens before: C++20 \[atomics.order\] 4.2;
+//! so the bump need not be an RMW), and, through its `Release`, the
+//! cleared PTEs. Unfenced readers are covered by the process-wide
 //! barrier exactly as for the flipping scans ("Unfenced readers" above),
 //! so the idle scan runs after the barrier, where the first flip's would.
 //! Hence `synchronize` returns without flipping when a scan of both phases

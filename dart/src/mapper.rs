@@ -436,7 +436,7 @@ impl Dart {
                 let s = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 if let Some(st) = self.streams.get(s) {
-                    st.bump_gen();
+                    st.bump_gen_before_synchronize();
                     self.stats.add(Some(s as u32), Counter::Invalidations, 1);
                 }
             }
