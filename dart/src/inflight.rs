@@ -62,7 +62,14 @@
 //!
 //! A burst ends (the writer clears the flag, `Release`) when a `synchronize`
 //! finishes more than [`BURST`] after the burst began; the next one starts
-//! a new burst with a new barrier. So a steady stream of unmaps costs one
+//! a new burst with a new barrier. Reading the clock costs about as much as
+//! an idle `synchronize`, so a burst reads it at its second call and then
+//! only when the calls so far say its end may be near: after a check that
+//! leaves `t` of the burst for calls `d` apart, the next
+//! `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady rate a burst
+//! still ends at the first call past [`BURST`]; calls that slow down or stop
+//! can keep it on for at most [`MAX_UNTIMED`] more calls (it only ever ends
+//! at a call, as before), which only makes readers fence longer. So a steady stream of unmaps costs one
 //! process-wide barrier per [`BURST`] and fenced readers meanwhile, and
 //! readers with no unmap in sight pay no RMW at all. If the process-wide
 //! barrier is unavailable (not Linux, refused, or under loom) the flag is
@@ -127,6 +134,46 @@ const SHARED: usize = EXCLUSIVE;
 /// process-wide barrier.
 pub const BURST: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Most `synchronize` calls of a burst in a row that skip the clock.
+pub const MAX_UNTIMED: u32 = 32;
+
+/// A burst of `synchronize` calls (writer only, under the mutex).
+#[derive(Debug)]
+struct Burst {
+    /// When its process-wide barrier was issued.
+    began: std::time::Instant,
+    /// `synchronize` calls finished in it.
+    calls: u32,
+    /// Calls left before the next clock check.
+    untimed: u32,
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst { began: std::time::Instant::now(), calls: 0, untimed: 0 }
+    }
+
+    /// Counts a finished call; whether the burst is over.
+    fn finish_call(&mut self) -> bool {
+        self.calls = self.calls.saturating_add(1);
+        if self.untimed > 0 {
+            self.untimed -= 1;
+            return false;
+        }
+        let elapsed = self.began.elapsed();
+        if elapsed > BURST {
+            return true;
+        }
+        // `calls - 1` gaps between calls so far (the first call began the burst).
+        if let Some(gaps) = self.calls.checked_sub(1).filter(|&g| g > 0) {
+            let gap = (elapsed.as_nanos() / u128::from(gaps)).max(1);
+            let left = (BURST - elapsed).as_nanos() / gap;
+            self.untimed = u32::try_from(left / 2).unwrap_or(u32::MAX).min(MAX_UNTIMED);
+        }
+        false
+    }
+}
+
 /// The in-flight DMA tracker of one DART.
 #[derive(Debug)]
 pub struct InFlight {
@@ -137,8 +184,8 @@ pub struct InFlight {
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
-    /// When the current burst began (writer only, under the mutex).
-    writer: Mutex<Option<std::time::Instant>>,
+    /// The current burst, if any (writer only, under the mutex).
+    writer: Mutex<Option<Burst>>,
 }
 
 /// A DMA in flight: while it lives, translations it uses stay valid. Not
@@ -247,7 +294,7 @@ impl InFlight {
         if high > 0 && !self.fenced.load(Ordering::Relaxed) {
             self.fenced.store(true, Ordering::SeqCst);
             if crate::barrier::process_wide() {
-                *burst = Some(std::time::Instant::now());
+                *burst = Some(Burst::new());
             } else {
                 // Unreachable while `available()` held at construction;
                 // stay fenced for good rather than trust unfenced readers.
@@ -267,8 +314,8 @@ impl InFlight {
                 }
             }
         }
-        if let Some(began) = *burst {
-            if began.elapsed() > BURST {
+        if let Some(b) = burst.as_mut() {
+            if b.finish_call() {
                 *burst = None;
                 self.fenced.store(false, Ordering::Release);
             }
@@ -356,6 +403,31 @@ mod tests {
         assert_eq!(phase(&f), 2);
         f.synchronize();
         assert_eq!(phase(&f), 2);
+    }
+
+    #[test]
+    fn a_burst_ends_on_the_clock_at_most_max_untimed_calls_late() {
+        let ago = |d: std::time::Duration| std::time::Instant::now().checked_sub(d).unwrap();
+        // Past BURST at a timed call: over.
+        let mut b = Burst { began: ago(2 * BURST), calls: 5, untimed: 0 };
+        assert!(b.finish_call());
+        // The first call has no gap to go by: the second is timed.
+        let mut b = Burst::new();
+        let first = b.finish_call();
+        assert!(first || b.untimed == 0);
+        // Calls close together skip the clock, never more than MAX_UNTIMED
+        // in a row (unless the burst is already over, if this thread was
+        // descheduled for BURST).
+        if !first && !b.finish_call() {
+            assert!((1..=MAX_UNTIMED).contains(&b.untimed), "{b:?}");
+        }
+        // Calls that stop coming: the burst ends exactly MAX_UNTIMED calls late.
+        let mut b = Burst { began: ago(10 * BURST), calls: 2, untimed: MAX_UNTIMED };
+        for _ in 0..MAX_UNTIMED {
+            assert!(!b.finish_call());
+        }
+        assert!(b.finish_call());
+        assert_eq!(b.calls, 2 + MAX_UNTIMED + 1);
     }
 
     #[test]
