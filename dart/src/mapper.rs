@@ -323,14 +323,17 @@ impl Dart {
                 pa
             }
         };
+        // One more valid entry in the (owned, planned) table at `table`.
+        let count_entry = |m: &mut Mapper, table: u64| {
+            if let Some(t) = self.frames.frame_of(table).ok().and_then(|tf| m.tables.get_mut(tf)) {
+                t.live += 1;
+            }
+        };
         for level in 0..geo.levels {
             let slot = table + 8 * geo.index(iova, level) as u64;
-            let tf = self.frames.frame_of(table).expect("owned table");
             if level + 1 == geo.levels {
                 self.ptes.store(slot, leaf_pte);
-                if let Some(t) = m.tables.get_mut(tf) {
-                    t.live += 1;
-                }
+                count_entry(m, table);
                 return;
             }
             let pte = self.ptes.load(slot).unwrap_or(0);
@@ -340,9 +343,7 @@ impl Dart {
                     let pa = new_table(m, level + 1);
                     let desc = self.pte_format().encode_table(self.page_shift(), pa).unwrap_or(0);
                     self.ptes.store(slot, desc);
-                    if let Some(t) = m.tables.get_mut(tf) {
-                        t.live += 1;
-                    }
+                    count_entry(m, table);
                     pa
                 }
             };
