@@ -6,7 +6,9 @@
 //! ([`crate::mapper`]), under the DART's mapper lock, with `Release` stores.
 //! IOTLB entries are written by any DMA thread after a walk, tagged with the
 //! stream generation it read *before* the walk. Stream generations are bumped
-//! (`SeqCst`) by unmap, flush and configuration changes.
+//! by configuration changes (`SeqCst`) and by unmap and flush (a `Release`
+//! store that the in-flight tracker's `SeqCst` fence then orders), always
+//! under the mapper lock.
 //!
 //! *Who reads.* DMA threads, with no lock: enter the in-flight tracker
 //! ([`crate::inflight`], one `SeqCst` RMW on a per-thread slot), load the

@@ -9,7 +9,7 @@
 //! cache-padded *lane*, so a DMA touches one line that no other thread writes.
 //!
 //! - **Reader (a DMA or a translation):** load the current phase `p`;
-//!   `fetch_add(1, SeqCst)` on `counters[p][slot]`; then read the stream's
+//!   `fetch_add(1, SeqCst)` on `lanes[slot][p]`; then read the stream's
 //!   generation, the IOTLB and the tables, and copy; finally decrement the
 //!   same counter with `Release`: a plain `load` + `store` on an exclusive
 //!   slot (its thread is the only writer), `fetch_sub` on the shared one.
@@ -21,9 +21,11 @@
 //!   A guard is not `Send`: it must be dropped by the thread that owns its
 //!   slot.
 //! - **Writer ([`InFlight::synchronize`], after clearing PTEs and bumping the
-//!   stream generation):** under a mutex (one synchronizer at a time),
-//!   `fence(SeqCst)`, flip the phase, then wait until every counter of the old
-//!   phase reads zero; then do the same once more with the other phase.
+//!   stream generation):** `fence(SeqCst)`; if every counter in use reads
+//!   zero in both phases, return (see "Idle writers" below). Otherwise, under
+//!   a mutex (one flipping synchronizer at a time), flip the phase, then wait
+//!   until every counter of the old phase reads zero; then do the same once
+//!   more with the other phase.
 //!
 //! Why a reader can never use a translation cleared before `synchronize`
 //! began: take the SeqCst total order. A reader whose increment comes *after*
@@ -61,12 +63,53 @@
 //!
 //! A burst ends (the writer clears the flag, `Release`) when a `synchronize`
 //! finishes more than [`BURST`] after the burst began; the next one starts
-//! a new burst with a new barrier. So a steady stream of unmaps costs one
+//! a new burst with a new barrier. Reading the clock costs about as much as
+//! an idle `synchronize`, so a burst reads it at its second call and then
+//! only when the calls so far say its end may be near: after a check that
+//! leaves `t` of the burst for calls `d` apart, the next
+//! `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady rate a burst
+//! still ends at the first call past [`BURST`]; calls that slow down or stop
+//! can keep it on for at most [`MAX_UNTIMED`] more calls (it only ever ends
+//! at a call, as before), which only makes readers fence longer. So a steady stream of unmaps costs one
 //! process-wide barrier per [`BURST`] and fenced readers meanwhile, and
 //! readers with no unmap in sight pay no RMW at all. If the process-wide
 //! barrier is unavailable (not Linux, refused, or under loom) the flag is
 //! set for good and every reader fences. The writer skips the barrier
 //! altogether while no exclusive slot has ever entered (high-water mark 0).
+//!
+//! # Idle writers
+//!
+//! The phase flips exist for liveness only: safety needs just one scan,
+//! after the writer's `fence(SeqCst)` `F`, that sees every counter a reader
+//! may have incremented read zero, whatever phase that reader loaded. Take a
+//! fenced reader (its increment is a `SeqCst` RMW, or a plain store followed
+//! by a `SeqCst` fence) and its `SeqCst` point `R` (the RMW or the fence).
+//! If `R` precedes `F` in the `SeqCst` order, the scan's load of its counter,
+//! sequenced after `F`, returns the increment or a later value; a zero is
+//! then the reader's own decrement (each reader adds one and later
+//! subtracts one, so a zero count means every increment before it has been
+//! undone), and that `Release` decrement read by the `Acquire` scan orders
+//! the reader's last use of its translation before the writer goes on. If
+//! `F` precedes `R`, the reader's `SeqCst` load of the stream generation
+//! comes after `F`, so it sees the bump, sequenced before `F` (a `SeqCst`
+//! load that reads an older value than a store is ordered before every
+//! `SeqCst` fence that store happens before: C++20 \[atomics.order\] 4.2;
+//! so the bump need not be an RMW), and, through its `Release`, the
+//! cleared PTEs. Unfenced readers are covered by the process-wide
+//! barrier exactly as for the flipping scans ("Unfenced readers" above),
+//! so the idle scan runs after the barrier, where the first flip's would.
+//! Hence `synchronize` returns without flipping when a scan of both phases
+//! finds every counter at zero, which is what a strict unmap with no DMA in
+//! flight costs: one fence and a few loads.
+//!
+//! While the high-water mark reads 0 (no exclusive slot has ever entered:
+//! only shared-counter readers, which always fence), that scan is two loads
+//! and needs neither the barrier nor the burst state, so `synchronize` does
+//! it before taking the mutex and returns at once if both counters read
+//! zero. A reader whose slot raises the mark after the writer's load of it
+//! is covered by the mark's argument (its `SeqCst` fence follows `F`). A
+//! concurrent flipping synchronizer changes only which phase new readers
+//! enter, and the idle scan reads both.
 //!
 //! New readers always enter the current phase, so the old phase drains as
 //! soon as the DMAs in it finish: the writer's wait is bounded by the longest
@@ -92,6 +135,46 @@ const SHARED: usize = EXCLUSIVE;
 /// process-wide barrier.
 pub const BURST: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Most `synchronize` calls of a burst in a row that skip the clock.
+pub const MAX_UNTIMED: u32 = 32;
+
+/// A burst of `synchronize` calls (writer only, under the mutex).
+#[derive(Debug)]
+struct Burst {
+    /// When its process-wide barrier was issued.
+    began: std::time::Instant,
+    /// `synchronize` calls finished in it.
+    calls: u32,
+    /// Calls left before the next clock check.
+    untimed: u32,
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst { began: std::time::Instant::now(), calls: 0, untimed: 0 }
+    }
+
+    /// Counts a finished call; whether the burst is over.
+    fn finish_call(&mut self) -> bool {
+        self.calls = self.calls.saturating_add(1);
+        if self.untimed > 0 {
+            self.untimed -= 1;
+            return false;
+        }
+        let elapsed = self.began.elapsed();
+        if elapsed > BURST {
+            return true;
+        }
+        // `calls - 1` gaps between calls so far (the first call began the burst).
+        if let Some(gaps) = self.calls.checked_sub(1).filter(|&g| g > 0) {
+            let gap = (elapsed.as_nanos() / u128::from(gaps)).max(1);
+            let left = (BURST - elapsed).as_nanos() / gap;
+            self.untimed = u32::try_from(left / 2).unwrap_or(u32::MAX).min(MAX_UNTIMED);
+        }
+        false
+    }
+}
+
 /// The in-flight DMA tracker of one DART.
 #[derive(Debug)]
 pub struct InFlight {
@@ -103,8 +186,8 @@ pub struct InFlight {
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
-    /// When the current burst began (writer only, under the mutex).
-    writer: Mutex<Option<std::time::Instant>>,
+    /// The current burst, if any (writer only, under the mutex).
+    writer: Mutex<Option<Burst>>,
 }
 
 /// A DMA in flight: while it lives, translations it uses stay valid. Not
@@ -209,20 +292,29 @@ impl InFlight {
 
     /// Waits until every DMA that entered before this call has left.
     pub fn synchronize(&self) {
-        let mut burst = self.writer.lock();
         fence(Ordering::SeqCst);
+        // No exclusive slot has ever entered and nothing is in flight on
+        // the shared counters: done, without the writer mutex, the barrier
+        // or a flip (see "Idle writers" in the module docs).
+        if self.high.load(Ordering::SeqCst) == 0 && self.idle(0) {
+            return;
+        }
+        let mut burst = self.writer.lock();
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
         if high > 0 && !self.fenced.load(Ordering::Relaxed) {
             self.fenced.store(true, Ordering::SeqCst);
             if crate::barrier::process_wide() {
-                *burst = Some(std::time::Instant::now());
+                *burst = Some(Burst::new());
             } else {
                 // Unreachable while `available()` held at construction;
                 // stay fenced for good rather than trust unfenced readers.
                 *burst = None;
             }
         }
-        for _ in 0..2 {
+        // Nothing in flight in either phase: no flip needed (the flips only
+        // keep the wait bounded while readers keep arriving).
+        let flips = if self.idle(high) { 0 } else { 2 };
+        for _ in 0..flips {
             let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
             for lane in self.lanes[..high].iter().chain(std::iter::once(&self.lanes[SHARED])) {
                 let c = &lane[old];
@@ -232,12 +324,24 @@ impl InFlight {
                 }
             }
         }
-        if let Some(began) = *burst {
-            if began.elapsed() > BURST {
+        if let Some(b) = burst.as_mut() {
+            if b.finish_call() {
                 *burst = None;
                 self.fenced.store(false, Ordering::Release);
             }
         }
+    }
+
+    /// Whether the counters of the first `high` exclusive slots and the
+    /// shared one read zero in both phases (`Acquire`: a zero that a
+    /// reader's decrement wrote makes that reader's accesses happen before
+    /// what the writer does next).
+    #[inline]
+    fn idle(&self, high: usize) -> bool {
+        self.lanes[..high]
+            .iter()
+            .chain(std::iter::once(&self.lanes[SHARED]))
+            .all(|lane| lane.iter().all(|c| c.load(Ordering::Acquire) == 0))
     }
 }
 
@@ -274,6 +378,67 @@ mod tests {
         let g = f.enter();
         drop(g);
         f.synchronize();
+    }
+
+    #[test]
+    fn idle_synchronize_does_not_flip_and_busy_synchronize_flips_twice() {
+        let phase = |f: &InFlight| f.phase.load(Ordering::Relaxed);
+        // Never entered: the lock-free idle path.
+        let f = InFlight::new();
+        f.synchronize();
+        assert_eq!(phase(&f), 0);
+        // Entered and left on an exclusive slot (high-water mark raised):
+        // still idle, so no flip, with or without a burst going on.
+        drop(f.enter());
+        f.synchronize();
+        f.synchronize();
+        assert_eq!(phase(&f), 0);
+        // A DMA in flight on another thread, which leaves only once the
+        // writer has flipped: the two flips, and the wait.
+        let f = Arc::new(InFlight::new());
+        let entered = Arc::new(std::sync::Barrier::new(2));
+        let dma = {
+            let (f, entered) = (f.clone(), entered.clone());
+            std::thread::spawn(move || {
+                let g = f.enter();
+                entered.wait();
+                while f.phase.load(Ordering::Relaxed) == 0 {
+                    std::thread::yield_now();
+                }
+                drop(g);
+            })
+        };
+        entered.wait();
+        f.synchronize();
+        dma.join().unwrap();
+        assert_eq!(phase(&f), 2);
+        f.synchronize();
+        assert_eq!(phase(&f), 2);
+    }
+
+    #[test]
+    fn a_burst_ends_on_the_clock_at_most_max_untimed_calls_late() {
+        let ago = |d: std::time::Duration| std::time::Instant::now().checked_sub(d).unwrap();
+        // Past BURST at a timed call: over.
+        let mut b = Burst { began: ago(2 * BURST), calls: 5, untimed: 0 };
+        assert!(b.finish_call());
+        // The first call has no gap to go by: the second is timed.
+        let mut b = Burst::new();
+        let first = b.finish_call();
+        assert!(first || b.untimed == 0);
+        // Calls close together skip the clock, never more than MAX_UNTIMED
+        // in a row (unless the burst is already over, if this thread was
+        // descheduled for BURST).
+        if !first && !b.finish_call() {
+            assert!((1..=MAX_UNTIMED).contains(&b.untimed), "{b:?}");
+        }
+        // Calls that stop coming: the burst ends exactly MAX_UNTIMED calls late.
+        let mut b = Burst { began: ago(10 * BURST), calls: 2, untimed: MAX_UNTIMED };
+        for _ in 0..MAX_UNTIMED {
+            assert!(!b.finish_call());
+        }
+        assert!(b.finish_call());
+        assert_eq!(b.calls, 2 + MAX_UNTIMED + 1);
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn strict_unmap_model(synchronize: bool) {
         // flight, then release the DART count; then the kernel frees the
         // frame and reuses it as kernel-restricted.
         pte.store(0, Ordering::Release);
-        st.bump_gen();
+        st.bump_gen_before_synchronize();
         if synchronize {
             inflight.synchronize();
         }
@@ -163,7 +163,7 @@ fn two_strict_unmaps_vs_two_dmas() {
         };
         for (page, f) in fs.iter().enumerate() {
             ptes[page].store(0, Ordering::Release);
-            st.bump_gen();
+            st.bump_gen_before_synchronize();
             inflight.synchronize();
             frames.release(*f, Counter::Dart).unwrap();
             frames.free(*f).unwrap();
@@ -177,9 +177,12 @@ const OLD: u64 = 0x8000_0000 | PTE_VALID;
 const NEW: u64 = 0x8000_4000 | PTE_VALID;
 
 /// A walker translates while the mapper remaps the page (`Release` store of
-/// the PTE) and bumps the generation (what unmap + map or a flush does).
-fn iotlb_fill_model() {
-    loom::model(|| {
+/// the PTE) and bumps the generation with `bump`: what unmap + map or a
+/// flush does ([`StreamState::bump_gen_before_synchronize`]; the
+/// `synchronize` that follows does not matter to the IOTLB's freshness) or
+/// a configuration change ([`StreamState::bump_gen`]).
+fn iotlb_fill_model(bump: fn(&StreamState)) {
+    loom::model(move || {
         let pte = Arc::new(AtomicU64::new(OLD));
         let st = Arc::new(StreamState::new(false));
         let iotlb = Arc::new(Iotlb::new(1));
@@ -191,7 +194,7 @@ fn iotlb_fill_model() {
             })
         };
         pte.store(NEW, Ordering::Release);
-        st.bump_gen();
+        bump(&st);
         assert_eq!(translate(&st, &iotlb, &pte), Some(NEW), "stale IOTLB entry served after the bump");
         walker.join().unwrap();
         assert_eq!(translate(&st, &iotlb, &pte), Some(NEW), "stale IOTLB entry served after the bump");
@@ -205,7 +208,8 @@ fn iotlb_fill_model() {
 #[cfg(not(feature = "loom-broken-ordering"))]
 #[test]
 fn iotlb_fill_races_invalidate() {
-    iotlb_fill_model();
+    iotlb_fill_model(StreamState::bump_gen_before_synchronize);
+    iotlb_fill_model(StreamState::bump_gen);
 }
 
 /// The deliberately broken ordering (`loom-broken-ordering`: the stream
@@ -216,5 +220,13 @@ fn iotlb_fill_races_invalidate() {
 #[test]
 #[should_panic(expected = "stale IOTLB entry served after the bump")]
 fn broken_generation_ordering_is_caught() {
-    iotlb_fill_model();
+    iotlb_fill_model(StreamState::bump_gen_before_synchronize);
+}
+
+/// The same with the configuration changes' `SeqCst` bump.
+#[cfg(feature = "loom-broken-ordering")]
+#[test]
+#[should_panic(expected = "stale IOTLB entry served after the bump")]
+fn broken_generation_ordering_is_caught_with_seqcst_bump() {
+    iotlb_fill_model(StreamState::bump_gen);
 }

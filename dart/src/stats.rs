@@ -29,8 +29,17 @@
 //! DART-wide values are the sums over streams. Threads without a slot
 //! number count in the striped slots with `fetch_add`.
 //!
+//! The slow-path counters of [`Stats::add`] (maps, unmaps, invalidations,
+//! requests, …) go per thread the same way: a thread with a slot number
+//! gets its own *cold stripe* per DART on its first `add`, holding the 13
+//! basic counters of the DART-wide set and of every stream, and adds with a
+//! `Relaxed` `load` + `store` (a strict unmap counts three of them; as
+//! `fetch_add`s they cost about as much as the unmap's own atomics). Threads
+//! without a slot number, and fault and refusal codes, count in the striped
+//! slots.
+//!
 //! *Readers* call [`Stats::snapshot`] at any time; it sums every slot over all
-//! stripes and hot stripes with `Relaxed` loads.
+//! stripes, hot stripes and cold stripes with `Relaxed` loads.
 //!
 //! *Why `Relaxed` is enough:* a counter carries no synchronization: no reader
 //! infers from a counter's value that some other memory is ready, so no
@@ -63,7 +72,9 @@
 //! (The DART variants have at most 256 streams.)
 //!
 //! [`Stats::new`] accepts up to `MAX_STREAMS` = 4096 streams and clamps
-//! larger counts to that.
+//! larger counts to that. Each thread that counts through [`Stats::add`]
+//! with a slot number adds a cold stripe of `(1 + streams) * 13` slots in
+//! whole 128-byte blocks (16 streams: 1,792 bytes; 256 streams: 26,752).
 
 use std::fmt;
 
@@ -254,6 +265,42 @@ const HOT_WALKS: usize = 2;
 const HOT_READ: usize = 3;
 const HOT_WRITTEN: usize = 4;
 
+/// Basic counters per set in a [`ColdStripe`].
+const BASIC: usize = Counter::ALL.len();
+
+/// One thread's cold stripe: the basic counters ([`Counter::ALL`]) of the
+/// DART-wide set and of every stream, `(1 + streams) * BASIC` slots in whole
+/// cache-padded blocks, set `k` at `[k * BASIC, (k + 1) * BASIC)`.
+struct ColdStripe {
+    blocks: Box<[Block]>,
+}
+
+impl ColdStripe {
+    fn new(streams: usize) -> ColdStripe {
+        let blocks = (0..((1 + streams) * BASIC).div_ceil(LANES))
+            .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        ColdStripe { blocks: blocks.collect() }
+    }
+
+    #[inline]
+    fn cell(&self, set: usize, counter: Counter) -> Option<&AtomicU64> {
+        let index = set * BASIC + counter.slot();
+        self.blocks.get(index / LANES).map(|b| &b[index % LANES])
+    }
+
+    /// Adds `n` to `counter` of `set`; only the stripe's owner thread calls this.
+    #[inline]
+    fn add(&self, set: usize, counter: Counter, n: u64) {
+        if let Some(c) = self.cell(set, counter) {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self, set: usize, counter: Counter) -> u64 {
+        self.cell(set, counter).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// The live counters of one DART: lock-free, striped, cheap to increment.
 pub struct Stats {
     /// The hot stripes, one per exclusive slot number, back to back:
@@ -265,6 +312,9 @@ pub struct Stats {
     /// The hit rows, one per exclusive slot number: IOTLB hits counted as
     /// `translations` of stream `sid` (`sid < HIT_STREAMS`).
     hits: Box<[CachePadded<[AtomicU64; HIT_STREAMS]>]>,
+    /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
+    /// first use.
+    cold: Box<[std::sync::OnceLock<ColdStripe>]>,
     /// All stripes back to back; stripe `k` is
     /// `[k * stripe_len, (k + 1) * stripe_len)` in slots.
     blocks: Box<[Block]>,
@@ -289,7 +339,8 @@ impl Stats {
             .collect();
         let hits =
             (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
-        Stats { hot, hot_len, hits, blocks, stripe_len, streams }
+        let cold = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
+        Stats { hot, hot_len, hits, cold, blocks, stripe_len, streams }
     }
 
     /// Hot counter `c` of stream `sid` in slot number `slot`'s stripe, if
@@ -377,11 +428,26 @@ impl Stats {
 
     /// Adds `n` to `counter`, DART-wide and, when `stream` is a sid below
     /// [`Stats::streams`], for that stream. Other sids count DART-wide only.
+    /// In the calling thread's cold stripe with plain stores when it has a
+    /// slot number, else in its shared stripe (see the module docs).
     #[inline]
     pub fn add(&self, stream: Option<u32>, counter: Counter, n: u64) {
-        let base = self.stripe_base();
         let set = self.stream_set(stream);
-        self.bump(base, set, counter.slot(), n);
+        match self.cold_stripe(crate::slot::current()) {
+            Some(c) => {
+                c.add(DART_SET, counter, n);
+                if let Some(set) = set {
+                    c.add(set, counter, n);
+                }
+            }
+            None => self.bump(self.stripe_base(), set, counter.slot(), n),
+        }
+    }
+
+    /// The cold stripe of slot number `slot` (the calling thread's own).
+    #[inline]
+    fn cold_stripe(&self, slot: Option<usize>) -> Option<&ColdStripe> {
+        Some(self.cold.get(slot?)?.get_or_init(|| ColdStripe::new(self.streams)))
     }
 
     /// Counts a fault: `faults` and `faults.CODE` (DART-wide, and for the
@@ -440,6 +506,14 @@ impl Stats {
                 }
             }
         }
+        for c in self.cold.iter().filter_map(|c| c.get()) {
+            for set in 0..1 + self.streams {
+                for counter in Counter::ALL {
+                    let sum = &mut sums[set * SLOTS + counter.slot()];
+                    *sum = sum.wrapping_add(c.load(set, counter));
+                }
+            }
+        }
         let mut sets = sums.chunks_exact(SLOTS).map(|chunk| {
             let mut set = CounterSet::default();
             set.slots.copy_from_slice(chunk);
@@ -454,6 +528,12 @@ impl Stats {
         std::mem::size_of_val::<[Block]>(&self.blocks)
             + std::mem::size_of_val::<[Block]>(&self.hot)
             + std::mem::size_of_val::<[CachePadded<[AtomicU64; HIT_STREAMS]>]>(&self.hits)
+            + self
+                .cold
+                .iter()
+                .filter_map(|c| c.get())
+                .map(|c| std::mem::size_of_val::<[Block]>(&c.blocks))
+                .sum::<usize>()
     }
 
     /// First slot of this thread's stripe.
@@ -830,6 +910,53 @@ mod tests {
             assert_eq!(Stats::new(4096).bytes(), 20_319_232);
         }
         assert!(format!("{:?}", Stats::new(16)).contains("streams: 16"));
+    }
+
+    #[test]
+    fn add_counts_in_a_cold_stripe_per_thread() {
+        // Each slot number that adds gets one cold stripe: (1 + 16) * 13
+        // slots = 14 blocks of 128 bytes. The threads stay alive together,
+        // so they hold distinct slot numbers.
+        let stats = Stats::new(16);
+        let together = std::sync::Barrier::new(3);
+        let base = stats.bytes();
+        let per_thread = if std::mem::size_of::<Block>() == 128 { 1_792 } else { 14 * std::mem::size_of::<Block>() };
+        let slotted = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3u32)
+                .map(|t| {
+                    let (stats, together) = (&stats, &together);
+                    s.spawn(move || {
+                        together.wait();
+                        for _ in 0..1000 {
+                            stats.add(Some(t), Counter::Maps, 2);
+                            stats.add(None, Counter::RpcRequests, 1);
+                        }
+                        stats.fault(Some(t), "no-pte");
+                        together.wait();
+                        crate::slot::current().is_some()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).filter(|&slotted| slotted).count()
+        });
+        assert_eq!(stats.bytes(), base + slotted * per_thread);
+        let snap = stats.snapshot();
+        only(&snap.dart, &[("maps", 6000), ("rpc_requests", 3000), ("faults", 3), ("faults.no-pte", 3)]);
+        for (sid, set) in snap.streams.iter().enumerate() {
+            if sid < 3 {
+                only(set, &[("maps", 2000), ("faults", 1), ("faults.no-pte", 1)]);
+            } else {
+                only(set, &[]);
+            }
+        }
+        // The 256-stream figure of the module docs.
+        let big = Stats::new(256);
+        let before = big.bytes();
+        big.add(Some(255), Counter::Unmaps, 1);
+        if crate::slot::current().is_some() && std::mem::size_of::<Block>() == 128 {
+            assert_eq!(big.bytes(), before + 26_752);
+        }
+        assert_eq!(big.snapshot().get("s255.unmaps"), Some(1));
     }
 
     #[test]

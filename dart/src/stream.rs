@@ -127,4 +127,16 @@ impl StreamState {
     pub(crate) fn bump_gen(&self) {
         self.gen.fetch_add(1, Ordering::SeqCst);
     }
+
+    /// [`StreamState::bump_gen`] for an invalidation that calls
+    /// `InFlight::synchronize` next (strict unmap, flush): a `load` + a
+    /// `Release` store instead of a `lock`-prefixed RMW. Exact because every
+    /// generation writer holds the DART's mapper lock (one writer at a
+    /// time); `Release` still publishes the cleared PTEs to a DMA that reads
+    /// the new generation; and `synchronize`'s leading `SeqCst` fence orders
+    /// the store before the tracker's scan, which is all the scan's argument
+    /// needs (see `crate::inflight`, "Idle writers").
+    pub(crate) fn bump_gen_before_synchronize(&self) {
+        self.gen.store(self.gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    }
 }
