@@ -5,8 +5,10 @@
 //!
 //! There are two *phases*, each with [`SLOTS`] counters: one per exclusive
 //! thread slot (the crate's `slot` module) and one shared by threads that got
-//! none. A slot's two counters (one per phase) sit together in the slot's own
-//! cache-padded *lane*, so a DMA touches one line that no other thread writes.
+//! none. A slot's two counters (one per phase) form the slot's *lane*; each
+//! counter has a cache line of its own, so a writer waiting on the old
+//! phase's counter does not pull away the line the reader is incrementing
+//! in the new phase.
 //!
 //! - **Reader (a DMA or a translation):** load the current phase `p`;
 //!   `fetch_add(1, SeqCst)` on `lanes[slot][p]`; then read the stream's
@@ -69,8 +71,14 @@
 //! leaves `t` of the burst for calls `d` apart, the next
 //! `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady rate a burst
 //! still ends at the first call past [`BURST`]; calls that slow down or stop
-//! can keep it on for at most [`MAX_UNTIMED`] more calls (it only ever ends
-//! at a call, as before), which only makes readers fence longer. So a steady stream of unmaps costs one
+//! can keep it on for at most [`MAX_UNTIMED`] more calls, which only makes
+//! readers fence longer. When unmaps stop altogether no call comes to end
+//! the burst, so fenced readers end it too: every [`FENCED_CHECK`]th fenced
+//! entry of a thread with a slot tries the writer mutex and, if no
+//! `synchronize` holds it and the burst began more than [`BURST`] ago,
+//! clears the flag exactly as a `synchronize` ending the burst would (under
+//! the mutex, so no `synchronize` is between its flag check and its scan).
+//! So a steady stream of unmaps costs one
 //! process-wide barrier per [`BURST`] and fenced readers meanwhile, and
 //! readers with no unmap in sight pay no RMW at all. If the process-wide
 //! barrier is unavailable (not Linux, refused, or under loom) the flag is
@@ -131,6 +139,16 @@ pub const SLOTS: usize = EXCLUSIVE + 1;
 /// Index of the shared counter.
 const SHARED: usize = EXCLUSIVE;
 
+/// Fenced entries of a thread between its attempts to end a stale burst.
+pub const FENCED_CHECK: u32 = 4096;
+
+#[cfg(not(loom))]
+thread_local! {
+    /// This thread's fenced entries (any DART), counted to pace its
+    /// attempts to end a stale burst.
+    static FENCED_ENTRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// How long a burst of `synchronize` calls keeps readers fenced after its
 /// process-wide barrier.
 pub const BURST: std::time::Duration = std::time::Duration::from_micros(200);
@@ -182,7 +200,7 @@ pub struct InFlight {
     /// One more than the highest exclusive slot that ever entered.
     high: CachePadded<AtomicUsize>,
     /// Lane `i`: slot `i`'s counters of phase 0 and phase 1.
-    lanes: Box<[CachePadded<[AtomicU64; 2]>]>,
+    lanes: Box<[[CachePadded<AtomicU64>; 2]]>,
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
@@ -243,7 +261,9 @@ impl InFlight {
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
-            lanes: (0..SLOTS).map(|_| CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)])).collect(),
+            lanes: (0..SLOTS)
+                .map(|_| [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))])
+                .collect(),
             fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
             writer: Mutex::new(None),
         }
@@ -275,6 +295,16 @@ impl InFlight {
             }
         } else {
             counter.fetch_add(1, Ordering::SeqCst);
+            #[cfg(not(loom))]
+            if slot.is_some() {
+                let n = FENCED_ENTRIES.with(|n| {
+                    n.set(n.get().wrapping_add(1));
+                    n.get()
+                });
+                if n % FENCED_CHECK == 0 {
+                    self.end_stale_burst();
+                }
+            }
             // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load
             // of the stream generation that follows is modelled by this
             // fence (loom only: the real build needs no fence).
@@ -282,6 +312,19 @@ impl InFlight {
             fence(Ordering::SeqCst);
         }
         DmaGuard { counter, lane: index as u32, _not_send: PhantomData }
+    }
+
+    /// A fenced reader's attempt to end a burst that no `synchronize` is
+    /// left to end (see "Unfenced readers").
+    #[cold]
+    #[inline(never)]
+    fn end_stale_burst(&self) {
+        if let Some(mut burst) = self.writer.try_lock() {
+            if burst.as_ref().is_some_and(|b| b.began.elapsed() > BURST) {
+                *burst = None;
+                self.fenced.store(false, Ordering::Release);
+            }
+        }
     }
 
     #[cold]
@@ -455,6 +498,25 @@ mod tests {
         left.store(true, std::sync::atomic::Ordering::SeqCst);
         drop(g);
         h.join().unwrap();
+    }
+
+    #[test]
+    fn fenced_readers_end_a_burst_that_no_unmap_ends() {
+        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        let f = InFlight::new();
+        drop(f.enter()); // an exclusive slot has entered: bursts apply
+        f.synchronize();
+        assert!(f.fenced.load(Ordering::Relaxed), "a synchronize starts a burst");
+        std::thread::sleep(BURST * 2);
+        for _ in 0..FENCED_CHECK {
+            drop(f.enter());
+        }
+        assert!(!f.fenced.load(Ordering::Relaxed), "a stale burst ends without another synchronize");
+        assert!(f.writer.lock().is_none());
+        // Unfenced now; the next synchronize starts a new burst.
+        drop(f.enter());
+        f.synchronize();
+        assert!(f.fenced.load(Ordering::Relaxed));
     }
 
     #[test]
