@@ -301,7 +301,7 @@ impl InFlight {
                     n.set(n.get().wrapping_add(1));
                     n.get()
                 });
-                if n % FENCED_CHECK == 0 {
+                if n.is_multiple_of(FENCED_CHECK) {
                     self.end_stale_burst();
                 }
             }
