@@ -530,10 +530,10 @@ impl Dart {
         Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
     }
 
-    /// The fast path's IOTLB miss: walks, caches the leaf under `gen`, and
-    /// returns it packed if it grants `dir` on the whole page (counted as a
-    /// miss and a walk); `None` (nothing counted) on a fault or a narrower
-    /// grant, for the general path to redo and report.
+    /// The fast path's IOTLB miss: walks and, if the leaf grants `dir` on
+    /// the whole page, caches it under `gen` and returns it packed (counted
+    /// as a miss and a walk); `None` (nothing cached, nothing counted) on a
+    /// fault or a narrower grant, for the general path to redo and report.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     fn fill(
@@ -548,10 +548,13 @@ impl Dart {
     ) -> Option<u64> {
         let leaf = self.walk(st, self.geometry_for(config), iova).ok()?;
         let v = tlb_value::pack(&leaf, self.page_shift);
-        self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
         if !tlb_value::grants(v, dir) {
+            // Not cached here: the general path walks again, caches and
+            // counts the miss and the walk (and reports any fault), so the
+            // counters read as if this walk had not happened.
             return None;
         }
+        self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
         self.stats.count_translation_in(slot, sid, 1, 0, 1);
         Some(v)
     }

@@ -1,0 +1,100 @@
+//! The one-page fast path and the general path give the same answers and
+//! the same counters: a hit, a fresh walk, a permission fault right after a
+//! walk, a subpage-restricted page, an access over two pages. For each
+//! access: the result, then every DMA-path counter of the stream.
+
+use dart::{Dart, DartConfig, DartError, Dir, FaultKind, StreamConfig, Variant};
+use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
+use std::sync::Arc;
+
+const SID: u32 = 1;
+const PAGE: u64 = 0x4000;
+
+fn setup() -> (Arc<FrameTable>, Dart) {
+    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20)).unwrap());
+    let dart = Dart::new(ft.clone(), DartConfig::new("dart0", Variant::T8110)).unwrap();
+    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    (ft, dart)
+}
+
+/// `[translations, iotlb_hits, iotlb_misses, walks, faults]` of stream SID.
+fn counters(dart: &Dart) -> [u64; 5] {
+    let snap = dart.stats().snapshot();
+    let get = |name: &str| snap.get(&format!("s{SID}.{name}")).unwrap();
+    [get("translations"), get("iotlb_hits"), get("iotlb_misses"), get("walks"), get("faults")]
+}
+
+fn fault_kind(r: Result<dart::Translation<'_>, DartError>) -> Option<FaultKind> {
+    match r {
+        Err(DartError::Fault(f)) => Some(f.kind),
+        _ => None,
+    }
+}
+
+#[test]
+fn walk_then_hit() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
+    let pa = ft.pa_of(f[0]).unwrap();
+    let spans = |iova| dart.translate(SID, iova, 8, Dir::Read).unwrap().spans().to_vec();
+    assert_eq!(spans(PAGE + 0x10), [dart::Span { iova: PAGE + 0x10, pa: pa + 0x10, len: 8 }]);
+    assert_eq!(counters(&dart), [1, 0, 1, 1, 0], "first access: a miss and a walk");
+    assert_eq!(spans(PAGE + 0x20), [dart::Span { iova: PAGE + 0x20, pa: pa + 0x20, len: 8 }]);
+    assert_eq!(counters(&dart), [2, 1, 1, 1, 0], "second access: a hit");
+    assert_eq!(dart.iotlb_entries(SID).unwrap().len(), 1);
+}
+
+#[test]
+fn permission_fault_after_a_walk_counts_the_walk_once() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    dart.map(SID, PAGE, &f, Perm::R, None).unwrap();
+    assert_eq!(fault_kind(dart.translate(SID, PAGE, 8, Dir::Write)), Some(FaultKind::Write));
+    assert_eq!(counters(&dart), [1, 0, 1, 1, 1], "one miss, one walk, one fault");
+    assert_eq!(dart.error().first.map(|f| (f.kind, f.iova)), Some((FaultKind::Write, PAGE)));
+    // The general path cached the leaf: the same write now hits, then faults.
+    assert_eq!(fault_kind(dart.translate(SID, PAGE, 8, Dir::Write)), Some(FaultKind::Write));
+    assert_eq!(counters(&dart), [2, 1, 1, 1, 2]);
+    // And a read is served by the fast path from the same entry.
+    assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
+    assert_eq!(counters(&dart), [3, 2, 1, 1, 2]);
+}
+
+#[test]
+fn subpage_pages_take_the_general_path_with_the_same_counts() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    // Only [0x1000, 0x2000) of the page is accessible.
+    dart.map(SID, PAGE, &f, Perm::RW, Some((0x1000, 0x2000))).unwrap();
+    assert!(dart.translate(SID, PAGE + 0x1000, 8, Dir::Read).is_ok());
+    assert_eq!(counters(&dart), [1, 0, 1, 1, 0], "first access: a miss and a walk");
+    assert!(dart.translate(SID, PAGE + 0x1ff8, 8, Dir::Write).is_ok());
+    assert_eq!(counters(&dart), [2, 1, 1, 1, 0], "then a hit, served by the general path");
+    assert_eq!(fault_kind(dart.translate(SID, PAGE + 0x2000, 8, Dir::Read)), Some(FaultKind::Subpage));
+    assert_eq!(counters(&dart), [3, 2, 1, 1, 1]);
+}
+
+#[test]
+fn an_access_over_two_pages_counts_both() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 2).unwrap();
+    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
+    let t = dart.translate(SID, 2 * PAGE - 8, 16, Dir::Read).unwrap();
+    let (pa0, pa1) = (ft.pa_of(f[0]).unwrap(), ft.pa_of(f[1]).unwrap());
+    let want: Vec<dart::Span> = if pa1 == pa0 + PAGE {
+        vec![dart::Span { iova: 2 * PAGE - 8, pa: pa0 + PAGE - 8, len: 16 }]
+    } else {
+        vec![
+            dart::Span { iova: 2 * PAGE - 8, pa: pa0 + PAGE - 8, len: 8 },
+            dart::Span { iova: 2 * PAGE, pa: pa1, len: 8 },
+        ]
+    };
+    assert_eq!(t.spans(), want.as_slice());
+    drop(t);
+    assert_eq!(counters(&dart), [2, 0, 2, 2, 0]);
+    // Both pages are cached now: one-page accesses to either hit.
+    assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
+    assert!(dart.translate(SID, 2 * PAGE, 8, Dir::Read).is_ok());
+    assert_eq!(counters(&dart), [4, 2, 2, 2, 0]);
+}
