@@ -18,7 +18,7 @@ use dart::{Dart, DartConfig, Dir, StreamConfig, Variant};
 use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut rng = SmallRng::seed_from_u64(2);
-    let mut random = |range: u64| ((rng.next_u64() as u128 * range as u128) >> 64) as u64;
+    let mut random = |range: u64| dartemu_bench::uniform(&mut rng, range);
     let mut buf = [0u8; 4096];
     match workload.as_str() {
         "translate-hot" | "translate" => {

@@ -159,13 +159,18 @@ fn spin(stop: &AtomicBool, mut op: impl FnMut() -> Result<(), BenchError>) -> Re
     Ok(ops)
 }
 
-/// A random IOVA in `[0, pages * PAGE)` aligned to `align`: a multiply
-/// and a shift (Lemire's reduction) rather than a 64-bit division, which
-/// would cost as much as the fastest operations measured.
+/// A random number in `[0, range)`: a multiply and a shift (Lemire's
+/// reduction) rather than a 64-bit division, which would cost as much as
+/// the fastest operations measured.
+#[inline]
+pub fn uniform(rng: &mut SmallRng, range: u64) -> u64 {
+    ((rng.gen::<u64>() as u128 * range as u128) >> 64) as u64
+}
+
+/// A random IOVA in `[0, pages * PAGE)` aligned to `align`.
 #[inline]
 fn random_iova(rng: &mut SmallRng, pages: u64, align: u64) -> u64 {
-    let range = pages * PAGE;
-    (((rng.gen::<u64>() as u128 * range as u128) >> 64) as u64) & !(align - 1)
+    uniform(rng, pages * PAGE) & !(align - 1)
 }
 
 fn rng_for(thread: usize) -> SmallRng {

@@ -343,16 +343,28 @@ impl Stats {
         Stats { hot, hot_len, hits, cold, blocks, stripe_len, streams }
     }
 
-    /// Hot counter `c` of stream `sid` in slot number `slot`'s stripe, if
-    /// the thread has a slot and the stream its own counters.
+    /// Flat index of stream `sid`'s set of hot counters in slot number
+    /// `slot`'s stripe, if the thread has a slot and the stream its own
+    /// counters; counter `c` of the set is [`Stats::hot_at`]`(base + c)`.
     #[inline(always)]
-    fn hot_cell(&self, slot: Option<usize>, sid: u32, c: usize) -> Option<&AtomicU64> {
+    fn hot_set(&self, slot: Option<usize>, sid: u32) -> Option<usize> {
         let s = sid as usize;
         if s >= self.streams {
             return None;
         }
-        let i = slot? * self.hot_len + s * HOT + c;
+        Some(slot? * self.hot_len + s * HOT)
+    }
+
+    /// The hot counter at flat index `i`.
+    #[inline(always)]
+    fn hot_at(&self, i: usize) -> Option<&AtomicU64> {
         self.hot.get(i / LANES).map(|b| &b[i % LANES])
+    }
+
+    /// Hot counter `c` of stream `sid` in slot number `slot`'s stripe.
+    #[inline(always)]
+    fn hot_cell(&self, slot: Option<usize>, sid: u32, c: usize) -> Option<&AtomicU64> {
+        self.hot_at(self.hot_set(slot, sid)? + c)
     }
 
     /// Adds `n` to a hot counter; only the owner of its slot calls this.
@@ -388,11 +400,12 @@ impl Stats {
         if cfg!(feature = "no-counters") {
             return;
         }
-        let cells = (
-            self.hot_cell(slot, sid, HOT_TRANSLATIONS),
-            self.hot_cell(slot, sid, HOT_MISSES),
-            self.hot_cell(slot, sid, HOT_WALKS),
-        );
+        let cells = match self.hot_set(slot, sid) {
+            Some(base) => {
+                (self.hot_at(base + HOT_TRANSLATIONS), self.hot_at(base + HOT_MISSES), self.hot_at(base + HOT_WALKS))
+            }
+            None => (None, None, None),
+        };
         match cells {
             (Some(t), Some(m), Some(w)) => {
                 Self::hot_add(t, pages);

@@ -186,19 +186,25 @@ impl FrameTable {
     /// The frame holding physical address `pa`.
     #[inline]
     pub fn frame_of(&self, pa: u64) -> Result<Frame, Error> {
-        let index = pa.checked_sub(self.base).map(|off| off >> self.frame_size.shift());
-        match index {
-            Some(i) if i < self.cells.len() as u64 && !self.cells[i as usize].load().hole() => Ok(Frame(i as u32)),
+        match self.cell_at(pa) {
+            Some((i, cell)) if !cell.load().hole() => Ok(Frame(i as u32)),
             _ => Err(Error::BadRange { start: pa, len: 1, reason: "no physical memory at this address" }),
         }
+    }
+
+    /// The index and cell of the frame holding `pa`, if the table covers it
+    /// (holes included).
+    #[inline]
+    fn cell_at(&self, pa: u64) -> Option<(usize, &FrameCell)> {
+        let index = usize::try_from(pa.checked_sub(self.base)? >> self.frame_size.shift()).ok()?;
+        Some((index, self.cells.get(index)?))
     }
 
     /// The state of the frame holding `pa`, if memory backs it (holes
     /// included: callers check the type).
     #[inline]
     fn state_at(&self, pa: u64) -> Option<FrameState> {
-        let index = pa.checked_sub(self.base)? >> self.frame_size.shift();
-        Some(self.cells.get(usize::try_from(index).ok()?)?.load())
+        Some(self.cell_at(pa)?.1.load())
     }
 
     /// Whether the frame holding `pa` is a frame of type `ty` (not a hole,
