@@ -5,10 +5,12 @@
 //! *Who writes.* PTEs and TTBRs are written only by the mapper
 //! ([`crate::mapper`]), under the DART's mapper lock, with `Release` stores.
 //! IOTLB entries are written by any DMA thread after a walk, tagged with the
-//! stream generation it read *before* the walk. Stream generations are bumped
-//! by configuration changes (`SeqCst`) and by unmap and flush (a `Release`
-//! store that the in-flight tracker's `SeqCst` fence then orders), always
-//! under the mapper lock.
+//! generation of the page's IOVA region it read *before* the walk
+//! ([`crate::stream`]: a stream has one generation per group of 32 MiB
+//! regions). Generations are bumped by configuration changes (all of the
+//! stream's, `SeqCst`) and by unmap (those of the unmapped range's regions)
+//! and flush (all), with a `Release` store that the in-flight tracker's
+//! `SeqCst` fence then orders, always under the mapper lock.
 //!
 //! *Who reads.* DMA threads, with no lock: enter the in-flight tracker
 //! ([`crate::inflight`], one `SeqCst` RMW on a per-thread slot), load the
@@ -17,12 +19,15 @@
 //! subpage, copy, leave.
 //!
 //! *Why a stale translation is impossible after `unmap` returns.* Strict
-//! unmap clears the PTEs, bumps the generation of every stream whose TTBR can
-//! reach the cleared tables, and calls `synchronize`, which returns only after
-//! every DMA that entered before it has left. A DMA that enters later reads
-//! the new generation (so every older IOTLB entry, including one a racing walk
-//! inserted late, is dead to it) and walks tables in which the PTE is already
-//! clear. Only then are the frames' DART counts released, so a frame can be
+//! unmap clears the PTEs, bumps the generations of the unmapped range's
+//! regions in its stream (and all generations of every other stream whose
+//! TTBR can reach the cleared tables), and calls `synchronize`, which
+//! returns only after every DMA that entered before it has left. A DMA that
+//! enters later and translates a page of the range reads its region's new
+//! generation (so every older IOTLB entry of the page, including one a
+//! racing walk inserted late, is dead to it) and walks tables in which the
+//! PTE is already clear. Entries of pages outside the range stay live: their
+//! PTEs did not change. Only then are the frames' DART counts released, so a frame can be
 //! freed or retyped only when nothing can reach it. Deferred mode skips the
 //! bump and the wait: stale IOTLB entries keep serving until a flush, and the
 //! frames stay counted as "pending invalidation" until then (SPEC §3).
@@ -518,7 +523,7 @@ impl Dart {
             return None;
         }
         let page = iova >> self.page_shift;
-        let gen = st.gen();
+        let gen = st.gen(iova);
         let v = match self.iotlb.lookup(sid, page, gen) {
             Some(v) if tlb_value::grants(v, dir) => {
                 self.stats.count_hit(guard.lane(), sid);
@@ -566,7 +571,6 @@ impl Dart {
     fn translate_pages(
         &self,
         (sid, st, config): (u32, &StreamState, StreamConfig),
-        gen: u64,
         iova: u64,
         len: u64,
         dir: Dir,
@@ -585,6 +589,7 @@ impl Dart {
             let off = cur & (page_size - 1);
             let n = (page_size - off).min(end - cur);
             pages += 1;
+            let gen = st.gen(cur);
             let leaf = match self.iotlb.lookup(sid, page, gen) {
                 Some(v) => {
                     hits += 1;
@@ -698,7 +703,7 @@ impl Dart {
             return Err(DartError::BypassDenied { sid });
         }
         let mut spans: SmallVec<[Span; 1]> = SmallVec::new();
-        self.translate_pages((sid, st, c), st.gen(), iova, len, dir, guard.slot(), &mut spans)?;
+        self.translate_pages((sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
         Ok(match spans.as_slice() {
             [one] => Translation { _inflight: guard, first: *one, many: None },
             // Never empty: translate_pages covers len >= 1 bytes or fails.
@@ -773,7 +778,7 @@ impl Dart {
                     self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
                     return Ok(());
                 }
-                self.translate_pages((sid, st, c), st.gen(), iova, len, dir, guard.slot(), &mut spans)?;
+                self.translate_pages((sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
             }
         }
         if copy(self.frames.memory(), &spans) {
@@ -826,12 +831,11 @@ impl Dart {
     /// Current IOTLB entries of stream `sid` that are live (current generation), as leaves.
     pub fn iotlb_entries(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
-        let gen = st.gen();
         Ok(self
             .iotlb
             .snapshot()
             .into_iter()
-            .filter(|e| e.stream == sid && e.gen == gen)
+            .filter(|e| e.stream == sid && e.gen == st.gen(e.page << self.page_shift))
             .map(|e| (e.page << self.page_shift, tlb_value::unpack(e.value, self.page_shift)))
             .collect())
     }

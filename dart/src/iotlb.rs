@@ -72,10 +72,12 @@
 //! # Freshness is the caller's job
 //!
 //! The IOTLB never looks for entries to invalidate (apart from the
-//! [`Iotlb::invalidate_all`] reset). The DART keeps a generation counter per
-//! stream and passes the *current* one to every lookup; invalidating a stream
-//! (or a range of it) means bumping that generation. An entry whose
-//! generation is older than its stream's current generation is dead: no
+//! [`Iotlb::invalidate_all`] reset). The DART keeps generation counters per
+//! stream (one per group of 32 MiB IOVA regions, [`crate::stream`]) and
+//! passes the *current* one of the page's region to every lookup;
+//! invalidating a stream means bumping all its generations, invalidating a
+//! range bumping those of its regions. An entry whose generation is older
+//! than its region's current generation is dead: no
 //! lookup will ever match it, and it is eventually overwritten. This also
 //! makes racing inserts harmless: a thread that walked the tables under
 //! generation `g` and inserts after the stream moved to `g + 1` installs an

@@ -38,6 +38,13 @@ use std::sync::Arc;
 const SID: u32 = 1;
 const PAGE: u64 = 0;
 
+/// The models' page size (16 KiB).
+const PAGE_SHIFT: u32 = 14;
+
+/// The first page of the next IOTLB generation region: unmapping it bumps
+/// another generation than [`PAGE`]'s.
+const OTHER_REGION_PAGE: u64 = 1 << (crate::stream::GEN_REGION_SHIFT - PAGE_SHIFT);
+
 /// The DMA path of `Dart::translate_into` on one page, with the walk reduced
 /// to its last PTE load: the generation is read before the IOTLB probe and
 /// the walk, and the walk's result is inserted under that generation.
@@ -47,7 +54,7 @@ fn translate(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64) -> Option<u64> {
 
 /// [`translate`] for IOVA page `page`.
 fn translate_page(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64, page: u64) -> Option<u64> {
-    let gen = st.gen();
+    let gen = st.gen(page << PAGE_SHIFT);
     if let Some(v) = iotlb.lookup(SID, page, gen) {
         return Some(v);
     }
@@ -94,7 +101,7 @@ fn strict_unmap_model(synchronize: bool) {
         // flight, then release the DART count; then the kernel frees the
         // frame and reuses it as kernel-restricted.
         pte.store(0, Ordering::Release);
-        st.bump_gen_before_synchronize();
+        st.bump_range_before_synchronize(PAGE << PAGE_SHIFT, 1 << PAGE_SHIFT);
         if synchronize {
             inflight.synchronize();
         }
@@ -130,9 +137,10 @@ fn strict_unmap_without_synchronize_is_caught() {
 }
 
 /// Two DMAs in a row race two strict unmaps in a row (of two pages, two
-/// frames): the in-flight tracker's phase flips from the first
-/// `synchronize` are live when the second DMA enters and the second unmap
-/// synchronizes. Neither DMA ever reads a frame after its release.
+/// frames, in two IOTLB generation regions, so each unmap bumps only its
+/// own page's generation): the in-flight tracker's phase flips from the
+/// first `synchronize` are live when the second DMA enters and the second
+/// unmap synchronizes. Neither DMA ever reads a frame after its release.
 #[test]
 fn two_strict_unmaps_vs_two_dmas() {
     loom::model(|| {
@@ -149,9 +157,9 @@ fn two_strict_unmaps_vs_two_dmas() {
             let (frames, ptes, st, iotlb, inflight) =
                 (frames.clone(), ptes.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
-                for page in [1u64, 0] {
+                for (i, page) in [(1, OTHER_REGION_PAGE), (0, PAGE)] {
                     let _guard = inflight.enter();
-                    if let Some(p) = translate_page(&st, &iotlb, &ptes[page as usize], page) {
+                    if let Some(p) = translate_page(&st, &iotlb, &ptes[i], page) {
                         let s = frames.state(frames.frame_of(p & !PTE_VALID).unwrap()).unwrap();
                         assert!(
                             s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
@@ -161,12 +169,13 @@ fn two_strict_unmaps_vs_two_dmas() {
                 }
             })
         };
-        for (page, f) in fs.iter().enumerate() {
-            ptes[page].store(0, Ordering::Release);
-            st.bump_gen_before_synchronize();
+        for (i, page) in [(0, PAGE), (1, OTHER_REGION_PAGE)] {
+            let f = fs[i];
+            ptes[i].store(0, Ordering::Release);
+            st.bump_range_before_synchronize(page << PAGE_SHIFT, 1 << PAGE_SHIFT);
             inflight.synchronize();
-            frames.release(*f, Counter::Dart).unwrap();
-            frames.free(*f).unwrap();
+            frames.release(f, Counter::Dart).unwrap();
+            frames.free(f).unwrap();
         }
         dma.join().unwrap();
     });
@@ -209,6 +218,7 @@ fn iotlb_fill_model(bump: fn(&StreamState)) {
 #[test]
 fn iotlb_fill_races_invalidate() {
     iotlb_fill_model(StreamState::bump_gen_before_synchronize);
+    iotlb_fill_model(|st| st.bump_range_before_synchronize(PAGE << PAGE_SHIFT, 1 << PAGE_SHIFT));
     iotlb_fill_model(StreamState::bump_gen);
 }
 

@@ -423,7 +423,7 @@ impl Dart {
         let pages = released.len() as u64;
         match self.invalidation() {
             Invalidation::Strict => {
-                self.invalidate(&affected);
+                self.invalidate(&affected, Some((sid, iova, len)));
                 for f in released {
                     let _ = self.frames.release(f, FrameCounter::Dart);
                 }
@@ -444,7 +444,7 @@ impl Dart {
                 }
                 if !now.is_empty() {
                     // The pending counter is full: this part goes strict.
-                    self.invalidate(&affected);
+                    self.invalidate(&affected, Some((sid, iova, len)));
                     for f in now {
                         let _ = self.frames.release(f, FrameCounter::Dart);
                     }
@@ -480,15 +480,22 @@ impl Dart {
         }
     }
 
-    /// Bumps the generation of every stream in `mask` and waits for DMA in flight.
-    fn invalidate(&self, mask: &[u64; 4]) {
+    /// Bumps the generations of every stream in `mask` and waits for DMA in
+    /// flight. With `unmapped = Some((sid, iova, len))`, stream `sid` only
+    /// loses the IOTLB entries of the regions `[iova, iova + len)` touches
+    /// (the only ones that can be stale: its other PTEs did not change);
+    /// every other stream in `mask` shares a table and loses them all.
+    fn invalidate(&self, mask: &[u64; 4], unmapped: Option<(u32, u64, u64)>) {
         for (w, &word) in mask.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
                 let s = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 if let Some(st) = self.streams.get(s) {
-                    st.bump_gen_before_synchronize();
+                    match unmapped {
+                        Some((sid, iova, len)) if sid as usize == s => st.bump_range_before_synchronize(iova, len),
+                        _ => st.bump_gen_before_synchronize(),
+                    }
                     self.stats.add(Some(s as u32), Counter::Invalidations, 1);
                 }
             }
@@ -557,7 +564,7 @@ impl Dart {
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        self.invalidate(&mask);
+        self.invalidate(&mask, None);
         let items = std::mem::take(&mut m.pending);
         for mut item in items {
             for (w, f) in item.streams.iter_mut().zip(mask.iter()) {
@@ -709,9 +716,20 @@ impl Dart {
 
     /// Checks `restricted-unreachable` for this DART: every valid PTE any
     /// TTBR reaches names a frame whose type allows DART access (tables:
-    /// `dart-table`), every live IOTLB entry too, and no untrusted stream
-    /// bypasses. Returns a description of the first breach.
+    /// `dart-table`), every live IOTLB entry too, no untrusted stream
+    /// bypasses, and the frame table's device-reachable map (the walker's
+    /// leaf check) agrees with every frame's type. Returns a description of
+    /// the first breach.
     pub fn check_restricted_unreachable(&self) -> Result<(), String> {
+        if let Err(wrong) = self.frames.reach_map_consistent() {
+            let shown: Vec<String> = wrong.iter().take(8).map(|f| f.to_string()).collect();
+            return Err(format!(
+                "{}: the device-reachable map disagrees with the type of {} frame(s): {}",
+                self.name(),
+                wrong.len(),
+                shown.join(", ")
+            ));
+        }
         for (sid, st) in self.streams.iter().enumerate() {
             let sid = sid as u32;
             let c = st.config();

@@ -1,5 +1,5 @@
 //! Per-stream state: configuration (enable, TCR), TTBRs and the IOTLB
-//! generation.
+//! generations.
 //!
 //! This is the one source of truth for stream configuration: the high-level
 //! API and the MMIO register file (which encodes it per variant) both read
@@ -64,11 +64,28 @@ impl StreamConfig {
 /// The TTBR slot value: a table's physical address with bit 0 as valid.
 const TTBR_VALID: u64 = 1;
 
+/// IOTLB generations per stream. IOVA region `r` (of
+/// [`GEN_REGION_SHIFT`] bits) uses generation `r % GEN_REGIONS`, so an
+/// unmap kills the IOTLB entries of the regions it touches (and of the
+/// regions that share their generations), not the whole stream's.
+pub(crate) const GEN_REGIONS: usize = 64;
+
+/// 32 MiB regions: an unmap of a few pages costs the IOTLB entries of one
+/// 32 MiB region (what one 16 KiB leaf table maps).
+pub(crate) const GEN_REGION_SHIFT: u32 = 25;
+
+/// The generation index of `iova`.
+#[inline]
+const fn region(iova: u64) -> usize {
+    (iova >> GEN_REGION_SHIFT) as usize % GEN_REGIONS
+}
+
 pub(crate) struct StreamState {
     config: AtomicU32,
     ttbr: [AtomicU64; 4],
-    /// IOTLB generation: entries tagged with an older one are dead.
-    gen: CachePadded<AtomicU64>,
+    /// IOTLB generations, one per group of IOVA regions ([`GEN_REGIONS`]):
+    /// entries tagged with an older one are dead.
+    gens: CachePadded<[AtomicU64; GEN_REGIONS]>,
     pub(crate) trusted: bool,
 }
 
@@ -77,7 +94,7 @@ impl StreamState {
         StreamState {
             config: AtomicU32::new(0),
             ttbr: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
-            gen: CachePadded::new(AtomicU64::new(0)),
+            gens: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             trusted,
         }
     }
@@ -104,7 +121,7 @@ impl StreamState {
         }
     }
 
-    /// The stream's IOTLB generation. `SeqCst`, not just `Acquire`: a DMA
+    /// The IOTLB generation for `iova`. `SeqCst`, not just `Acquire`: a DMA
     /// that entered the in-flight tracker (a `SeqCst` RMW) after a strict
     /// unmap's scan must read the bumped generation, and under the C++20
     /// model only a `SeqCst` load (or a `SeqCst` fence) after that RMW is
@@ -113,19 +130,22 @@ impl StreamState {
     /// found exactly that). On x86-64 and AArch64 this load costs the same as
     /// `Acquire` (`mov`, `ldar`).
     #[inline]
-    pub(crate) fn gen(&self) -> u64 {
+    pub(crate) fn gen(&self, iova: u64) -> u64 {
+        let gen = &self.gens[region(iova)];
         // The test-only `loom-broken-ordering` feature weakens this one load
         // under loom, to show the model in `crate::loom_models` catches it.
         #[cfg(all(loom, feature = "loom-broken-ordering"))]
-        return self.gen.load(Ordering::Relaxed);
+        return gen.load(Ordering::Relaxed);
         #[cfg(not(all(loom, feature = "loom-broken-ordering")))]
-        self.gen.load(Ordering::SeqCst)
+        gen.load(Ordering::SeqCst)
     }
 
     /// Kills every IOTLB entry of this stream (`SeqCst`: ordered before the
     /// in-flight tracker's scan; see [`crate::inflight`]).
     pub(crate) fn bump_gen(&self) {
-        self.gen.fetch_add(1, Ordering::SeqCst);
+        for gen in self.gens.iter() {
+            gen.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// [`StreamState::bump_gen`] for an invalidation that calls
@@ -137,6 +157,70 @@ impl StreamState {
     /// the store before the tracker's scan, which is all the scan's argument
     /// needs (see `crate::inflight`, "Idle writers").
     pub(crate) fn bump_gen_before_synchronize(&self) {
-        self.gen.store(self.gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        self.bump_gens_before_synchronize(u64::MAX);
+    }
+
+    /// [`StreamState::bump_gen_before_synchronize`] of the generations that
+    /// cover `[iova, iova + len)` only: what a strict unmap of that range
+    /// needs, since no IOTLB entry outside it can have gone stale.
+    pub(crate) fn bump_range_before_synchronize(&self, iova: u64, len: u64) {
+        let first = iova >> GEN_REGION_SHIFT;
+        let last = iova.saturating_add(len.max(1) - 1) >> GEN_REGION_SHIFT;
+        let mask = if last - first >= GEN_REGIONS as u64 - 1 {
+            u64::MAX
+        } else {
+            (first..=last).fold(0u64, |m, r| m | 1 << (r % GEN_REGIONS as u64))
+        };
+        self.bump_gens_before_synchronize(mask);
+    }
+
+    /// Bumps generation `i` for every bit `i` of `mask`.
+    fn bump_gens_before_synchronize(&self, mask: u64) {
+        for (i, gen) in self.gens.iter().enumerate() {
+            if mask >> i & 1 != 0 {
+                gen.store(gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn gens(st: &StreamState) -> Vec<u64> {
+        (0..GEN_REGIONS as u64).map(|r| st.gen(r << GEN_REGION_SHIFT)).collect()
+    }
+
+    #[test]
+    fn an_unmap_bumps_the_generations_of_its_regions_only() {
+        let st = StreamState::new(false);
+        let region = 1u64 << GEN_REGION_SHIFT;
+        // One page in region 2.
+        st.bump_range_before_synchronize(2 * region + 0x4000, 0x4000);
+        let mut want = vec![0u64; GEN_REGIONS];
+        want[2] = 1;
+        assert_eq!(gens(&st), want);
+        // Regions 3 to 5, ending exactly at 6's start.
+        st.bump_range_before_synchronize(3 * region + 0x8000, 3 * region - 0x8000);
+        want[3..=5].iter_mut().for_each(|g| *g += 1);
+        assert_eq!(gens(&st), want);
+        // Region 64 + 7 shares generation 7.
+        st.bump_range_before_synchronize((GEN_REGIONS as u64 + 7) * region, 1);
+        want[7] += 1;
+        assert_eq!(gens(&st), want);
+        assert_eq!(st.gen(7 * region), st.gen((GEN_REGIONS as u64 + 7) * region));
+        // A range of GEN_REGIONS regions or more, and the top of the space, bump all.
+        st.bump_range_before_synchronize(region / 2, GEN_REGIONS as u64 * region);
+        want.iter_mut().for_each(|g| *g += 1);
+        assert_eq!(gens(&st), want);
+        st.bump_range_before_synchronize(u64::MAX - 0x3fff, 0x4000);
+        want[GEN_REGIONS - 1] += 1;
+        assert_eq!(gens(&st), want);
+        // Configuration changes and flushes bump all.
+        st.bump_gen();
+        st.bump_gen_before_synchronize();
+        want.iter_mut().for_each(|g| *g += 2);
+        assert_eq!(gens(&st), want);
     }
 }

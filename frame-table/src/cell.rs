@@ -16,10 +16,16 @@
 //! - *aperture copies and bypassed DMA* take a pin (same CAS, with the policy
 //!   check), copy, and drop the pin. Retype, free and claim wait (spin with
 //!   backoff) while pins are held, so the type cannot change under a copy.
-//! - *allocation scrub*: a `free` frame is first *claimed* (flag set, type
-//!   still `free`, which forbids every mapping and pin), then zero-filled by its
-//!   claimer alone, then published with its new type by a CAS from the claimed
-//!   word. A claimed frame is never retyped, freed or pinned: those wait.
+//! - *type changes* (allocation, retype, free) go through a *claim*: a CAS
+//!   that makes the change's checks, sets the `claimed` flag and writes the
+//!   new type (an allocation's claim, made before its type is chosen, keeps
+//!   `free`). From then on the change is decided, and its holder alone
+//!   updates the frame's bit in the device-reachable map ([`crate::reach`]),
+//!   zero-fills the frame if it leaves `free`, and publishes the new type
+//!   with a CAS that drops the claim ([`FrameCell::complete`]). A claimed
+//!   frame is never retyped, freed or pinned, and takes no mapping: a map the
+//!   new type forbids is refused at once, anything else waits for the
+//!   publish (a short, bounded step).
 //!
 //! Orderings: successful CASes are `AcqRel` and loads `Acquire`, so a thread
 //! that observes a type also observes the memory writes (scrub, aperture
@@ -28,7 +34,8 @@
 //!
 //! Writers: any thread. Readers: any thread. No locks.
 
-use crate::policy::{policy, retype_allowed, Access, Perm};
+use crate::policy::{device_reachable, policy, retype_allowed, Access, Perm};
+use crate::reach::ReachMap;
 use crate::state::{Counter, Counts, FrameState};
 use crate::sync::{backoff, AtomicU64, Ordering};
 use crate::types::FrameType;
@@ -116,6 +123,11 @@ impl FrameCell {
             if !pol.allows(access, perm) {
                 return Step::Refuse(Refusal::Forbidden(ty));
             }
+            if s.claimed() {
+                // A type change to a type that allows the map is being
+                // finished: the map lands after it.
+                return Step::Wait;
+            }
             let count = s.count(counter);
             let limit = if counter == Counter::CpuKernel {
                 (pol.cpu_kernel_limit as u64).min(counter.max())
@@ -140,6 +152,9 @@ impl FrameCell {
             let ty = s.ty();
             if ty != FrameType::DartTable {
                 return Step::Refuse(Refusal::Forbidden(ty));
+            }
+            if s.claimed() {
+                return Step::Wait;
             }
             match s.incremented(Counter::Dart) {
                 Some(next) => Step::Set(next),
@@ -179,9 +194,11 @@ impl FrameCell {
         })
     }
 
-    /// Retypes a frame (R1). From `free` the frame is only *claimed*: the caller
-    /// scrubs it and calls [`FrameCell::publish`].
-    pub(crate) fn retype(&self, to: FrameType) -> Result<FrameState, Refusal> {
+    /// Claims a frame for a retype (R1): the transition, no-mapping and no-pin
+    /// checks in one CAS that sets the claim and the new type. Returns the
+    /// type left; the caller finishes with [`FrameCell::complete`].
+    pub(crate) fn retype(&self, to: FrameType) -> Result<FrameType, Refusal> {
+        let mut from = FrameType::Free;
         self.transition(|s| {
             if s.hole() {
                 return Step::Refuse(Refusal::Hole);
@@ -189,7 +206,7 @@ impl FrameCell {
             if s.claimed() {
                 return Step::Wait;
             }
-            let from = s.ty();
+            from = s.ty();
             if !retype_allowed(from, to) {
                 return Step::Refuse(Refusal::Transition { from });
             }
@@ -199,16 +216,16 @@ impl FrameCell {
             if s.pins() != 0 {
                 return Step::Wait;
             }
-            if from == FrameType::Free {
-                Step::Set(s.with_claimed(true))
-            } else {
-                Step::Set(s.with_type(to))
-            }
-        })
+            Step::Set(FrameState::of_type(to).with_claimed(true))
+        })?;
+        Ok(from)
     }
 
-    /// Frees a frame (R2): only at zero counts, never twice.
-    pub(crate) fn free(&self) -> Result<FrameState, Refusal> {
+    /// Claims a frame for a free (R2): only at zero counts, never twice.
+    /// Returns the type left; the caller finishes with
+    /// [`FrameCell::complete`] to `free`.
+    pub(crate) fn free(&self) -> Result<FrameType, Refusal> {
+        let mut from = FrameType::Free;
         self.transition(|s| {
             if s.hole() {
                 return Step::Refuse(Refusal::Hole);
@@ -226,8 +243,10 @@ impl FrameCell {
             if s.pins() != 0 {
                 return Step::Wait;
             }
-            Step::Set(FrameState::FREE)
-        })
+            from = ty;
+            Step::Set(FrameState::FREE.with_claimed(true))
+        })?;
+        Ok(from)
     }
 
     /// Claims a `free`, unclaimed frame for an allocation.
@@ -246,8 +265,33 @@ impl FrameCell {
         })
     }
 
+    /// Finishes the type change of a frame this thread claimed, from `from` to
+    /// `to` (steps 2–5 of [`crate::reach`]): clears its reach bit if `from` was
+    /// device-reachable, runs `scrub` if it leaves `free`, sets the bit if `to`
+    /// is reachable, and publishes `to`.
+    pub(crate) fn complete(
+        &self,
+        from: FrameType,
+        to: FrameType,
+        reach: &ReachMap,
+        index: usize,
+        scrub: impl FnOnce(),
+    ) {
+        if device_reachable(from) {
+            reach.set(index, false);
+        }
+        if from == FrameType::Free {
+            scrub();
+        }
+        if device_reachable(to) {
+            reach.set(index, true);
+        }
+        // Only the claimer changes a claimed word: this cannot fail.
+        let _ = self.publish(to);
+    }
+
     /// Publishes a claimed (and scrubbed) frame with its new type.
-    pub(crate) fn publish(&self, ty: FrameType) -> Result<FrameState, Refusal> {
+    fn publish(&self, ty: FrameType) -> Result<FrameState, Refusal> {
         self.transition(|s| {
             if !s.claimed() {
                 return Step::Refuse(Refusal::Transition { from: s.ty() });
@@ -370,6 +414,8 @@ mod loom_tests {
     fn map_races_free_and_reuse() {
         loom::model(|| {
             let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
+            let reach = ReachMap::new(1);
+            reach.set(0, true);
             let mapper = {
                 let cell = cell.clone();
                 thread::spawn(move || {
@@ -382,10 +428,11 @@ mod loom_tests {
             };
             let freed = cell.free().is_ok();
             if freed {
-                let claimed = cell.retype(FrameType::KernelRestricted);
-                assert!(claimed.is_ok_and(|s| s.claimed()), "{claimed:?}");
-                let published = cell.publish(FrameType::KernelRestricted);
-                assert!(published.is_ok(), "{published:?}");
+                cell.complete(FrameType::UserData, FrameType::Free, &reach, 0, || {});
+                assert_eq!(cell.retype(FrameType::KernelRestricted), Ok(FrameType::Free));
+                assert!(cell.load().claimed());
+                cell.complete(FrameType::Free, FrameType::KernelRestricted, &reach, 0, || {});
+                assert!(!reach.get(0), "reach bit set on a kernel-restricted frame");
             }
             let mapped = mapper.join().unwrap();
             let s = cell.load();
@@ -418,7 +465,8 @@ mod loom_tests {
                     }
                 })
             };
-            assert_eq!(cell.retype(FrameType::KernelShared).map(|s| s.ty()), Ok(FrameType::KernelShared));
+            assert_eq!(cell.retype(FrameType::KernelShared), Ok(FrameType::UserData));
+            cell.complete(FrameType::UserData, FrameType::KernelShared, &ReachMap::new(1), 0, || {});
             copier.join().unwrap();
             let s = cell.load();
             assert_eq!((s.ty(), s.pins()), (FrameType::KernelShared, 0));
@@ -438,11 +486,81 @@ mod loom_tests {
                 })
                 .collect();
             let freed = cell.free().is_ok();
+            if freed {
+                cell.complete(FrameType::UserData, FrameType::Free, &ReachMap::new(1), 0, || {});
+            }
             let mapped = maps.into_iter().map(|h| h.join().unwrap()).filter(|&m| m).count() as u64;
             let s = cell.load();
             assert_consistent(s);
             assert_eq!(u64::from(s.counts().dart), mapped, "lost count: {s:?}");
             assert!(!(freed && mapped > 0), "free and a map both succeeded: {s:?}");
+        });
+    }
+
+    /// The device-reachable bit ([`crate::reach`]) against the type: a
+    /// walker-like reader takes a snapshot (state, bit, state again) while
+    /// another thread frees a `kernel-shared` frame and retypes it to
+    /// `user-data` (each type once, so two equal loads mean no change between
+    /// them). Whenever both loads see the same unclaimed word, the bit
+    /// between them is exactly "its type is device-reachable": never set for
+    /// `free` (the safety side), never clear for the other two (no spurious
+    /// faults). At the end the bit is set.
+    #[test]
+    fn reach_bit_follows_the_type() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::KernelShared)));
+            let reach = Arc::new(ReachMap::new(1));
+            reach.set(0, true);
+            let walker = {
+                let (cell, reach) = (cell.clone(), reach.clone());
+                thread::spawn(move || {
+                    let s1 = cell.load();
+                    let bit = reach.get(0);
+                    let s2 = cell.load();
+                    if s1 == s2 && !s1.claimed() {
+                        assert_eq!(bit, device_reachable(s1.ty()), "bit {bit} for {s1:?}");
+                    }
+                })
+            };
+            assert_eq!(cell.free(), Ok(FrameType::KernelShared));
+            cell.complete(FrameType::KernelShared, FrameType::Free, &reach, 0, || {});
+            assert_eq!(cell.retype(FrameType::UserData), Ok(FrameType::Free));
+            cell.complete(FrameType::Free, FrameType::UserData, &reach, 0, || {});
+            walker.join().unwrap();
+            assert_eq!(cell.load(), FrameState::of_type(FrameType::UserData));
+            assert!(reach.get(0));
+        });
+    }
+
+    /// Two retypes of one `kernel-shared` frame race (to `user-data` and to
+    /// `compressor`; neither can follow the other under R1): exactly one
+    /// lands, and the bit ends equal to the reachability of the type it left.
+    #[test]
+    fn racing_retypes_leave_one_type_and_its_bit() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::KernelShared)));
+            let reach = Arc::new(ReachMap::new(1));
+            reach.set(0, true);
+            let other = {
+                let (cell, reach) = (cell.clone(), reach.clone());
+                thread::spawn(move || {
+                    let ok = cell.retype(FrameType::UserData).is_ok();
+                    if ok {
+                        cell.complete(FrameType::KernelShared, FrameType::UserData, &reach, 0, || {});
+                    }
+                    ok
+                })
+            };
+            let mine = cell.retype(FrameType::Compressor).is_ok();
+            if mine {
+                cell.complete(FrameType::KernelShared, FrameType::Compressor, &reach, 0, || {});
+            }
+            let theirs = other.join().unwrap();
+            assert!(mine != theirs, "retypes landed: compressor {mine}, user-data {theirs}");
+            let s = cell.load();
+            let want = if mine { FrameType::Compressor } else { FrameType::UserData };
+            assert_eq!((s.ty(), s.claimed()), (want, false));
+            assert_eq!(reach.get(0), device_reachable(want));
         });
     }
 }

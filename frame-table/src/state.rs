@@ -152,7 +152,8 @@ impl FrameState {
         self.0
     }
 
-    /// The frame's type. A claimed frame is still `free` until it is published.
+    /// The frame's type. A claimed frame shows the type it is changing to
+    /// (`free` for one an allocation claimed).
     pub const fn ty(self) -> FrameType {
         match FrameType::from_code(TYPE.get(self.0) as u8) {
             Some(t) => t,
@@ -161,7 +162,9 @@ impl FrameState {
         }
     }
 
-    /// Whether an allocation or retype has claimed this `free` frame and is scrubbing it.
+    /// Whether a type change (allocation, retype or free) has claimed this
+    /// frame: its type is still the old one, and the change is being finished
+    /// (device-reachable bit, scrub, publish) by the claimer alone.
     pub const fn claimed(self) -> bool {
         CLAIMED.get(self.0) != 0
     }
@@ -201,10 +204,6 @@ impl FrameState {
     /// Whether the frame has any mapping (pending invalidations included).
     pub const fn mapped(self) -> bool {
         self.0 & (CPU_KERNEL.mask() | CPU_USER.mask() | DART.mask() | PENDING.mask()) != 0
-    }
-
-    pub(crate) const fn with_type(self, ty: FrameType) -> FrameState {
-        FrameState(TYPE.set(self.0, ty as u64))
     }
 
     pub(crate) const fn with_claimed(self, claimed: bool) -> FrameState {

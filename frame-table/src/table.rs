@@ -10,7 +10,8 @@ use crate::cell::{FrameCell, Refusal};
 use crate::error::{Error, Violation};
 use crate::memory::{check_regions, map_regions, ConfigError, FrameSize, Region, DEFAULT_DRAM_BASE};
 use crate::observer::{FrameEvent, FrameObserver, ObserverSlot};
-use crate::policy::{Access, Perm};
+use crate::policy::{device_reachable, Access, Perm};
+use crate::reach::ReachMap;
 use crate::state::{Counter, FrameState};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::types::{Frame, FrameType};
@@ -102,6 +103,7 @@ pub struct FrameTable {
     base: u64,
     frame_size: FrameSize,
     cells: Box<[FrameCell]>,
+    reach: ReachMap,
     free_list: Mutex<Vec<u32>>,
     free_count: AtomicU64,
     on_violation: OnViolation,
@@ -139,6 +141,7 @@ impl FrameTable {
             frame_size: config.frame_size,
             free_count: AtomicU64::new(free.len() as u64),
             free_list: Mutex::new(free),
+            reach: ReachMap::new(cells.len()),
             cells,
             on_violation: config.on_violation,
             halted: AtomicBool::new(false),
@@ -216,24 +219,34 @@ impl FrameTable {
     }
 
     /// Whether a DART may reach the frame holding `pa` at all
-    /// ([`crate::policy::device_reachable`] of its type); false for holes
-    /// and outside memory. One load and a bit test: the walker's leaf check.
+    /// ([`crate::policy::device_reachable`] of its type); false for holes,
+    /// outside memory, and while a type change away from a reachable type is
+    /// in progress. One load of the device-reachable map ([`crate::reach`]),
+    /// which stays cached: the walker's leaf check.
     #[inline]
     pub fn device_reachable_at(&self, pa: u64) -> bool {
-        /// Bit `code` set for every device-reachable type code.
-        const REACHABLE: u32 = {
-            let mut mask = 0u32;
-            let mut i = 0;
-            while i < FrameType::ALL.len() {
-                if crate::policy::device_reachable(FrameType::ALL[i]) {
-                    mask |= 1 << FrameType::ALL[i] as u32;
-                }
-                i += 1;
-            }
-            mask
-        };
-        // Holes give codes of 16 and more, whose bits are clear.
-        self.state_at(pa).is_some_and(|s| (REACHABLE >> s.type_or_hole()) & 1 != 0)
+        match pa.checked_sub(self.base) {
+            Some(off) => self.reach.get((off >> self.frame_size.shift()) as usize),
+            None => false,
+        }
+    }
+
+    /// Whether the device-reachable map agrees with every unclaimed frame's
+    /// type (its invariant at rest, [`crate::reach`]); the frames it gets
+    /// wrong otherwise. For invariant checks at quiescent points.
+    pub fn reach_map_consistent(&self) -> Result<(), Vec<Frame>> {
+        let wrong: Vec<Frame> = (0..self.cells.len())
+            .filter(|&i| {
+                let s = self.cells[i].load();
+                !s.claimed() && self.reach.get(i) != (!s.hole() && device_reachable(s.ty()))
+            })
+            .map(|i| Frame(i as u32))
+            .collect();
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong)
+        }
     }
 
     /// A snapshot of `frame`'s state.
@@ -365,9 +378,7 @@ impl FrameTable {
             self.free_count.fetch_sub(count, Ordering::Relaxed);
         }
         for &f in &claimed {
-            self.scrub(f);
-            // Only this thread touches a claimed frame: publish cannot fail.
-            let _ = self.cells[f.index()].publish(ty);
+            self.cells[f.index()].complete(FrameType::Free, ty, &self.reach, f.index(), || self.scrub(f));
         }
         for &frame in &claimed {
             self.observer.emit(|| FrameEvent::Alloc { frame, pa: self.pa_unchecked(frame), ty });
@@ -385,13 +396,11 @@ impl FrameTable {
             let from = cell.load().ty();
             return Err(Error::BadTransition { frame, from, to });
         }
-        let from = cell.load().ty();
-        let next = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
-        if next.claimed() {
+        let from = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
+        if from == FrameType::Free {
             self.free_count.fetch_sub(1, Ordering::Relaxed);
-            self.scrub(frame);
-            let _ = cell.publish(to);
         }
+        cell.complete(from, to, &self.reach, frame.index(), || self.scrub(frame));
         self.observer.emit(|| FrameEvent::Retype { frame, pa: self.pa_unchecked(frame), from, to });
         Ok(())
     }
@@ -401,8 +410,8 @@ impl FrameTable {
     pub fn free(&self, frame: Frame) -> Result<(), Error> {
         self.check_running()?;
         let cell = self.cell(frame)?;
-        let from = cell.load().ty();
-        cell.free().map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, FrameType::Free))?;
+        let from = cell.free().map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, FrameType::Free))?;
+        cell.complete(from, FrameType::Free, &self.reach, frame.index(), || {});
         {
             let mut list = self.free_list.lock();
             list.push(frame.0);

@@ -3,6 +3,8 @@
 //! on every step, not only at the end: no frame is ever observed
 //! `kernel-restricted` with a non-zero DART count, and no DART count is ever
 //! granted on a frame that is (at the instant of the grant) not DART-mappable.
+//! The device-reachable bit (the DART walker's leaf check) is set whenever a
+//! DART count is held and clear on every `kernel-restricted` frame.
 
 use frame_table::{
     Access, Counter, Error, Frame, FrameSize, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm,
@@ -42,6 +44,9 @@ fn dart_acquire_races_free_and_retype_to_kernel_restricted() {
                         assert!(matches!(s.ty(), FrameType::UserData | FrameType::KernelShared), "granted on {s:?}");
                         let now = t.state(f).unwrap();
                         assert!(now.counts().dart >= 1 && now.ty() != FrameType::KernelRestricted, "{now:?}");
+                        // While the count is held the type cannot change, so
+                        // the walker's leaf check must let the DART in.
+                        assert!(t.device_reachable_at(t.pa_of(f).unwrap()), "reach bit clear on mapped {now:?}");
                         granted.fetch_add(1, Ordering::Relaxed);
                         t.release(f, Counter::Dart).unwrap();
                     }
@@ -76,6 +81,8 @@ fn dart_acquire_races_free_and_retype_to_kernel_restricted() {
                 t.retype(f, FrameType::KernelRestricted).unwrap();
                 let s = t.state(f).unwrap();
                 assert!(s.ty() != FrameType::KernelRestricted || s.counts().dart == 0, "{s:?}");
+                // Only this thread changes types: the frame is kernel-restricted now.
+                assert!(!t.device_reachable_at(t.pa_of(f).unwrap()), "reach bit set on {s:?}");
                 seen.fetch_add(1, Ordering::Relaxed);
                 t.free(f).unwrap();
                 t.retype(f, FrameType::UserData).unwrap();

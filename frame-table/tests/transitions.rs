@@ -34,6 +34,11 @@ fn counts(cpu_kernel: u32, cpu_user: u32, dart: u32, pending: u32) -> Counts {
 fn assert_state(t: &FrameTable, f: Frame, ty: FrameType, c: Counts) {
     let s = t.state(f).unwrap();
     assert_eq!((s.ty(), s.counts(), s.pins(), s.claimed()), (ty, c, 0, false), "state of {f}");
+    // The walker's leaf check: the EXPECTED_ACCESS "dart r" column.
+    let row = TYPES.iter().position(|&x| x == ty).unwrap();
+    let reachable = EXPECTED_ACCESS[row].split(' ').nth(4) == Some("y");
+    assert_eq!(t.device_reachable_at(t.pa_of(f).unwrap()), reachable, "device-reachable bit of {f} ({ty})");
+    assert_eq!(t.reach_map_consistent(), Ok(()));
 }
 
 /// The map columns: (access, perm).
