@@ -175,11 +175,11 @@ impl StreamState {
     }
 
     /// Bumps generation `i` for every bit `i` of `mask`.
-    fn bump_gens_before_synchronize(&self, mask: u64) {
-        for (i, gen) in self.gens.iter().enumerate() {
-            if mask >> i & 1 != 0 {
-                gen.store(gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
-            }
+    fn bump_gens_before_synchronize(&self, mut mask: u64) {
+        while mask != 0 {
+            let gen = &self.gens[mask.trailing_zeros() as usize];
+            mask &= mask - 1;
+            gen.store(gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
         }
     }
 }
