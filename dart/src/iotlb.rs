@@ -73,7 +73,7 @@
 //!
 //! The IOTLB never looks for entries to invalidate (apart from the
 //! [`Iotlb::invalidate_all`] reset). The DART keeps generation counters per
-//! stream (one per group of 32 MiB IOVA regions, [`crate::stream`]) and
+//! stream (one per group of 32 MiB IOVA regions, in `dart/src/stream.rs`) and
 //! passes the *current* one of the page's region to every lookup;
 //! invalidating a stream means bumping all its generations, invalidating a
 //! range bumping those of its regions. An entry whose generation is older

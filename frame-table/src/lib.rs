@@ -23,7 +23,7 @@ mod error;
 mod memory;
 pub mod observer;
 pub mod policy;
-mod reach;
+pub mod reach;
 mod state;
 mod sync;
 mod table;

@@ -10,7 +10,7 @@
 //! # Protocol
 //!
 //! *Who writes.* Only the thread that holds a frame's *claim* (the
-//! `claimed` flag of its state word, [`crate::cell`]) writes the frame's
+//! `claimed` flag of its state word, see `frame-table/src/cell.rs`) writes the frame's
 //! bit. Every change of type claims first: allocation and retype from
 //! `free`, retype between other types, and free. While a frame is claimed,
 //! every other transition on it waits or is refused, so its bit and its
