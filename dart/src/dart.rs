@@ -560,7 +560,7 @@ impl Dart {
             return None;
         }
         self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
-        self.stats.count_translation_in(slot, sid, 1, 0, 1);
+        self.stats.count_walk(slot, sid);
         Some(v)
     }
 
@@ -623,7 +623,8 @@ impl Dart {
             }
             cur += n;
         };
-        self.stats.count_translation_in(slot, sid, pages, hits, walks);
+        debug_assert_eq!(pages, hits + walks, "every page is a hit or a walk");
+        self.stats.count_translation_in(slot, sid, hits, walks);
         result.map_err(|(at, kind)| self.raise(sid, at, kind, dir))
     }
 

@@ -19,15 +19,16 @@
 //! `slot` module) has its own *hot stripe* per DART, holding those counters
 //! per stream; the hot stripes are one flat array allocated with the
 //! counters. An IOTLB hit, the commonest event, counts in a separate
-//! per-slot row of 256 `translations` counters (one per possible stream of
-//! every variant), found with a shift and one compare. Its owner is its only
+//! per-slot row of 256 hit counters (one per possible stream of every
+//! variant), found with a shift and one compare. Its owner is its only
 //! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
-//! instruction on the hot path. `iotlb_hits` is not stored there at all, so
-//! that an IOTLB hit updates one counter: it is `translations -
-//! iotlb_misses`, derived when summing (saturating: a snapshot racing a
-//! writer may read a newer miss count than translation count), and the
-//! DART-wide values are the sums over streams. Threads without a slot
-//! number count in the striped slots with `fetch_add`.
+//! instruction on the hot path. Only two events are stored per stream:
+//! IOTLB hits and IOTLB misses. Every miss walks and every translated page
+//! is a hit or a miss, so `walks` = `iotlb_misses` and `translations` =
+//! `iotlb_hits + iotlb_misses` are derived when summing: a hit updates one
+//! counter and a fast-path walk one counter too. The DART-wide values are
+//! the sums over streams. Threads without a slot number count in the
+//! striped slots with `fetch_add`.
 //!
 //! The slow-path counters of [`Stats::add`] (maps, unmaps, invalidations,
 //! requests, …) go per thread the same way: a thread with a slot number
@@ -58,16 +59,16 @@
 //! than eight counting threads, some threads share a stripe: still correct,
 //! just contended. Every stripe holds `(1 + streams) * 37` 8-byte slots,
 //! rounded up to whole 128-byte blocks (the size of a [`CachePadded`] block on
-//! x86_64 and aarch64); each of the 64 hot stripes holds `streams * 5`
+//! x86_64 and aarch64); each of the 64 hot stripes holds `streams * 4`
 //! slots, rounded up the same way, and each of the 64 hit rows 256 slots.
 //! Bytes per DART (x86_64 / aarch64):
 //!
 //! | streams | bytes per DART            |
 //! |--------:|---------------------------|
 //! |       0 | 134,144 (131 KiB)         |
-//! |      16 | 212,992 (208 KiB)         |
-//! |     256 | 1,395,712 (1.3 MiB)       |
-//! |    4096 | 20,319,232 (19.4 MiB)     |
+//! |      16 | 204,800 (200 KiB)         |
+//! |     256 | 1,264,640 (1.2 MiB)       |
+//! |    4096 | 18,222,080 (17.4 MiB)     |
 //!
 //! (The DART variants have at most 256 streams.)
 //!
@@ -255,15 +256,16 @@ impl Counter {
 }
 
 /// The per-thread counters of the DMA path, one set of [`HOT`] per stream.
-const HOT: usize = 5;
+const HOT: usize = 4;
 /// Streams a hit row covers: the most any variant has.
 const HIT_STREAMS: usize = 256;
 /// Hot counter indices within a stream's set.
-const HOT_TRANSLATIONS: usize = 0;
+/// IOTLB hits of the general path (the fast path's are in the hit rows).
+const HOT_HITS: usize = 0;
+/// IOTLB misses, each of which walked.
 const HOT_MISSES: usize = 1;
-const HOT_WALKS: usize = 2;
-const HOT_READ: usize = 3;
-const HOT_WRITTEN: usize = 4;
+const HOT_READ: usize = 2;
+const HOT_WRITTEN: usize = 3;
 
 /// Basic counters per set in a [`ColdStripe`].
 const BASIC: usize = Counter::ALL.len();
@@ -309,8 +311,8 @@ pub struct Stats {
     hot: Box<[Block]>,
     /// Slots per hot stripe (a multiple of [`LANES`]).
     hot_len: usize,
-    /// The hit rows, one per exclusive slot number: IOTLB hits counted as
-    /// `translations` of stream `sid` (`sid < HIT_STREAMS`).
+    /// The hit rows, one per exclusive slot number: the fast path's IOTLB
+    /// hits of stream `sid` (`sid < HIT_STREAMS`).
     hits: Box<[CachePadded<[AtomicU64; HIT_STREAMS]>]>,
     /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
     /// first use.
@@ -386,37 +388,48 @@ impl Stats {
         // a slot no snapshot reads.
         match self.hits.get(lane).and_then(|row| row.get(sid as usize)) {
             Some(c) => Self::hot_add(c, 1),
-            None => self.count_translation_in(None, sid, 1, 1, 0),
+            None => self.count_translation_in(None, sid, 1, 0),
         }
     }
 
-    /// Counts one access's translation work on stream `sid`: `pages`
-    /// translations, of which `hits` came from the IOTLB, and `walks` walks
-    /// (`iotlb_misses` = `pages - hits`). Per thread and with plain stores
-    /// when the thread has a slot number (see the module docs); `slot` must
-    /// be the calling thread's own.
+    /// Counts one IOTLB miss, and so one walk and one translated page, on
+    /// stream `sid`: the fast path's fill. Like
+    /// [`Stats::count_translation_in`] with no hit.
+    #[inline(always)]
+    pub(crate) fn count_walk(&self, slot: Option<usize>, sid: u32) {
+        if cfg!(feature = "no-counters") {
+            return;
+        }
+        match self.hot_cell(slot, sid, HOT_MISSES) {
+            Some(c) => Self::hot_add(c, 1),
+            None => self.count_translation_in(None, sid, 0, 1),
+        }
+    }
+
+    /// Counts one access's translation work on stream `sid`: `hits` pages
+    /// served by the IOTLB and `misses` pages walked (`translations` is
+    /// their sum, `walks` equals `misses`). Per thread and with plain
+    /// stores when the thread has a slot number (see the module docs);
+    /// `slot` must be the calling thread's own.
     #[inline]
-    pub(crate) fn count_translation_in(&self, slot: Option<usize>, sid: u32, pages: u64, hits: u64, walks: u64) {
+    pub(crate) fn count_translation_in(&self, slot: Option<usize>, sid: u32, hits: u64, misses: u64) {
         if cfg!(feature = "no-counters") {
             return;
         }
         let cells = match self.hot_set(slot, sid) {
-            Some(base) => {
-                (self.hot_at(base + HOT_TRANSLATIONS), self.hot_at(base + HOT_MISSES), self.hot_at(base + HOT_WALKS))
-            }
-            None => (None, None, None),
+            Some(base) => (self.hot_at(base + HOT_HITS), self.hot_at(base + HOT_MISSES)),
+            None => (None, None),
         };
         match cells {
-            (Some(t), Some(m), Some(w)) => {
-                Self::hot_add(t, pages);
-                Self::hot_add(m, pages.wrapping_sub(hits));
-                Self::hot_add(w, walks);
+            (Some(h), Some(m)) => {
+                Self::hot_add(h, hits);
+                Self::hot_add(m, misses);
             }
             _ => {
-                self.add(Some(sid), Counter::Translations, pages);
+                self.add(Some(sid), Counter::Translations, hits.wrapping_add(misses));
                 self.add(Some(sid), Counter::IotlbHits, hits);
-                self.add(Some(sid), Counter::IotlbMisses, pages.wrapping_sub(hits));
-                self.add(Some(sid), Counter::Walks, walks);
+                self.add(Some(sid), Counter::IotlbMisses, misses);
+                self.add(Some(sid), Counter::Walks, misses);
             }
         }
     }
@@ -501,13 +514,13 @@ impl Stats {
         for slot in 0..crate::slot::EXCLUSIVE {
             for sid in 0..self.streams {
                 let get = |k: usize| self.hot_cell(Some(slot), sid as u32, k).map_or(0, |c| c.load(Ordering::Relaxed));
-                let hits = self.hits[slot].get(sid).map_or(0, |c| c.load(Ordering::Relaxed));
-                let (pages, misses) = (get(HOT_TRANSLATIONS).wrapping_add(hits), get(HOT_MISSES));
+                let row = self.hits[slot].get(sid).map_or(0, |c| c.load(Ordering::Relaxed));
+                let (hits, misses) = (get(HOT_HITS).wrapping_add(row), get(HOT_MISSES));
                 let values = [
-                    (Counter::Translations, pages),
-                    (Counter::IotlbHits, pages.saturating_sub(misses)),
+                    (Counter::Translations, hits.wrapping_add(misses)),
+                    (Counter::IotlbHits, hits),
                     (Counter::IotlbMisses, misses),
-                    (Counter::Walks, get(HOT_WALKS)),
+                    (Counter::Walks, misses),
                     (Counter::BytesRead, get(HOT_READ)),
                     (Counter::BytesWritten, get(HOT_WRITTEN)),
                 ];
@@ -885,6 +898,28 @@ mod tests {
         assert_eq!(set, CounterSet::default());
     }
 
+    /// The DMA path stores hits and misses only; `translations` and
+    /// `walks` are derived. Slot 3 stands for a thread with a slot number
+    /// (hot stripe and hit row), `None` and lane 64 for one without.
+    #[test]
+    fn dma_path_counters_derive_translations_and_walks() {
+        let stats = Stats::new(4);
+        stats.count_hit(3, 1);
+        stats.count_hit(3, 1);
+        stats.count_walk(Some(3), 1);
+        stats.count_translation_in(Some(3), 1, 2, 3);
+        stats.count_hit(crate::slot::EXCLUSIVE, 2);
+        stats.count_walk(None, 2);
+        stats.count_translation_in(None, 2, 1, 1);
+        let snap = stats.snapshot();
+        let get = |p: &str| snap.get(p).unwrap();
+        let names = ["translations", "iotlb_hits", "iotlb_misses", "walks"];
+        assert_eq!(names.map(|n| get(&format!("s1.{n}"))), [8, 4, 4, 4]);
+        assert_eq!(names.map(|n| get(&format!("s2.{n}"))), [4, 2, 2, 2]);
+        assert_eq!(names.map(|n| get(&format!("s0.{n}"))), [0, 0, 0, 0]);
+        assert_eq!(names.map(get), [12, 6, 6, 6]);
+    }
+
     #[test]
     fn hit_rate() {
         let stats = Stats::new(2);
@@ -918,9 +953,9 @@ mod tests {
         // The figures documented in the module docs.
         if std::mem::size_of::<Block>() == 128 {
             assert_eq!(Stats::new(0).bytes(), 134_144);
-            assert_eq!(Stats::new(16).bytes(), 212_992);
-            assert_eq!(Stats::new(256).bytes(), 1_395_712);
-            assert_eq!(Stats::new(4096).bytes(), 20_319_232);
+            assert_eq!(Stats::new(16).bytes(), 204_800);
+            assert_eq!(Stats::new(256).bytes(), 1_264_640);
+            assert_eq!(Stats::new(4096).bytes(), 18_222_080);
         }
         assert!(format!("{:?}", Stats::new(16)).contains("streams: 16"));
     }
