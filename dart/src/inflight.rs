@@ -200,7 +200,7 @@ pub struct InFlight {
     /// One more than the highest exclusive slot that ever entered.
     high: CachePadded<AtomicUsize>,
     /// Lane `i`: slot `i`'s counters of phase 0 and phase 1.
-    lanes: Box<[[CachePadded<AtomicU64>; 2]]>,
+    lanes: Box<[[CachePadded<AtomicU64>; 2]; SLOTS]>,
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
@@ -261,9 +261,11 @@ impl InFlight {
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
-            lanes: (0..SLOTS)
-                .map(|_| [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))])
-                .collect(),
+            // A fixed-size array: `enter` indexes it with a slot number the
+            // compiler knows is below `SLOTS`, so without a bounds check.
+            lanes: Box::new(std::array::from_fn(|_| {
+                [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))]
+            })),
             fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
             writer: Mutex::new(None),
         }

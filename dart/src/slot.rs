@@ -54,15 +54,32 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        #[cfg(not(loom))]
+        let _ = CACHED.try_with(|c| c.set(NO_SLOT));
         if let Some(n) = self.0 {
             FREE.lock().push(n);
         }
     }
 }
 
+/// [`CACHED`] before this thread's first call of [`current`].
+#[cfg(not(loom))]
+const UNCLAIMED: usize = usize::MAX;
+/// [`CACHED`] when the thread has no exclusive number (all were taken, or
+/// its [`Claim`] has been dropped at thread exit).
+#[cfg(not(loom))]
+const NO_SLOT: usize = usize::MAX - 1;
+
 #[cfg(not(loom))]
 thread_local! {
+    /// The claim, whose destructor returns the number.
     static SLOT: Claim = Claim::new();
+    /// A copy of the claimed number for the DMA path: a `const`, drop-free
+    /// thread-local is one load with no lazy-initialization check, where
+    /// [`SLOT`] needs a state check on every access. Written by [`current`]
+    /// on first use and set to [`NO_SLOT`] by the claim's destructor
+    /// before the number goes back to [`FREE`].
+    static CACHED: std::cell::Cell<usize> = const { std::cell::Cell::new(UNCLAIMED) };
 }
 
 /// This thread's exclusive slot number, claiming one on first use; `None`
@@ -71,7 +88,25 @@ thread_local! {
 #[cfg(not(loom))]
 #[inline]
 pub(crate) fn current() -> Option<usize> {
-    SLOT.try_with(|c| c.0).ok().flatten()
+    let n = CACHED.with(|c| c.get());
+    if n < EXCLUSIVE {
+        Some(n)
+    } else if n == UNCLAIMED {
+        claim_cached()
+    } else {
+        None
+    }
+}
+
+/// [`current`]'s first call on a thread: claims through [`SLOT`] and
+/// caches the answer.
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn claim_cached() -> Option<usize> {
+    let n = SLOT.try_with(|c| c.0).ok().flatten();
+    CACHED.with(|c| c.set(n.unwrap_or(NO_SLOT)));
+    n
 }
 
 /// Under loom every thread uses the shared, RMW-updated slot.
