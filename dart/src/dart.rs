@@ -530,7 +530,7 @@ impl Dart {
                 v
             }
             Some(_) => return None,
-            None => self.fill(st, config, sid, iova, gen, dir, guard.slot())?,
+            None => self.fill(st, config, sid, iova, gen, dir, guard.lane())?,
         };
         Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
     }
@@ -549,7 +549,7 @@ impl Dart {
         iova: u64,
         gen: u64,
         dir: Dir,
-        slot: Option<usize>,
+        lane: usize,
     ) -> Option<u64> {
         let leaf = self.walk(st, self.geometry_for(config), iova).ok()?;
         let v = tlb_value::pack(&leaf, self.page_shift);
@@ -560,7 +560,7 @@ impl Dart {
             return None;
         }
         self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
-        self.stats.count_walk(slot, sid);
+        self.stats.count_walk(lane, sid);
         Some(v)
     }
 

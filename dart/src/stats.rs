@@ -18,9 +18,10 @@
 //! access, go one step further: each exclusive slot number (the crate's
 //! `slot` module) has its own *hot stripe* per DART, holding those counters
 //! per stream; the hot stripes are one flat array allocated with the
-//! counters. An IOTLB hit, the commonest event, counts in a separate
-//! per-slot row of 256 hit counters (one per possible stream of every
-//! variant), found with a shift and one compare. Its owner is its only
+//! counters. An IOTLB hit, the commonest event, and the fast path's walk
+//! count in a separate per-slot row of 256 (hit, walk) counter pairs (one
+//! per possible stream of every variant), found with a shift and one
+//! compare. Its owner is its only
 //! writer, so it adds with a `Relaxed` `load` + `store`: no `lock`-prefixed
 //! instruction on the hot path. Only two events are stored per stream:
 //! IOTLB hits and IOTLB misses. Every miss walks and every translated page
@@ -60,15 +61,15 @@
 //! just contended. Every stripe holds `(1 + streams) * 37` 8-byte slots,
 //! rounded up to whole 128-byte blocks (the size of a [`CachePadded`] block on
 //! x86_64 and aarch64); each of the 64 hot stripes holds `streams * 4`
-//! slots, rounded up the same way, and each of the 64 hit rows 256 slots.
+//! slots, rounded up the same way, and each of the 64 hit rows 512 slots.
 //! Bytes per DART (x86_64 / aarch64):
 //!
 //! | streams | bytes per DART            |
 //! |--------:|---------------------------|
-//! |       0 | 134,144 (131 KiB)         |
-//! |      16 | 204,800 (200 KiB)         |
-//! |     256 | 1,264,640 (1.2 MiB)       |
-//! |    4096 | 18,222,080 (17.4 MiB)     |
+//! |       0 | 265,216 (259 KiB)         |
+//! |      16 | 335,872 (328 KiB)         |
+//! |     256 | 1,395,712 (1.3 MiB)       |
+//! |    4096 | 18,353,152 (17.5 MiB)     |
 //!
 //! (The DART variants have at most 256 streams.)
 //!
@@ -312,8 +313,9 @@ pub struct Stats {
     /// Slots per hot stripe (a multiple of [`LANES`]).
     hot_len: usize,
     /// The hit rows, one per exclusive slot number: the fast path's IOTLB
-    /// hits of stream `sid` (`sid < HIT_STREAMS`).
-    hits: Box<[CachePadded<[AtomicU64; HIT_STREAMS]>]>,
+    /// hits (`2 * sid`) and walks (`2 * sid + 1`) of stream `sid`
+    /// (`sid < HIT_STREAMS`).
+    hits: Box<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>,
     /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
     /// first use.
     cold: Box<[std::sync::OnceLock<ColdStripe>]>,
@@ -386,7 +388,7 @@ impl Stats {
         // A sid past the DART's streams never gets here (the DART checked
         // it); one below HIT_STREAMS but past `streams` would only count in
         // a slot no snapshot reads.
-        match self.hits.get(lane).and_then(|row| row.get(sid as usize)) {
+        match self.hits.get(lane).and_then(|row| row.get(2 * sid as usize)) {
             Some(c) => Self::hot_add(c, 1),
             None => self.count_translation_in(None, sid, 1, 0),
         }
@@ -395,12 +397,14 @@ impl Stats {
     /// Counts one IOTLB miss, and so one walk and one translated page, on
     /// stream `sid`: the fast path's fill. Like
     /// [`Stats::count_translation_in`] with no hit.
+    /// In the hit row of `lane`, next to the stream's hit counter (one
+    /// shift and two compares, as [`Stats::count_hit`]).
     #[inline(always)]
-    pub(crate) fn count_walk(&self, slot: Option<usize>, sid: u32) {
+    pub(crate) fn count_walk(&self, lane: usize, sid: u32) {
         if cfg!(feature = "no-counters") {
             return;
         }
-        match self.hot_cell(slot, sid, HOT_MISSES) {
+        match self.hits.get(lane).and_then(|row| row.get(2 * sid as usize + 1)) {
             Some(c) => Self::hot_add(c, 1),
             None => self.count_translation_in(None, sid, 0, 1),
         }
@@ -514,8 +518,8 @@ impl Stats {
         for slot in 0..crate::slot::EXCLUSIVE {
             for sid in 0..self.streams {
                 let get = |k: usize| self.hot_cell(Some(slot), sid as u32, k).map_or(0, |c| c.load(Ordering::Relaxed));
-                let row = self.hits[slot].get(sid).map_or(0, |c| c.load(Ordering::Relaxed));
-                let (hits, misses) = (get(HOT_HITS).wrapping_add(row), get(HOT_MISSES));
+                let row = |k: usize| self.hits[slot].get(2 * sid + k).map_or(0, |c| c.load(Ordering::Relaxed));
+                let (hits, misses) = (get(HOT_HITS).wrapping_add(row(0)), get(HOT_MISSES).wrapping_add(row(1)));
                 let values = [
                     (Counter::Translations, hits.wrapping_add(misses)),
                     (Counter::IotlbHits, hits),
@@ -553,7 +557,7 @@ impl Stats {
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
             + std::mem::size_of_val::<[Block]>(&self.hot)
-            + std::mem::size_of_val::<[CachePadded<[AtomicU64; HIT_STREAMS]>]>(&self.hits)
+            + std::mem::size_of_val::<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>(&self.hits)
             + self
                 .cold
                 .iter()
@@ -906,10 +910,10 @@ mod tests {
         let stats = Stats::new(4);
         stats.count_hit(3, 1);
         stats.count_hit(3, 1);
-        stats.count_walk(Some(3), 1);
+        stats.count_walk(3, 1);
         stats.count_translation_in(Some(3), 1, 2, 3);
         stats.count_hit(crate::slot::EXCLUSIVE, 2);
-        stats.count_walk(None, 2);
+        stats.count_walk(crate::slot::EXCLUSIVE, 2);
         stats.count_translation_in(None, 2, 1, 1);
         let snap = stats.snapshot();
         let get = |p: &str| snap.get(p).unwrap();
@@ -952,10 +956,10 @@ mod tests {
         assert_eq!(snap.get("s4096.walks"), None);
         // The figures documented in the module docs.
         if std::mem::size_of::<Block>() == 128 {
-            assert_eq!(Stats::new(0).bytes(), 134_144);
-            assert_eq!(Stats::new(16).bytes(), 204_800);
-            assert_eq!(Stats::new(256).bytes(), 1_264_640);
-            assert_eq!(Stats::new(4096).bytes(), 18_222_080);
+            assert_eq!(Stats::new(0).bytes(), 265_216);
+            assert_eq!(Stats::new(16).bytes(), 335_872);
+            assert_eq!(Stats::new(256).bytes(), 1_395_712);
+            assert_eq!(Stats::new(4096).bytes(), 18_353_152);
         }
         assert!(format!("{:?}", Stats::new(16)).contains("streams: 16"));
     }
