@@ -497,6 +497,14 @@ mod loom_tests {
         });
     }
 
+    /// An unmapped `kernel-shared` frame and a one-frame reach map with its
+    /// bit set, as the table keeps them at rest.
+    fn kernel_shared_with_its_bit() -> (Arc<FrameCell>, Arc<ReachMap>) {
+        let reach = Arc::new(ReachMap::new(1));
+        reach.set(0, true);
+        (Arc::new(FrameCell::new(FrameState::of_type(FrameType::KernelShared))), reach)
+    }
+
     /// The device-reachable bit ([`crate::reach`]) against the type: a
     /// walker-like reader takes a snapshot (state, bit, state again) while
     /// another thread frees a `kernel-shared` frame and retypes it to
@@ -508,9 +516,7 @@ mod loom_tests {
     #[test]
     fn reach_bit_follows_the_type() {
         loom::model(|| {
-            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::KernelShared)));
-            let reach = Arc::new(ReachMap::new(1));
-            reach.set(0, true);
+            let (cell, reach) = kernel_shared_with_its_bit();
             let walker = {
                 let (cell, reach) = (cell.clone(), reach.clone());
                 thread::spawn(move || {
@@ -534,13 +540,12 @@ mod loom_tests {
 
     /// Two retypes of one `kernel-shared` frame race (to `user-data` and to
     /// `compressor`; neither can follow the other under R1): exactly one
-    /// lands, and the bit ends equal to the reachability of the type it left.
+    /// lands, and the bit ends equal to the reachability of the type it
+    /// gave (both reachable: clear, then set again, by one claimer).
     #[test]
     fn racing_retypes_leave_one_type_and_its_bit() {
         loom::model(|| {
-            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::KernelShared)));
-            let reach = Arc::new(ReachMap::new(1));
-            reach.set(0, true);
+            let (cell, reach) = kernel_shared_with_its_bit();
             let other = {
                 let (cell, reach) = (cell.clone(), reach.clone());
                 thread::spawn(move || {
