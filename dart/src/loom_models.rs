@@ -66,6 +66,16 @@ fn translate_page(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64, page: u64) -
     Some(p)
 }
 
+/// The DMA's copy in the unmap models: the frame the leaf PTE `p` reaches
+/// must still be the mapped `user-data` frame, its DART count not released.
+fn assert_copy_reaches_mapped_frame(frames: &FrameTable, p: u64) {
+    let s = frames.state(frames.frame_of(p & !PTE_VALID).unwrap()).unwrap();
+    assert!(
+        s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
+        "DMA copied from a frame after its unmap released it: {s:?}"
+    );
+}
+
 /// One strict unmap racing one DMA in flight. `synchronize` says whether
 /// the unmapper waits for DMA in flight (the real protocol) or not (the
 /// known gap this model must catch).
@@ -86,13 +96,7 @@ fn strict_unmap_model(synchronize: bool) {
             thread::spawn(move || {
                 let _guard = inflight.enter();
                 if let Some(p) = translate(&st, &iotlb, &pte) {
-                    // The copy: what the DMA reads is the frame it reached.
-                    let frame = frames.frame_of(p & !PTE_VALID).unwrap();
-                    let s = frames.state(frame).unwrap();
-                    assert!(
-                        s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
-                        "DMA copied from a frame after its unmap released it: {s:?}"
-                    );
+                    assert_copy_reaches_mapped_frame(&frames, p);
                 }
             })
         };
@@ -160,11 +164,7 @@ fn two_strict_unmaps_vs_two_dmas() {
                 for (i, page) in [(1, OTHER_REGION_PAGE), (0, PAGE)] {
                     let _guard = inflight.enter();
                     if let Some(p) = translate_page(&st, &iotlb, &ptes[i], page) {
-                        let s = frames.state(frames.frame_of(p & !PTE_VALID).unwrap()).unwrap();
-                        assert!(
-                            s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
-                            "DMA copied from a frame after its unmap released it: {s:?}"
-                        );
+                        assert_copy_reaches_mapped_frame(&frames, p);
                     }
                 }
             })
