@@ -61,7 +61,7 @@
 //! just contended. Every stripe holds `(1 + streams) * 37` 8-byte slots,
 //! rounded up to whole 128-byte blocks (the size of a [`CachePadded`] block on
 //! x86_64 and aarch64); each of the 64 hot stripes holds `streams * 4`
-//! slots, rounded up the same way, and each of the 64 hit rows 512 slots.
+//! slots, rounded up the same way, and each of the 64 fast-path rows 512 slots.
 //! Bytes per DART (x86_64 / aarch64):
 //!
 //! | streams | bytes per DART            |
@@ -258,10 +258,13 @@ impl Counter {
 
 /// The per-thread counters of the DMA path, one set of [`HOT`] per stream.
 const HOT: usize = 4;
-/// Streams a hit row covers: the most any variant has.
+/// Streams a fast-path row covers: the most any variant has.
 const HIT_STREAMS: usize = 256;
+/// A stream's counters within a fast-path row: its IOTLB hits, then its walks.
+const FAST_HIT: usize = 0;
+const FAST_WALK: usize = 1;
 /// Hot counter indices within a stream's set.
-/// IOTLB hits of the general path (the fast path's are in the hit rows).
+/// IOTLB hits of the general path (the fast path's are in the fast-path rows).
 const HOT_HITS: usize = 0;
 /// IOTLB misses, each of which walked.
 const HOT_MISSES: usize = 1;
@@ -312,10 +315,10 @@ pub struct Stats {
     hot: Box<[Block]>,
     /// Slots per hot stripe (a multiple of [`LANES`]).
     hot_len: usize,
-    /// The hit rows, one per exclusive slot number: the fast path's IOTLB
-    /// hits (`2 * sid`) and walks (`2 * sid + 1`) of stream `sid`
-    /// (`sid < HIT_STREAMS`).
-    hits: Box<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>,
+    /// The fast-path rows, one per exclusive slot number: the fast path's
+    /// IOTLB hits (`2 * sid + FAST_HIT`) and walks (`2 * sid + FAST_WALK`)
+    /// of stream `sid` (`sid < HIT_STREAMS`).
+    fast: Box<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>,
     /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
     /// first use.
     cold: Box<[std::sync::OnceLock<ColdStripe>]>,
@@ -341,10 +344,10 @@ impl Stats {
         let hot = (0..crate::slot::EXCLUSIVE * hot_len / LANES)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
-        let hits =
+        let fast =
             (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
         let cold = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
-        Stats { hot, hot_len, hits, cold, blocks, stripe_len, streams }
+        Stats { hot, hot_len, fast, cold, blocks, stripe_len, streams }
     }
 
     /// Flat index of stream `sid`'s set of hot counters in slot number
@@ -382,30 +385,31 @@ impl Stats {
     /// slot number, or any larger number for a thread without one).
     #[inline(always)]
     pub(crate) fn count_hit(&self, lane: usize, sid: u32) {
+        self.count_fast(lane, sid, FAST_HIT);
+    }
+
+    /// Counts one IOTLB miss, and so one walk and one translated page, on
+    /// stream `sid`: the fast path's fill. `lane` as for
+    /// [`Stats::count_hit`].
+    #[inline(always)]
+    pub(crate) fn count_walk(&self, lane: usize, sid: u32) {
+        self.count_fast(lane, sid, FAST_WALK);
+    }
+
+    /// Adds one to counter `k` ([`FAST_HIT`] or [`FAST_WALK`]) of stream
+    /// `sid` in the fast-path row of `lane`: a shift and two compares.
+    /// Lanes without a row count through [`Stats::count_translation_in`].
+    #[inline(always)]
+    fn count_fast(&self, lane: usize, sid: u32, k: usize) {
         if cfg!(feature = "no-counters") {
             return;
         }
         // A sid past the DART's streams never gets here (the DART checked
         // it); one below HIT_STREAMS but past `streams` would only count in
         // a slot no snapshot reads.
-        match self.hits.get(lane).and_then(|row| row.get(2 * sid as usize)) {
+        match self.fast.get(lane).and_then(|row| row.get(2 * sid as usize + k)) {
             Some(c) => Self::hot_add(c, 1),
-            None => self.count_translation_in(None, sid, 1, 0),
-        }
-    }
-
-    /// Counts one IOTLB miss, and so one walk and one translated page, on
-    /// stream `sid`: the fast path's fill. Like
-    /// [`Stats::count_translation_in`] with no hit.
-    /// In the hit row of `lane`, next to the stream's hit counter (one
-    /// shift and two compares, as [`Stats::count_hit`]).
-    #[inline(always)]
-    pub(crate) fn count_walk(&self, lane: usize, sid: u32) {
-        if cfg!(feature = "no-counters") {
-            return;
-        }
-        match self.hits.get(lane).and_then(|row| row.get(2 * sid as usize + 1)) {
-            Some(c) => Self::hot_add(c, 1),
+            None if k == FAST_HIT => self.count_translation_in(None, sid, 1, 0),
             None => self.count_translation_in(None, sid, 0, 1),
         }
     }
@@ -518,8 +522,9 @@ impl Stats {
         for slot in 0..crate::slot::EXCLUSIVE {
             for sid in 0..self.streams {
                 let get = |k: usize| self.hot_cell(Some(slot), sid as u32, k).map_or(0, |c| c.load(Ordering::Relaxed));
-                let row = |k: usize| self.hits[slot].get(2 * sid + k).map_or(0, |c| c.load(Ordering::Relaxed));
-                let (hits, misses) = (get(HOT_HITS).wrapping_add(row(0)), get(HOT_MISSES).wrapping_add(row(1)));
+                let row = |k: usize| self.fast[slot].get(2 * sid + k).map_or(0, |c| c.load(Ordering::Relaxed));
+                let (hits, misses) =
+                    (get(HOT_HITS).wrapping_add(row(FAST_HIT)), get(HOT_MISSES).wrapping_add(row(FAST_WALK)));
                 let values = [
                     (Counter::Translations, hits.wrapping_add(misses)),
                     (Counter::IotlbHits, hits),
@@ -557,7 +562,7 @@ impl Stats {
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
             + std::mem::size_of_val::<[Block]>(&self.hot)
-            + std::mem::size_of_val::<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>(&self.hits)
+            + std::mem::size_of_val::<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>(&self.fast)
             + self
                 .cold
                 .iter()
@@ -904,7 +909,7 @@ mod tests {
 
     /// The DMA path stores hits and misses only; `translations` and
     /// `walks` are derived. Slot 3 stands for a thread with a slot number
-    /// (hot stripe and hit row), `None` and lane 64 for one without.
+    /// (hot stripe and fast-path row), `None` and lane 64 for one without.
     #[test]
     fn dma_path_counters_derive_translations_and_walks() {
         let stats = Stats::new(4);
