@@ -559,9 +559,17 @@ impl Dart {
             // counters read as if this walk had not happened.
             return None;
         }
-        self.iotlb.insert(sid, iova >> self.page_shift, gen, v);
+        self.iotlb.fill(sid, iova >> self.page_shift, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));
         self.stats.count_walk(lane, sid);
         Some(v)
+    }
+
+    /// Whether an IOTLB entry of stream `sid`'s page `page` cached under
+    /// generation `gen` can still be hit: the stream exists and the page's
+    /// region is still at `gen`. The IOTLB's fill policy asks this of the
+    /// entry a fill would evict ([`Iotlb::fill`]).
+    fn iotlb_entry_live(&self, sid: u32, page: u64, gen: u64) -> bool {
+        self.streams.get(sid as usize).is_some_and(|st| st.gen(page << self.page_shift) == gen)
     }
 
     /// Translates `[iova, iova + len)` for `dir` into `spans`, page by page
@@ -598,7 +606,8 @@ impl Dart {
                     walks += 1;
                     match self.walk(st, geo, cur) {
                         Ok(leaf) => {
-                            self.iotlb.insert(sid, page, gen, tlb_value::pack(&leaf, self.page_shift));
+                            let v = tlb_value::pack(&leaf, self.page_shift);
+                            self.iotlb.fill(sid, page, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));
                             leaf
                         }
                         Err(kind) => break Err((cur, kind)),
