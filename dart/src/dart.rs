@@ -13,7 +13,7 @@
 //! `SeqCst` fence then orders, always under the mapper lock.
 //!
 //! *Who reads.* DMA threads, with no lock: enter the in-flight tracker
-//! ([`crate::inflight`], one `SeqCst` RMW on a per-thread slot), load the
+//! ([`crate::inflight`], two plain stores to a per-thread section word), load the
 //! stream configuration and generation, probe the IOTLB (a seqlock read), on
 //! a miss walk the tables with `Acquire` loads, check permission and
 //! subpage, copy, leave.

@@ -1,53 +1,72 @@
 //! Tracking DMA in flight, so that a strict unmap can wait for every DMA that
 //! may have translated through the entries it cleared.
 //!
-//! # Protocol (SRCU-style two-phase counters)
+//! # Protocol
 //!
-//! There are two *phases*, each with [`SLOTS`] counters: one per exclusive
-//! thread slot (the crate's `slot` module) and one shared by threads that got
-//! none. A slot's two counters (one per phase) form the slot's *lane*; each
-//! counter has a cache line of its own, so a writer waiting on the old
-//! phase's counter does not pull away the line the reader is incrementing
-//! in the new phase.
+//! A thread with an exclusive slot number (the crate's `slot` module) marks
+//! its DMA in a *section word* of its own; threads that got none share two
+//! SRCU-style counters, one per *phase*. Each word and counter has a cache
+//! line of its own.
 //!
-//! - **Reader (a DMA or a translation):** load the current phase `p`;
-//!   `fetch_add(1, SeqCst)` on `lanes[slot][p]`; then read the stream's
-//!   generation, the IOTLB and the tables, and copy; finally decrement the
-//!   same counter with `Release`: a plain `load` + `store` on an exclusive
-//!   slot (its thread is the only writer), `fetch_sub` on the shared one.
-//!   No lock. A thread's first DMA also raises the tracker's high-water mark
-//!   of slots in use (`fetch_max`, then a `SeqCst` fence) before it
-//!   increments, so the writer's scan can stop at the mark: either the
-//!   writer's load of the mark sees it, or the reader's fence comes after the
-//!   writer's in the `SeqCst` order and the reader sees the cleared PTEs.
-//!   A guard is not `Send`: it must be dropped by the thread that owns its
-//!   slot.
+//! - **Reader on an exclusive slot (a DMA or a translation):** open a
+//!   section: the slot's word goes from `(outer, depth)` to
+//!   `(outer + 1, 1)` if `depth` was 0, else to `(outer, depth + 1)`
+//!   (the `section` module), stored with `Release` and ordered before what follows
+//!   by a `SeqCst` RMW or, outside bursts, the asymmetric fence below; then
+//!   read the stream's generation, the IOTLB and the tables, and copy;
+//!   finally close it (`depth - 1`, `Release`). The thread is the word's only
+//!   writer, so these are a `load` and a `store`: no lock, and no shared
+//!   line read on the way in.
+//! - **Reader without a slot:** load the current phase `p`;
+//!   `fetch_add(1, SeqCst)` on the shared counter of `p`; read and copy as
+//!   above; `fetch_sub(1, Release)` the same counter.
+//! - A thread's first DMA also raises the tracker's high-water mark of slots
+//!   in use (`fetch_max`, then a `SeqCst` fence) before it enters, so the
+//!   writer's scan can stop at the mark: either the writer's load of the
+//!   mark sees it, or the reader's fence comes after the writer's in the
+//!   `SeqCst` order and the reader sees the cleared PTEs. A guard is not
+//!   `Send`: it must be dropped by the thread that owns its slot.
 //! - **Writer ([`InFlight::synchronize`], after clearing PTEs and bumping the
-//!   stream generation):** `fence(SeqCst)`; if every counter in use reads
-//!   zero in both phases, return (see "Idle writers" below). Otherwise, under
-//!   a mutex (one flipping synchronizer at a time), flip the phase, then wait
-//!   until every counter of the old phase reads zero; then do the same once
-//!   more with the other phase.
+//!   stream generation):** `fence(SeqCst)` `F`; then, under a mutex (one
+//!   synchronizer at a time), read each exclusive slot's word below the
+//!   mark once (`Acquire`); for each word `seen` with a section open, wait
+//!   until a later read shows depth 0 or another outer count. Then, if a
+//!   shared counter is not zero, flip the phase and wait until the old
+//!   phase's counter reads zero, twice.
 //!
 //! Why a reader can never use a translation cleared before `synchronize`
-//! began: take the SeqCst total order. A reader whose increment comes *after*
-//! the writer's scan saw that counter at zero also comes after the writer's
-//! PTE clear and generation bump (they precede the scan's `SeqCst` fence), so
-//! it reads the new generation (ignoring older IOTLB entries) and the cleared
-//! PTE. A reader whose increment comes *before* the scan is counted, and the
-//! writer waits for its decrement (`Release`, paired with the scan's
-//! `Acquire`), which follows its last use of the translation. A reader that
-//! loaded the old phase but increments late is covered by the second flip:
-//! after two flips, every counter of both phases has been seen at zero after
-//! the clear.
+//! began: take the `SeqCst` total order and the reader's `SeqCst` point `R`
+//! (its RMW, or its fence after a plain store). If `F` precedes `R`, the
+//! reader's `SeqCst` load of the stream generation, after `R`, sees the bump
+//! (see "Idle writers" for why a plain `SeqCst` store of the bump suffices)
+//! and, through its `Release`, the cleared PTEs: it ignores older IOTLB
+//! entries and walks the new tables. If `R` precedes `F`, the writer's read
+//! of the word, after `F`, returns the reader's enter store or a later one
+//! (coherence, and the fence-to-fence rule of the `SeqCst` order). Within
+//! that section, depth stays at least 1 and the outer count stays put; so a
+//! later value with depth 0 or another outer count was stored after the
+//! section closed, by a `Release` store of the same thread sequenced after
+//! the close, and the writer's `Acquire` read of it makes the reader's last
+//! use of the translation happen-before the writer goes on. (The enter
+//! store is `Release` for this reason: since C++20 a later plain store does
+//! not continue the close's release sequence.) An outer count that wraps
+//! all the way round between two reads only makes the writer wait longer.
+//! A reader on the shared counters is the SRCU case: counted if its
+//! increment precedes the scan, and a reader that loaded the old phase but
+//! increments late is covered by the second flip.
+//!
+//! The writer's wait is bounded by the sections open at its read, never by
+//! the arrival rate: new sections on a slot change its outer count. Its reads
+//! are spaced out (`wait_for_section`), because each one pulls the line of
+//! a thread that is doing DMA.
 //!
 //! # Unfenced readers (asymmetric fences)
 //!
-//! The `SeqCst` increment is the one costly instruction on the read side
+//! The `SeqCst` RMW is the one costly instruction on the read side
 //! (a `lock`-prefixed RMW, ~5 ns here). While no unmap is going on, readers
 //! on exclusive slots skip it: they check the tracker's `fenced` flag
-//! (`Relaxed`), and if it is clear they increment with a plain `load` +
-//! `store`, a compiler fence, and a second `Relaxed` load of the flag; if
+//! (`Relaxed`), and if it is clear they open their section with a plain
+//! `load` + `store`, a compiler fence, and a second `Relaxed` load of the flag; if
 //! that second load sees the flag set, they issue a `SeqCst` fence after
 //! all. The writer pays instead (the crate's `barrier` module, `membarrier(2)`): a `synchronize` that
 //! finds the flag clear sets it (`SeqCst`) and issues the process-wide
@@ -57,8 +76,8 @@
 //! that saw the flag clear, and its barrier point `M` forced by the
 //! writer's process-wide barrier:
 //!
-//! - if its second flag load came before `M`, so did its increment, which
-//!   the writer's scan (after the barrier returned) therefore sees;
+//! - if its second flag load came before `M`, so did its enter store,
+//!   which the writer's scan (after the barrier returned) therefore sees;
 //! - if it came after `M`, it saw the flag set (stored before the barrier)
 //!   and fenced, so it is an ordinary fenced reader for later scans, and
 //!   for this scan its loads after `M` already see the cleared PTEs.
@@ -87,14 +106,14 @@
 //!
 //! # Idle writers
 //!
-//! The phase flips exist for liveness only: safety needs just one scan,
-//! after the writer's `fence(SeqCst)` `F`, that sees every counter a reader
-//! may have incremented read zero, whatever phase that reader loaded. Take a
-//! fenced reader (its increment is a `SeqCst` RMW, or a plain store followed
-//! by a `SeqCst` fence) and its `SeqCst` point `R` (the RMW or the fence).
-//! If `R` precedes `F` in the `SeqCst` order, the scan's load of its counter,
-//! sequenced after `F`, returns the increment or a later value; a zero is
-//! then the reader's own decrement (each reader adds one and later
+//! The shared counters' phase flips exist for liveness only: safety needs
+//! just one scan, after the writer's `fence(SeqCst)` `F`, that sees every
+//! counter a reader may have incremented read zero, whatever phase that
+//! reader loaded. Take a fenced reader (its increment is a `SeqCst` RMW, or
+//! a plain store followed by a `SeqCst` fence) and its `SeqCst` point `R`.
+//! If `R` precedes `F` in the `SeqCst` order, the scan's load of its
+//! counter, sequenced after `F`, returns the increment or a later value; a
+//! zero is then the reader's own decrement (each reader adds one and later
 //! subtracts one, so a zero count means every increment before it has been
 //! undone), and that `Release` decrement read by the `Acquire` scan orders
 //! the reader's last use of its translation before the writer goes on. If
@@ -103,12 +122,9 @@
 //! load that reads an older value than a store is ordered before every
 //! `SeqCst` fence that store happens before: C++20 \[atomics.order\] 4.2;
 //! so the bump need not be an RMW), and, through its `Release`, the
-//! cleared PTEs. Unfenced readers are covered by the process-wide
-//! barrier exactly as for the flipping scans ("Unfenced readers" above),
-//! so the idle scan runs after the barrier, where the first flip's would.
-//! Hence `synchronize` returns without flipping when a scan of both phases
-//! finds every counter at zero, which is what a strict unmap with no DMA in
-//! flight costs: one fence and a few loads.
+//! cleared PTEs. Unfenced readers are covered by the process-wide barrier
+//! ("Unfenced readers" above), so the scans run after the barrier. Hence
+//! `synchronize` does not flip when both shared counters read zero.
 //!
 //! While the high-water mark reads 0 (no exclusive slot has ever entered:
 //! only shared-counter readers, which always fence), that scan is two loads
@@ -119,13 +135,15 @@
 //! concurrent flipping synchronizer changes only which phase new readers
 //! enter, and the idle scan reads both.
 //!
-//! New readers always enter the current phase, so the old phase drains as
-//! soon as the DMAs in it finish: the writer's wait is bounded by the longest
-//! DMA in flight, never by the arrival rate.
+//! New readers on the shared counters always enter the current phase, so
+//! the old phase drains as soon as the DMAs in it finish: the writer's wait
+//! is bounded by the longest DMA in flight, never by the arrival rate.
 //!
 //! crossbeam-epoch pins are the other way to do this, but it offers no
-//! blocking "wait for a grace period" call; this scheme gives one with one
-//! uncontended atomic RMW per DMA and can be modelled by loom.
+//! blocking "wait for a grace period" call; this scheme gives one with two
+//! plain stores to a thread's own line per DMA outside unmap bursts, and can
+//! be modelled by loom (whose models enter on given slots, see
+//! `InFlight::enter_as`).
 
 use crate::slot::{self, EXCLUSIVE};
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -133,10 +151,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::marker::PhantomData;
 
-/// Counters per phase: one per exclusive thread slot, then the shared one.
-pub const SLOTS: usize = EXCLUSIVE + 1;
-
-/// Index of the shared counter.
+/// The lane number of the threads without an exclusive slot: past every
+/// slot number.
 const SHARED: usize = EXCLUSIVE;
 
 /// Fenced entries of a thread between its attempts to end a stale burst.
@@ -196,11 +212,14 @@ impl Burst {
 /// The in-flight DMA tracker of one DART.
 #[derive(Debug)]
 pub struct InFlight {
+    /// The shared counters' current phase.
     phase: CachePadded<AtomicUsize>,
     /// One more than the highest exclusive slot that ever entered.
     high: CachePadded<AtomicUsize>,
-    /// Lane `i`: slot `i`'s counters of phase 0 and phase 1.
-    lanes: Box<[[CachePadded<AtomicU64>; 2]; SLOTS]>,
+    /// Exclusive slot `i`'s section word (see [`section`]).
+    sections: Box<[CachePadded<AtomicU64>; EXCLUSIVE]>,
+    /// The shared counters of phase 0 and phase 1.
+    shared: [CachePadded<AtomicU64>; 2],
     /// Set: readers must fence (a burst of unmaps is on, or the
     /// process-wide barrier is unavailable).
     fenced: CachePadded<AtomicBool>,
@@ -208,14 +227,62 @@ pub struct InFlight {
     writer: Mutex<Option<Burst>>,
 }
 
+/// The section word of an exclusive slot: its thread's open DMA sections
+/// (the nesting depth, low 32 bits) and how many times the depth has risen
+/// from zero (the *outer* count, high 32 bits, wrapping).
+///
+/// Only the slot's thread writes the word; the writer of `synchronize`
+/// reads it. A section open when the writer reads the word `seen` is
+/// certainly over once a later read returns depth zero, or another outer
+/// count (the depth went through zero in between): [`closed_since`].
+mod section {
+    /// The nesting depth's bits.
+    const DEPTH: u64 = 0xFFFF_FFFF;
+    /// One outer section.
+    const OUTER: u64 = 1 << 32;
+
+    /// The word after its thread enters one more section: depth + 1, and a
+    /// new outer count if the depth was zero.
+    #[inline]
+    pub(super) const fn entered(word: u64) -> u64 {
+        let outer = if word & DEPTH == 0 { OUTER } else { 0 };
+        word.wrapping_add(outer + 1)
+    }
+
+    /// The word after its thread leaves a section (depth - 1; the caller
+    /// holds one, so the depth is not zero).
+    #[inline]
+    pub(super) const fn left(word: u64) -> u64 {
+        word.wrapping_sub(1)
+    }
+
+    /// Whether a section is open in `word`.
+    #[inline]
+    pub(super) const fn open(word: u64) -> bool {
+        word & DEPTH != 0
+    }
+
+    /// Whether every section open in `seen` is over in `now`, a later
+    /// value of the same word: the depth is zero, or the outer count
+    /// moved (the depth was zero in between). An outer count that wraps
+    /// all the way round between the two reads (2^32 sections) only makes
+    /// the writer wait for the current section too.
+    #[inline]
+    pub(super) const fn closed_since(seen: u64, now: u64) -> bool {
+        !open(now) || (now ^ seen) >> 32 != 0
+    }
+}
+
 /// A DMA in flight: while it lives, translations it uses stay valid. Not
 /// `Send`: the thread that entered must drop it.
 #[derive(Debug)]
 #[must_use]
 pub struct DmaGuard<'a> {
+    /// The slot's section word, or the shared counter of the phase entered.
     counter: &'a AtomicU64,
-    /// The thread's exclusive slot number (then `counter` is that slot's,
-    /// written only by this thread), or [`SHARED`]: the shared counter.
+    /// The thread's exclusive slot number (then `counter` is that slot's
+    /// section word, written only by this thread), or [`SHARED`]: a shared
+    /// counter.
     lane: u32,
     _not_send: PhantomData<*const ()>,
 }
@@ -241,8 +308,8 @@ impl Drop for DmaGuard<'_> {
     fn drop(&mut self) {
         let counter = self.counter;
         if (self.lane as usize) < SHARED {
-            // This thread is the only writer of an exclusive counter.
-            counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
+            // This thread is the only writer of its section word.
+            counter.store(section::left(counter.load(Ordering::Relaxed)), Ordering::Release);
         } else {
             counter.fetch_sub(1, Ordering::Release);
         }
@@ -262,10 +329,9 @@ impl InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
             // A fixed-size array: `enter` indexes it with a slot number the
-            // compiler knows is below `SLOTS`, so without a bounds check.
-            lanes: Box::new(std::array::from_fn(|_| {
-                [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))]
-            })),
+            // compiler knows is below `EXCLUSIVE`, so without a bounds check.
+            sections: Box::new(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0)))),
+            shared: [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))],
             fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
             writer: Mutex::new(None),
         }
@@ -275,30 +341,43 @@ impl InFlight {
     /// guard drops is covered by later [`InFlight::synchronize`] calls.
     #[inline]
     pub fn enter(&self) -> DmaGuard<'_> {
-        let slot = slot::current();
-        let index = match slot {
-            Some(i) => {
-                if i >= self.high.load(Ordering::Relaxed) {
-                    self.raise_high(i);
-                }
-                i
-            }
-            None => SHARED,
-        };
-        let p = self.phase.load(Ordering::Relaxed) & 1;
-        let counter = &self.lanes[index][p];
-        if slot.is_some() && !self.fenced.load(Ordering::Relaxed) {
-            // Unfenced entry (see "Unfenced readers"): this thread is the
-            // counter's only writer.
-            counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.enter_as(slot::current())
+    }
+
+    /// [`InFlight::enter`] for a thread whose exclusive slot is `slot`
+    /// (`None`: the shared counters). The caller must own `slot`: no
+    /// other live thread may enter with it.
+    #[inline]
+    pub(crate) fn enter_as(&self, slot: Option<usize>) -> DmaGuard<'_> {
+        match slot {
+            Some(i) if i < EXCLUSIVE => self.enter_exclusive(i),
+            _ => self.enter_shared(),
+        }
+    }
+
+    /// Opens a section on exclusive slot `i`, which the calling thread owns.
+    #[inline]
+    fn enter_exclusive(&self, i: usize) -> DmaGuard<'_> {
+        if i >= self.high.load(Ordering::Relaxed) {
+            self.raise_high(i);
+        }
+        let word = &self.sections[i];
+        // This thread is the word's only writer. `Release`, so that a
+        // writer that reads a new outer count from this store also sees
+        // everything the thread did in its sections before (see
+        // "Exclusive slots").
+        let next = section::entered(word.load(Ordering::Relaxed));
+        if !self.fenced.load(Ordering::Relaxed) {
+            // Unfenced entry (see "Unfenced readers").
+            word.store(next, Ordering::Release);
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
             if self.fenced.load(Ordering::Relaxed) {
                 fence(Ordering::SeqCst);
             }
         } else {
-            counter.fetch_add(1, Ordering::SeqCst);
+            word.swap(next, Ordering::SeqCst);
             #[cfg(not(loom))]
-            if slot.is_some() {
+            {
                 let n = FENCED_ENTRIES.with(|n| {
                     n.set(n.get().wrapping_add(1));
                     n.get()
@@ -313,7 +392,19 @@ impl InFlight {
             #[cfg(loom)]
             fence(Ordering::SeqCst);
         }
-        DmaGuard { counter, lane: index as u32, _not_send: PhantomData }
+        DmaGuard { counter: word, lane: i as u32, _not_send: PhantomData }
+    }
+
+    /// Enters on the shared counter of the current phase.
+    #[inline]
+    fn enter_shared(&self) -> DmaGuard<'_> {
+        let p = self.phase.load(Ordering::Relaxed) & 1;
+        let counter = &self.shared[p];
+        counter.fetch_add(1, Ordering::SeqCst);
+        // As in `enter_exclusive`: loom's model of the generation's `SeqCst` load.
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        DmaGuard { counter, lane: SHARED as u32, _not_send: PhantomData }
     }
 
     /// A fenced reader's attempt to end a burst that no `synchronize` is
@@ -341,7 +432,7 @@ impl InFlight {
         // No exclusive slot has ever entered and nothing is in flight on
         // the shared counters: done, without the writer mutex, the barrier
         // or a flip (see "Idle writers" in the module docs).
-        if self.high.load(Ordering::SeqCst) == 0 && self.idle(0) {
+        if self.high.load(Ordering::SeqCst) == 0 && self.shared_idle() {
             return;
         }
         let mut burst = self.writer.lock();
@@ -356,15 +447,21 @@ impl InFlight {
                 *burst = None;
             }
         }
-        // Nothing in flight in either phase: no flip needed (the flips only
-        // keep the wait bounded while readers keep arriving).
-        let flips = if self.idle(high) { 0 } else { 2 };
-        for _ in 0..flips {
-            let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
-            for lane in self.lanes[..high].iter().chain(std::iter::once(&self.lanes[SHARED])) {
-                let c = &lane[old];
+        // Exclusive slots: wait out each section open at this read.
+        for word in self.sections[..high].iter() {
+            let seen = word.load(Ordering::Acquire);
+            if section::open(seen) {
+                wait_for_section(word, seen);
+            }
+        }
+        // The shared counters: nothing in flight in either phase needs no
+        // flip (the flips only keep the wait bounded while readers keep
+        // arriving on the same counter).
+        if !self.shared_idle() {
+            for _ in 0..2 {
+                let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
                 let mut spins = 0u32;
-                while c.load(Ordering::Acquire) != 0 {
+                while self.shared[old].load(Ordering::Acquire) != 0 {
                     backoff(&mut spins);
                 }
             }
@@ -377,16 +474,37 @@ impl InFlight {
         }
     }
 
-    /// Whether the counters of the first `high` exclusive slots and the
-    /// shared one read zero in both phases (`Acquire`: a zero that a
+    /// Whether both shared counters read zero (`Acquire`: a zero that a
     /// reader's decrement wrote makes that reader's accesses happen before
     /// what the writer does next).
     #[inline]
-    fn idle(&self, high: usize) -> bool {
-        self.lanes[..high]
-            .iter()
-            .chain(std::iter::once(&self.lanes[SHARED]))
-            .all(|lane| lane.iter().all(|c| c.load(Ordering::Acquire) == 0))
+    fn shared_idle(&self) -> bool {
+        self.shared.iter().all(|c| c.load(Ordering::Acquire) == 0)
+    }
+}
+
+/// Waits until every section open in `seen` is over on `word` (see
+/// [`section::closed_since`]). The reads are spaced out (a gap of spin-loop
+/// hints that doubles from 4 to 64, then yields), because each read pulls
+/// the line of a thread that is doing DMA: read back to back, they would
+/// slow the very DMA being waited for.
+fn wait_for_section(word: &AtomicU64, seen: u64) {
+    let mut gap = 16u32;
+    loop {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        if gap > 128 {
+            std::thread::yield_now();
+        } else {
+            for _ in 0..gap {
+                std::hint::spin_loop();
+            }
+            gap *= 2;
+        }
+        if section::closed_since(seen, word.load(Ordering::Acquire)) {
+            return;
+        }
     }
 }
 
@@ -425,27 +543,110 @@ mod tests {
         f.synchronize();
     }
 
+    /// The section word through nested, out-of-order enters and leaves:
+    /// the depth, the outer count, and which later values close which
+    /// earlier ones.
     #[test]
-    fn idle_synchronize_does_not_flip_and_busy_synchronize_flips_twice() {
+    fn section_word_counts_depth_and_outer_sections() {
+        use section::{closed_since, entered, left, open};
+        const OUTER: u64 = 1 << 32;
+        let idle = 0u64;
+        assert!(!open(idle));
+        let a = entered(idle);
+        assert_eq!(a, OUTER + 1, "first section: outer 1, depth 1");
+        let ab = entered(a);
+        assert_eq!(ab, OUTER + 2, "nested: same outer, depth 2");
+        let b = left(ab);
+        assert_eq!(b, OUTER + 1, "one of the two closed (either one)");
+        assert!(!closed_since(a, b), "depth 1, same outer: the section seen may be open");
+        assert!(!closed_since(ab, b));
+        let none = left(b);
+        assert_eq!(none, OUTER);
+        assert!(closed_since(a, none) && closed_since(ab, none), "depth 0 closes everything seen");
+        let c = entered(none);
+        assert_eq!(c, 2 * OUTER + 1, "a new outer section");
+        assert!(closed_since(a, c) && closed_since(ab, c), "another outer count: the depth went through 0");
+        assert!(!closed_since(c, c));
+        // The outer count wraps; a word equal to the one seen never closes it.
+        let last = (u32::MAX as u64) << 32;
+        assert_eq!(entered(last), 1, "outer wraps to 0, depth 1");
+        assert!(closed_since(entered(last), last) && !closed_since(entered(last), entered(last)));
+    }
+
+    /// Never entered, or entered and left on an exclusive slot: no flip.
+    /// A section open on an exclusive slot is waited out without a flip.
+    #[test]
+    fn exclusive_sections_are_waited_out_without_a_flip() {
         let phase = |f: &InFlight| f.phase.load(Ordering::Relaxed);
-        // Never entered: the lock-free idle path.
         let f = InFlight::new();
         f.synchronize();
-        assert_eq!(phase(&f), 0);
-        // Entered and left on an exclusive slot (high-water mark raised):
-        // still idle, so no flip, with or without a burst going on.
-        drop(f.enter());
+        drop(f.enter_as(Some(0)));
         f.synchronize();
         f.synchronize();
         assert_eq!(phase(&f), 0);
-        // A DMA in flight on another thread, which leaves only once the
-        // writer has flipped: the two flips, and the wait.
+
+        let f = Arc::new(InFlight::new());
+        let left = Arc::new(AtomicBool::new(false));
+        let entered = Arc::new(std::sync::Barrier::new(2));
+        let dma = {
+            let (f, left, entered) = (f.clone(), left.clone(), entered.clone());
+            std::thread::spawn(move || {
+                let g = f.enter_as(Some(0));
+                entered.wait();
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                left.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(g);
+            })
+        };
+        entered.wait();
+        f.synchronize();
+        assert!(left.load(std::sync::atomic::Ordering::SeqCst), "synchronize returned with the section open");
+        dma.join().unwrap();
+        assert_eq!(phase(&f), 0, "exclusive slots need no flip");
+        assert_eq!(f.sections[0].load(Ordering::Relaxed), 1 << 32, "outer 1, depth 0");
+    }
+
+    /// A section seen open stays waited for while the thread nests another
+    /// and closes the first (the word cannot tell which closed): the writer
+    /// returns only after the depth reaches 0, and never before the
+    /// section it saw closed.
+    #[test]
+    fn nested_sections_closed_out_of_order_are_waited_out() {
+        let f = Arc::new(InFlight::new());
+        let step = Arc::new(std::sync::Barrier::new(2));
+        let outer_closed = Arc::new(AtomicBool::new(false));
+        let dma = {
+            let (f, step, outer_closed) = (f.clone(), step.clone(), outer_closed.clone());
+            std::thread::spawn(move || {
+                let first = f.enter_as(Some(3));
+                step.wait(); // the writer may now read the word
+                let second = f.enter_as(Some(3));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                outer_closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(first);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                drop(second);
+            })
+        };
+        step.wait();
+        f.synchronize();
+        assert!(outer_closed.load(std::sync::atomic::Ordering::SeqCst), "returned before the section seen closed");
+        dma.join().unwrap();
+        assert_eq!(f.sections[3].load(Ordering::Relaxed), 1 << 32, "outer 1, depth 0: both closed");
+    }
+
+    /// A reader on the shared counters, in flight until the writer flips:
+    /// the two flips, and the wait.
+    #[test]
+    fn busy_shared_counters_flip_twice() {
+        let phase = |f: &InFlight| f.phase.load(Ordering::Relaxed);
         let f = Arc::new(InFlight::new());
         let entered = Arc::new(std::sync::Barrier::new(2));
         let dma = {
             let (f, entered) = (f.clone(), entered.clone());
             std::thread::spawn(move || {
-                let g = f.enter();
+                let g = f.enter_as(None);
+                assert_eq!(g.lane(), SHARED);
                 entered.wait();
                 while f.phase.load(Ordering::Relaxed) == 0 {
                     std::thread::yield_now();
@@ -458,7 +659,8 @@ mod tests {
         dma.join().unwrap();
         assert_eq!(phase(&f), 2);
         f.synchronize();
-        assert_eq!(phase(&f), 2);
+        assert_eq!(phase(&f), 2, "idle shared counters: no flip");
+        assert!(f.shared_idle());
     }
 
     #[test]

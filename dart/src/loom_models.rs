@@ -12,8 +12,12 @@
 //!   after the unmapper released the frame's DART count, freed it and
 //!   retyped it to `kernel-restricted`; and after `unmap` returns, no DMA
 //!   reaches the frame (IOTLB or walk).
+//!   Also with both threads on exclusive slots (the tracker's section
+//!   words, [`strict_unmap_vs_inflight_dma_on_exclusive_slots`]) and with
+//!   nested sections closed out of order ([`strict_unmap_vs_nested_dma_sections`]).
 //! - [`two_strict_unmaps_vs_two_dmas`]: the same with two of each, so the
-//!   tracker's phase flips of one `synchronize` are live during the next.
+//!   tracker's phase flips (shared counters) or the new outer section
+//!   (exclusive slot) of one `synchronize` are live during the next.
 //! - [`iotlb_fill_races_invalidate`]: a walk that read the old PTE and fills
 //!   the IOTLB late can never be hit under the new generation.
 //! - The test-only broken ordering (`--features loom-broken-ordering`, see
@@ -76,10 +80,19 @@ fn assert_copy_reaches_mapped_frame(frames: &FrameTable, p: u64) {
     );
 }
 
+/// The in-flight slots of the models' DMA thread and unmapper thread: both
+/// on exclusive slots (section words), or both on the shared counters.
+const EXCLUSIVE_SLOTS: (Option<usize>, Option<usize>) = (Some(0), Some(1));
+const SHARED_COUNTERS: (Option<usize>, Option<usize>) = (None, None);
+
 /// One strict unmap racing one DMA in flight. `synchronize` says whether
 /// the unmapper waits for DMA in flight (the real protocol) or not (the
-/// known gap this model must catch).
-fn strict_unmap_model(synchronize: bool) {
+/// known gap this model must catch); `(dma_slot, unmapper_slot)` which
+/// in-flight slots the two threads enter with. With `nested`, the DMA
+/// thread opens a section, opens a second one in which it translates,
+/// closes the first, and only then copies: the tracker must wait for the
+/// copy although a section closed after the writer looked.
+fn strict_unmap_model(synchronize: bool, (dma_slot, unmapper_slot): (Option<usize>, Option<usize>), nested: bool) {
     loom::model(move || {
         let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
         let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
@@ -94,8 +107,18 @@ fn strict_unmap_model(synchronize: bool) {
             let (frames, pte, st, iotlb, inflight) =
                 (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
-                let _guard = inflight.enter();
-                if let Some(p) = translate(&st, &iotlb, &pte) {
+                let outer = nested.then(|| inflight.enter_as(dma_slot));
+                let _guard = inflight.enter_as(dma_slot);
+                let translated = translate(&st, &iotlb, &pte);
+                if let Some(outer) = outer {
+                    drop(outer);
+                    // The copy takes a while: let the unmapper run between
+                    // the close and the copy without spending a preemption
+                    // (within the preemption bound, loom finds a tracker
+                    // that trusts a falling depth only with this yield).
+                    thread::yield_now();
+                }
+                if let Some(p) = translated {
                     assert_copy_reaches_mapped_frame(&frames, p);
                 }
             })
@@ -115,11 +138,11 @@ fn strict_unmap_model(synchronize: bool) {
 
         // After unmap returned: a new DMA reaches nothing.
         {
-            let _guard = inflight.enter();
+            let _guard = inflight.enter_as(unmapper_slot);
             assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
         }
         dma.join().unwrap();
-        let _guard = inflight.enter();
+        let _guard = inflight.enter_as(unmapper_slot);
         assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
     });
 }
@@ -128,7 +151,20 @@ fn strict_unmap_model(synchronize: bool) {
 /// and retyped, and nothing translates after unmap returns.
 #[test]
 fn strict_unmap_vs_inflight_dma() {
-    strict_unmap_model(true);
+    strict_unmap_model(true, SHARED_COUNTERS, false);
+}
+
+/// The same with both threads on exclusive slots (section words).
+#[test]
+fn strict_unmap_vs_inflight_dma_on_exclusive_slots() {
+    strict_unmap_model(true, EXCLUSIVE_SLOTS, false);
+}
+
+/// Exclusive slots, and the DMA thread nests two sections and closes the
+/// outer one between its translation and its copy.
+#[test]
+fn strict_unmap_vs_nested_dma_sections() {
+    strict_unmap_model(true, EXCLUSIVE_SLOTS, true);
 }
 
 /// The known gap of `dart/tests/unmap_race.rs` (removing only the
@@ -137,17 +173,25 @@ fn strict_unmap_vs_inflight_dma() {
 #[test]
 #[should_panic(expected = "DMA copied from a frame after its unmap released it")]
 fn strict_unmap_without_synchronize_is_caught() {
-    strict_unmap_model(false);
+    strict_unmap_model(false, EXCLUSIVE_SLOTS, false);
 }
 
 /// Two DMAs in a row race two strict unmaps in a row (of two pages, two
 /// frames, in two IOTLB generation regions, so each unmap bumps only its
-/// own page's generation): the in-flight tracker's phase flips from the
+/// own page's generation): on the shared counters the phase flips from the
 /// first `synchronize` are live when the second DMA enters and the second
-/// unmap synchronizes. Neither DMA ever reads a frame after its release.
+/// unmap synchronizes; on an exclusive slot the second DMA opens a new
+/// outer section while the first unmap may still be waiting on the first.
+/// Neither DMA ever reads a frame after its release.
 #[test]
 fn two_strict_unmaps_vs_two_dmas() {
-    loom::model(|| {
+    two_strict_unmaps_model(None);
+    two_strict_unmaps_model(Some(0));
+}
+
+/// [`two_strict_unmaps_vs_two_dmas`] with the DMA thread on `dma_slot`.
+fn two_strict_unmaps_model(dma_slot: Option<usize>) {
+    loom::model(move || {
         let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
         let fs = frames.alloc(FrameType::UserData, 2).unwrap();
         let ptes: Arc<[AtomicU64; 2]> = Arc::new([0, 1].map(|i| {
@@ -162,7 +206,7 @@ fn two_strict_unmaps_vs_two_dmas() {
                 (frames.clone(), ptes.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
                 for (i, page) in [(1, OTHER_REGION_PAGE), (0, PAGE)] {
-                    let _guard = inflight.enter();
+                    let _guard = inflight.enter_as(dma_slot);
                     if let Some(p) = translate_page(&st, &iotlb, &ptes[i], page) {
                         assert_copy_reaches_mapped_frame(&frames, p);
                     }
