@@ -4,6 +4,8 @@
 //! A flush and a deferred unmap's flush still kill every entry. For each
 //! step: the result, then the stream's DMA-path counters and live entries.
 
+mod common;
+
 use dart::{Dart, DartConfig, DartError, Dir, FaultKind, Invalidation, StreamConfig, Variant};
 use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
 use std::sync::Arc;
@@ -31,16 +33,12 @@ fn setup(mode: Invalidation) -> (Arc<FrameTable>, Dart) {
 
 /// `[translations, iotlb_hits, iotlb_misses, walks, faults]` of stream SID.
 fn counters(dart: &Dart) -> [u64; 5] {
-    let snap = dart.stats().snapshot();
-    let get = |name: &str| snap.get(&format!("s{SID}.{name}")).unwrap();
-    [get("translations"), get("iotlb_hits"), get("iotlb_misses"), get("walks"), get("faults")]
+    common::counters(dart, SID)
 }
 
-/// IOVAs of the stream's live IOTLB entries, sorted.
+/// IOVAs of stream SID's live IOTLB entries, sorted.
 fn live(dart: &Dart) -> Vec<u64> {
-    let mut v: Vec<u64> = dart.iotlb_entries(SID).unwrap().into_iter().map(|(iova, _)| iova).collect();
-    v.sort_unstable();
-    v
+    common::live(dart, SID)
 }
 
 fn fault_kind<T>(r: Result<T, DartError>) -> Option<FaultKind> {
