@@ -362,10 +362,10 @@ impl InFlight {
             self.raise_high(i);
         }
         let word = &self.sections[i];
-        // This thread is the word's only writer. `Release`, so that a
-        // writer that reads a new outer count from this store also sees
-        // everything the thread did in its sections before (see
-        // "Exclusive slots").
+        // This thread is the word's only writer. The store is `Release` (or
+        // the `SeqCst` swap), so that a writer that reads a new outer count
+        // from it also sees everything the thread did in its sections
+        // before (see "Protocol" in the module docs).
         let next = section::entered(word.load(Ordering::Relaxed));
         if !self.fenced.load(Ordering::Relaxed) {
             // Unfenced entry (see "Unfenced readers").
@@ -485,7 +485,7 @@ impl InFlight {
 
 /// Waits until every section open in `seen` is over on `word` (see
 /// [`section::closed_since`]). The reads are spaced out (a gap of spin-loop
-/// hints that doubles from 4 to 64, then yields), because each read pulls
+/// hints that doubles from 16 to 128, then yields), because each read pulls
 /// the line of a thread that is doing DMA: read back to back, they would
 /// slow the very DMA being waited for.
 fn wait_for_section(word: &AtomicU64, seen: u64) {
