@@ -45,7 +45,8 @@ use crate::pte::{Leaf, PteFormat};
 use crate::stats::Stats;
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
-use frame_table::{Access, Frame, FrameTable, FrameType, Perm};
+use crate::walk::Walker;
+use frame_table::{Access, Frame, FrameTable, Perm};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -177,6 +178,8 @@ pub struct Dart {
     pub(crate) mmio: crate::regs::MmioState,
     /// The walker's PTE loads (host pointers into `frames`' memory).
     pub(crate) ptes: phys::PteLoader,
+    /// The walker's precomputed geometries and PTE decoding.
+    pub(crate) walker: Walker,
     pub(crate) trace: crate::events::DartTrace,
 }
 
@@ -272,6 +275,7 @@ impl Dart {
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory()),
+            walker: Walker::new(v, v.pte_format(), frames.frame_size().shift()),
             trace: crate::events::DartTrace::default(),
             frames,
         })
@@ -454,48 +458,6 @@ impl Dart {
         DartError::Fault(fault)
     }
 
-    /// Walks stream `st`'s tables for `iova`. Checks that every table is a
-    /// `dart-table` frame and that the leaf's frame may be reached by a DART.
-    ///
-    /// The table checks restate invariants the mapper keeps (TTBRs and table
-    /// descriptors only ever name this DART's own tables, which stay
-    /// `dart-table` while anything can walk them); they cost one load and
-    /// one compare per level, on lines the walk touches anyway. The leaf
-    /// check is the one that keeps forbidden frames unreachable whatever the
-    /// tables say.
-    #[inline]
-    pub(crate) fn walk(&self, st: &StreamState, geo: Geometry, iova: u64) -> Result<Leaf, FaultKind> {
-        if iova >= geo.iova_limit() {
-            return Err(FaultKind::NoTtbr);
-        }
-        let mut table = st.ttbr(geo.ttbr_index(iova)).ok_or(FaultKind::NoTtbr)?;
-        let bits = geo.bits_per_level();
-        let index_mask = geo.entries_per_table() - 1;
-        let mut shift = geo.page_shift + (geo.levels - 1) * bits;
-        for level in 0..geo.levels {
-            if !self.frames.is_type_at(table, FrameType::DartTable) {
-                return Err(FaultKind::ForbiddenFrame);
-            }
-            let pte = self.ptes.load(table + 8 * ((iova >> shift) & index_mask)).ok_or(FaultKind::ForbiddenFrame)?;
-            if level + 1 < geo.levels {
-                table = match self.format.decode_table(self.page_shift, pte) {
-                    Some(next) => next,
-                    None if level + 2 < geo.levels => return Err(FaultKind::NoL0),
-                    None => return Err(FaultKind::NoL1),
-                };
-                shift -= bits;
-            } else {
-                let leaf = self.format.decode_leaf(self.page_shift, pte).ok_or(FaultKind::NoPte)?;
-                return if self.frames.device_reachable_at(leaf.pa) {
-                    Ok(leaf)
-                } else {
-                    Err(FaultKind::ForbiddenFrame)
-                };
-            }
-        }
-        Err(FaultKind::NoTtbr)
-    }
-
     /// The fast path, for the common case: an access within one page, on a
     /// stream that is enabled and translating (not bypassed), the system
     /// running, whose page the IOTLB holds under the stream's current
@@ -551,7 +513,7 @@ impl Dart {
         dir: Dir,
         lane: usize,
     ) -> Option<u64> {
-        let leaf = self.walk(st, self.geometry_for(config), iova).ok()?;
+        let leaf = self.walk(st, config, iova).ok()?;
         let v = tlb_value::pack(&leaf, self.page_shift);
         if !tlb_value::grants(v, dir) {
             // Not cached here: the general path walks again, caches and
@@ -585,7 +547,6 @@ impl Dart {
         slot: Option<usize>,
         spans: &mut SmallVec<impl smallvec::Array<Item = Span>>,
     ) -> Result<(), DartError> {
-        let geo = self.geometry_for(config);
         let page_size = 1u64 << self.page_shift;
         let end = iova + len;
         let (mut cur, mut hits, mut walks) = (iova, 0u64, 0u64);
@@ -604,7 +565,7 @@ impl Dart {
                 }
                 None => {
                     walks += 1;
-                    match self.walk(st, geo, cur) {
+                    match self.walk(st, config, cur) {
                         Ok(leaf) => {
                             let v = tlb_value::pack(&leaf, self.page_shift);
                             self.iotlb.fill(sid, page, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));

@@ -34,6 +34,7 @@ mod sync;
 pub mod trace_event;
 pub mod variant;
 pub mod vfio;
+mod walk;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
 pub use error::DartError;

@@ -169,11 +169,11 @@ impl FrameState {
         CLAIMED.get(self.0) != 0
     }
 
-    /// The type code, or a value of 16 or more for a hole: the frame's
-    /// type and hole bits in one number, for one-compare type checks.
+    /// Whether this is a frame (not a hole) of type `ty`: its type and hole
+    /// bits tested in one mask and compare.
     #[inline]
-    pub(crate) const fn type_or_hole(self) -> u64 {
-        TYPE.get(self.0) | (HOLE.get(self.0) << TYPE.width)
+    pub(crate) const fn is(self, ty: FrameType) -> bool {
+        self.0 & (TYPE.mask() | HOLE.mask()) == TYPE.set(0, ty as u64)
     }
 
     /// Whether this frame number is a hole between memory regions.
@@ -279,6 +279,21 @@ mod tests {
             all |= f.mask();
         }
         assert_eq!(all, u64::MAX);
+    }
+
+    #[test]
+    fn is_compares_type_and_hole_and_nothing_else() {
+        let others = !(TYPE.mask() | HOLE.mask());
+        for ty in FrameType::ALL {
+            for other in FrameType::ALL {
+                let s = FrameState::of_type(other);
+                assert_eq!(s.is(ty), ty == other, "{other} is {ty}");
+                // Counts, pins and the claim bit do not change the answer.
+                assert_eq!(FrameState(s.0 | others).is(ty), ty == other, "busy {other} is {ty}");
+                assert!(!FrameState(s.0 | HOLE.mask()).is(ty), "hole of {other} is {ty}");
+            }
+            assert!(!FrameState::HOLE.is(ty), "hole is {ty}");
+        }
     }
 
     #[test]

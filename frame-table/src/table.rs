@@ -215,7 +215,7 @@ impl FrameTable {
     /// check of every table it reads.
     #[inline]
     pub fn is_type_at(&self, pa: u64, ty: FrameType) -> bool {
-        self.state_at(pa).is_some_and(|s| s.type_or_hole() == ty as u64)
+        self.state_at(pa).is_some_and(|s| s.is(ty))
     }
 
     /// Whether a DART may reach the frame holding `pa` at all

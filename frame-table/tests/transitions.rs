@@ -364,6 +364,15 @@ fn regions_with_holes() {
     );
     assert!(matches!(t.aperture_write(0x10_3ffe, &[1, 2, 3, 4]), Err(Error::BadRange { .. })));
     assert_eq!(t.states().count(), 8);
+    // The walker's type check: a frame of the type; not another type, a
+    // hole (whose state carries the `reserved` type) or outside memory.
+    assert!(t.is_type_at(0x10_3ff8, FrameType::UserData));
+    assert!(!t.is_type_at(0x10_3ff8, FrameType::DartTable));
+    for ty in TYPES {
+        assert!(!t.is_type_at(0x10_4000, ty), "hole as {ty}");
+        assert!(!t.is_type_at(0x30_0000, ty), "outside memory as {ty}");
+        assert!(!t.is_type_at(0xf_f000, ty), "below memory as {ty}");
+    }
     // Bad configurations are typed errors.
     let bad = FrameTableConfig {
         regions: vec![Region { base: 0x1000, size: 0x2000 }, Region { base: 0x2000, size: 0x2000 }],

@@ -28,6 +28,9 @@
 
 pub mod dart1;
 pub mod dart2;
+mod decoder;
+
+pub(crate) use decoder::PteDecoder;
 
 /// Bit 0 of every DART PTE, in both formats and for both leaves and table
 /// descriptors: the entry is valid. An entry with this bit clear is ignored

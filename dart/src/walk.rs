@@ -1,0 +1,175 @@
+//! The table walk: from a stream's TTBR down to the leaf PTE of an IOVA,
+//! as the DART's hardware walker does, with the checks that keep forbidden
+//! frames unreachable.
+//!
+//! The walk reads only: TTBRs and PTEs with `Acquire` loads (the mapper
+//! writes them with `Release` stores under its lock, [`crate::mapper`]), the
+//! frame table's state words and device-reachable map. It takes no lock and
+//! writes nothing; a walk racing an unmap may see the old or the new PTE,
+//! and [`crate::dart`]'s protocol makes either answer safe.
+//!
+//! Everything a walk derives from the DART's fixed configuration (shifts,
+//! masks, the IOVA limit for two and three levels, the PTE decoding at the
+//! DART's page size) is computed once, at [`Walker::new`]; a walk only
+//! indexes, loads and compares.
+
+use crate::dart::Dart;
+use crate::fault::FaultKind;
+use crate::pte::{Leaf, PteDecoder, PteFormat};
+use crate::stream::{StreamConfig, StreamState};
+use crate::variant::{Geometry, Variant};
+use frame_table::FrameType;
+
+/// One [`Geometry`]'s walk, precomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalkPlan {
+    /// Table levels below the TTBR (2 or 3).
+    levels: u32,
+    /// The shift of the first level's index in the IOVA.
+    top_shift: u32,
+    /// Index bits per level.
+    bits: u32,
+    /// `entries per table - 1`.
+    index_mask: u64,
+    /// The first IOVA the geometry cannot translate.
+    iova_limit: u64,
+    /// The shift of the TTBR select bits in the IOVA.
+    ttbr_shift: u32,
+    /// `TTBRs per stream - 1`.
+    ttbr_mask: u64,
+}
+
+impl WalkPlan {
+    /// The plan of `geo`; walks with it read the same PTEs as
+    /// [`Geometry::index`] and [`Geometry::ttbr_index`] name.
+    pub(crate) const fn new(geo: Geometry) -> WalkPlan {
+        let bits = geo.bits_per_level();
+        WalkPlan {
+            levels: geo.levels,
+            top_shift: geo.page_shift + (geo.levels - 1) * bits,
+            bits,
+            index_mask: geo.entries_per_table() - 1,
+            iova_limit: geo.iova_limit(),
+            ttbr_shift: geo.page_shift + geo.levels * bits,
+            ttbr_mask: (1 << geo.ttbr_bits) - 1,
+        }
+    }
+}
+
+/// A DART's walks: the plans of its two geometries (TCR.FOUR_LEVEL clear
+/// and set; the same plan twice on variants without four-level tables) and
+/// its PTE decoder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walker {
+    plans: [WalkPlan; 2],
+    decoder: PteDecoder,
+}
+
+impl Walker {
+    /// The walker of a `variant` DART with pages of `1 << page_shift` bytes.
+    pub(crate) const fn new(variant: Variant, format: PteFormat, page_shift: u32) -> Walker {
+        Walker {
+            plans: [
+                WalkPlan::new(Geometry::new(variant, page_shift, false)),
+                WalkPlan::new(Geometry::new(variant, page_shift, true)),
+            ],
+            decoder: PteDecoder::new(format, page_shift),
+        }
+    }
+
+    /// The plan a stream configured as `config` walks with.
+    #[inline(always)]
+    fn plan(&self, config: StreamConfig) -> &WalkPlan {
+        &self.plans[config.four_level as usize]
+    }
+}
+
+impl Dart {
+    /// Walks stream `st`'s tables (under its configuration `config`) for
+    /// `iova`. Checks that every table is a `dart-table` frame and that the
+    /// leaf's frame may be reached by a DART.
+    ///
+    /// Faults: `NoTtbr` beyond the geometry's IOVA limit or when the TTBR is
+    /// invalid; `NoL0`/`NoL1` for an invalid table descriptor (the level
+    /// above the leaf table is L1); `NoPte` for an invalid leaf;
+    /// `ForbiddenFrame` when a table is not a `dart-table` frame, lies
+    /// outside memory, or the leaf's frame is not device-reachable.
+    ///
+    /// The table checks restate invariants the mapper keeps (TTBRs and table
+    /// descriptors only ever name this DART's own tables, which stay
+    /// `dart-table` while anything can walk them); they cost one load and
+    /// one compare per level, on lines the walk touches anyway. The leaf
+    /// check is the one that keeps forbidden frames unreachable whatever the
+    /// tables say.
+    #[inline(always)]
+    pub(crate) fn walk(&self, st: &StreamState, config: StreamConfig, iova: u64) -> Result<Leaf, FaultKind> {
+        let walker = &self.walker;
+        let plan = walker.plan(config);
+        if iova >= plan.iova_limit {
+            return Err(FaultKind::NoTtbr);
+        }
+        let Some(mut table) = st.ttbr(((iova >> plan.ttbr_shift) & plan.ttbr_mask) as usize) else {
+            return Err(FaultKind::NoTtbr);
+        };
+        let mut shift = plan.top_shift;
+        // Levels left below the table being read.
+        let mut below = plan.levels - 1;
+        let pte = loop {
+            if !self.frames.is_type_at(table, FrameType::DartTable) {
+                return Err(FaultKind::ForbiddenFrame);
+            }
+            let Some(pte) = self.ptes.load(table + 8 * ((iova >> shift) & plan.index_mask)) else {
+                return Err(FaultKind::ForbiddenFrame);
+            };
+            if below == 0 {
+                break pte;
+            }
+            table = match walker.decoder.table(pte) {
+                Some(next) => next,
+                None if below >= 2 => return Err(FaultKind::NoL0),
+                None => return Err(FaultKind::NoL1),
+            };
+            below -= 1;
+            shift -= plan.bits;
+        };
+        match walker.decoder.leaf(pte) {
+            Some(leaf) if self.frames.device_reachable_at(leaf.pa) => Ok(leaf),
+            Some(_) => Err(FaultKind::ForbiddenFrame),
+            None => Err(FaultKind::NoPte),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan's indices are the geometry's, on every variant, page size
+    /// and level count, at IOVAs with every index bit pattern that matters.
+    #[test]
+    fn plans_index_as_the_geometry_does() {
+        for variant in [Variant::T8020, Variant::T6000, Variant::T8110] {
+            for shift in [12, 14] {
+                for four in [false, true] {
+                    let geo = Geometry::new(variant, shift, four);
+                    let plan = WalkPlan::new(geo);
+                    assert_eq!(plan.levels, geo.levels);
+                    assert_eq!(plan.iova_limit, geo.iova_limit());
+                    for iova in [0, 0x1234_5678_9abc, geo.iova_limit() - 1, (geo.iova_limit() - 1) / 3, u64::MAX] {
+                        let iova = iova & (geo.iova_limit() - 1);
+                        assert_eq!(((iova >> plan.ttbr_shift) & plan.ttbr_mask) as usize, geo.ttbr_index(iova));
+                        for level in 0..geo.levels {
+                            let at = plan.top_shift - level * plan.bits;
+                            let index = ((iova >> at) & plan.index_mask) as usize;
+                            assert_eq!(
+                                index,
+                                geo.index(iova, level),
+                                "{variant:?} 2^{shift} four={four} {iova:#x} level {level}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
