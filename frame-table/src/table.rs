@@ -102,6 +102,9 @@ pub struct FrameTable {
     memory: GuestMemoryMmap,
     base: u64,
     frame_size: FrameSize,
+    /// `frame_size.shift()`, kept as a number for the address-to-frame
+    /// lookups of every DART walk.
+    frame_shift: u32,
     cells: Box<[FrameCell]>,
     reach: ReachMap,
     free_list: Mutex<Vec<u32>>,
@@ -139,6 +142,7 @@ impl FrameTable {
             memory,
             base,
             frame_size: config.frame_size,
+            frame_shift: shift,
             free_count: AtomicU64::new(free.len() as u64),
             free_list: Mutex::new(free),
             reach: ReachMap::new(cells.len()),
@@ -183,7 +187,7 @@ impl FrameTable {
     /// The physical address of `frame`.
     pub fn pa_of(&self, frame: Frame) -> Result<u64, Error> {
         self.cell(frame)?;
-        Ok(self.base + ((frame.0 as u64) << self.frame_size.shift()))
+        Ok(self.base + ((frame.0 as u64) << self.frame_shift))
     }
 
     /// The frame holding physical address `pa`.
@@ -199,7 +203,7 @@ impl FrameTable {
     /// (holes included).
     #[inline]
     fn cell_at(&self, pa: u64) -> Option<(usize, &FrameCell)> {
-        let index = usize::try_from(pa.checked_sub(self.base)? >> self.frame_size.shift()).ok()?;
+        let index = usize::try_from(pa.checked_sub(self.base)? >> self.frame_shift).ok()?;
         Some((index, self.cells.get(index)?))
     }
 
@@ -226,7 +230,7 @@ impl FrameTable {
     #[inline]
     pub fn device_reachable_at(&self, pa: u64) -> bool {
         match pa.checked_sub(self.base) {
-            Some(off) => self.reach.get((off >> self.frame_size.shift()) as usize),
+            Some(off) => self.reach.get((off >> self.frame_shift) as usize),
             None => false,
         }
     }
@@ -540,13 +544,13 @@ impl FrameTable {
 
     /// The physical address of a frame known to be in the table.
     fn pa_unchecked(&self, frame: Frame) -> u64 {
-        self.base + ((frame.0 as u64) << self.frame_size.shift())
+        self.base + ((frame.0 as u64) << self.frame_shift)
     }
 
     /// Zero-fills a claimed frame.
     fn scrub(&self, frame: Frame) {
         static ZEROS: [u8; 16384] = [0; 16384];
-        let pa = self.base + ((frame.0 as u64) << self.frame_size.shift());
+        let pa = self.base + ((frame.0 as u64) << self.frame_shift);
         let len = self.frame_size.bytes() as usize;
         // The frame is inside a mapped region (checked at construction).
         let _ = self.memory.write_slice(&ZEROS[..len], GuestAddress(pa));
