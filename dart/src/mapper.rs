@@ -131,13 +131,13 @@ impl Mapper {
         let frames = &dart.frames;
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
-            dart.stats.add(None, Counter::Violations, 1);
+            dart.stats.add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
         let owned =
             frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
         if !owned {
-            dart.stats.add(None, Counter::Violations, 1);
+            dart.stats.add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         Ok(())
@@ -258,8 +258,8 @@ impl Dart {
         for (i, &pte) in leaves.iter().enumerate() {
             self.install(&mut m, st, geo, iova + i as u64 * page, pte, &mut pool);
         }
+        self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
         drop(m);
-        self.stats.add(Some(sid), Counter::Maps, n);
         let pa = self.frames.pa_of(frames[0]).unwrap_or(0);
         self.emit_since(traced, || EventKind::Map { stream: sid, iova, pages: n, pa, perm: perm.name() });
         Ok(())
@@ -423,7 +423,7 @@ impl Dart {
         let pages = released.len() as u64;
         match self.invalidation() {
             Invalidation::Strict => {
-                self.invalidate(&affected, Some((sid, iova, len)));
+                self.invalidate(&m, &affected, Some((sid, iova, len)));
                 for f in released {
                     let _ = self.frames.release(f, FrameCounter::Dart);
                 }
@@ -444,15 +444,15 @@ impl Dart {
                 }
                 if !now.is_empty() {
                     // The pending counter is full: this part goes strict.
-                    self.invalidate(&affected, Some((sid, iova, len)));
+                    self.invalidate(&m, &affected, Some((sid, iova, len)));
                     for f in now {
                         let _ = self.frames.release(f, FrameCounter::Dart);
                     }
                 }
             }
         }
+        self.stats.add_serialized(&m, Some(sid), Counter::Unmaps, pages);
         drop(m);
-        self.stats.add(Some(sid), Counter::Unmaps, pages);
         let invalidation = self.invalidation().name();
         self.emit_since(traced, || EventKind::Unmap { stream: sid, iova, len, pages, invalidation });
         Ok(pages)
@@ -484,8 +484,9 @@ impl Dart {
     /// flight. With `unmapped = Some((sid, iova, len))`, stream `sid` only
     /// loses the IOTLB entries of the regions `[iova, iova + len)` touches
     /// (the only ones that can be stale: its other PTEs did not change);
-    /// every other stream in `mask` shares a table and loses them all.
-    fn invalidate(&self, mask: &[u64; 4], unmapped: Option<(u32, u64, u64)>) {
+    /// every other stream in `mask` shares a table and loses them all. The
+    /// caller holds the mapper lock (`m`).
+    fn invalidate(&self, m: &Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64)>) {
         for (w, &word) in mask.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
@@ -496,7 +497,7 @@ impl Dart {
                         Some((sid, iova, len)) if sid as usize == s => st.bump_range_before_synchronize(iova, len),
                         _ => st.bump_gen_before_synchronize(),
                     }
-                    self.stats.add(Some(s as u32), Counter::Invalidations, 1);
+                    self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
                 }
             }
         }
@@ -564,7 +565,7 @@ impl Dart {
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        self.invalidate(&mask, None);
+        self.invalidate(&m, &mask, None);
         let items = std::mem::take(&mut m.pending);
         for mut item in items {
             for (w, f) in item.streams.iter_mut().zip(mask.iter()) {
