@@ -145,7 +145,8 @@ mod tests {
     use super::*;
 
     /// The plan's indices are the geometry's, on every variant, page size
-    /// and level count, at IOVAs with every index bit pattern that matters.
+    /// and level count, at the first and last IOVA and two in between whose
+    /// index fields differ at every level.
     #[test]
     fn plans_index_as_the_geometry_does() {
         for variant in [Variant::T8020, Variant::T6000, Variant::T8110] {
