@@ -408,9 +408,11 @@ impl InFlight {
     }
 
     /// A fenced reader's attempt to end a burst that no `synchronize` is
-    /// left to end (see "Unfenced readers").
+    /// left to end (see "Unfenced readers"). Not called under loom, whose
+    /// models end bursts through `synchronize` only.
     #[cold]
     #[inline(never)]
+    #[cfg_attr(loom, allow(dead_code))]
     fn end_stale_burst(&self) {
         if let Some(mut burst) = self.writer.try_lock() {
             if burst.as_ref().is_some_and(|b| b.began.elapsed() > BURST) {
@@ -489,6 +491,8 @@ impl InFlight {
 /// the line of a thread that is doing DMA: read back to back, they would
 /// slow the very DMA being waited for.
 fn wait_for_section(word: &AtomicU64, seen: u64) {
+    // Under loom every wait is a yield (loom explores the schedules).
+    #[cfg_attr(loom, allow(unused_mut, unused_variables))]
     let mut gap = 16u32;
     loop {
         #[cfg(loom)]

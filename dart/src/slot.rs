@@ -27,15 +27,20 @@ use parking_lot::Mutex;
 /// Slot numbers that can be held exclusively at once.
 pub(crate) const EXCLUSIVE: usize = 64;
 
+// Under loom no thread claims a number (see above): these go unused there.
 /// Numbers returned by exited threads.
+#[cfg_attr(loom, allow(dead_code))]
 static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// Next never-used number.
+#[cfg_attr(loom, allow(dead_code))]
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A claimed number, returned to [`FREE`] when the thread exits.
+#[cfg_attr(loom, allow(dead_code))]
 struct Claim(Option<usize>);
 
 impl Claim {
+    #[cfg_attr(loom, allow(dead_code))]
     fn new() -> Claim {
         if let Some(n) = FREE.lock().pop() {
             return Claim(Some(n));
