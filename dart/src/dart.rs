@@ -275,7 +275,7 @@ impl Dart {
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory()),
-            walker: Walker::new(v, v.pte_format(), frames.frame_size().shift()),
+            walker: Walker::new(v, frames.frame_size().shift()),
             trace: crate::events::DartTrace::default(),
             frames,
         })

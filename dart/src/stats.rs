@@ -31,12 +31,13 @@
 //! the sums over streams. Threads without a slot number count in the
 //! striped slots with `fetch_add`.
 //!
-//! The mapper's counters (maps, unmaps, invalidations) are added under the
+//! The mapper's counters (maps, unmaps, invalidations, the TTBR violations
+//! it finds) are added under the
 //! DART's mapper lock, which already serializes their writers: they go to
 //! one more cold-stripe-shaped set, the *mapper's stripe*, with a `Relaxed`
 //! `load` + `store` and no per-thread lookup (`Stats::add_serialized`).
 //!
-//! The other slow-path counters of [`Stats::add`] (requests, violations, …)
+//! The other slow-path counters of [`Stats::add`] (requests, …)
 //! go per thread the same way: a thread with a slot number
 //! gets its own *cold stripe* per DART on its first `add`, holding the 13
 //! basic counters of the DART-wide set and of every stream, and adds with a
@@ -300,11 +301,22 @@ impl ColdStripe {
         self.blocks.get(index / LANES).map(|b| &b[index % LANES])
     }
 
-    /// Adds `n` to `counter` of `set`; only the stripe's owner thread calls this.
+    /// Adds `n` to `counter` of `set`; only the stripe's owner (one thread,
+    /// or for the mapper's stripe the holder of the mapper lock) calls this.
     #[inline]
     fn add(&self, set: usize, counter: Counter, n: u64) {
         if let Some(c) = self.cell(set, counter) {
             c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `n` to `counter` of the DART-wide set and, if `stream_set` is
+    /// given, of that stream's set; as [`ColdStripe::add`].
+    #[inline]
+    fn add_counted(&self, stream_set: Option<usize>, counter: Counter, n: u64) {
+        self.add(DART_SET, counter, n);
+        if let Some(set) = stream_set {
+            self.add(set, counter, n);
         }
     }
 
@@ -481,19 +493,14 @@ impl Stats {
         }
         let set = self.stream_set(stream);
         match self.cold_stripe(crate::slot::current()) {
-            Some(c) => {
-                c.add(DART_SET, counter, n);
-                if let Some(set) = set {
-                    c.add(set, counter, n);
-                }
-            }
+            Some(c) => c.add_counted(set, counter, n),
             None => self.bump(self.stripe_base(), set, counter.slot(), n),
         }
     }
 
     /// [`Stats::add`] for a caller holding its DART's mapper lock, which
-    /// `_held` (the lock's contents) witnesses: maps, unmaps,
-    /// invalidations. Every writer of the mapper's stripe holds that lock,
+    /// `_held` (the lock's contents) witnesses: maps, unmaps, invalidations
+    /// and the TTBR violations the mapper finds. Every writer of the mapper's stripe holds that lock,
     /// so a `Relaxed` load + store loses no increment, and the count needs
     /// neither the thread's slot number nor its cold stripe: a few
     /// instructions instead of [`Stats::add`]'s few dozen.
@@ -502,10 +509,7 @@ impl Stats {
         if cfg!(feature = "no-counters") {
             return;
         }
-        self.serial.add(DART_SET, counter, n);
-        if let Some(set) = self.stream_set(stream) {
-            self.serial.add(set, counter, n);
-        }
+        self.serial.add_counted(self.stream_set(stream), counter, n);
     }
 
     /// The cold stripe of slot number `slot` (the calling thread's own).

@@ -15,7 +15,7 @@
 
 use crate::dart::Dart;
 use crate::fault::FaultKind;
-use crate::pte::{Leaf, PteDecoder, PteFormat};
+use crate::pte::{Leaf, PteDecoder};
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
 use frame_table::FrameType;
@@ -67,13 +67,13 @@ pub(crate) struct Walker {
 
 impl Walker {
     /// The walker of a `variant` DART with pages of `1 << page_shift` bytes.
-    pub(crate) const fn new(variant: Variant, format: PteFormat, page_shift: u32) -> Walker {
+    pub(crate) const fn new(variant: Variant, page_shift: u32) -> Walker {
         Walker {
             plans: [
                 WalkPlan::new(Geometry::new(variant, page_shift, false)),
                 WalkPlan::new(Geometry::new(variant, page_shift, true)),
             ],
-            decoder: PteDecoder::new(format, page_shift),
+            decoder: PteDecoder::new(variant.pte_format(), page_shift),
         }
     }
 

@@ -187,7 +187,7 @@ impl FrameTable {
     /// The physical address of `frame`.
     pub fn pa_of(&self, frame: Frame) -> Result<u64, Error> {
         self.cell(frame)?;
-        Ok(self.base + ((frame.0 as u64) << self.frame_shift))
+        Ok(self.pa_unchecked(frame))
     }
 
     /// The frame holding physical address `pa`.
@@ -550,7 +550,7 @@ impl FrameTable {
     /// Zero-fills a claimed frame.
     fn scrub(&self, frame: Frame) {
         static ZEROS: [u8; 16384] = [0; 16384];
-        let pa = self.base + ((frame.0 as u64) << self.frame_shift);
+        let pa = self.pa_unchecked(frame);
         let len = self.frame_size.bytes() as usize;
         // The frame is inside a mapped region (checked at construction).
         let _ = self.memory.write_slice(&ZEROS[..len], GuestAddress(pa));
