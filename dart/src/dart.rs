@@ -46,6 +46,7 @@ use crate::stats::Stats;
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
 use crate::walk::Walker;
+use crate::walk_cache::WalkCache;
 use frame_table::{Access, Frame, FrameTable, Perm};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
@@ -180,6 +181,8 @@ pub struct Dart {
     pub(crate) ptes: phys::PteLoader,
     /// The walker's precomputed geometries and PTE decoding.
     pub(crate) walker: Walker,
+    /// The leaf tables recent walks reached, per DMA thread.
+    pub(crate) walk_cache: WalkCache,
     pub(crate) trace: crate::events::DartTrace,
 }
 
@@ -276,6 +279,7 @@ impl Dart {
             mmio: crate::regs::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory()),
             walker: Walker::new(v, frames.frame_size().shift()),
+            walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
             trace: crate::events::DartTrace::default(),
             frames,
         })
@@ -361,13 +365,14 @@ impl Dart {
     ) -> Result<StreamConfig, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
-        let _m = self.mapper.lock();
+        let m = self.mapper.lock();
         let config = f(st.config());
         if config.bypass && !st.trusted {
             return Err(DartError::BypassDenied { sid });
         }
         st.set_config(config);
         st.bump_gen();
+        self.walk_cache.invalidate(&m);
         Ok(config)
     }
 
@@ -405,6 +410,7 @@ impl Dart {
         }
         st.set_ttbr(idx, table);
         st.bump_gen();
+        self.walk_cache.invalidate(&m);
         Ok(())
     }
 
@@ -513,7 +519,7 @@ impl Dart {
         dir: Dir,
         lane: usize,
     ) -> Option<u64> {
-        let leaf = self.walk(st, config, iova).ok()?;
+        let leaf = self.walk((sid, st), config, iova, lane).ok()?;
         let v = tlb_value::pack(&leaf, self.page_shift);
         if !tlb_value::grants(v, dir) {
             // Not cached here: the general path walks again, caches and
@@ -565,7 +571,7 @@ impl Dart {
                 }
                 None => {
                     walks += 1;
-                    match self.walk(st, config, cur) {
+                    match self.walk((sid, st), config, cur, slot.unwrap_or(usize::MAX)) {
                         Ok(leaf) => {
                             let v = tlb_value::pack(&leaf, self.page_shift);
                             self.iotlb.fill(sid, page, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));

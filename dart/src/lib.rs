@@ -35,6 +35,7 @@ pub mod trace_event;
 pub mod variant;
 pub mod vfio;
 mod walk;
+mod walk_cache;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
 pub use error::DartError;

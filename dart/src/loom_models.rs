@@ -20,6 +20,12 @@
 //!   (exclusive slot) of one `synchronize` are live during the next.
 //! - [`iotlb_fill_races_invalidate`]: a walk that read the old PTE and fills
 //!   the IOTLB late can never be hit under the new generation.
+//! - [`table_retire_vs_cached_walks`]: a DMA thread walks twice through its
+//!   walk-cache row ([`WalkCache`]) while a strict unmap unlinks the leaf
+//!   table, bumps the walk generation, synchronizes and frees the table: no
+//!   walk reads the table after it was freed, and none reaches it after
+//!   the unmap returned. Without the bump the model fails
+//!   ([`table_retire_without_walk_cache_bump_is_caught`]).
 //! - The test-only broken ordering (`--features loom-broken-ordering`, see
 //!   [`StreamState::gen`]) and a model of unmap *without* `synchronize` are
 //!   both caught (`#[should_panic]` tests).
@@ -34,6 +40,7 @@ use crate::iotlb::Iotlb;
 use crate::pte::PTE_VALID;
 use crate::stream::StreamState;
 use crate::sync::{AtomicU64, Ordering};
+use crate::walk_cache::WalkCache;
 use frame_table::{Access, Counter, FrameTable, FrameTableConfig, FrameType, Perm};
 use loom::thread;
 use std::sync::Arc;
@@ -283,4 +290,98 @@ fn broken_generation_ordering_is_caught() {
 #[should_panic(expected = "stale IOTLB entry served after the bump")]
 fn broken_generation_ordering_is_caught_with_seqcst_bump() {
     iotlb_fill_model(StreamState::bump_gen);
+}
+
+/// The walk-cache key of the block the walk-cache model walks.
+const BLOCK: u64 = 0;
+
+/// The walk of the walk-cache model, reduced to the levels above the leaf:
+/// the walk generation, then the row of `lane`, else the table descriptor
+/// (`Acquire`), whose table is cached under the generation read before.
+/// Returns the leaf table's address.
+fn walk_to_leaf_table(cache: &WalkCache, descriptor: &AtomicU64, lane: usize) -> Option<u64> {
+    let gen = cache.gen();
+    let key = WalkCache::key(SID, BLOCK);
+    if let Some(table) = cache.lookup(lane, key, gen) {
+        return Some(table);
+    }
+    let d = descriptor.load(Ordering::Acquire);
+    if d & PTE_VALID == 0 {
+        return None;
+    }
+    let table = d & !PTE_VALID;
+    cache.fill(lane, key, gen, table);
+    Some(table)
+}
+
+/// Reading the leaf table at `table`: it must still be the DART's
+/// `dart-table` frame, its hold not released.
+fn assert_table_held(frames: &FrameTable, table: u64) {
+    let s = frames.state(frames.frame_of(table).unwrap()).unwrap();
+    assert!(
+        s.ty() == FrameType::DartTable && s.count(Counter::Dart) == 1,
+        "walk read a leaf table after its unmap freed it: {s:?}"
+    );
+}
+
+/// A strict unmap that empties the leaf table races two DMAs of one thread
+/// (exclusive slot 0, so its walks go through row 0 of the walk cache):
+/// the mapper clears the descriptor, bumps the walk generation when `bump`
+/// (the real protocol), synchronizes, and releases, frees and retypes the
+/// table frame. Each DMA that reaches the table reads it while it is still
+/// held; after the unmap, a walk on row 0 reaches nothing.
+fn table_retire_model(bump: bool) {
+    loom::model(move || {
+        let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
+        let t = frames.alloc(FrameType::DartTable, 1).unwrap()[0];
+        frames.hold_table(t).unwrap();
+        let descriptor = Arc::new(AtomicU64::new(frames.pa_of(t).unwrap() | PTE_VALID));
+        let cache = Arc::new(WalkCache::new(2));
+        let inflight = Arc::new(InFlight::new());
+
+        let dma = {
+            let (frames, descriptor, cache, inflight) =
+                (frames.clone(), descriptor.clone(), cache.clone(), inflight.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let guard = inflight.enter_as(Some(0));
+                    if let Some(table) = walk_to_leaf_table(&cache, &descriptor, guard.lane()) {
+                        assert_table_held(&frames, table);
+                    }
+                }
+            })
+        };
+
+        descriptor.store(0, Ordering::Release);
+        if bump {
+            cache.invalidate(&crate::mapper::Mapper::default());
+        }
+        inflight.synchronize();
+        frames.release(t, Counter::Dart).unwrap();
+        frames.free(t).unwrap();
+        frames.retype(t, FrameType::KernelRestricted).unwrap();
+
+        dma.join().unwrap();
+        // Slot 0 is this thread's now (its owner exited): its row says nothing.
+        let guard = inflight.enter_as(Some(0));
+        assert_eq!(
+            walk_to_leaf_table(&cache, &descriptor, guard.lane()),
+            None,
+            "walk read a leaf table after its unmap freed it"
+        );
+    });
+}
+
+/// The real protocol: no walk through the cache outlives its table.
+#[test]
+fn table_retire_vs_cached_walks() {
+    table_retire_model(true);
+}
+
+/// Without the walk-generation bump, a walk through the cache reads the
+/// freed table.
+#[test]
+#[should_panic(expected = "walk read a leaf table after its unmap freed it")]
+fn table_retire_without_walk_cache_bump_is_caught() {
+    table_retire_model(false);
 }

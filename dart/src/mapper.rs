@@ -469,6 +469,7 @@ impl Dart {
     ) {
         for (depth, &(parent, slot)) in parents.iter().enumerate().rev() {
             self.ptes.store(slot, 0);
+            self.walk_cache.invalidate(m);
             m.tables.remove(t);
             retired.push(t);
             let Some(info) = m.tables.get_mut(parent) else { return };

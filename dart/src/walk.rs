@@ -2,11 +2,14 @@
 //! as the DART's hardware walker does, with the checks that keep forbidden
 //! frames unreachable.
 //!
-//! The walk reads only: TTBRs and PTEs with `Acquire` loads (the mapper
-//! writes them with `Release` stores under its lock, [`crate::mapper`]), the
-//! frame table's state words and device-reachable map. It takes no lock and
-//! writes nothing; a walk racing an unmap may see the old or the new PTE,
-//! and [`crate::dart`]'s protocol makes either answer safe.
+//! The walk reads TTBRs and PTEs with `Acquire` loads (the mapper writes
+//! them with `Release` stores under its lock, [`crate::mapper`]), the frame
+//! table's state words and device-reachable map. It takes no lock; the
+//! only thing it writes is its own thread's row of the walk cache
+//! ([`crate::walk_cache`]): which leaf table the IOVA's block reached, so
+//! that the next walk of the block starts there. A walk racing an unmap may
+//! see the old or the new PTE, and [`crate::dart`]'s protocol makes either
+//! answer safe.
 //!
 //! Everything a walk derives from the DART's fixed configuration (shifts,
 //! masks, the IOVA limit for two and three levels, the PTE decoding at the
@@ -18,6 +21,7 @@ use crate::fault::FaultKind;
 use crate::pte::{Leaf, PteDecoder};
 use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
+use crate::walk_cache::WalkCache;
 use frame_table::FrameType;
 
 /// One [`Geometry`]'s walk, precomputed.
@@ -37,6 +41,11 @@ pub(crate) struct WalkPlan {
     ttbr_shift: u32,
     /// `TTBRs per stream - 1`.
     ttbr_mask: u64,
+    /// The shift of the leaf table's index in the IOVA (the page shift).
+    leaf_shift: u32,
+    /// The shift of the IOVA's block: the bits above the leaf table's
+    /// index, which pick the leaf table ([`crate::walk_cache`]'s keys).
+    block_shift: u32,
 }
 
 impl WalkPlan {
@@ -52,6 +61,8 @@ impl WalkPlan {
             iova_limit: geo.iova_limit(),
             ttbr_shift: geo.page_shift + geo.levels * bits,
             ttbr_mask: (1 << geo.ttbr_bits) - 1,
+            leaf_shift: geo.page_shift,
+            block_shift: geo.page_shift + bits,
         }
     }
 }
@@ -85,9 +96,11 @@ impl Walker {
 }
 
 impl Dart {
-    /// Walks stream `st`'s tables (under its configuration `config`) for
-    /// `iova`. Checks that every table is a `dart-table` frame and that the
-    /// leaf's frame may be reached by a DART.
+    /// Walks stream `sid`'s tables (`st`, under its configuration `config`)
+    /// for `iova`, through the walk cache of the caller's lane `lane` (its
+    /// DMA guard's; [`crate::walk_cache`]). Checks that every table it reads
+    /// is a `dart-table` frame and that the leaf's frame may be reached by a
+    /// DART.
     ///
     /// Faults: `NoTtbr` beyond the geometry's IOVA limit or when the TTBR is
     /// invalid; `NoL0`/`NoL1` for an invalid table descriptor (the level
@@ -97,46 +110,75 @@ impl Dart {
     ///
     /// The table checks restate invariants the mapper keeps (TTBRs and table
     /// descriptors only ever name this DART's own tables, which stay
-    /// `dart-table` while anything can walk them); they cost one load and
-    /// one compare per level, on lines the walk touches anyway. The leaf
-    /// check is the one that keeps forbidden frames unreachable whatever the
-    /// tables say.
+    /// `dart-table` while anything can walk them); a full walk makes them
+    /// at every level (one load and one compare per table, on lines it
+    /// touches anyway), a walk through the cache made them when it filled
+    /// the entry. The leaf check is the one that keeps forbidden frames
+    /// unreachable whatever the tables say, and every walk makes it.
     #[inline(always)]
-    pub(crate) fn walk(&self, st: &StreamState, config: StreamConfig, iova: u64) -> Result<Leaf, FaultKind> {
+    pub(crate) fn walk(
+        &self,
+        (sid, st): (u32, &StreamState),
+        config: StreamConfig,
+        iova: u64,
+        lane: usize,
+    ) -> Result<Leaf, FaultKind> {
         let walker = &self.walker;
         let plan = walker.plan(config);
         if iova >= plan.iova_limit {
             return Err(FaultKind::NoTtbr);
         }
-        let Some(mut table) = st.ttbr(((iova >> plan.ttbr_shift) & plan.ttbr_mask) as usize) else {
-            return Err(FaultKind::NoTtbr);
-        };
-        let mut shift = plan.top_shift;
-        // Levels left below the table being read.
-        let mut below = plan.levels - 1;
-        let pte = loop {
-            if !self.frames.is_type_at(table, FrameType::DartTable) {
-                return Err(FaultKind::ForbiddenFrame);
+        let gen = self.walk_cache.gen();
+        let key = WalkCache::key(sid, iova >> plan.block_shift);
+        let index = (iova >> plan.leaf_shift) & plan.index_mask;
+        let pte = match self.walk_cache.lookup(lane, key, gen) {
+            // Checked when the entry was filled, and still a `dart-table`
+            // frame: the DART holds it (retyping or freeing it is an
+            // invariant breach, refused or halting), and releases it only
+            // after the entry is dead (`crate::walk_cache`, "Protocol").
+            Some(table) => self.ptes.load(table + 8 * index).ok_or(FaultKind::ForbiddenFrame)?,
+            None => {
+                let table = self.walk_to_leaf_table(st, plan, iova)?;
+                let pte = self.table_pte(table, index)?;
+                self.walk_cache.fill(lane, key, gen, table);
+                pte
             }
-            let Some(pte) = self.ptes.load(table + 8 * ((iova >> shift) & plan.index_mask)) else {
-                return Err(FaultKind::ForbiddenFrame);
-            };
-            if below == 0 {
-                break pte;
-            }
-            table = match walker.decoder.table(pte) {
-                Some(next) => next,
-                None if below >= 2 => return Err(FaultKind::NoL0),
-                None => return Err(FaultKind::NoL1),
-            };
-            below -= 1;
-            shift -= plan.bits;
         };
         match walker.decoder.leaf(pte) {
             Some(leaf) if self.frames.device_reachable_at(leaf.pa) => Ok(leaf),
             Some(_) => Err(FaultKind::ForbiddenFrame),
             None => Err(FaultKind::NoPte),
         }
+    }
+
+    /// The levels above the leaf: from the TTBR to the leaf table's address.
+    #[inline(always)]
+    fn walk_to_leaf_table(&self, st: &StreamState, plan: &WalkPlan, iova: u64) -> Result<u64, FaultKind> {
+        let Some(mut table) = st.ttbr(((iova >> plan.ttbr_shift) & plan.ttbr_mask) as usize) else {
+            return Err(FaultKind::NoTtbr);
+        };
+        let mut shift = plan.top_shift;
+        // Levels left below the table being read.
+        for below in (1..plan.levels).rev() {
+            let pte = self.table_pte(table, (iova >> shift) & plan.index_mask)?;
+            table = match self.walker.decoder.table(pte) {
+                Some(next) => next,
+                None if below >= 2 => return Err(FaultKind::NoL0),
+                None => return Err(FaultKind::NoL1),
+            };
+            shift -= plan.bits;
+        }
+        Ok(table)
+    }
+
+    /// PTE `index` of the table at `table`, which must be a `dart-table`
+    /// frame in memory (else `ForbiddenFrame`).
+    #[inline(always)]
+    fn table_pte(&self, table: u64, index: u64) -> Result<u64, FaultKind> {
+        if !self.frames.is_type_at(table, FrameType::DartTable) {
+            return Err(FaultKind::ForbiddenFrame);
+        }
+        self.ptes.load(table + 8 * index).ok_or(FaultKind::ForbiddenFrame)
     }
 }
 
@@ -156,9 +198,17 @@ mod tests {
                     let plan = WalkPlan::new(geo);
                     assert_eq!(plan.levels, geo.levels);
                     assert_eq!(plan.iova_limit, geo.iova_limit());
+                    assert_eq!(plan.top_shift - (geo.levels - 1) * plan.bits, plan.leaf_shift, "the leaf's index");
                     for iova in [0, 0x1234_5678_9abc, geo.iova_limit() - 1, (geo.iova_limit() - 1) / 3, u64::MAX] {
                         let iova = iova & (geo.iova_limit() - 1);
                         assert_eq!(((iova >> plan.ttbr_shift) & plan.ttbr_mask) as usize, geo.ttbr_index(iova));
+                        // The block (the walk cache's key) is the TTBR and
+                        // every index but the leaf's.
+                        let twin = iova ^ plan.index_mask << plan.leaf_shift;
+                        assert_eq!(iova >> plan.block_shift, twin >> plan.block_shift);
+                        let above = iova ^ 1 << plan.block_shift;
+                        assert_ne!(iova >> plan.block_shift, above >> plan.block_shift);
+                        assert_eq!(geo.index(twin, geo.levels - 2), geo.index(iova, geo.levels - 2));
                         for level in 0..geo.levels {
                             let at = plan.top_shift - level * plan.bits;
                             let index = ((iova >> at) & plan.index_mask) as usize;
