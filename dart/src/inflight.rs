@@ -341,6 +341,17 @@ impl InFlight {
     /// guard drops is covered by later [`InFlight::synchronize`] calls.
     #[inline]
     pub fn enter(&self) -> DmaGuard<'_> {
+        match slot::held() {
+            Some(i) => self.enter_exclusive(i),
+            None => self.enter_first_or_shared(),
+        }
+    }
+
+    /// [`InFlight::enter`] for a thread that holds no slot number yet (its
+    /// first DMA claims one) or could not get one.
+    #[cold]
+    #[inline(never)]
+    fn enter_first_or_shared(&self) -> DmaGuard<'_> {
         self.enter_as(slot::current())
     }
 

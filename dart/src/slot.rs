@@ -103,6 +103,16 @@ pub(crate) fn current() -> Option<usize> {
     }
 }
 
+/// This thread's exclusive slot number if it already holds one; `None`
+/// before its first [`current`] call (which claims), and when it holds
+/// none. One thread-local load and one compare: the DMA path's entry.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn held() -> Option<usize> {
+    let n = CACHED.with(|c| c.get());
+    (n < EXCLUSIVE).then_some(n)
+}
+
 /// [`current`]'s first call on a thread: claims through [`SLOT`] and
 /// caches the answer.
 #[cfg(not(loom))]
@@ -118,6 +128,13 @@ fn claim_cached() -> Option<usize> {
 #[cfg(loom)]
 #[inline]
 pub(crate) fn current() -> Option<usize> {
+    None
+}
+
+/// Under loom no thread holds a number.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn held() -> Option<usize> {
     None
 }
 
