@@ -144,6 +144,19 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn held_is_none_until_the_first_claim_then_the_claimed_number() {
+        std::thread::spawn(|| {
+            assert_eq!(held(), None, "a new thread holds nothing before its first DMA");
+            let n = current();
+            assert!(n.is_some_and(|n| n < EXCLUSIVE));
+            assert_eq!(held(), n);
+            assert_eq!(current(), n, "stable");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn live_threads_hold_distinct_numbers_and_exited_ones_are_reused() {
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
         let numbers: Vec<Option<usize>> = (0..8)
