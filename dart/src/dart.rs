@@ -47,6 +47,7 @@ use crate::stream::{StreamConfig, StreamState};
 use crate::variant::{Geometry, Variant};
 use crate::walk::Walker;
 use crate::walk_cache::WalkCache;
+use crossbeam_utils::CachePadded;
 use frame_table::{Access, Frame, FrameTable, Perm};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
@@ -173,7 +174,9 @@ pub struct Dart {
     pub(crate) iotlb: Iotlb,
     pub(crate) stats: Stats,
     pub(crate) inflight: InFlight,
-    pub(crate) mapper: Mutex<Mapper>,
+    /// On a line of its own: map and unmap write it while DMA threads read
+    /// the fields around it on every access.
+    pub(crate) mapper: CachePadded<Mutex<Mapper>>,
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
     pub(crate) mmio: crate::regs::MmioState,
@@ -273,7 +276,7 @@ impl Dart {
             iotlb: Iotlb::new(config.iotlb_entries),
             stats: Stats::new(config.streams as usize),
             inflight: InFlight::new(),
-            mapper: Mutex::new(Mapper::default()),
+            mapper: CachePadded::new(Mutex::new(Mapper::default())),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
