@@ -225,8 +225,8 @@ pub struct InFlight {
     fenced: CachePadded<AtomicBool>,
     /// The current burst, if any (writer only, under the mutex). On a line
     /// of its own: every `synchronize` writes it, and readers load
-    /// `sections` on every entry (sharing a line, they ran 2–4 times slower
-    /// under `translate-churn`, depending on where the threads ran).
+    /// `sections` on every entry, so sharing a line made the first DMA
+    /// entry after each `synchronize` miss.
     writer: CachePadded<Mutex<Option<Burst>>>,
 }
 
