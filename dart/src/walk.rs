@@ -132,11 +132,10 @@ impl Dart {
         let key = WalkCache::key(sid, iova >> plan.block_shift);
         let index = (iova >> plan.leaf_shift) & plan.index_mask;
         let pte = match self.walk_cache.lookup(lane, key, gen) {
-            // Checked when the entry was filled, and still a `dart-table`
-            // frame: the DART holds it (retyping or freeing it is an
-            // invariant breach, refused or halting), and releases it only
-            // after the entry is dead (`crate::walk_cache`, "Protocol").
-            Some(table) => self.ptes.load(table + 8 * index).ok_or(FaultKind::ForbiddenFrame)?,
+            // Type-checked when the entry was filled, and still a
+            // `dart-table` frame (`crate::walk_cache`, "What it keeps
+            // checking").
+            Some(table) => self.pte_at(table, index)?,
             None => {
                 let table = self.walk_to_leaf_table(st, plan, iova)?;
                 let pte = self.table_pte(table, index)?;
@@ -178,6 +177,13 @@ impl Dart {
         if !self.frames.is_type_at(table, FrameType::DartTable) {
             return Err(FaultKind::ForbiddenFrame);
         }
+        self.pte_at(table, index)
+    }
+
+    /// PTE `index` of the table at `table`, unchecked but for lying in
+    /// memory (else `ForbiddenFrame`).
+    #[inline(always)]
+    fn pte_at(&self, table: u64, index: u64) -> Result<u64, FaultKind> {
         self.ptes.load(table + 8 * index).ok_or(FaultKind::ForbiddenFrame)
     }
 }

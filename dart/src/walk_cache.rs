@@ -45,8 +45,12 @@
 //! because they free nothing.
 //!
 //! *What it keeps checking.* A walk through an entry still checks that the
-//! leaf table is a `dart-table` frame and that the leaf's frame is
-//! device-reachable, as a full walk does.
+//! leaf's frame is device-reachable, as a full walk does. It does not
+//! check the leaf table's type again: the full walk that filled the entry
+//! did, and the table stays a `dart-table` frame while the entry lives
+//! (the DART holds it, so retyping or freeing it is an invariant breach,
+//! refused or halting, and the DART releases it only after the entry is
+//! dead, as above).
 
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
