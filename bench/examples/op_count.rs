@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dart.map(STREAM, i as u64 * 2048 * PAGE, chunk, Perm::RW, None)?;
     }
 
-    let mut rng = SmallRng::seed_from_u64(2);
+    let mut rng = dartemu_bench::HarnessRng::with_seed(2);
     let mut random = |range: u64| dartemu_bench::uniform(&mut rng, range);
     let mut buf = [0u8; 4096];
     match workload.as_str() {

@@ -14,6 +14,6 @@ pub mod run;
 pub mod system;
 pub mod workload;
 
-pub use run::{run, uniform, BenchOptions, Figure, Implementation, Progress, DEFAULT_IOTLB_ENTRIES};
+pub use run::{run, uniform, BenchOptions, Figure, HarnessRng, Implementation, Progress, DEFAULT_IOTLB_ENTRIES};
 pub use system::{BenchError, BenchSystem};
 pub use workload::{UnknownWorkload, Workload};
