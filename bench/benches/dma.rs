@@ -31,12 +31,12 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("translate");
     g.bench_function("hit", |b| {
-        b.iter(|| black_box(d.translate(STREAM, black_box(0x4008), 8, Dir::Read).map(|t| t.spans()[0].pa)))
+        b.iter(|| black_box(d.translate(STREAM, black_box(0x4008), 8, Dir::Read).map(|t| t.first().pa)))
     });
     g.bench_function("miss", |b| {
         b.iter(|| {
             let iova = random_iova(&mut rng, 8);
-            black_box(d.translate(STREAM, iova, 8, Dir::Read).map(|t| t.spans()[0].pa))
+            black_box(d.translate(STREAM, iova, 8, Dir::Read).map(|t| t.first().pa))
         })
     });
     let stop = AtomicBool::new(false);
@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
         g.bench_function("churn", |b| {
             b.iter(|| {
                 let iova = random_iova(&mut rng, 8);
-                black_box(d.translate(STREAM, iova, 8, Dir::Read).map(|t| t.spans()[0].pa))
+                black_box(d.translate(STREAM, iova, 8, Dir::Read).map(|t| t.first().pa))
             })
         });
         stop.store(true, Ordering::Relaxed);

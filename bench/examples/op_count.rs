@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..n {
                 let iova = random(range) & !7;
                 match dart.translate(STREAM, iova, 8, Dir::Read) {
-                    Ok(t) => black_box(t.spans()[0].pa),
+                    Ok(t) => black_box(t.first().pa),
                     Err(e) => return Err(e.into()),
                 };
             }

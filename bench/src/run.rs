@@ -322,7 +322,7 @@ fn dartemu_workers<'a>(
     let translate = move |pages: u64| {
         random_access(pages, 8, 0, move |iova, _| match d.translate(STREAM, iova, 8, Dir::Read) {
             Ok(tr) => {
-                black_box(tr.spans().first().map(|s| s.pa));
+                black_box(tr.first().pa);
                 Ok(())
             }
             Err(e) => Err(e.into()),

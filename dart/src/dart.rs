@@ -157,6 +157,14 @@ impl Translation<'_> {
             Some(spans) => spans,
         }
     }
+
+    /// The first span: the one at the translated IOVA, and the only one
+    /// when the access lies within one page. The same as `spans()[0]`
+    /// without the test of how many there are.
+    #[inline]
+    pub fn first(&self) -> &Span {
+        &self.first
+    }
 }
 
 /// The interrupt line: called when ERROR goes from clear to latched.

@@ -98,3 +98,27 @@ fn an_access_over_two_pages_counts_both() {
     assert!(dart.translate(SID, 2 * PAGE, 8, Dir::Read).is_ok());
     assert_eq!(counters(&dart), [4, 2, 2, 2, 0]);
 }
+
+#[test]
+fn first_is_the_span_at_the_iova_for_one_page_and_for_several() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 3).unwrap();
+    // Frames 0 and 2: never physically adjacent, so an access over the
+    // page boundary has two spans.
+    dart.map(SID, PAGE, &[f[0], f[2]], Perm::RW, None).unwrap();
+    let (pa0, pa2) = (ft.pa_of(f[0]).unwrap(), ft.pa_of(f[2]).unwrap());
+    assert_ne!(pa2, pa0 + PAGE);
+
+    let one = dart.translate(SID, PAGE + 0x40, 8, Dir::Read).unwrap();
+    assert_eq!(one.first(), &dart::Span { iova: PAGE + 0x40, pa: pa0 + 0x40, len: 8 });
+    assert_eq!(one.spans(), std::slice::from_ref(one.first()));
+    drop(one);
+
+    let two = dart.translate(SID, 2 * PAGE - 8, 16, Dir::Read).unwrap();
+    let want =
+        [dart::Span { iova: 2 * PAGE - 8, pa: pa0 + PAGE - 8, len: 8 }, dart::Span { iova: 2 * PAGE, pa: pa2, len: 8 }];
+    assert_eq!(two.spans(), want.as_slice());
+    assert_eq!(two.first(), &want[0]);
+    drop(two);
+    assert_eq!(counters(&dart), [3, 1, 2, 2, 0], "a walk, a hit, then a hit and a walk");
+}
