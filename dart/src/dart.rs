@@ -44,6 +44,7 @@ use crate::phys;
 use crate::pte::{Leaf, PteFormat};
 use crate::stats::Stats;
 use crate::stream::{StreamConfig, StreamState};
+use crate::tlb_value;
 use crate::variant::{Geometry, Variant};
 use crate::walk::Walker;
 use crate::walk_cache::WalkCache;
@@ -205,59 +206,6 @@ impl std::fmt::Debug for Dart {
             .field("streams", &self.streams.len())
             .field("invalidation", &self.invalidation)
             .finish_non_exhaustive()
-    }
-}
-
-/// IOTLB value packing: a leaf in one `u64`.
-///
-/// ```text
-/// 63..59 | 58 FULL | 57..46 SP_END | 45..34 SP_START | 33 W | 32 R | 31..0 PA page number
-/// ```
-///
-/// `FULL` is set when the subpage range covers the whole page, so that the
-/// hit path can decide permission for any in-page access with one mask
-/// test ([`tlb_value::grants`]); a leaf with a narrower subpage range takes
-/// the general path, which checks the range.
-mod tlb_value {
-    use crate::dart::Dir;
-    use crate::pte::{Leaf, Subpage};
-
-    const R: u64 = 1 << 32;
-    const W: u64 = 1 << 33;
-    const FULL: u64 = 1 << 58;
-
-    pub(super) fn pack(leaf: &Leaf, page_shift: u32) -> u64 {
-        let page_size = 1u64 << page_shift;
-        let full = leaf.subpage.contains(0, page_size, page_size);
-        (leaf.pa >> page_shift)
-            | ((leaf.read as u64) * R)
-            | ((leaf.write as u64) * W)
-            | ((leaf.subpage.start as u64 & 0xfff) << 34)
-            | ((leaf.subpage.end as u64 & 0xfff) << 46)
-            | (full as u64 * FULL)
-    }
-
-    #[inline]
-    pub(super) fn unpack(v: u64, page_shift: u32) -> Leaf {
-        Leaf {
-            pa: pa(v, page_shift),
-            read: v & R != 0,
-            write: v & W != 0,
-            subpage: Subpage { start: ((v >> 34) & 0xfff) as u16, end: ((v >> 46) & 0xfff) as u16 },
-        }
-    }
-
-    /// Whether `v` grants `dir` on every byte of its page.
-    #[inline(always)]
-    pub(super) fn grants(v: u64, dir: Dir) -> bool {
-        let need = FULL | if dir == Dir::Read { R } else { W };
-        v & need == need
-    }
-
-    /// The physical address of the page `v` maps.
-    #[inline(always)]
-    pub(super) fn pa(v: u64, page_shift: u32) -> u64 {
-        (v & 0xffff_ffff) << page_shift
     }
 }
 
@@ -530,8 +478,7 @@ impl Dart {
         dir: Dir,
         lane: usize,
     ) -> Option<u64> {
-        let leaf = self.walk((sid, st), config, iova, lane).ok()?;
-        let v = tlb_value::pack(&leaf, self.page_shift);
+        let v = self.walk((sid, st), config, iova, lane).ok()?;
         if !tlb_value::grants(v, dir) {
             // Not cached here: the general path walks again, caches and
             // counts the miss and the walk (and reports any fault), so the
@@ -583,10 +530,9 @@ impl Dart {
                 None => {
                     walks += 1;
                     match self.walk((sid, st), config, cur, slot.unwrap_or(usize::MAX)) {
-                        Ok(leaf) => {
-                            let v = tlb_value::pack(&leaf, self.page_shift);
+                        Ok(v) => {
                             self.iotlb.fill(sid, page, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));
-                            leaf
+                            tlb_value::unpack(v, self.page_shift)
                         }
                         Err(kind) => break Err((cur, kind)),
                     }

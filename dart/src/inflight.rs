@@ -237,7 +237,7 @@ pub struct InFlight {
 /// Only the slot's thread writes the word; the writer of `synchronize`
 /// reads it. A section open when the writer reads the word `seen` is
 /// certainly over once a later read returns depth zero, or another outer
-/// count (the depth went through zero in between): [`closed_since`].
+/// count (the depth went through zero in between): [`section::closed_since`].
 mod section {
     /// The nesting depth's bits.
     const DEPTH: u64 = 0xFFFF_FFFF;

@@ -31,6 +31,7 @@ mod slot;
 pub mod stats;
 mod stream;
 mod sync;
+mod tlb_value;
 pub mod trace_event;
 pub mod variant;
 pub mod vfio;

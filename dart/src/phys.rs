@@ -117,14 +117,14 @@ impl PteLoader {
         self.rest.iter().find_map(|r| r.pte(pa))
     }
 
-    /// Loads the PTE at `pa` with `Acquire`, as [`load_pte`] does; `None`
+    /// Loads the PTE at `pa` with `Acquire`, as `load_pte` does; `None`
     /// outside memory or if `pa` is not 8-byte aligned.
     #[inline]
     pub(crate) fn load(&self, pa: u64) -> Option<u64> {
         Some(self.pte(pa)?.load(Ordering::Acquire))
     }
 
-    /// Stores the PTE at `pa` with `Release`, as [`store_pte`] does; `false`
+    /// Stores the PTE at `pa` with `Release`, as `store_pte` does; `false`
     /// outside memory or if `pa` is not 8-byte aligned.
     #[inline]
     pub(crate) fn store(&self, pa: u64, pte: u64) -> bool {

@@ -18,8 +18,9 @@
 
 use crate::dart::Dart;
 use crate::fault::FaultKind;
-use crate::pte::{Leaf, PteDecoder};
+use crate::pte::PteDecoder;
 use crate::stream::{StreamConfig, StreamState};
+use crate::tlb_value;
 use crate::variant::{Geometry, Variant};
 use crate::walk_cache::WalkCache;
 use frame_table::FrameType;
@@ -100,7 +101,8 @@ impl Dart {
     /// for `iova`, through the walk cache of the caller's lane `lane` (its
     /// DMA guard's; [`crate::walk_cache`]). Checks that every table it reads
     /// is a `dart-table` frame and that the leaf's frame may be reached by a
-    /// DART.
+    /// DART. Returns the leaf as the IOTLB caches it ([`crate::tlb_value`]),
+    /// decoded straight from the PTE.
     ///
     /// Faults: `NoTtbr` beyond the geometry's IOVA limit or when the TTBR is
     /// invalid; `NoL0`/`NoL1` for an invalid table descriptor (the level
@@ -122,7 +124,7 @@ impl Dart {
         config: StreamConfig,
         iova: u64,
         lane: usize,
-    ) -> Result<Leaf, FaultKind> {
+    ) -> Result<u64, FaultKind> {
         let walker = &self.walker;
         let plan = walker.plan(config);
         if iova >= plan.iova_limit {
@@ -143,8 +145,8 @@ impl Dart {
                 pte
             }
         };
-        match walker.decoder.leaf(pte) {
-            Some(leaf) if self.frames.device_reachable_at(leaf.pa) => Ok(leaf),
+        match walker.decoder.tlb_value(pte) {
+            Some(v) if self.frames.device_reachable_at(tlb_value::pa(v, self.page_shift())) => Ok(v),
             Some(_) => Err(FaultKind::ForbiddenFrame),
             None => Err(FaultKind::NoPte),
         }
