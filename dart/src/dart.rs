@@ -466,8 +466,14 @@ impl Dart {
     /// the whole page, caches it under `gen` and returns it packed (counted
     /// as a miss and a walk); `None` (nothing cached, nothing counted) on a
     /// fault or a narrower grant, for the general path to redo and report.
+    ///
+    /// Inlined into the fast path: as a call it saved and restored six
+    /// registers and passed eight arguments for every random translation
+    /// (`translate` 16.5 -> 13.5 ns, medians of 8 alternating runs), and
+    /// the hit path measured no slower without the call (`translate-hot`
+    /// 4.48 -> 4.34 ns).
     #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
+    #[inline]
     fn fill(
         &self,
         st: &StreamState,
