@@ -326,6 +326,14 @@ impl Iotlb {
         (key == want && entry_gen == gen).then_some(value)
     }
 
+    /// The slot of `(stream, page)`, to look it up and fill it without
+    /// finding the slot twice; `None` if `stream >= 2^16` or `page >= 2^47`
+    /// (nothing is ever cached for it).
+    #[inline]
+    pub fn place(&self, stream: u32, page: u64) -> Option<Place<'_>> {
+        Some(Place { key: pack_key(stream, page)?, slot: self.slot(stream, page) })
+    }
+
     /// Caches `value` as the translation of `(stream, page)` under generation
     /// `gen`, evicting whatever the slot held.
     ///
@@ -367,17 +375,9 @@ impl Iotlb {
     /// invalidation (generations, [`Iotlb::invalidate_all`]) is unaffected.
     #[inline]
     pub fn fill(&self, stream: u32, page: u64, gen: u64, value: u64, live: impl FnOnce(u32, u64, u64) -> bool) {
-        let Some(key) = pack_key(stream, page) else {
-            return;
-        };
-        let slot = self.slot(stream, page);
-        let occupant = slot.key.load(Ordering::Relaxed);
-        if let Some((other_stream, other_page)) = unpack_key(occupant) {
-            if occupant != key && live(other_stream, other_page, slot.gen.load(Ordering::Relaxed)) && !eviction_turn() {
-                return;
-            }
+        if let Some(place) = self.place(stream, page) {
+            place.fill(gen, value, live);
         }
-        slot.put(key, gen, value);
     }
 
     /// Invalidates every entry: an entry whose insert happens-before this
@@ -410,6 +410,43 @@ impl Iotlb {
                 Some(IotlbEntry { stream, page, gen, value })
             })
             .collect()
+    }
+}
+
+/// Where one `(stream, page)` is cached ([`Iotlb::place`]): its key and
+/// its slot.
+#[derive(Clone, Copy)]
+pub struct Place<'a> {
+    key: u64,
+    slot: &'a Slot,
+}
+
+impl Place<'_> {
+    /// [`Iotlb::lookup`] of this place.
+    #[inline]
+    pub fn lookup(self, gen: u64) -> Option<u64> {
+        let (key, entry_gen, value) = self.slot.read()?;
+        (key == self.key && entry_gen == gen).then_some(value)
+    }
+
+    /// [`Iotlb::fill`] of this place.
+    #[inline]
+    pub fn fill(self, gen: u64, value: u64, live: impl FnOnce(u32, u64, u64) -> bool) {
+        let (slot, key) = (self.slot, self.key);
+        let occupant = slot.key.load(Ordering::Relaxed);
+        if let Some((other_stream, other_page)) = unpack_key(occupant) {
+            if occupant != key && live(other_stream, other_page, slot.gen.load(Ordering::Relaxed)) && !eviction_turn() {
+                return;
+            }
+        }
+        slot.put(key, gen, value);
+    }
+}
+
+impl std::fmt::Debug for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (stream, page) = unpack_key(self.key).unwrap_or_default();
+        f.debug_struct("Place").field("stream", &stream).field("page", &page).finish()
     }
 }
 
@@ -557,6 +594,35 @@ mod tests {
         })
         .join()
         .expect("test thread");
+    }
+
+    /// A place looks up and fills exactly what `lookup` and `fill` of its
+    /// `(stream, page)` do, including a conflicting page's slot; an
+    /// unpackable pair has no place.
+    #[test]
+    fn a_place_is_its_page_s_lookup_and_fill() {
+        let t = Iotlb::new(256);
+        let place = t.place(1, 10).expect("packable");
+        assert_eq!(place.lookup(0), None, "empty");
+        place.fill(0, 100, |_, _, _| panic!("nothing to ask about"));
+        assert_eq!(place.lookup(0), Some(100));
+        assert_eq!(t.lookup(1, 10, 0), Some(100));
+        assert_eq!(place.lookup(1), None, "other generation");
+        // Page 10 + 256 shares the slot; its place sees the occupant as
+        // another page's and asks about it.
+        let rival = t.place(1, 10 + 256).expect("packable");
+        assert_eq!(rival.lookup(0), None);
+        let mut asked = None;
+        rival.fill(3, 200, |s, p, g| {
+            asked = Some((s, p, g));
+            false
+        });
+        assert_eq!(asked, Some((1, 10, 0)));
+        assert_eq!(t.lookup(1, 10 + 256, 3), Some(200), "dead occupant evicted");
+        assert_eq!(place.lookup(0), None);
+        assert_eq!(t.snapshot(), vec![IotlbEntry { stream: 1, page: 10 + 256, gen: 3, value: 200 }]);
+        assert!(t.place(0x1_0000, 5).is_none());
+        assert!(t.place(5, 1 << 47).is_none());
     }
 
     #[test]
