@@ -177,6 +177,9 @@ pub struct Dart {
     variant: Variant,
     format: PteFormat,
     page_shift: u32,
+    /// `(1 << page_shift) - 1`: the offset bits of an IOVA, kept so that
+    /// the hit path finds a page offset with one `and`.
+    page_mask: u64,
     invalidation: Invalidation,
     pub(crate) frames: Arc<FrameTable>,
     pub(crate) streams: Box<[StreamState]>,
@@ -227,6 +230,7 @@ impl Dart {
             variant: v,
             format: v.pte_format(),
             page_shift: frames.frame_size().shift(),
+            page_mask: (1u64 << frames.frame_size().shift()) - 1,
             invalidation: config.invalidation,
             streams,
             iotlb: Iotlb::new(config.iotlb_entries),
@@ -439,10 +443,9 @@ impl Dart {
     /// geometry's IOVA limit (the walk refuses it).
     #[inline(always)]
     fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, guard: &DmaGuard<'_>) -> Option<Span> {
-        let page_size = 1u64 << self.page_shift;
-        let off = iova & (page_size - 1);
+        let off = iova & self.page_mask;
         // 1 <= len <= page_size - off: not empty, within the page.
-        if len.wrapping_sub(1) >= page_size - off {
+        if len.wrapping_sub(1) > self.page_mask - off {
             return None;
         }
         let config = st.config();

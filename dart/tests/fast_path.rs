@@ -122,3 +122,23 @@ fn first_is_the_span_at_the_iova_for_one_page_and_for_several() {
     drop(two);
     assert_eq!(counters(&dart), [3, 1, 2, 2, 0], "a walk, a hit, then a hit and a walk");
 }
+
+/// The fast path's in-page test at its edges: the last bytes of a page and
+/// the whole page are one-page accesses (a walk, then hits), one byte more
+/// crosses into the next page, and an empty access is refused.
+#[test]
+fn in_page_accesses_end_exactly_at_the_page_end() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
+    let pa = ft.pa_of(f[0]).unwrap();
+    let one = |iova, len| dart.translate(SID, iova, len, Dir::Read).map(|t| t.spans().to_vec());
+    assert_eq!(one(2 * PAGE - 8, 8).unwrap(), [dart::Span { iova: 2 * PAGE - 8, pa: pa + PAGE - 8, len: 8 }]);
+    assert_eq!(counters(&dart), [1, 0, 1, 1, 0], "a walk");
+    assert_eq!(one(PAGE, PAGE).unwrap(), [dart::Span { iova: PAGE, pa, len: PAGE }]);
+    assert_eq!(one(2 * PAGE - 1, 1).unwrap(), [dart::Span { iova: 2 * PAGE - 1, pa: pa + PAGE - 1, len: 1 }]);
+    assert_eq!(counters(&dart), [3, 2, 1, 1, 0], "two hits");
+    // Nine bytes from 8 before the end reach the unmapped next page.
+    assert_eq!(fault_kind(dart.translate(SID, 2 * PAGE - 8, 9, Dir::Read)), Some(FaultKind::NoPte));
+    assert!(matches!(dart.translate(SID, PAGE, 0, Dir::Read), Err(DartError::BadRange { iova: PAGE, len: 0, .. })));
+}
