@@ -448,8 +448,8 @@ impl Dart {
         if len.wrapping_sub(1) > self.page_mask - off {
             return None;
         }
-        let config = st.config();
-        if !(config.enabled && config.translate && !config.bypass) || self.frames.check_running().is_err() {
+        let config = st.translating_config()?;
+        if self.frames.check_running().is_err() {
             return None;
         }
         let page = iova >> self.page_shift;

@@ -31,6 +31,9 @@ const TRANSLATE: u32 = 1 << 1;
 const BYPASS: u32 = 1 << 2;
 const BYPASS_DAPF: u32 = 1 << 3;
 const FOUR_LEVEL: u32 = 1 << 4;
+/// Derived, never set alone: enabled, translating and not bypassing, the
+/// only configuration the hit path serves (one bit test instead of three).
+const TRANSLATING: u32 = 1 << 5;
 
 impl StreamConfig {
     /// Enabled and translating: how scenarios start every coprocessor's stream.
@@ -43,6 +46,7 @@ impl StreamConfig {
             | (self.bypass as u32 * BYPASS)
             | (self.bypass_dapf as u32 * BYPASS_DAPF)
             | (self.four_level as u32 * FOUR_LEVEL)
+            | ((self.enabled && self.translate && !self.bypass) as u32 * TRANSLATING)
     }
 
     pub(crate) const fn from_bits(bits: u32) -> StreamConfig {
@@ -102,6 +106,14 @@ impl StreamState {
     #[inline]
     pub(crate) fn config(&self) -> StreamConfig {
         StreamConfig::from_bits(self.config.load(Ordering::Acquire))
+    }
+
+    /// The configuration, if it is enabled, translating and not bypassing
+    /// (one bit test of the word `set_config` stored); `None` otherwise.
+    #[inline]
+    pub(crate) fn translating_config(&self) -> Option<StreamConfig> {
+        let bits = self.config.load(Ordering::Acquire);
+        (bits & TRANSLATING != 0).then(|| StreamConfig::from_bits(bits))
     }
 
     pub(crate) fn set_config(&self, c: StreamConfig) {
@@ -187,6 +199,22 @@ impl StreamState {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// Every configuration round-trips through its bits, and exactly the
+    /// enabled, translating, unbypassed ones read as translating.
+    #[test]
+    fn translating_config_is_enabled_translating_and_not_bypassing() {
+        let st = StreamState::new(true);
+        assert_eq!(st.translating_config(), None, "a new stream is disabled");
+        for bits in 0..32u32 {
+            let c = StreamConfig::from_bits(bits);
+            assert_eq!(StreamConfig::from_bits(c.to_bits()), c);
+            st.set_config(c);
+            assert_eq!(st.config(), c);
+            let want = (c.enabled && c.translate && !c.bypass).then_some(c);
+            assert_eq!(st.translating_config(), want, "{c:?}");
+        }
+    }
 
     fn gens(st: &StreamState) -> Vec<u64> {
         (0..GEN_REGIONS as u64).map(|r| st.gen(r << GEN_REGION_SHIFT)).collect()

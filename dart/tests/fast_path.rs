@@ -142,3 +142,21 @@ fn in_page_accesses_end_exactly_at_the_page_end() {
     assert_eq!(fault_kind(dart.translate(SID, 2 * PAGE - 8, 9, Dir::Read)), Some(FaultKind::NoPte));
     assert!(matches!(dart.translate(SID, PAGE, 0, Dir::Read), Err(DartError::BadRange { iova: PAGE, len: 0, .. })));
 }
+
+/// A cached translation is not served once its stream stops translating:
+/// disabled, the access faults; enabled again, it walks afresh.
+#[test]
+fn a_disabled_stream_is_not_served_from_the_iotlb() {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
+    assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
+    assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
+    assert_eq!(counters(&dart), [2, 1, 1, 1, 0], "a walk, then a hit");
+    dart.set_enabled(SID, false).unwrap();
+    assert_eq!(fault_kind(dart.translate(SID, PAGE, 8, Dir::Read)), Some(FaultKind::StreamDisabled));
+    assert_eq!(counters(&dart), [2, 1, 1, 1, 1], "no hit, one fault");
+    dart.set_enabled(SID, true).unwrap();
+    assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
+    assert_eq!(counters(&dart), [3, 1, 2, 2, 1], "the entry died with the change: a walk");
+}
