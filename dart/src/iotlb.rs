@@ -30,7 +30,7 @@
 //! never a data race (no `unsafe` and no undefined behaviour anywhere). `seq`
 //! is even when the slot is stable and odd while a writer owns it.
 //!
-//! **Writers** ([`Iotlb::insert`], [`Iotlb::fill`] and
+//! **Writers** ([`Iotlb::insert`], [`Iotlb::fill`] or [`Place::fill`], and
 //! [`Iotlb::invalidate_all`]) take the slot
 //! by moving `seq` from an even `s` to `s + 1` with a compare-and-swap
 //! (`Acquire` on success, so the writer sees everything the previous owner
@@ -42,7 +42,9 @@
 //! again. `invalidate_all` is a slow reset path and instead spins until it
 //! owns each slot.
 //!
-//! **Readers** ([`Iotlb::lookup`]) take no lock and do no read-modify-write:
+//! **Readers** ([`Iotlb::lookup`] or [`Place::lookup`]; a [`Place`] is a
+//! `(stream, page)`'s key and slot, found once for a lookup and the fill
+//! after its miss) take no lock and do no read-modify-write:
 //!
 //! 1. `s1 = seq.load(Acquire)`; if `s1` is odd, a writer is in the slot:
 //!    report a miss;
@@ -321,9 +323,7 @@ impl Iotlb {
     /// free of read-modify-writes.
     #[inline]
     pub fn lookup(&self, stream: u32, page: u64, gen: u64) -> Option<u64> {
-        let want = pack_key(stream, page)?;
-        let (key, entry_gen, value) = self.slot(stream, page).read()?;
-        (key == want && entry_gen == gen).then_some(value)
+        self.place(stream, page)?.lookup(gen)
     }
 
     /// The slot of `(stream, page)`, to look it up and fill it without
