@@ -68,7 +68,7 @@ pub(crate) fn pack(leaf: &Leaf, page_shift: u32) -> u64 {
     let page_size = 1u64 << page_shift;
     let full = leaf.subpage.contains(0, page_size, page_size);
     let sp24 = (u64::from(leaf.subpage.start) & 0xfff) << 12 | (u64::from(leaf.subpage.end) & 0xfff);
-    from_parts(leaf.pa >> page_shift, (leaf.read as u64) * R | (leaf.write as u64) * W, sp24, full)
+    from_parts(leaf.pa >> page_shift, ((leaf.read as u64) * R) | ((leaf.write as u64) * W), sp24, full)
 }
 
 /// The leaf `v` holds (the inverse of `pack` for page-aligned `pa`).
