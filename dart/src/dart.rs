@@ -240,7 +240,7 @@ impl Dart {
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
             mmio: crate::regs::MmioState::new(),
-            ptes: phys::PteLoader::new(frames.memory()),
+            ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
             walker: Walker::new(v, frames.frame_size().shift()),
             walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
             trace: crate::events::DartTrace::default(),

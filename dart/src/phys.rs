@@ -53,6 +53,36 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
 pub(crate) struct PteLoader {
     first: PteRegion,
     rest: Box<[PteRegion]>,
+    /// Bytes in a table: the DART's page size (every level's table is one
+    /// page of 8-byte PTEs).
+    table_bytes: u64,
+    /// `table_bytes / 8 - 1`: a PTE index within a table.
+    table_index_mask: u64,
+}
+
+/// Where a whole table lies in host memory: its host address, found by
+/// [`PteLoader::table`] with every one of its `table_bytes` inside one
+/// region of physical memory. The walk cache keeps these (as bits), so that
+/// a walk through it loads the leaf PTE with no region lookup on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostTable(u64);
+
+impl HostTable {
+    /// The bits to keep (in an atomic).
+    pub(crate) const fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// The table whose [`HostTable::to_bits`] gave `bits`.
+    ///
+    /// # Safety
+    ///
+    /// `bits` must be `to_bits()` of a `HostTable` that a [`PteLoader`] of
+    /// memory that is still mapped returned: [`PteLoader::load_in`] then
+    /// reads inside that table.
+    pub(crate) const unsafe fn from_bits(bits: u64) -> HostTable {
+        HostTable(bits)
+    }
 }
 
 /// One region of physical memory as the loader sees it.
@@ -94,14 +124,45 @@ impl PteRegion {
 impl PteLoader {
     /// Records the regions of `mem` (which must outlive every load: the
     /// DART holds the frame table that owns it).
-    pub(crate) fn new(mem: &GuestMemoryMmap) -> PteLoader {
+    pub(crate) fn new(mem: &GuestMemoryMmap, table_bytes: u64) -> PteLoader {
         use frame_table::vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
         let mut regions = mem.iter().filter_map(|r| {
             let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as usize;
             Some(PteRegion { start: r.start_addr().0, loads: r.len().saturating_sub(7), host })
         });
         let first = regions.next().unwrap_or(PteRegion { start: 0, loads: 0, host: 0 });
-        PteLoader { first, rest: regions.collect() }
+        let table_bytes = table_bytes.max(8);
+        PteLoader { first, rest: regions.collect(), table_bytes, table_index_mask: table_bytes / 8 - 1 }
+    }
+
+    /// The table of `table_bytes` bytes at `pa`, if `pa` is 8-byte aligned
+    /// and the whole table lies inside one region.
+    pub(crate) fn table(&self, pa: u64) -> Option<HostTable> {
+        // The first and the last PTE inside the same region: every PTE
+        // between them is.
+        if !pa.is_multiple_of(8) {
+            return None;
+        }
+        let last = pa.checked_add(self.table_bytes - 8)?;
+        let region = std::iter::once(&self.first).chain(self.rest.iter()).find(|r| r.pte(pa).is_some())?;
+        region.pte(last)?;
+        Some(HostTable(region.host as u64 + (pa - region.start)))
+    }
+
+    /// Loads (`Acquire`) PTE `index` of `table`, modulo the entries a table
+    /// holds.
+    #[inline(always)]
+    pub(crate) fn load_in(&self, table: HostTable, index: u64) -> u64 {
+        let ptr = (table.0 + 8 * (index & self.table_index_mask)) as *const std::sync::atomic::AtomicU64;
+        // SAFETY: `table` came from `PteLoader::table` of the memory this
+        // loader reads (the contract of `HostTable::from_bits` for a table
+        // kept as bits), so its `table_bytes` bytes lie inside one region,
+        // mapped for as long as the DART that owns this loader holds the
+        // frame table that owns the memory; the masked index keeps the 8
+        // bytes inside the table; `pa` 8-byte aligned with `start` and
+        // `host` page aligned makes the pointer 8-byte aligned. Every access
+        // to a PTE is atomic, so there is never a data race on it.
+        unsafe { &*ptr }.load(Ordering::Acquire)
     }
 
     /// The PTE at `pa` as an atomic, if `pa` is 8-byte aligned and inside
@@ -145,7 +206,7 @@ mod tests {
             (GuestAddress(0x3000_0000), 0x4000),
         ])
         .unwrap();
-        let loader = PteLoader::new(&mem);
+        let loader = PteLoader::new(&mem, 0x4000);
         for (pa, v) in [(0x1000_0000u64, 1u64), (0x1000_3ff8, 2), (0x2000_0008, 3), (0x3000_3ff8, 4)] {
             assert!(store_pte(&mem, pa, v));
             assert_eq!(loader.load(pa), Some(v));
@@ -167,6 +228,35 @@ mod tests {
         ] {
             assert_eq!(loader.load(pa), None, "{pa:#x}");
             assert!(!loader.store(pa, 1), "{pa:#x}");
+        }
+    }
+
+    /// A table is found only whole inside one region; through it, PTE `i`
+    /// is the PTE at `pa + 8 * i`, with the index taken modulo the table.
+    #[test]
+    fn tables_lie_whole_in_a_region_and_load_what_the_loader_loads() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0x1000_0000), 0x8000),
+            (GuestAddress(0x2000_0000), 0x4000),
+        ])
+        .unwrap();
+        let loader = PteLoader::new(&mem, 0x4000);
+        for pa in [0x1000_0000u64, 0x1000_4000, 0x2000_0000] {
+            let table = loader.table(pa).unwrap_or_else(|| panic!("{pa:#x}"));
+            for i in 0..0x800u64 {
+                assert!(loader.store(pa + 8 * i, pa ^ i));
+            }
+            for i in [0u64, 1, 0x7ff] {
+                assert_eq!(loader.load_in(table, i), pa ^ i, "{pa:#x}[{i}]");
+            }
+            assert_eq!(loader.load_in(table, 0x800), pa, "index 0x800 wraps to 0");
+            // Kept as bits and back, the same table.
+            // SAFETY: bits of a table of this loader, whose memory lives.
+            assert_eq!(unsafe { HostTable::from_bits(table.to_bits()) }, table);
+        }
+        // Straddling a region's end, past it, outside memory, misaligned.
+        for pa in [0x1000_4008u64, 0x1000_8000, 0x2000_0008, 0x0fff_c000, 0x3000_0000, 0x1000_0004, u64::MAX - 7] {
+            assert_eq!(loader.table(pa), None, "{pa:#x}");
         }
     }
 }

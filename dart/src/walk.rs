@@ -18,6 +18,7 @@
 
 use crate::dart::Dart;
 use crate::fault::FaultKind;
+use crate::phys::HostTable;
 use crate::pte::PteDecoder;
 use crate::stream::{StreamConfig, StreamState};
 use crate::tlb_value;
@@ -132,16 +133,29 @@ impl Dart {
         }
         let gen = self.walk_cache.gen();
         let key = WalkCache::key(sid, iova >> plan.block_shift);
-        let index = (iova >> plan.leaf_shift) & plan.index_mask;
+        let page = iova >> plan.leaf_shift;
         let pte = match self.walk_cache.lookup(lane, key, gen) {
             // Type-checked when the entry was filled, and still a
             // `dart-table` frame (`crate::walk_cache`, "What it keeps
             // checking").
-            Some(table) => self.pte_at(table, index)?,
+            Some(bits) => {
+                // SAFETY: this DART's walk cache holds only what the arm
+                // below stores in it, `HostTable` bits from this loader, and
+                // the entry read is one such store: a row's entries are
+                // written by the thread that owns its lane alone and pass
+                // from owner to owner through the slot mutex, so a lookup
+                // sees the last fill's key, generation and table together;
+                // an entry never filled has key 0, which no lookup matches.
+                let table = unsafe { HostTable::from_bits(bits) };
+                // The loader takes the leaf index modulo the table itself.
+                self.ptes.load_in(table, page)
+            }
             None => {
                 let table = self.walk_to_leaf_table(st, plan, iova)?;
-                let pte = self.table_pte(table, index)?;
-                self.walk_cache.fill(lane, key, gen, table);
+                let pte = self.table_pte(table, page & plan.index_mask)?;
+                if let Some(host) = self.ptes.table(table) {
+                    self.walk_cache.fill(lane, key, gen, host.to_bits());
+                }
                 pte
             }
         };

@@ -10,8 +10,11 @@
 //!
 //! *What an entry says.* `(key, gen, table)`: "while the walk generation
 //! was `gen`, the block `key` (a stream and the IOVA bits above the leaf
-//! table's index) walked to the leaf table at `table`". The walk
-//! generation ([`WalkCache::gen`]) is one DART-wide counter.
+//! table's index) walked to the leaf table `table`". The cache does not
+//! read `table`; the walker keeps there where the table lies in host
+//! memory (`phys::HostTable`, checked once when the entry is filled), so
+//! that a walk through the entry loads the leaf PTE with no region lookup.
+//! The walk generation ([`WalkCache::gen`]) is one DART-wide counter.
 //!
 //! *Who writes the generation.* Only the mapper, under the DART's mapper
 //! lock, with a `SeqCst` RMW ([`WalkCache::invalidate`]), right after every
@@ -50,7 +53,9 @@
 //! did, and the table stays a `dart-table` frame while the entry lives
 //! (the DART holds it, so retyping or freeing it is an invariant breach,
 //! refused or halting, and the DART releases it only after the entry is
-//! dead, as above).
+//! dead, as above). Memory safety does not rest on any of this: a table's
+//! host address stays inside the DART's physical memory, which outlives
+//! the cache, whatever the table became.
 
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -122,7 +127,8 @@ impl WalkCache {
         self.gen.load(Ordering::SeqCst)
     }
 
-    /// The leaf table slot `lane`'s row holds for `key` under `gen`, if any.
+    /// The leaf table (as the walker keeps it) slot `lane`'s row holds for
+    /// `key` under `gen`, if any.
     /// The caller owns `lane` (its DMA guard's lane).
     #[inline(always)]
     pub(crate) fn lookup(&self, lane: usize, key: u64, gen: u64) -> Option<u64> {
