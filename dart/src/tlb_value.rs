@@ -93,7 +93,15 @@ pub(crate) fn grants(v: u64, dir: Dir) -> bool {
 /// The physical address of the page `v` maps.
 #[inline(always)]
 pub(crate) fn pa(v: u64, page_shift: u32) -> u64 {
-    (v & PAGE_NUMBER) << page_shift
+    page_number(v) << page_shift
+}
+
+/// The number of the page `v` maps: its physical address over the page
+/// size (the frame number, the DART's pages being the frame table's
+/// frames).
+#[inline(always)]
+pub(crate) fn page_number(v: u64) -> u64 {
+    v & PAGE_NUMBER
 }
 
 #[cfg(test)]

@@ -160,7 +160,8 @@ impl Dart {
             }
         };
         match walker.decoder.tlb_value(pte) {
-            Some(v) if self.frames.device_reachable_at(tlb_value::pa(v, self.page_shift())) => Ok(v),
+            // The DART's pages are the frame table's frames (`Dart::new`).
+            Some(v) if self.frames.device_reachable_frame(tlb_value::page_number(v)) => Ok(v),
             Some(_) => Err(FaultKind::ForbiddenFrame),
             None => Err(FaultKind::NoPte),
         }

@@ -105,6 +105,8 @@ pub struct FrameTable {
     /// `frame_size.shift()`, kept as a number for the address-to-frame
     /// lookups of every DART walk.
     frame_shift: u32,
+    /// `base >> frame_shift`: the absolute number of frame 0.
+    base_frame: u64,
     cells: Box<[FrameCell]>,
     reach: ReachMap,
     free_list: Mutex<Vec<u32>>,
@@ -143,6 +145,7 @@ impl FrameTable {
             base,
             frame_size: config.frame_size,
             frame_shift: shift,
+            base_frame: base >> shift,
             free_count: AtomicU64::new(free.len() as u64),
             free_list: Mutex::new(free),
             reach: ReachMap::new(cells.len()),
@@ -232,6 +235,18 @@ impl FrameTable {
         match pa.checked_sub(self.base) {
             Some(off) => self.reach.get((off >> self.frame_shift) as usize),
             None => false,
+        }
+    }
+
+    /// [`FrameTable::device_reachable_at`] of the frame whose absolute
+    /// number is `pfn` (the frame holding `pfn * frame_size`), for callers
+    /// that have the number rather than the address: one subtraction and
+    /// the map's load.
+    #[inline]
+    pub fn device_reachable_frame(&self, pfn: u64) -> bool {
+        match pfn.checked_sub(self.base_frame).map(usize::try_from) {
+            Some(Ok(index)) => self.reach.get(index),
+            _ => false,
         }
     }
 

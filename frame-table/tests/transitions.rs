@@ -38,6 +38,8 @@ fn assert_state(t: &FrameTable, f: Frame, ty: FrameType, c: Counts) {
     let row = TYPES.iter().position(|&x| x == ty).unwrap();
     let reachable = EXPECTED_ACCESS[row].split(' ').nth(4) == Some("y");
     assert_eq!(t.device_reachable_at(t.pa_of(f).unwrap()), reachable, "device-reachable bit of {f} ({ty})");
+    let pfn = t.pa_of(f).unwrap() >> t.frame_size().shift();
+    assert_eq!(t.device_reachable_frame(pfn), reachable, "device-reachable bit of {f} ({ty}) by number");
     assert_eq!(t.reach_map_consistent(), Ok(()));
 }
 
@@ -373,6 +375,15 @@ fn regions_with_holes() {
         assert!(!t.is_type_at(0x30_0000, ty), "outside memory as {ty}");
         assert!(!t.is_type_at(0xf_f000, ty), "below memory as {ty}");
     }
+    // The walker's reach check by frame number says what the one by
+    // address says: user data reachable; hole, below and past memory not.
+    for pa in [0x10_0000u64, 0x10_3000, 0x20_3000, 0x10_4000, 0x1f_f000, 0xf_f000, 0x20_4000, 0x30_0000, 0, !0xfff] {
+        let pfn = pa >> 12;
+        assert_eq!(t.device_reachable_frame(pfn), t.device_reachable_at(pa), "{pa:#x}");
+        assert_eq!(t.device_reachable_frame(pfn), pas.contains(&pa), "{pa:#x}");
+    }
+    t.free(frames[0]).unwrap();
+    assert!(!t.device_reachable_frame(0x10_0000 >> 12), "a free frame is not reachable");
     // Bad configurations are typed errors.
     let bad = FrameTableConfig {
         regions: vec![Region { base: 0x1000, size: 0x2000 }, Region { base: 0x2000, size: 0x2000 }],
