@@ -533,22 +533,29 @@ impl Dart {
             let off = cur & (page_size - 1);
             let n = (page_size - off).min(end - cur);
             let gen = st.gen(cur);
-            let leaf = match self.iotlb.lookup(sid, page, gen) {
+            // As on the fast path: the slot is found once, for the lookup
+            // and the fill after a miss (none for a page the IOTLB cannot
+            // tag, which then always walks).
+            let place = self.iotlb.place(sid, page);
+            let v = match place.and_then(|p| p.lookup(gen)) {
                 Some(v) => {
                     hits += 1;
-                    tlb_value::unpack(v, self.page_shift)
+                    v
                 }
                 None => {
                     walks += 1;
                     match self.walk((sid, st), config, cur, slot.unwrap_or(usize::MAX)) {
                         Ok(v) => {
-                            self.iotlb.fill(sid, page, gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));
-                            tlb_value::unpack(v, self.page_shift)
+                            if let Some(p) = place {
+                                p.fill(gen, v, |s, p, g| self.iotlb_entry_live(s, p, g));
+                            }
+                            v
                         }
                         Err(kind) => break Err((cur, kind)),
                     }
                 }
             };
+            let leaf = tlb_value::unpack(v, self.page_shift);
             let permitted = match dir {
                 Dir::Read => leaf.read,
                 Dir::Write => leaf.write,

@@ -53,16 +53,14 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
 pub(crate) struct PteLoader {
     first: PteRegion,
     rest: Box<[PteRegion]>,
-    /// Bytes in a table: the DART's page size (every level's table is one
-    /// page of 8-byte PTEs).
-    table_bytes: u64,
-    /// `table_bytes / 8 - 1`: a PTE index within a table.
+    /// PTEs in a table, less one: a PTE index within a table. A table is
+    /// one page of 8-byte PTEs, at every level.
     table_index_mask: u64,
 }
 
 /// Where a whole table lies in host memory: its host address, found by
-/// [`PteLoader::table`] with every one of its `table_bytes` inside one
-/// region of physical memory. The walk cache keeps these (as bits), so that
+/// [`PteLoader::table`] with every one of its PTEs inside one region of
+/// physical memory. The walk cache keeps these (as bits), so that
 /// a walk through it loads the leaf PTE with no region lookup on the way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HostTable(u64);
@@ -131,19 +129,18 @@ impl PteLoader {
             Some(PteRegion { start: r.start_addr().0, loads: r.len().saturating_sub(7), host })
         });
         let first = regions.next().unwrap_or(PteRegion { start: 0, loads: 0, host: 0 });
-        let table_bytes = table_bytes.max(8);
-        PteLoader { first, rest: regions.collect(), table_bytes, table_index_mask: table_bytes / 8 - 1 }
+        PteLoader { first, rest: regions.collect(), table_index_mask: (table_bytes / 8).max(1) - 1 }
     }
 
-    /// The table of `table_bytes` bytes at `pa`, if `pa` is 8-byte aligned
-    /// and the whole table lies inside one region.
+    /// The table at `pa` (`table_bytes` as given to [`PteLoader::new`]), if
+    /// `pa` is 8-byte aligned and the whole table lies inside one region.
     pub(crate) fn table(&self, pa: u64) -> Option<HostTable> {
         // The first and the last PTE inside the same region: every PTE
         // between them is.
         if !pa.is_multiple_of(8) {
             return None;
         }
-        let last = pa.checked_add(self.table_bytes - 8)?;
+        let last = pa.checked_add(8 * self.table_index_mask)?;
         let region = std::iter::once(&self.first).chain(self.rest.iter()).find(|r| r.pte(pa).is_some())?;
         region.pte(last)?;
         Some(HostTable(region.host as u64 + (pa - region.start)))
@@ -156,7 +153,7 @@ impl PteLoader {
         let ptr = (table.0 + 8 * (index & self.table_index_mask)) as *const std::sync::atomic::AtomicU64;
         // SAFETY: `table` came from `PteLoader::table` of the memory this
         // loader reads (the contract of `HostTable::from_bits` for a table
-        // kept as bits), so its `table_bytes` bytes lie inside one region,
+        // kept as bits), so all its PTEs lie inside one region,
         // mapped for as long as the DART that owns this loader holds the
         // frame table that owns the memory; the masked index keeps the 8
         // bytes inside the table; `pa` 8-byte aligned with `start` and

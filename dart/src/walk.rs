@@ -194,13 +194,6 @@ impl Dart {
         if !self.frames.is_type_at(table, FrameType::DartTable) {
             return Err(FaultKind::ForbiddenFrame);
         }
-        self.pte_at(table, index)
-    }
-
-    /// PTE `index` of the table at `table`, unchecked but for lying in
-    /// memory (else `ForbiddenFrame`).
-    #[inline(always)]
-    fn pte_at(&self, table: u64, index: u64) -> Result<u64, FaultKind> {
         self.ptes.load(table + 8 * index).ok_or(FaultKind::ForbiddenFrame)
     }
 }
