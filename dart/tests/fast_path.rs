@@ -17,6 +17,16 @@ fn setup() -> (Arc<FrameTable>, Dart) {
     (ft, dart)
 }
 
+/// [`setup`] with one user-data page mapped at IOVA `PAGE` with `perm`;
+/// also returns the page's PA.
+fn setup_one_page(perm: Perm) -> (Arc<FrameTable>, Dart, u64) {
+    let (ft, dart) = setup();
+    let f = ft.alloc(FrameType::UserData, 1).unwrap();
+    dart.map(SID, PAGE, &f, perm, None).unwrap();
+    let pa = ft.pa_of(f[0]).unwrap();
+    (ft, dart, pa)
+}
+
 /// `[translations, iotlb_hits, iotlb_misses, walks, faults]` of stream SID.
 fn counters(dart: &Dart) -> [u64; 5] {
     let snap = dart.stats().snapshot();
@@ -33,10 +43,7 @@ fn fault_kind(r: Result<dart::Translation<'_>, DartError>) -> Option<FaultKind> 
 
 #[test]
 fn walk_then_hit() {
-    let (ft, dart) = setup();
-    let f = ft.alloc(FrameType::UserData, 1).unwrap();
-    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
-    let pa = ft.pa_of(f[0]).unwrap();
+    let (_ft, dart, pa) = setup_one_page(Perm::RW);
     let spans = |iova| dart.translate(SID, iova, 8, Dir::Read).unwrap().spans().to_vec();
     assert_eq!(spans(PAGE + 0x10), [dart::Span { iova: PAGE + 0x10, pa: pa + 0x10, len: 8 }]);
     assert_eq!(counters(&dart), [1, 0, 1, 1, 0], "first access: a miss and a walk");
@@ -47,9 +54,7 @@ fn walk_then_hit() {
 
 #[test]
 fn permission_fault_after_a_walk_counts_the_walk_once() {
-    let (ft, dart) = setup();
-    let f = ft.alloc(FrameType::UserData, 1).unwrap();
-    dart.map(SID, PAGE, &f, Perm::R, None).unwrap();
+    let (_ft, dart, _) = setup_one_page(Perm::R);
     assert_eq!(fault_kind(dart.translate(SID, PAGE, 8, Dir::Write)), Some(FaultKind::Write));
     assert_eq!(counters(&dart), [1, 0, 1, 1, 1], "one miss, one walk, one fault");
     assert_eq!(dart.error().first.map(|f| (f.kind, f.iova)), Some((FaultKind::Write, PAGE)));
@@ -128,10 +133,7 @@ fn first_is_the_span_at_the_iova_for_one_page_and_for_several() {
 /// crosses into the next page, and an empty access is refused.
 #[test]
 fn in_page_accesses_end_exactly_at_the_page_end() {
-    let (ft, dart) = setup();
-    let f = ft.alloc(FrameType::UserData, 1).unwrap();
-    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
-    let pa = ft.pa_of(f[0]).unwrap();
+    let (_ft, dart, pa) = setup_one_page(Perm::RW);
     let one = |iova, len| dart.translate(SID, iova, len, Dir::Read).map(|t| t.spans().to_vec());
     assert_eq!(one(2 * PAGE - 8, 8).unwrap(), [dart::Span { iova: 2 * PAGE - 8, pa: pa + PAGE - 8, len: 8 }]);
     assert_eq!(counters(&dart), [1, 0, 1, 1, 0], "a walk");
@@ -147,9 +149,7 @@ fn in_page_accesses_end_exactly_at_the_page_end() {
 /// disabled, the access faults; enabled again, it walks afresh.
 #[test]
 fn a_disabled_stream_is_not_served_from_the_iotlb() {
-    let (ft, dart) = setup();
-    let f = ft.alloc(FrameType::UserData, 1).unwrap();
-    dart.map(SID, PAGE, &f, Perm::RW, None).unwrap();
+    let (_ft, dart, _) = setup_one_page(Perm::RW);
     assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
     assert!(dart.translate(SID, PAGE, 8, Dir::Read).is_ok());
     assert_eq!(counters(&dart), [2, 1, 1, 1, 0], "a walk, then a hit");
