@@ -6,6 +6,23 @@
 //! from a barrier; the main thread sleeps for the requested time, reporting
 //! progress, raises the flag and joins them. `secs` is the wall time from the
 //! barrier to the last join.
+//!
+//! # Rounds
+//!
+//! On a shared or virtual machine the same figure moves by tens of percent
+//! from one measurement to the next, so one measurement per figure makes
+//! every ratio to the baseline flap. With [`BenchOptions::rounds`] `N`, the
+//! whole plan (every workload × threads × implementation, in order, each
+//! baseline figure measured right after its dartemu figure) runs `N` times
+//! over, round after round, each measurement lasting
+//! [`BenchOptions::seconds`]. Each reported [`Figure`] is then its median
+//! round (by `ns_per_op`) with the fastest and slowest round beside it, and
+//! its ratio to the baseline is the median of the per-round ratios: a
+//! dartemu measurement is divided by the baseline's of the same round,
+//! taken seconds later, so a stretch of time in which the machine runs slow
+//! moves both sides of that ratio. Interleaving the rounds, rather than
+//! measuring one figure `N` times in a row, spreads each figure's
+//! measurements over the whole run.
 
 use crate::baseline::{baseline_memory, BaselineMemory};
 use crate::system::{BenchError, BenchSystem, CHURN_BASE, HOT_PAGES, MAPPED, MAX_THREADS, PAGE, STREAM};
@@ -23,6 +40,9 @@ use vm_memory::Permissions;
 
 /// Operations between two checks of the stop flag.
 pub const BATCH: u64 = 64;
+
+/// Most rounds [`BenchOptions::check`] accepts.
+pub const MAX_ROUNDS: usize = 1000;
 
 /// Which implementation produced a figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -44,8 +64,13 @@ impl Implementation {
     }
 }
 
-/// One measured figure: SPEC §8's fields plus which implementation and the
-/// ratio to the baseline measured in the same run.
+/// One reported figure: SPEC §8's fields plus which implementation, the
+/// ratio to the baseline measured in the same run and, over the rounds,
+/// the spread.
+///
+/// `ops`, `secs`, `ns_per_op`, `mops`, `gib_per_s` and `writer_ops` are
+/// those of one measurement, the median round ([`BenchOptions::rounds`]),
+/// so they agree with each other; with one round they are that round's.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
     /// Workload name.
@@ -72,10 +97,31 @@ pub struct Figure {
     /// Operations of the background writer (`translate-churn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_ops: Option<u64>,
-    /// `mops` divided by the baseline's `mops` for the same workload and
-    /// threads in this run (`dma4k-vm-memory` against the baseline's `dma4k`).
+    /// dartemu's `mops` divided by the baseline's `mops` for the same
+    /// workload and threads (`dma4k-vm-memory` against the baseline's
+    /// `dma4k`), both of the same round; the median of these per-round
+    /// ratios (the lower middle one for an even number of rounds). Only on
+    /// dartemu's figures, and only when the baseline ran. With several
+    /// rounds it need not equal this figure's `mops` over the baseline
+    /// figure's: each side's median may come from a different round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_baseline: Option<f64>,
+    /// Measurements behind this figure: [`BenchOptions::rounds`], at least 1.
+    pub rounds: usize,
+    /// The fastest round's `ns_per_op` (at most `ns_per_op`; equal to it
+    /// with one round).
+    pub ns_per_op_min: f64,
+    /// The slowest round's `ns_per_op` (at least `ns_per_op`; equal to it
+    /// with one round).
+    pub ns_per_op_max: f64,
+    /// The lowest per-round ratio behind `vs_baseline` (at most it); present
+    /// exactly when `vs_baseline` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_baseline_min: Option<f64>,
+    /// The highest per-round ratio behind `vs_baseline` (at least it);
+    /// present exactly when `vs_baseline` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_baseline_max: Option<f64>,
 }
 
 /// What to run.
@@ -85,7 +131,7 @@ pub struct BenchOptions {
     pub workloads: Vec<Workload>,
     /// Thread counts; each workload runs once per count.
     pub threads: Vec<usize>,
-    /// Seconds per figure.
+    /// Seconds per measurement (each figure is measured once per round).
     pub seconds: f64,
     /// Also run the vm-memory baseline.
     pub baseline: bool,
@@ -93,6 +139,10 @@ pub struct BenchOptions {
     /// measuring the IOTLB: 65536 holds the whole mapped gigabyte, as the
     /// baseline's fully populated `Iotlb` does).
     pub iotlb_entries: usize,
+    /// Rounds, `1..=`[`MAX_ROUNDS`]: the whole plan runs this many times
+    /// over, and each figure reports its median round (module docs,
+    /// [Rounds](self#rounds)). 1 measures each figure once.
+    pub rounds: usize,
 }
 
 /// The IOTLB size of the default SoC's DARTs, and of the bench's unless told.
@@ -111,15 +161,21 @@ pub struct Progress {
     pub elapsed: f64,
     /// Seconds requested.
     pub seconds: f64,
-    /// Figures finished so far.
+    /// The round being measured, from 1 to `rounds`.
+    pub round: usize,
+    /// Rounds in the whole run ([`BenchOptions::rounds`]).
+    pub rounds: usize,
+    /// Measurements finished so far, over all rounds.
     pub done: usize,
-    /// Figures in the whole run.
+    /// Measurements in the whole run: figures × rounds.
     pub total: usize,
 }
 
 impl BenchOptions {
     /// Checks the options: at least one workload and thread count, thread
-    /// counts in `1..=MAX_THREADS`, seconds finite and in `(0, 3600]`.
+    /// counts in `1..=MAX_THREADS`, seconds finite and in `(0, 3600]`,
+    /// rounds in `1..=`[`MAX_ROUNDS`]. The error names the offending value
+    /// as its option, e.g. `--rounds 0: must be 1 to 1000`.
     pub fn check(&self) -> Result<(), BenchError> {
         if self.workloads.is_empty() {
             return Err(BenchError::Options("no workload given".into()));
@@ -139,6 +195,9 @@ impl BenchOptions {
         }
         if !(self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 3600.0) {
             return Err(BenchError::Options(format!("--seconds {}: must be above 0 and at most 3600", self.seconds)));
+        }
+        if self.rounds == 0 || self.rounds > MAX_ROUNDS {
+            return Err(BenchError::Options(format!("--rounds {}: must be 1 to {MAX_ROUNDS}", self.rounds)));
         }
         Ok(())
     }
@@ -453,12 +512,61 @@ fn figure(
         iotlb_entries,
         writer_ops,
         vs_baseline: None,
+        rounds: 1,
+        ns_per_op_min: ns_per_op,
+        ns_per_op_max: ns_per_op,
+        vs_baseline_min: None,
+        vs_baseline_max: None,
     }
 }
 
+/// The figure reported for the rounds of one (workload, implementation,
+/// threads), given in any order: the median round by `ns_per_op` (sorted
+/// ascending, index `N / 2`: for an even `N` the slower of the two middle
+/// rounds), whole, so its `ops`, `secs`, `mops`, ... stay that round's,
+/// with `rounds = N` and the fastest and slowest rounds' `ns_per_op`.
+/// `None` for no rounds.
+fn median_round(rounds: &[Figure]) -> Option<Figure> {
+    let mut sorted: Vec<&Figure> = rounds.iter().collect();
+    sorted.sort_by(|a, b| a.ns_per_op.total_cmp(&b.ns_per_op));
+    let (first, last) = (sorted.first()?, sorted.last()?);
+    Some(Figure {
+        rounds: sorted.len(),
+        ns_per_op_min: first.ns_per_op,
+        ns_per_op_max: last.ns_per_op,
+        ..sorted[sorted.len() / 2].clone()
+    })
+}
+
+/// dartemu's `mops` over the baseline's, round by round: `dartemu[r]` and
+/// `baseline[r]` are the measurements of round `r`, taken seconds apart.
+fn round_ratios(dartemu: &[Figure], baseline: &[Figure]) -> Vec<f64> {
+    dartemu.iter().zip(baseline).map(|(d, b)| d.mops / b.mops).collect()
+}
+
+/// `(median, min, max)` of per-round ratios: the median is index
+/// `(N - 1) / 2` of the ratios sorted ascending, for an even `N` the lower
+/// of the two middle ones (the less flattering to dartemu). `None` for no
+/// ratios.
+fn median_ratio(ratios: &[f64]) -> Option<(f64, f64, f64)> {
+    if ratios.is_empty() {
+        return None;
+    }
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some((sorted[(sorted.len() - 1) / 2], sorted[0], sorted[sorted.len() - 1]))
+}
+
 /// Runs every workload × thread count (and the baseline if asked) on
-/// `sys`, calling `progress` about ten times a second and `done` after each
-/// figure. Ratios to the baseline are filled in at the end.
+/// `sys`, [`BenchOptions::rounds`] times over (module docs,
+/// [Rounds](self#rounds)), calling `progress` about ten times a second and
+/// `done` once per reported figure, as soon as its last round is measured
+/// (without its ratio to the baseline: ratios are filled in at the end).
+///
+/// Returns one figure per (workload, threads, implementation), in plan
+/// order: each figure's median round, with the spread over its rounds and,
+/// on dartemu's figures when the baseline ran, the median of the per-round
+/// ratios to the baseline.
 pub fn run(
     sys: &BenchSystem,
     opts: &BenchOptions,
@@ -467,54 +575,59 @@ pub fn run(
 ) -> Result<Vec<Figure>, BenchError> {
     opts.check()?;
     let base = if opts.baseline { Some(baseline_memory(sys).map_err(|e| baseline_error(0, e))?) } else { None };
+    // The plan, with each item's workers built once for all its rounds.
     let mut plan = Vec::new();
     for &w in &opts.workloads {
         for &threads in &opts.threads {
-            plan.push((w, Implementation::Dartemu, threads));
-            if base.is_some() && !matches!(w, Workload::Raw4k | Workload::Dma4kVmMemory) {
-                plan.push((w, Implementation::VmMemory, threads));
+            plan.push((w, Implementation::Dartemu, threads, dartemu_workers(sys, w)?));
+            if let Some(workers) = base.as_ref().and_then(|b| baseline_workers(sys, b, w)) {
+                plan.push((w, Implementation::VmMemory, threads, workers));
             }
         }
     }
-    let total = plan.len();
-    let mut figures = Vec::with_capacity(total);
-    for (i, &(w, imp, threads)) in plan.iter().enumerate() {
-        let workers = match (imp, &base) {
-            (Implementation::Dartemu, _) => Some(dartemu_workers(sys, w)?),
-            (Implementation::VmMemory, Some(b)) => baseline_workers(sys, b, w),
-            (Implementation::VmMemory, None) => None,
-        };
-        let Some((worker, writer)) = workers else { continue };
-        let mut tick = |elapsed| {
-            progress(Progress {
-                workload: w,
-                implementation: imp,
-                threads,
-                elapsed,
-                seconds: opts.seconds,
-                done: i,
-                total,
-            })
-        };
-        let measured = measure(threads, opts.seconds, &*worker, writer.as_deref(), &mut tick)?;
-        let entries = (imp == Implementation::Dartemu).then(|| sys.dart.iotlb().capacity());
-        let f = figure(w, imp, threads, measured, entries);
-        done(&f);
-        figures.push(f);
+    let total = plan.len() * opts.rounds;
+    let mut measured: Vec<Vec<Figure>> = plan.iter().map(|_| Vec::with_capacity(opts.rounds)).collect();
+    let mut figures = Vec::with_capacity(plan.len());
+    for round in 0..opts.rounds {
+        for (i, (w, imp, threads, (worker, writer))) in plan.iter().enumerate() {
+            let (w, imp, threads) = (*w, *imp, *threads);
+            let mut tick = |elapsed| {
+                progress(Progress {
+                    workload: w,
+                    implementation: imp,
+                    threads,
+                    elapsed,
+                    seconds: opts.seconds,
+                    round: round + 1,
+                    rounds: opts.rounds,
+                    done: round * plan.len() + i,
+                    total,
+                })
+            };
+            let m = measure(threads, opts.seconds, &**worker, writer.as_deref(), &mut tick)?;
+            let entries = (imp == Implementation::Dartemu).then(|| sys.dart.iotlb().capacity());
+            measured[i].push(figure(w, imp, threads, m, entries));
+            if round + 1 == opts.rounds {
+                let f = median_round(&measured[i]).expect("every plan item has one measurement per round");
+                done(&f);
+                figures.push(f);
+            }
+        }
     }
-    let baseline_of = |f: &Figure| {
-        let name = if f.workload == Workload::Dma4kVmMemory.name() { Workload::Dma4k.name() } else { &f.workload };
-        figures
-            .iter()
-            .find(|b| b.implementation == Implementation::VmMemory && b.workload == name && b.threads == f.threads)
-            .map(|b| f.mops / b.mops)
+    let baseline_of = |i: usize| {
+        let (w, _, threads, _) = &plan[i];
+        let w = if *w == Workload::Dma4kVmMemory { Workload::Dma4k } else { *w };
+        plan.iter().position(|(b, imp, t, _)| *imp == Implementation::VmMemory && *b == w && t == threads)
     };
-    let ratios: Vec<_> = figures
-        .iter()
-        .map(|f| if f.implementation == Implementation::Dartemu { baseline_of(f) } else { None })
-        .collect();
-    for (f, r) in figures.iter_mut().zip(ratios) {
-        f.vs_baseline = r;
+    for (i, f) in figures.iter_mut().enumerate() {
+        if f.implementation != Implementation::Dartemu {
+            continue;
+        }
+        if let Some((median, min, max)) =
+            baseline_of(i).and_then(|b| median_ratio(&round_ratios(&measured[i], &measured[b])))
+        {
+            (f.vs_baseline, f.vs_baseline_min, f.vs_baseline_max) = (Some(median), Some(min), Some(max));
+        }
     }
     Ok(figures)
 }
@@ -541,6 +654,96 @@ mod tests {
         let expected = draws / buckets;
         for (b, &n) in seen.iter().enumerate() {
             assert!(n.abs_diff(expected) < expected / 20, "bucket {b}: {n} draws, {expected} expected");
+        }
+    }
+
+    /// One measurement of `translate` by dartemu on one thread: `ops` in
+    /// `secs`, so `ns_per_op = secs * 1e9 / ops` and `mops = ops / secs / 1e6`.
+    fn round(ops: u64, secs: f64, writer_ops: u64) -> Figure {
+        figure(Workload::Translate, Implementation::Dartemu, 1, (ops, Some(writer_ops), secs), Some(256))
+    }
+
+    fn options(rounds: usize) -> BenchOptions {
+        BenchOptions {
+            workloads: vec![Workload::Translate],
+            threads: vec![1],
+            seconds: 1.0,
+            baseline: true,
+            iotlb_entries: DEFAULT_IOTLB_ENTRIES,
+            rounds,
+        }
+    }
+
+    #[test]
+    fn one_round_is_reported_as_measured() {
+        let r = round(2_000_000, 1.0, 7);
+        assert_eq!((r.ns_per_op, r.mops, r.rounds, r.ns_per_op_min, r.ns_per_op_max), (500.0, 2.0, 1, 500.0, 500.0));
+        assert_eq!(median_round(std::slice::from_ref(&r)), Some(r));
+        assert_eq!(median_round(&[]), None);
+    }
+
+    #[test]
+    fn odd_rounds_report_the_middle_round_by_ns_per_op_whole() {
+        // ns/op 500, 2000, 1250: the middle is the third round measured.
+        let rounds = [round(3_000_000, 1.5, 1), round(1_000_000, 2.0, 2), round(2_000_000, 2.5, 3)];
+        assert_eq!([rounds[0].ns_per_op, rounds[1].ns_per_op, rounds[2].ns_per_op], [500.0, 2000.0, 1250.0]);
+        let m = median_round(&rounds).unwrap();
+        assert_eq!((m.ops, m.secs, m.ns_per_op, m.mops, m.writer_ops), (2_000_000, 2.5, 1250.0, 0.8, Some(3)));
+        assert_eq!((m.rounds, m.ns_per_op_min, m.ns_per_op_max), (3, 500.0, 2000.0));
+        assert_eq!(m, Figure { rounds: 3, ns_per_op_min: 500.0, ns_per_op_max: 2000.0, ..rounds[2].clone() });
+    }
+
+    #[test]
+    fn even_rounds_report_the_slower_middle_round() {
+        // ns/op 500, 1000, 2000, 1250; sorted 500, 1000 | 1250, 2000: the
+        // slower middle one is 1250 (the fourth round measured), not 1000.
+        let rounds =
+            [round(2_000_000, 1.0, 1), round(1_000_000, 1.0, 2), round(500_000, 1.0, 3), round(800_000, 1.0, 4)];
+        let m = median_round(&rounds).unwrap();
+        assert_eq!((m.ops, m.secs, m.ns_per_op, m.mops, m.writer_ops), (800_000, 1.0, 1250.0, 0.8, Some(4)));
+        assert_eq!((m.rounds, m.ns_per_op_min, m.ns_per_op_max), (4, 500.0, 2000.0));
+        // Two rounds: the slower one.
+        let m = median_round(&rounds[..2]).unwrap();
+        assert_eq!(
+            (m.ns_per_op, m.writer_ops, m.rounds, m.ns_per_op_min, m.ns_per_op_max),
+            (1000.0, Some(2), 2, 500.0, 1000.0)
+        );
+    }
+
+    #[test]
+    fn ratio_median_takes_the_lower_middle_for_even_rounds() {
+        assert_eq!(median_ratio(&[]), None);
+        assert_eq!(median_ratio(&[2.0]), Some((2.0, 2.0, 2.0)));
+        assert_eq!(median_ratio(&[1.3, 0.8, 1.0]), Some((1.0, 0.8, 1.3)));
+        // Sorted 0.9, 1.1 | 1.2, 1.5: the lower middle one.
+        assert_eq!(median_ratio(&[1.5, 0.9, 1.2, 1.1]), Some((1.1, 0.9, 1.5)));
+        assert_eq!(median_ratio(&[1.2, 0.9]), Some((0.9, 0.9, 1.2)));
+    }
+
+    #[test]
+    fn ratios_pair_each_round_with_the_baseline_of_the_same_round() {
+        // Round 2 ran while the machine was slow: both sides at half speed.
+        // Round 3 was fast: both at double speed. Each round's ratio is 2.
+        let dartemu = [round(2_000_000, 1.0, 0), round(1_000_000, 1.0, 0), round(4_000_000, 1.0, 0)];
+        let baseline = [round(1_000_000, 1.0, 0), round(500_000, 1.0, 0), round(2_000_000, 1.0, 0)];
+        assert_eq!(round_ratios(&dartemu, &baseline), [2.0, 2.0, 2.0]);
+        assert_eq!(median_ratio(&round_ratios(&dartemu, &baseline)), Some((2.0, 2.0, 2.0)));
+        // Paired by round, not by rank: round 1's 4 / 2 and round 2's 2 / 4.
+        let dartemu = [round(4_000_000, 1.0, 0), round(2_000_000, 1.0, 0)];
+        let baseline = [round(2_000_000, 1.0, 0), round(4_000_000, 1.0, 0)];
+        assert_eq!(round_ratios(&dartemu, &baseline), [2.0, 0.5]);
+        assert_eq!(median_ratio(&round_ratios(&dartemu, &baseline)), Some((0.5, 0.5, 2.0)));
+    }
+
+    #[test]
+    fn check_rejects_zero_and_too_many_rounds_naming_the_value() {
+        for rounds in [0, MAX_ROUNDS + 1, usize::MAX] {
+            let e = options(rounds).check().unwrap_err().to_string();
+            assert_eq!(e, format!("--rounds {rounds}: must be 1 to 1000"));
+        }
+        assert!(options(0).check().unwrap_err().to_string().contains("--rounds 0"));
+        for rounds in [1, 2, MAX_ROUNDS] {
+            options(rounds).check().unwrap();
         }
     }
 

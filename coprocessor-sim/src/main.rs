@@ -45,9 +45,15 @@ enum Command {
         /// Worker threads; a comma-separated list runs each count.
         #[arg(long, default_value = "1", value_delimiter = ',')]
         threads: Vec<usize>,
-        /// Seconds per figure.
+        /// Seconds per measurement (each figure is measured once per round).
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Rounds (1 to 1000): the whole plan runs N times over, each
+        /// baseline figure still right after its dartemu figure; each figure
+        /// is its median round by ns/op, with the min–max ns/op, and
+        /// `vs_baseline` the median of the per-round ratios.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// One JSON object per figure and line.
         #[arg(long)]
         json: bool,
@@ -76,19 +82,17 @@ enum Command {
     },
 }
 
-/// `dartemu bench`: exit 0, or 2 with the reason on a bad option or a failed workload.
+/// `dartemu bench`: exit 0, or 2 with the reason on a bad option or a failed
+/// workload. `opts.workloads` is replaced by those `workload` names.
 fn bench(
     workload: &str,
-    threads: Vec<usize>,
-    seconds: f64,
+    mut opts: dartemu_bench::BenchOptions,
     json: bool,
-    baseline: bool,
     report: Option<&std::path::Path>,
-    iotlb_entries: usize,
 ) -> ExitCode {
     use coprocessor_sim::throughput;
     let run = throughput::parse_workloads(workload).and_then(|workloads| {
-        let opts = dartemu_bench::BenchOptions { workloads, threads, seconds, baseline, iotlb_entries };
+        opts.workloads = workloads;
         let figures = throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())?;
         if let Some(dir) = report {
             throughput::write_report(dir, &figures)?;
@@ -114,8 +118,16 @@ fn main() -> ExitCode {
         Some(Command::Stress { seconds, threads, seed }) => {
             return coprocessor_sim::stress::main(&coprocessor_sim::stress::StressConfig { seconds, threads, seed })
         }
-        Some(Command::Bench { workload, threads, seconds, json, baseline, report, iotlb_entries }) => {
-            return bench(&workload, threads, seconds, json, baseline.is_some(), report.as_deref(), iotlb_entries)
+        Some(Command::Bench { workload, threads, seconds, rounds, json, baseline, report, iotlb_entries }) => {
+            let opts = dartemu_bench::BenchOptions {
+                workloads: Vec::new(),
+                threads,
+                seconds,
+                baseline: baseline.is_some(),
+                iotlb_entries,
+                rounds,
+            };
+            return bench(&workload, opts, json, report.as_deref());
         }
     };
     let results =

@@ -12,13 +12,22 @@ pub fn parse_workloads(spec: &str) -> Result<Vec<Workload>, BenchError> {
     spec.split(',').map(|w| w.trim().parse::<Workload>().map_err(|e| BenchError::Options(e.to_string()))).collect()
 }
 
-/// Writes one figure as a table row.
-fn row(out: &mut dyn Write, f: &Figure) -> std::io::Result<()> {
+/// Width of the `spread` column: `min–max` ns/op over the rounds.
+const SPREAD_WIDTH: usize = 15;
+
+/// Writes one figure as a table row; with `spread`, the `min–max` ns/op of
+/// its rounds after its ns/op.
+fn row(out: &mut dyn Write, f: &Figure, spread: bool) -> std::io::Result<()> {
     let ratio = f.vs_baseline.map(|r| format!("{r:.2}x")).unwrap_or_default();
     let gib = if f.gib_per_s > 0.0 { format!("{:.2}", f.gib_per_s) } else { String::new() };
+    let spread = if spread {
+        format!(" {:>SPREAD_WIDTH$}", format!("{:.1}–{:.1}", f.ns_per_op_min, f.ns_per_op_max))
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{:<16} {:<9} {:>7} {:>12} {:>6.2} {:>9.1} {:>9.2} {:>7} {:>9}",
+        "{:<16} {:<9} {:>7} {:>12} {:>6.2} {:>9.1}{spread} {:>9.2} {:>7} {:>9}",
         f.workload,
         f.implementation.name(),
         f.threads,
@@ -31,17 +40,22 @@ fn row(out: &mut dyn Write, f: &Figure) -> std::io::Result<()> {
     )
 }
 
-/// Writes the table header.
-fn header(out: &mut dyn Write) -> std::io::Result<()> {
+/// Writes the table header; with `spread`, the `spread` column of [`row`].
+fn header(out: &mut dyn Write, spread: bool) -> std::io::Result<()> {
+    let spread = if spread { format!(" {:>SPREAD_WIDTH$}", "spread") } else { String::new() };
     writeln!(
         out,
-        "{:<16} {:<9} {:>7} {:>12} {:>6} {:>9} {:>9} {:>7} {:>9}",
+        "{:<16} {:<9} {:>7} {:>12} {:>6} {:>9}{spread} {:>9} {:>7} {:>9}",
         "workload", "impl", "threads", "ops", "secs", "ns/op", "Mops/s", "GiB/s", "vs base"
     )
 }
 
 /// Runs `opts`, printing a progress line on `err` while it runs, then the
 /// figures on `out` (a table, or JSON Lines with `json`). Returns the figures.
+///
+/// With more than one round, the progress line names the round (`round
+/// 2/5`) and the table gains a `spread` column: the fastest and slowest
+/// rounds' ns/op (`min–max`) beside the median round's.
 pub fn bench(
     opts: &BenchOptions,
     json: bool,
@@ -56,9 +70,10 @@ pub fn bench(
     );
     let sys = BenchSystem::new(dart::Variant::T8110, opts.iotlb_entries)?;
     let mut progress = |p: Progress| {
+        let round = if p.rounds > 1 { format!("round {}/{} ", p.round, p.rounds) } else { String::new() };
         let _ = write!(
             err,
-            "\r[{}/{}] {} {} threads={} {:.1}/{:.1} s   ",
+            "\r[{}/{}] {round}{} {} threads={} {:.1}/{:.1} s   ",
             p.done + 1,
             p.total,
             p.workload,
@@ -70,7 +85,8 @@ pub fn bench(
         let _ = err.flush();
     };
     let figures = dartemu_bench::run(&sys, opts, &mut progress, &mut |_| {})?;
-    let _ = writeln!(err, "\r{:60}\r", "");
+    // Clears the progress line (longer by its `round N/M` with rounds).
+    let _ = writeln!(err, "\r{:width$}\r", "", width = if opts.rounds > 1 { 80 } else { 60 });
     let io = |e: std::io::Error| BenchError::Options(format!("writing results: {e}"));
     if json {
         for f in &figures {
@@ -78,9 +94,10 @@ pub fn bench(
             writeln!(out).map_err(io)?;
         }
     } else {
-        header(out).map_err(io)?;
+        let spread = opts.rounds > 1;
+        header(out, spread).map_err(io)?;
         for f in &figures {
-            row(out, f).map_err(io)?;
+            row(out, f, spread).map_err(io)?;
         }
     }
     Ok(figures)

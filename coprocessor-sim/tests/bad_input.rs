@@ -22,7 +22,7 @@
 //! | `MapperService::grant` / `revoke` / `handle` / `handle_message` / `attach_ring` / `service_ring` / `kernel_unmap` | no device, empty, zero length, misaligned, overflowing, beyond the grant / window, short, long and huge messages |
 //! | `parse_scenario` / `load_scenario` | empty, NUL, huge numbers, bad page size, a huge read, missing file, a folder |
 //! | `Coprocessor::call` | a huge DMA read |
-//! | CLI: `cli::collect`, `stress::run_stress`, the `dartemu` binary | missing paths, zero / huge threads and seconds, bad flags |
+//! | CLI: `cli::collect`, `stress::run_stress`, the `dartemu` binary | missing paths, zero / huge threads and seconds, zero / too many bench rounds, bad flags |
 
 use coprocessor_sim::cli::collect;
 use coprocessor_sim::coprocessor::{Command, Coprocessor, Reply};
@@ -679,6 +679,8 @@ fn cli_paths() {
         (&["stress", "--seconds", "0"][..], "--seconds 0: must be 1..=86400"),
         (&["stress", "--seconds", "-1"][..], "unexpected argument"),
         (&["stress", "--threads", "99999999999999999999999"][..], "invalid value"),
+        (&["bench", "--rounds", "0"][..], "--rounds 0: must be 1 to 1000"),
+        (&["bench", "--rounds", "1001"][..], "--rounds 1001: must be 1 to 1000"),
         (&["bogus"][..], "unrecognized subcommand"),
     ] {
         let (code, err) = run(args);

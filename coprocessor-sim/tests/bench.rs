@@ -1,0 +1,45 @@
+//! `dartemu bench`, end to end. One run only: every run builds the SPEC §8
+//! system (1 GiB mapped), which takes seconds, so this runs the cheapest
+//! workload for the shortest time that still exercises rounds and the
+//! baseline.
+
+use serde_json::Value;
+
+#[test]
+fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dartemu"))
+        .args([
+            "bench",
+            "--rounds",
+            "2",
+            "--seconds",
+            "0.05",
+            "--workload",
+            "translate-hot",
+            "--baseline",
+            "vm-memory",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.contains("round 2/2"), "no round in the progress line: {stderr:?}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let impls: Vec<_> = lines.iter().map(|f| (f["workload"].as_str().unwrap(), f["impl"].as_str().unwrap())).collect();
+    assert_eq!(impls, [("translate-hot", "dartemu"), ("translate-hot", "vm-memory")], "{stdout}");
+    assert!(stdout.lines().all(|l| l.contains("\"rounds\":2")), "{stdout}");
+    for f in &lines {
+        assert_eq!(f["rounds"], 2, "{f}");
+        let ns = |k: &str| f[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {f}"));
+        assert!(ns("ns_per_op_min") <= ns("ns_per_op") && ns("ns_per_op") <= ns("ns_per_op_max"), "{f}");
+        assert!(ns("ns_per_op_min") > 0.0, "{f}");
+    }
+    let (d, b) = (&lines[0], &lines[1]);
+    let r = |k: &str| d[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {d}"));
+    assert!(r("vs_baseline_min") <= r("vs_baseline") && r("vs_baseline") <= r("vs_baseline_max"), "{d}");
+    assert!(r("vs_baseline_min") > 0.0, "{d}");
+    for k in ["vs_baseline", "vs_baseline_min", "vs_baseline_max"] {
+        assert!(b.get(k).is_none(), "the baseline has no {k}: {b}");
+    }
+}
