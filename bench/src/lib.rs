@@ -14,6 +14,9 @@ pub mod run;
 pub mod system;
 pub mod workload;
 
-pub use run::{run, uniform, BenchOptions, Figure, HarnessRng, Implementation, Progress, DEFAULT_IOTLB_ENTRIES};
+pub use run::{
+    run, uniform, BenchOptions, Figure, HarnessRng, Implementation, PairedRatio, Progress, DEFAULT_IOTLB_ENTRIES,
+    MAX_ROUNDS,
+};
 pub use system::{BenchError, BenchSystem};
 pub use workload::{UnknownWorkload, Workload};

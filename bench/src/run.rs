@@ -122,6 +122,43 @@ pub struct Figure {
     /// present exactly when `vs_baseline` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_baseline_max: Option<f64>,
+    /// `dma4k` and `dma4k-vm-memory` (dartemu): `mops` over `raw4k`'s at
+    /// the same threads, paired round by round, when `raw4k` ran: how
+    /// close translated DMA comes to the in-process copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_raw4k: Option<PairedRatio>,
+    /// `translate-churn` (dartemu): `mops` over dartemu's own `translate`
+    /// at the same threads, paired round by round, when `translate` ran:
+    /// what the writer costs the readers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_translate: Option<PairedRatio>,
+    /// Figures of more than one thread: `mops` (all threads) over the same
+    /// workload and implementation on one thread, paired round by round,
+    /// when one thread ran: the scaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_one_thread: Option<PairedRatio>,
+}
+
+/// A ratio of two figures' `mops` measured in the same rounds: each round's
+/// ratio pairs measurements taken seconds apart, and these are the median
+/// of the per-round ratios (the lower middle one for an even number of
+/// rounds) and their extremes. `min <= median <= max`; all three are equal
+/// with one round.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PairedRatio {
+    /// The median per-round ratio.
+    pub median: f64,
+    /// The lowest per-round ratio.
+    pub min: f64,
+    /// The highest per-round ratio.
+    pub max: f64,
+}
+
+impl From<(f64, f64, f64)> for PairedRatio {
+    /// From `(median, min, max)`.
+    fn from((median, min, max): (f64, f64, f64)) -> PairedRatio {
+        PairedRatio { median, min, max }
+    }
 }
 
 /// What to run.
@@ -517,6 +554,9 @@ fn figure(
         ns_per_op_max: ns_per_op,
         vs_baseline_min: None,
         vs_baseline_max: None,
+        vs_raw4k: None,
+        vs_translate: None,
+        vs_one_thread: None,
     }
 }
 
@@ -555,6 +595,42 @@ fn median_ratio(ratios: &[f64]) -> Option<(f64, f64, f64)> {
     let mut sorted = ratios.to_vec();
     sorted.sort_by(f64::total_cmp);
     Some((sorted[(sorted.len() - 1) / 2], sorted[0], sorted[sorted.len() - 1]))
+}
+
+/// Fills in every figure's paired ratios: `keys[i]` names figure `i`
+/// (workload, implementation, threads) and `measured[i]` holds its rounds,
+/// in round order. Each ratio is [`median_ratio`] of [`round_ratios`]
+/// against the related figure, when that figure ran:
+///
+/// - `vs_baseline` (+ min, max): dartemu's figures against the baseline's
+///   of the same workload and threads (`dma4k-vm-memory`: `dma4k`'s);
+/// - `vs_raw4k`: dartemu's `dma4k` and `dma4k-vm-memory` against `raw4k`;
+/// - `vs_translate`: dartemu's `translate-churn` against its `translate`;
+/// - `vs_one_thread`: any figure of more than one thread against the same
+///   workload and implementation on one thread.
+fn relate(keys: &[(Workload, Implementation, usize)], measured: &[Vec<Figure>], figures: &mut [Figure]) {
+    let paired = |i: usize, j: usize| median_ratio(&round_ratios(&measured[i], &measured[j]));
+    let find = |key: (Workload, Implementation, usize)| keys.iter().position(|k| *k == key);
+    for (i, f) in figures.iter_mut().enumerate() {
+        let Some(&(w, imp, threads)) = keys.get(i) else { return };
+        let ratio = |of: (Workload, Implementation, usize)| find(of).and_then(|j| paired(i, j));
+        if threads > 1 {
+            f.vs_one_thread = ratio((w, imp, 1)).map(PairedRatio::from);
+        }
+        if imp != Implementation::Dartemu {
+            continue;
+        }
+        let base = if w == Workload::Dma4kVmMemory { Workload::Dma4k } else { w };
+        if let Some((median, min, max)) = ratio((base, Implementation::VmMemory, threads)) {
+            (f.vs_baseline, f.vs_baseline_min, f.vs_baseline_max) = (Some(median), Some(min), Some(max));
+        }
+        if matches!(w, Workload::Dma4k | Workload::Dma4kVmMemory) {
+            f.vs_raw4k = ratio((Workload::Raw4k, imp, threads)).map(PairedRatio::from);
+        }
+        if w == Workload::TranslateChurn {
+            f.vs_translate = ratio((Workload::Translate, imp, threads)).map(PairedRatio::from);
+        }
+    }
 }
 
 /// Runs every workload × thread count (and the baseline if asked) on
@@ -616,21 +692,8 @@ pub fn run(
             }
         }
     }
-    let baseline_of = |i: usize| {
-        let (w, _, threads, _) = &plan[i];
-        let w = if *w == Workload::Dma4kVmMemory { Workload::Dma4k } else { *w };
-        plan.iter().position(|(b, imp, t, _)| *imp == Implementation::VmMemory && *b == w && t == threads)
-    };
-    for (i, f) in figures.iter_mut().enumerate() {
-        if f.implementation != Implementation::Dartemu {
-            continue;
-        }
-        if let Some((median, min, max)) =
-            baseline_of(i).and_then(|b| median_ratio(&round_ratios(&measured[i], &measured[b])))
-        {
-            (f.vs_baseline, f.vs_baseline_min, f.vs_baseline_max) = (Some(median), Some(min), Some(max));
-        }
-    }
+    let keys: Vec<_> = plan.iter().map(|(w, imp, threads, _)| (*w, *imp, *threads)).collect();
+    relate(&keys, &measured, &mut figures);
     Ok(figures)
 }
 
@@ -735,6 +798,62 @@ mod tests {
         let baseline = [round(2_000_000, 1.0, 0), round(4_000_000, 1.0, 0)];
         assert_eq!(round_ratios(&dartemu, &baseline), [2.0, 0.5]);
         assert_eq!(median_ratio(&round_ratios(&dartemu, &baseline)), Some((0.5, 0.5, 2.0)));
+    }
+
+    /// Two rounds of `(w, imp, threads)` at `mops` Mops/s each.
+    fn rounds_of((w, imp, threads): (Workload, Implementation, usize), mops: [u64; 2]) -> Vec<Figure> {
+        mops.iter().map(|&m| figure(w, imp, threads, (m * 1_000_000, None, 1.0), None)).collect()
+    }
+
+    #[test]
+    fn each_figure_is_paired_with_the_figures_it_is_measured_against() {
+        use Implementation::{Dartemu as D, VmMemory as V};
+        use Workload::*;
+        let keys = [
+            (Translate, D, 1),
+            (Translate, V, 1),
+            (Translate, D, 2),
+            (TranslateChurn, D, 1),
+            (TranslateChurn, V, 1),
+            (Dma4k, D, 1),
+            (Dma4k, V, 1),
+            (Raw4k, D, 1),
+            (Dma4kVmMemory, D, 1),
+            (MapUnmap, D, 2),
+        ];
+        // Mops/s of rounds 1 and 2; round 2 mostly ran with the machine slower.
+        let mops = [[80, 40], [4, 2], [152, 72], [60, 28], [1, 1], [9, 5], [6, 3], [10, 5], [8, 4], [3, 1]];
+        let measured: Vec<Vec<Figure>> = keys.iter().zip(mops).map(|(&k, m)| rounds_of(k, m)).collect();
+        let mut figures: Vec<Figure> = measured.iter().map(|r| median_round(r).unwrap()).collect();
+        relate(&keys, &measured, &mut figures);
+        let r = |median, min, max| Some(PairedRatio { median, min, max });
+        let got: Vec<_> = figures
+            .iter()
+            .map(|f| (f.vs_baseline, f.vs_baseline_min, f.vs_baseline_max, f.vs_raw4k, f.vs_translate, f.vs_one_thread))
+            .collect();
+        let none = (None, None, None, None, None, None);
+        assert_eq!(
+            got,
+            [
+                // 80 / 4 and 40 / 2.
+                (Some(20.0), Some(20.0), Some(20.0), None, None, None),
+                none,
+                // No baseline at two threads; 152 / 80 and 72 / 40 (lower middle).
+                (None, None, None, None, None, r(1.8, 1.8, 1.9)),
+                // 60 / 1 and 28 / 1; 60 / 80 and 28 / 40 against translate.
+                (Some(28.0), Some(28.0), Some(60.0), None, r(0.7, 0.7, 0.75), None),
+                none,
+                // 9 / 6 and 5 / 3; 9 / 10 and 5 / 5 against raw4k.
+                (Some(1.5), Some(1.5), Some(5.0 / 3.0), r(0.9, 0.9, 1.0), None, None),
+                none,
+                // raw4k has no baseline figure.
+                none,
+                // dma4k-vm-memory against the baseline's dma4k, and raw4k.
+                (Some(4.0 / 3.0), Some(4.0 / 3.0), Some(4.0 / 3.0), r(0.8, 0.8, 0.8), None, None),
+                // No one-thread mapunmap ran: no scaling.
+                none,
+            ]
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub fn parse_workloads(spec: &str) -> Result<Vec<Workload>, BenchError> {
 const SPREAD_WIDTH: usize = 15;
 
 /// Writes one figure as a table row; with `spread`, the `min–max` ns/op of
-/// its rounds after its ns/op.
+/// its rounds after its ns/op. The last column, `vs own`, gives the medians
+/// of its ratios to dartemu's other figures of the same run (to `raw4k`,
+/// to `translate`, to one thread; [`Figure::vs_raw4k`] and the like).
 fn row(out: &mut dyn Write, f: &Figure, spread: bool) -> std::io::Result<()> {
     let ratio = f.vs_baseline.map(|r| format!("{r:.2}x")).unwrap_or_default();
     let gib = if f.gib_per_s > 0.0 { format!("{:.2}", f.gib_per_s) } else { String::new() };
@@ -25,9 +27,14 @@ fn row(out: &mut dyn Write, f: &Figure, spread: bool) -> std::io::Result<()> {
     } else {
         String::new()
     };
+    let other = [(f.vs_raw4k, "raw4k"), (f.vs_translate, "translate"), (f.vs_one_thread, "1 thread")]
+        .iter()
+        .filter_map(|(r, of)| r.map(|r| format!("{:.2}x {of}", r.median)))
+        .collect::<Vec<_>>()
+        .join(", ");
     writeln!(
         out,
-        "{:<16} {:<9} {:>7} {:>12} {:>6.2} {:>9.1}{spread} {:>9.2} {:>7} {:>9}",
+        "{:<16} {:<9} {:>7} {:>12} {:>6.2} {:>9.1}{spread} {:>9.2} {:>7} {:>9}  {other}",
         f.workload,
         f.implementation.name(),
         f.threads,
@@ -45,7 +52,7 @@ fn header(out: &mut dyn Write, spread: bool) -> std::io::Result<()> {
     let spread = if spread { format!(" {:>SPREAD_WIDTH$}", "spread") } else { String::new() };
     writeln!(
         out,
-        "{:<16} {:<9} {:>7} {:>12} {:>6} {:>9}{spread} {:>9} {:>7} {:>9}",
+        "{:<16} {:<9} {:>7} {:>12} {:>6} {:>9}{spread} {:>9} {:>7} {:>9}  vs own",
         "workload", "impl", "threads", "ops", "secs", "ns/op", "Mops/s", "GiB/s", "vs base"
     )
 }
