@@ -314,11 +314,17 @@ pub fn write_run_report(dir: &Path, records: &[RunRecord], events_dropped: u64) 
     Ok(out)
 }
 
-/// Writes `bench.json` (the rows) and `throughput.svg` into `dir` (made if
-/// missing). Returns the files written.
-pub fn write_bench_report(dir: &Path, rows: &[ThroughputPoint]) -> std::io::Result<Vec<PathBuf>> {
+/// Writes `bench.json` (`throughput`: the plotted rows; `figures`: the
+/// full figures, as `dartemu bench --json` prints them) and
+/// `throughput.svg` into `dir` (made if missing). Returns the files written.
+pub fn write_bench_report(
+    dir: &Path,
+    rows: &[ThroughputPoint],
+    figures: &impl serde::Serialize,
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(&json!({ "throughput": rows })).map_err(std::io::Error::other)?;
+    let json = serde_json::to_string_pretty(&json!({ "throughput": rows, "figures": figures }))
+        .map_err(std::io::Error::other)?;
     let mut out = Vec::new();
     for (name, text) in [("bench.json", json + "\n"), ("throughput.svg", throughput_svg(rows))] {
         let p = dir.join(name);

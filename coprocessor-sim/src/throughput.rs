@@ -110,8 +110,9 @@ pub fn bench(
     Ok(figures)
 }
 
-/// Writes `bench.json` and `throughput.svg` ([`crate::report`]) for
-/// `figures` into `dir`; baseline rows are labelled `WORKLOAD (vm-memory)`.
+/// Writes `bench.json` (every figure, with its rounds' spread and paired
+/// ratios) and `throughput.svg` ([`crate::report`]) for `figures` into
+/// `dir`; baseline rows are labelled `WORKLOAD (vm-memory)`.
 pub fn write_report(dir: &std::path::Path, figures: &[Figure]) -> Result<(), BenchError> {
     let rows: Vec<crate::report::ThroughputPoint> = figures
         .iter()
@@ -124,7 +125,7 @@ pub fn write_report(dir: &std::path::Path, figures: &[Figure]) -> Result<(), Ben
             mops: f.mops,
         })
         .collect();
-    crate::report::write_bench_report(dir, &rows)
+    crate::report::write_bench_report(dir, &rows, &figures)
         .map(drop)
         .map_err(|e| BenchError::Options(format!("writing the report to {}: {e}", dir.display())))
 }

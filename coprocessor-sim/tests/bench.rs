@@ -5,11 +5,16 @@
 
 use serde_json::Value;
 
+/// The JSON lines and the `--report` directory of one two-round run.
 #[test]
 fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
+    let dir = std::env::temp_dir().join(format!("dartemu-bench-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dartemu"))
         .args([
             "bench",
+            "--report",
+            dir.to_str().unwrap(),
             "--rounds",
             "2",
             "--seconds",
@@ -42,4 +47,11 @@ fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
     for k in ["vs_baseline", "vs_baseline_min", "vs_baseline_max"] {
         assert!(b.get(k).is_none(), "the baseline has no {k}: {b}");
     }
+    // The report holds the same figures as the JSON lines, and the plot's rows.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(report["figures"], Value::Array(lines.clone()), "{report}");
+    let rows: Vec<_> = report["throughput"].as_array().unwrap().iter().map(|r| r["workload"].clone()).collect();
+    assert_eq!(rows, ["translate-hot", "translate-hot (vm-memory)"], "{report}");
+    assert!(std::fs::read_to_string(dir.join("throughput.svg")).unwrap().starts_with("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
