@@ -50,8 +50,9 @@ enum Command {
         seconds: f64,
         /// Rounds (1 to 1000): the whole plan runs N times over, each
         /// baseline figure still right after its dartemu figure; each figure
-        /// is its median round by ns/op, with the min–max ns/op, and
-        /// `vs_baseline` the median of the per-round ratios.
+        /// is its median round by ns/op, with the min–max ns/op, and every
+        /// ratio (`vs_baseline`, `vs_raw4k`, `vs_translate`, `vs_one_thread`)
+        /// the median of the per-round ratios.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
         /// One JSON object per figure and line.
