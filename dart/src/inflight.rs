@@ -129,10 +129,9 @@
 //! `synchronize` ending the burst would (under the mutex, so no
 //! `synchronize` is between its flagging and its scan). So a steady stream
 //! of unmaps costs one process-wide barrier per [`BURST`] (and one more
-//! for each region it reaches for the first time in the burst, up to
-//! [`MAX_BARRIERS`] in all; past that a region not yet covered flags its
-//! whole stream), fenced readers of the regions it changes meanwhile, and
-//! nothing to the readers of other regions. If the process-wide barrier is unavailable (not
+//! for each region it reaches for the first time in the burst), fenced
+//! readers of the regions it changes meanwhile, and nothing to the readers
+//! of other regions. If the process-wide barrier is unavailable (not
 //! Linux, refused, or under loom) every bit is set for good and every
 //! reader fences. The writer skips the barrier and the flags altogether
 //! while no exclusive slot has ever entered (high-water mark 0).
@@ -295,17 +294,9 @@ struct Writer {
     /// Per stream, the regions flagged since the burst's last process-wide
     /// barrier: equal to `InFlight::fenced` outside `for_good`.
     covered: Box<[u64; MAX_STREAMS]>,
-    /// The process-wide barriers issued in the current burst (0 without one).
-    barriers: u32,
     /// The process-wide barrier is unavailable: every flag is set for good.
     for_good: bool,
 }
-
-/// Process-wide barriers a burst issues for regions it had not yet covered
-/// before it widens: from then on a region not yet covered makes it flag
-/// every region of that stream, so that unmaps spread over many regions
-/// cost a few barriers per burst (as the single flag did), not one each.
-pub const MAX_BARRIERS: u32 = 4;
 
 /// The section word of an exclusive slot: its thread's open DMA sections
 /// (the nesting depth, low 32 bits) and how many times the depth has risen
@@ -414,12 +405,7 @@ impl InFlight {
             sections: Box::new(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0)))),
             shared: [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))],
             fenced: Box::new(std::array::from_fn(|_| AtomicU64::new(if for_good { ALL_REGIONS } else { 0 }))),
-            writer: CachePadded::new(Mutex::new(Writer {
-                burst: None,
-                covered: Box::new([0; MAX_STREAMS]),
-                barriers: 0,
-                for_good,
-            })),
+            writer: CachePadded::new(Mutex::new(Writer { burst: None, covered: Box::new([0; MAX_STREAMS]), for_good })),
             #[cfg(test)]
             synchronized: Mutex::new(Vec::new()),
         }
@@ -552,7 +538,6 @@ impl InFlight {
     /// the writer mutex (`w`).
     fn end_burst(&self, w: &mut Writer) {
         w.burst = None;
-        w.barriers = 0;
         for (flags, covered) in self.fenced.iter().zip(w.covered.iter_mut()) {
             if *covered != 0 {
                 flags.store(0, Ordering::Release);
@@ -598,7 +583,6 @@ impl InFlight {
                 if w.burst.is_none() {
                     w.burst = Some(Burst::new());
                 }
-                w.barriers = w.barriers.saturating_add(1);
             } else {
                 // Unreachable while `available()` held at construction;
                 // stay fenced for good rather than trust unfenced readers.
@@ -636,11 +620,8 @@ impl InFlight {
     /// Sets the fence flags of what [`InFlight::synchronize_regions`] names
     /// (`SeqCst`, before the process-wide barrier), under the writer mutex
     /// (`w`). Whether any of them was not yet covered by the burst's last
-    /// process-wide barrier: then the caller must issue one. Once the burst
-    /// has issued [`MAX_BARRIERS`], a stream with a region not yet covered
-    /// is flagged whole.
+    /// process-wide barrier: then the caller must issue one.
     fn flag(&self, w: &mut Writer, streams: &[u64; 4], narrowed: Option<(u32, u64)>) -> bool {
-        let widen = w.barriers >= MAX_BARRIERS;
         let mut newly = false;
         for (i, &word) in streams.iter().enumerate() {
             let mut bits = word;
@@ -652,7 +633,6 @@ impl InFlight {
                     _ => ALL_REGIONS,
                 };
                 if mask & !w.covered[s] != 0 {
-                    let mask = if widen { ALL_REGIONS } else { mask };
                     newly = true;
                     w.covered[s] |= mask;
                     self.fenced[s].store(w.covered[s], Ordering::SeqCst);
@@ -958,26 +938,7 @@ mod tests {
         // The burst's end clears every flag it set.
         f.end_burst(&mut w);
         assert!(f.fenced.iter().all(|x| x.load(Ordering::Relaxed) == 0));
-        assert!(w.covered.iter().all(|&c| c == 0) && w.burst.is_none() && w.barriers == 0);
-    }
-
-    /// A burst that has issued [`MAX_BARRIERS`] flags a stream whole for a
-    /// region it had not covered, and needs no barrier for its covered
-    /// regions.
-    #[test]
-    fn a_burst_past_its_barriers_flags_new_regions_stream_wide() {
-        let (b, c) = (1u64 << 7, 1u64 << 9);
-        let f = InFlight::new();
-        let mut w = f.writer.lock();
-        w.barriers = MAX_BARRIERS - 1;
-        assert!(f.flag(&mut w, &[2, 0, 0, 0], Some((1, b))));
-        assert_eq!(f.fenced[1].load(Ordering::Relaxed), b, "below the limit: the region only");
-        w.barriers = MAX_BARRIERS;
-        assert!(!f.flag(&mut w, &[2, 0, 0, 0], Some((1, b))), "covered: no barrier, still narrow");
-        assert_eq!(f.fenced[1].load(Ordering::Relaxed), b);
-        assert!(f.flag(&mut w, &[2, 0, 0, 0], Some((1, c))));
-        assert_eq!(f.fenced[1].load(Ordering::Relaxed), ALL_REGIONS, "past the limit: the whole stream");
-        assert!(!f.flag(&mut w, &[2, 0, 0, 0], Some((1, 1 << 20))), "every region is covered now");
+        assert!(w.covered.iter().all(|&c| c == 0) && w.burst.is_none());
     }
 
     #[test]
