@@ -66,9 +66,13 @@
 //! (a `lock`-prefixed RMW, ~5 ns here). While no unmap is going on, readers
 //! on exclusive slots skip it: they check the tracker's `fenced` flag
 //! (`Relaxed`), and if it is clear they open their section with a plain
-//! `load` + `store`, a compiler fence, and a second `Relaxed` load of the flag; if
-//! that second load sees the flag set, they issue a `SeqCst` fence after
-//! all. The writer pays instead (the crate's `barrier` module, `membarrier(2)`): a `synchronize` that
+//! `load` + `store`, a compiler fence, and a second load of the flag,
+//! `Acquire`; if that second load sees the flag set, they issue a `SeqCst`
+//! fence after all. (`Acquire`, so that a flag a burst's end cleared with
+//! `Release` brings the burst's generation bumps and cleared PTEs with it,
+//! and the DMA's loads cannot be performed before it on a weakly ordered
+//! machine; on x86-64 it is the same plain load as `Relaxed`.) The writer
+//! pays instead (the crate's `barrier` module, `membarrier(2)`): a `synchronize` that
 //! finds the flag clear sets it (`SeqCst`) and issues the process-wide
 //! barrier before it scans, and later `synchronize` calls in the same burst
 //! skip the barrier because every reader that entered after the barrier
@@ -385,7 +389,11 @@ impl InFlight {
             // Unfenced entry (see "Unfenced readers").
             word.store(next, Ordering::Release);
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            if self.fenced.load(Ordering::Relaxed) {
+            // `Acquire` (a plain load on x86-64, `ldar` on AArch64): a flag
+            // a burst's end cleared (`Release`) makes this reader see every
+            // generation bump and cleared PTE of that burst, and no load of
+            // the DMA that follows can be performed before this one.
+            if self.fenced.load(Ordering::Acquire) {
                 fence(Ordering::SeqCst);
             }
         } else {
