@@ -374,9 +374,8 @@ impl Iotlb {
     /// insertion policies for high performance caching", ISCA 2007) gives
     /// the same hit rate on such a working set at an `EVICT_EVERY`th of the
     /// fills, and keeps part of a cyclic working set resident instead of
-    /// none of it. A
-    /// working set that fits still gets cached: its slots are empty or dead,
-    /// or are taken at one in `EVICT_EVERY` of its misses.
+    /// none of it. A working set that fits still gets cached: its slots are
+    /// empty or dead, or are taken at one in `EVICT_EVERY` of its misses.
     ///
     /// Correctness does not depend on the policy: any fill may be dropped
     /// (the next lookup misses and walks again), and `live` is a hint read

@@ -225,23 +225,21 @@ impl FrameTable {
         self.state_at(pa).is_some_and(|s| s.is(ty))
     }
 
-    /// Whether a DART may reach the frame holding `pa` at all
-    /// ([`crate::policy::device_reachable`] of its type); false for holes,
-    /// outside memory, and while a type change away from a reachable type is
-    /// in progress. One load of the device-reachable map ([`crate::reach`]),
-    /// which stays cached: the walker's leaf check.
+    /// [`FrameTable::device_reachable_frame`] of the frame holding `pa`.
     #[inline]
     pub fn device_reachable_at(&self, pa: u64) -> bool {
-        match pa.checked_sub(self.base) {
-            Some(off) => self.reach.get((off >> self.frame_shift) as usize),
-            None => false,
-        }
+        // The regions are frame-aligned (`check_regions`), so the frame
+        // number of `pa` less `base_frame` is `(pa - base) >> frame_shift`.
+        self.device_reachable_frame(pa >> self.frame_shift)
     }
 
-    /// [`FrameTable::device_reachable_at`] of the frame whose absolute
-    /// number is `pfn` (the frame holding `pfn * frame_size`), for callers
-    /// that have the number rather than the address: one subtraction and
-    /// the map's load.
+    /// Whether a DART may reach the frame whose absolute number is `pfn`
+    /// (the frame holding `pfn * frame_size`) at all
+    /// ([`crate::policy::device_reachable`] of its type); false for holes,
+    /// outside memory, and while a type change away from a reachable type is
+    /// in progress. One subtraction and one load of the device-reachable map
+    /// ([`crate::reach`]), which stays cached: the walker's leaf check, with
+    /// the frame number its IOTLB value holds.
     #[inline]
     pub fn device_reachable_frame(&self, pfn: u64) -> bool {
         match pfn.checked_sub(self.base_frame).map(usize::try_from) {
