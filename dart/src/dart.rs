@@ -631,7 +631,7 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        let guard = self.inflight.enter();
+        let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
         if let Some(span) = self.fast(st, sid, iova, len, dir, &guard) {
             return Ok(Translation { _inflight: guard, first: span, many: None });
         }
@@ -653,6 +653,7 @@ impl Dart {
             return Err(DartError::BypassDenied { sid });
         }
         let mut spans: SmallVec<[Span; 1]> = SmallVec::new();
+        self.fence_beyond_first_region(sid, iova, len);
         self.translate_pages((sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
         Ok(match spans.as_slice() {
             [one] => Translation { _inflight: guard, first: *one, many: None },
@@ -717,7 +718,7 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        let guard = self.inflight.enter();
+        let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
         match self.fast(st, sid, iova, len, dir, &guard) {
             Some(span) => spans.push(span),
@@ -728,6 +729,7 @@ impl Dart {
                     self.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
                     return Ok(());
                 }
+                self.fence_beyond_first_region(sid, iova, len);
                 self.translate_pages((sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
             }
         }
@@ -736,6 +738,18 @@ impl Dart {
             Ok(())
         } else {
             Err(self.raise(sid, iova, FaultKind::ForbiddenFrame, dir))
+        }
+    }
+
+    /// Before the general path translates `[iova, iova + len)`: the DMA
+    /// entered the in-flight tracker for `iova`'s region only, so it fences
+    /// if a burst of unmaps flagged another region the range reaches
+    /// ([`InFlight::fence_for`](crate::inflight::InFlight::fence_for)).
+    #[inline]
+    fn fence_beyond_first_region(&self, sid: u32, iova: u64, len: u64) {
+        let beyond = crate::stream::region_mask(iova, len) & !crate::stream::region_bit(iova);
+        if beyond != 0 {
+            self.inflight.fence_for(sid, beyond);
         }
     }
 

@@ -12,7 +12,7 @@
 //!   section: the slot's word goes from `(outer, depth)` to
 //!   `(outer + 1, 1)` if `depth` was 0, else to `(outer, depth + 1)`
 //!   (the `section` module), stored with `Release` and ordered before what follows
-//!   by a `SeqCst` RMW or, outside bursts, the asymmetric fence below; then
+//!   by a `SeqCst` RMW or, unless an unmap burst flagged its region, the asymmetric fence below; then
 //!   read the stream's generation, the IOTLB and the tables, and copy;
 //!   finally close it (`depth - 1`, `Release`). The thread is the word's only
 //!   writer, so these are a `load` and a `store`: no lock, and no shared
@@ -60,53 +60,81 @@
 //! are spaced out (`wait_for_section`), because each one pulls the line of
 //! a thread that is doing DMA.
 //!
-//! # Unfenced readers (asymmetric fences)
+//! # Unfenced readers (asymmetric fences), region by region
 //!
 //! The `SeqCst` RMW is the one costly instruction on the read side
-//! (a `lock`-prefixed RMW, ~5 ns here). While no unmap is going on, readers
-//! on exclusive slots skip it: they check the tracker's `fenced` flag
-//! (`Relaxed`), and if it is clear they open their section with a plain
-//! `load` + `store`, a compiler fence, and a second load of the flag,
-//! `Acquire`; if that second load sees the flag set, they issue a `SeqCst`
-//! fence after all. (`Acquire`, so that a flag a burst's end cleared with
-//! `Release` brings the burst's generation bumps and cleared PTEs with it,
-//! and the DMA's loads cannot be performed before it on a weakly ordered
-//! machine; on x86-64 it is the same plain load as `Relaxed`.) The writer
-//! pays instead (the crate's `barrier` module, `membarrier(2)`): a `synchronize` that
-//! finds the flag clear sets it (`SeqCst`) and issues the process-wide
-//! barrier before it scans, and later `synchronize` calls in the same burst
-//! skip the barrier because every reader that entered after the barrier
-//! either saw the flag and fenced, or is covered as follows. Take a reader
-//! that saw the flag clear, and its barrier point `M` forced by the
-//! writer's process-wide barrier:
+//! (a `lock`-prefixed RMW, ~5 ns here). Readers on exclusive slots skip it
+//! unless an unmap may have changed what they are about to read. The
+//! tracker keeps *fence flags* per stream, one bit per IOVA region (the
+//! regions of the IOTLB generations, `crate::stream::region_bit`). A
+//! reader enters for the region of its first byte: it loads its stream's
+//! flags (`Relaxed`), and if that region's bit is clear it opens its
+//! section with a plain `load` + `store`, a compiler fence, and a second
+//! load of the flags, `Acquire`; if that second load sees the bit set, it
+//! issues a `SeqCst` fence after all. (`Acquire`, not `Relaxed`, so that a
+//! bit a burst's end cleared with `Release` brings the burst's bumps and
+//! cleared PTEs with it, and the DMA's loads cannot be performed before
+//! it on a weakly ordered machine; on x86-64 both are a plain load. The
+//! single `fenced` flag this replaced was loaded `Relaxed`, which left
+//! that gap on AArch64.) A DMA that goes on into more regions
+//! loads the flags again, after its section store and before it reads
+//! anything of them, and fences if any of their bits is set
+//! ([`InFlight::fence_for`]).
+//!
+//! The writer pays instead (the crate's `barrier` module, `membarrier(2)`).
+//! [`InFlight::synchronize_regions`] is told which regions of which
+//! streams the invalidation changed. Under the writer mutex it sets their
+//! bits (`SeqCst`), and if any of them was not yet *covered* (set before
+//! the current burst's last process-wide barrier) it issues the barrier
+//! before it scans. Later calls of the same burst skip the barrier for
+//! covered regions, because every reader of a covered region that entered
+//! after the barrier either saw its bit and fenced, or is covered as
+//! follows. Take a reader that saw the bit clear, and its barrier point
+//! `M` forced by the writer's process-wide barrier:
 //!
 //! - if its second flag load came before `M`, so did its enter store,
 //!   which the writer's scan (after the barrier returned) therefore sees;
-//! - if it came after `M`, it saw the flag set (stored before the barrier)
+//! - if it came after `M`, it saw the bit set (stored before the barrier)
 //!   and fenced, so it is an ordinary fenced reader for later scans, and
 //!   for this scan its loads after `M` already see the cleared PTEs.
 //!
-//! A burst ends (the writer clears the flag, `Release`) when a `synchronize`
-//! finishes more than [`BURST`] after the burst began; the next one starts
-//! a new burst with a new barrier. Reading the clock costs about as much as
-//! an idle `synchronize`, so a burst reads it at its second call and then
-//! only when the calls so far say its end may be near: after a check that
-//! leaves `t` of the burst for calls `d` apart, the next
-//! `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady rate a burst
-//! still ends at the first call past [`BURST`]; calls that slow down or stop
-//! can keep it on for at most [`MAX_UNTIMED`] more calls, which only makes
-//! readers fence longer. When unmaps stop altogether no call comes to end
-//! the burst, so fenced readers end it too: every [`FENCED_CHECK`]th fenced
-//! entry of a thread with a slot tries the writer mutex and, if no
-//! `synchronize` holds it and the burst began more than [`BURST`] ago,
-//! clears the flag exactly as a `synchronize` ending the burst would (under
-//! the mutex, so no `synchronize` is between its flag check and its scan).
-//! So a steady stream of unmaps costs one
-//! process-wide barrier per [`BURST`] and fenced readers meanwhile, and
-//! readers with no unmap in sight pay no RMW at all. If the process-wide
-//! barrier is unavailable (not Linux, refused, or under loom) the flag is
-//! set for good and every reader fences. The writer skips the barrier
-//! altogether while no exclusive slot has ever entered (high-water mark 0).
+//! A reader of a region the call did not name may enter unfenced even in
+//! a burst, and the scan may miss it: that is safe because the caller
+//! names every region whose translations changed or whose tables it
+//! frees. A strict unmap names the regions of its range for its stream
+//! (a leaf table lies within one region), every region when it retires a
+//! table above a leaf (which spans many, and a reader of any may be
+//! walking through it), and every region of each other stream that shares
+//! a table; a flush and [`InFlight::synchronize`] name every region of
+//! every stream. A reader of another region reads no PTE, IOTLB entry or
+//! table the invalidation changed, and no frame it frees (a frame mapped
+//! there too is still mapped).
+//!
+//! Bits are set only under the writer mutex, so a burst's end cannot
+//! clear a bit between its setting and the barrier that covers it. A burst
+//! ends (the writer clears every bit it set, `Release`) when a
+//! `synchronize` finishes more than [`BURST`] after the burst began; the
+//! next one starts a new burst with a new barrier. Reading the clock costs
+//! about as much as an idle `synchronize`, so a burst reads it at its
+//! second call and then only when the calls so far say its end may be
+//! near: after a check that leaves `t` of the burst for calls `d` apart,
+//! the next `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady
+//! rate a burst still ends at the first call past [`BURST`]; calls that
+//! slow down or stop can keep it on for at most [`MAX_UNTIMED`] more
+//! calls, which only makes readers fence longer. When unmaps stop
+//! altogether no call comes to end the burst, so fenced readers end it
+//! too: every [`FENCED_CHECK`]th fenced entry of a thread with a slot
+//! tries the writer mutex and, if no `synchronize` holds it and the burst
+//! began more than [`BURST`] ago, clears the bits exactly as a
+//! `synchronize` ending the burst would (under the mutex, so no
+//! `synchronize` is between its flagging and its scan). So a steady stream
+//! of unmaps costs one process-wide barrier per [`BURST`] (and one more
+//! for each region it reaches for the first time in the burst), fenced
+//! readers of the regions it changes meanwhile, and nothing to the readers
+//! of other regions. If the process-wide barrier is unavailable (not
+//! Linux, refused, or under loom) every bit is set for good and every
+//! reader fences. The writer skips the barrier and the flags altogether
+//! while no exclusive slot has ever entered (high-water mark 0).
 //!
 //! # Idle writers
 //!
@@ -145,12 +173,12 @@
 //!
 //! crossbeam-epoch pins are the other way to do this, but it offers no
 //! blocking "wait for a grace period" call; this scheme gives one with two
-//! plain stores to a thread's own line per DMA outside unmap bursts, and can
+//! plain stores to a thread's own line per DMA outside the regions an unmap burst changes, and can
 //! be modelled by loom (whose models enter on given slots, see
 //! `InFlight::enter_as`).
 
 use crate::slot::{self, EXCLUSIVE};
-use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::marker::PhantomData;
@@ -224,14 +252,50 @@ pub struct InFlight {
     sections: Box<[CachePadded<AtomicU64>; EXCLUSIVE]>,
     /// The shared counters of phase 0 and phase 1.
     shared: [CachePadded<AtomicU64>; 2],
-    /// Set: readers must fence (a burst of unmaps is on, or the
-    /// process-wide barrier is unavailable).
-    fenced: CachePadded<AtomicBool>,
+    /// Per stream (index `sid % MAX_STREAMS`), the IOVA regions whose
+    /// readers must fence: bit `r` for the region `crate::stream::region`
+    /// numbers `r`. Set for the regions a burst of unmaps invalidates
+    /// (and all of them while the process-wide barrier is unavailable);
+    /// written only under the writer mutex.
+    fenced: Box<[AtomicU64; MAX_STREAMS]>,
     /// The current burst, if any (writer only, under the mutex). On a line
     /// of its own: every `synchronize` writes it, and readers load
     /// `sections` on every entry, so sharing a line made the first DMA
     /// entry after each `synchronize` miss.
-    writer: CachePadded<Mutex<Option<Burst>>>,
+    writer: CachePadded<Mutex<Writer>>,
+    /// Tests: the `regions` of every `synchronize_regions` call, in order.
+    #[cfg(test)]
+    pub(crate) synchronized: Mutex<Vec<SynchronizeCall>>,
+}
+
+/// Streams an [`InFlight`] keeps fence flags for: every DART's (stream ids
+/// are below 256; fewer under loom, whose models use stream 1).
+#[cfg(not(loom))]
+pub const MAX_STREAMS: usize = 256;
+/// Streams an [`InFlight`] keeps fence flags for (loom models: stream 1).
+#[cfg(loom)]
+pub const MAX_STREAMS: usize = 4;
+
+/// Every IOVA region of a stream, as a region mask.
+pub const ALL_REGIONS: u64 = u64::MAX;
+
+/// Every stream, as a stream bitmap (bit `sid % 64` of word `sid / 64`).
+pub const ALL_STREAMS: [u64; 4] = [u64::MAX; 4];
+
+/// Tests: the arguments of one [`InFlight::synchronize_regions`] call.
+#[cfg(test)]
+pub(crate) type SynchronizeCall = ([u64; 4], Option<(u32, u64)>);
+
+/// The writer's state (under the writer mutex).
+#[derive(Debug)]
+struct Writer {
+    /// The current burst, if any.
+    burst: Option<Burst>,
+    /// Per stream, the regions flagged since the burst's last process-wide
+    /// barrier: equal to `InFlight::fenced` outside `for_good`.
+    covered: Box<[u64; MAX_STREAMS]>,
+    /// The process-wide barrier is unavailable: every flag is set for good.
+    for_good: bool,
 }
 
 /// The section word of an exclusive slot: its thread's open DMA sections
@@ -332,6 +396,7 @@ impl Default for InFlight {
 impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
+        let for_good = !crate::barrier::available();
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
@@ -339,18 +404,24 @@ impl InFlight {
             // compiler knows is below `EXCLUSIVE`, so without a bounds check.
             sections: Box::new(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0)))),
             shared: [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))],
-            fenced: CachePadded::new(AtomicBool::new(!crate::barrier::available())),
-            writer: CachePadded::new(Mutex::new(None)),
+            fenced: Box::new(std::array::from_fn(|_| AtomicU64::new(if for_good { ALL_REGIONS } else { 0 }))),
+            writer: CachePadded::new(Mutex::new(Writer { burst: None, covered: Box::new([0; MAX_STREAMS]), for_good })),
+            #[cfg(test)]
+            synchronized: Mutex::new(Vec::new()),
         }
     }
 
-    /// Enters a DMA. Everything read after this call and used before the
-    /// guard drops is covered by later [`InFlight::synchronize`] calls.
+    /// Enters a DMA of stream `sid` that starts in the IOVA regions
+    /// `regions` (a mask of `crate::stream::region_bit`s; [`ALL_REGIONS`]
+    /// for any). Everything of those regions read after this call and used
+    /// before the guard drops is covered by later `synchronize` calls; a
+    /// DMA that goes on into other regions calls [`InFlight::fence_for`]
+    /// with them first.
     #[inline]
-    pub fn enter(&self) -> DmaGuard<'_> {
+    pub fn enter(&self, sid: u32, regions: u64) -> DmaGuard<'_> {
         match slot::held() {
-            Some(i) => self.enter_exclusive(i),
-            None => self.enter_first_or_shared(),
+            Some(i) => self.enter_exclusive(i, sid, regions),
+            None => self.enter_first_or_shared(sid, regions),
         }
     }
 
@@ -358,34 +429,54 @@ impl InFlight {
     /// first DMA claims one) or could not get one.
     #[cold]
     #[inline(never)]
-    fn enter_first_or_shared(&self) -> DmaGuard<'_> {
-        self.enter_as(slot::current())
+    fn enter_first_or_shared(&self, sid: u32, regions: u64) -> DmaGuard<'_> {
+        self.enter_as(slot::current(), sid, regions)
     }
 
     /// [`InFlight::enter`] for a thread whose exclusive slot is `slot`
     /// (`None`: the shared counters). The caller must own `slot`: no
     /// other live thread may enter with it.
     #[inline]
-    pub(crate) fn enter_as(&self, slot: Option<usize>) -> DmaGuard<'_> {
+    pub(crate) fn enter_as(&self, slot: Option<usize>, sid: u32, regions: u64) -> DmaGuard<'_> {
         match slot {
-            Some(i) if i < EXCLUSIVE => self.enter_exclusive(i),
+            Some(i) if i < EXCLUSIVE => self.enter_exclusive(i, sid, regions),
             _ => self.enter_shared(),
+        }
+    }
+
+    /// The fence flags of stream `sid`.
+    #[inline]
+    fn flags(&self, sid: u32) -> &AtomicU64 {
+        &self.fenced[sid as usize % MAX_STREAMS]
+    }
+
+    /// Before a DMA that entered goes on into the IOVA regions `regions` of
+    /// stream `sid` (beyond those it entered for): fences if a burst
+    /// flagged any of them, as an entry for them would have (see
+    /// "Unfenced readers"). The caller holds the guard from
+    /// [`InFlight::enter`]; its section store comes before this load.
+    #[inline]
+    pub fn fence_for(&self, sid: u32, regions: u64) {
+        // `Acquire`, as the second load of an entry.
+        if self.flags(sid).load(Ordering::Acquire) & regions != 0 {
+            fence(Ordering::SeqCst);
         }
     }
 
     /// Opens a section on exclusive slot `i`, which the calling thread owns.
     #[inline]
-    fn enter_exclusive(&self, i: usize) -> DmaGuard<'_> {
+    fn enter_exclusive(&self, i: usize, sid: u32, regions: u64) -> DmaGuard<'_> {
         if i >= self.high.load(Ordering::Relaxed) {
             self.raise_high(i);
         }
         let word = &self.sections[i];
+        let flags = self.flags(sid);
         // This thread is the word's only writer. The store is `Release` (or
         // the `SeqCst` swap), so that a writer that reads a new outer count
         // from it also sees everything the thread did in its sections
         // before (see "Protocol" in the module docs).
         let next = section::entered(word.load(Ordering::Relaxed));
-        if !self.fenced.load(Ordering::Relaxed) {
+        if flags.load(Ordering::Relaxed) & regions == 0 {
             // Unfenced entry (see "Unfenced readers").
             word.store(next, Ordering::Release);
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
@@ -393,7 +484,7 @@ impl InFlight {
             // a burst's end cleared (`Release`) makes this reader see every
             // generation bump and cleared PTE of that burst, and no load of
             // the DMA that follows can be performed before this one.
-            if self.fenced.load(Ordering::Acquire) {
+            if flags.load(Ordering::Acquire) & regions != 0 {
                 fence(Ordering::SeqCst);
             }
         } else {
@@ -436,10 +527,21 @@ impl InFlight {
     #[inline(never)]
     #[cfg_attr(loom, allow(dead_code))]
     fn end_stale_burst(&self) {
-        if let Some(mut burst) = self.writer.try_lock() {
-            if burst.as_ref().is_some_and(|b| b.began.elapsed() > BURST) {
-                *burst = None;
-                self.fenced.store(false, Ordering::Release);
+        if let Some(mut w) = self.writer.try_lock() {
+            if w.burst.as_ref().is_some_and(|b| b.began.elapsed() > BURST) {
+                self.end_burst(&mut w);
+            }
+        }
+    }
+
+    /// Ends the current burst: clears every flag it set (`Release`), under
+    /// the writer mutex (`w`).
+    fn end_burst(&self, w: &mut Writer) {
+        w.burst = None;
+        for (flags, covered) in self.fenced.iter().zip(w.covered.iter_mut()) {
+            if *covered != 0 {
+                flags.store(0, Ordering::Release);
+                *covered = 0;
             }
         }
     }
@@ -450,8 +552,23 @@ impl InFlight {
         fence(Ordering::SeqCst);
     }
 
-    /// Waits until every DMA that entered before this call has left.
+    /// Waits until every DMA that entered before this call has left: a
+    /// [`InFlight::synchronize_regions`] of every region of every stream.
     pub fn synchronize(&self) {
+        self.synchronize_regions(&ALL_STREAMS, None);
+    }
+
+    /// Waits until every DMA that entered before this call has left, for an
+    /// invalidation that changed only every region of the streams in the
+    /// bitmap `streams` (bit `sid % 64` of word `sid / 64`), except for
+    /// stream `sid` of `narrowed = Some((sid, regions))`, whose regions
+    /// `regions` only (a region mask, `crate::stream::region_mask`).
+    /// Readers of the other regions and streams are not made to fence
+    /// meanwhile (see "Unfenced readers"): the caller guarantees that
+    /// nothing they may read was changed or freed.
+    pub fn synchronize_regions(&self, streams: &[u64; 4], narrowed: Option<(u32, u64)>) {
+        #[cfg(test)]
+        self.synchronized.lock().push((*streams, narrowed));
         fence(Ordering::SeqCst);
         // No exclusive slot has ever entered and nothing is in flight on
         // the shared counters: done, without the writer mutex, the barrier
@@ -459,16 +576,21 @@ impl InFlight {
         if self.high.load(Ordering::SeqCst) == 0 && self.shared_idle() {
             return;
         }
-        let mut burst = self.writer.lock();
+        let mut w = self.writer.lock();
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
-        if high > 0 && !self.fenced.load(Ordering::Relaxed) {
-            self.fenced.store(true, Ordering::SeqCst);
+        if high > 0 && !w.for_good && self.flag(&mut w, streams, narrowed) {
             if crate::barrier::process_wide() {
-                *burst = Some(Burst::new());
+                if w.burst.is_none() {
+                    w.burst = Some(Burst::new());
+                }
             } else {
                 // Unreachable while `available()` held at construction;
                 // stay fenced for good rather than trust unfenced readers.
-                *burst = None;
+                w.burst = None;
+                w.for_good = true;
+                for flags in self.fenced.iter() {
+                    flags.store(ALL_REGIONS, Ordering::SeqCst);
+                }
             }
         }
         // Exclusive slots: wait out each section open at this read.
@@ -490,12 +612,34 @@ impl InFlight {
                 }
             }
         }
-        if let Some(b) = burst.as_mut() {
-            if b.finish_call() {
-                *burst = None;
-                self.fenced.store(false, Ordering::Release);
+        if w.burst.as_mut().is_some_and(|b| b.finish_call()) {
+            self.end_burst(&mut w);
+        }
+    }
+
+    /// Sets the fence flags of what [`InFlight::synchronize_regions`] names
+    /// (`SeqCst`, before the process-wide barrier), under the writer mutex
+    /// (`w`). Whether any of them was not yet covered by the burst's last
+    /// process-wide barrier: then the caller must issue one.
+    fn flag(&self, w: &mut Writer, streams: &[u64; 4], narrowed: Option<(u32, u64)>) -> bool {
+        let mut newly = false;
+        for (i, &word) in streams.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let s = (i * 64 + bits.trailing_zeros() as usize) % MAX_STREAMS;
+                bits &= bits - 1;
+                let mask = match narrowed {
+                    Some((sid, regions)) if sid as usize % MAX_STREAMS == s => regions,
+                    _ => ALL_REGIONS,
+                };
+                if mask & !w.covered[s] != 0 {
+                    newly = true;
+                    w.covered[s] |= mask;
+                    self.fenced[s].store(w.covered[s], Ordering::SeqCst);
+                }
             }
         }
+        newly
     }
 
     /// Whether both shared counters read zero (`Acquire`: a zero that a
@@ -564,7 +708,7 @@ mod tests {
     fn synchronize_returns_at_once_with_nothing_in_flight() {
         let f = InFlight::new();
         f.synchronize();
-        let g = f.enter();
+        let g = f.enter(0, ALL_REGIONS);
         drop(g);
         f.synchronize();
     }
@@ -606,7 +750,7 @@ mod tests {
         let phase = |f: &InFlight| f.phase.load(Ordering::Relaxed);
         let f = InFlight::new();
         f.synchronize();
-        drop(f.enter_as(Some(0)));
+        drop(f.enter_as(Some(0), 0, ALL_REGIONS));
         f.synchronize();
         f.synchronize();
         assert_eq!(phase(&f), 0);
@@ -617,7 +761,7 @@ mod tests {
         let dma = {
             let (f, left, entered) = (f.clone(), left.clone(), entered.clone());
             std::thread::spawn(move || {
-                let g = f.enter_as(Some(0));
+                let g = f.enter_as(Some(0), 0, ALL_REGIONS);
                 entered.wait();
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 left.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -644,9 +788,9 @@ mod tests {
         let dma = {
             let (f, step, outer_closed) = (f.clone(), step.clone(), outer_closed.clone());
             std::thread::spawn(move || {
-                let first = f.enter_as(Some(3));
+                let first = f.enter_as(Some(3), 0, ALL_REGIONS);
                 step.wait(); // the writer may now read the word
-                let second = f.enter_as(Some(3));
+                let second = f.enter_as(Some(3), 0, ALL_REGIONS);
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 outer_closed.store(true, std::sync::atomic::Ordering::SeqCst);
                 drop(first);
@@ -671,7 +815,7 @@ mod tests {
         let dma = {
             let (f, entered) = (f.clone(), entered.clone());
             std::thread::spawn(move || {
-                let g = f.enter_as(None);
+                let g = f.enter_as(None, 0, ALL_REGIONS);
                 assert_eq!(g.lane(), SHARED);
                 entered.wait();
                 while f.phase.load(Ordering::Relaxed) == 0 {
@@ -718,7 +862,7 @@ mod tests {
     fn synchronize_waits_for_a_dma_in_flight() {
         let f = Arc::new(InFlight::new());
         let left = Arc::new(AtomicBool::new(false));
-        let g = f.enter();
+        let g = f.enter(0, ALL_REGIONS);
         let (f2, left2) = (f.clone(), left.clone());
         let h = std::thread::spawn(move || {
             f2.synchronize();
@@ -734,19 +878,67 @@ mod tests {
     fn fenced_readers_end_a_burst_that_no_unmap_ends() {
         assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let f = InFlight::new();
-        drop(f.enter()); // an exclusive slot has entered: bursts apply
+        drop(f.enter(0, ALL_REGIONS)); // an exclusive slot has entered: bursts apply
         f.synchronize();
-        assert!(f.fenced.load(Ordering::Relaxed), "a synchronize starts a burst");
+        assert_eq!(f.fenced[0].load(Ordering::Relaxed), ALL_REGIONS, "a synchronize starts a burst");
         std::thread::sleep(BURST * 2);
         for _ in 0..FENCED_CHECK {
-            drop(f.enter());
+            drop(f.enter(0, ALL_REGIONS));
         }
-        assert!(!f.fenced.load(Ordering::Relaxed), "a stale burst ends without another synchronize");
-        assert!(f.writer.lock().is_none());
+        assert_eq!(f.fenced[0].load(Ordering::Relaxed), 0, "a stale burst ends without another synchronize");
+        assert!(f.writer.lock().burst.is_none());
         // Unfenced now; the next synchronize starts a new burst.
-        drop(f.enter());
+        drop(f.enter(0, ALL_REGIONS));
         f.synchronize();
-        assert!(f.fenced.load(Ordering::Relaxed));
+        assert_eq!(f.fenced[0].load(Ordering::Relaxed), ALL_REGIONS);
+    }
+
+    /// This thread's fenced entries so far.
+    fn fenced_entries() -> u32 {
+        FENCED_ENTRIES.with(|n| n.get())
+    }
+
+    /// A burst flags only the regions its invalidations name: readers of
+    /// other regions (and of other streams) enter unfenced, readers of
+    /// those fence, at entry or when they go on into them; a region not yet
+    /// covered by the burst's barrier needs a new one; the burst's end
+    /// clears every flag.
+    #[test]
+    fn a_burst_fences_the_readers_of_the_regions_it_invalidates_only() {
+        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        let (a, b, c) = (1u64 << 3, 1u64 << 7, 1u64 << 9);
+        let f = InFlight::new();
+        drop(f.enter(1, a)); // an exclusive slot has entered: bursts apply
+        f.synchronize_regions(&[2, 0, 0, 0], Some((1, b)));
+        let flags: Vec<u64> = (0..4).map(|s| f.fenced[s].load(Ordering::Relaxed)).collect();
+        assert_eq!(flags, [0, b, 0, 0], "only stream 1's region b is flagged");
+        assert!(f.writer.lock().burst.is_some());
+        assert_eq!(f.writer.lock().covered[1], b);
+
+        let before = fenced_entries();
+        drop(f.enter(1, a));
+        drop(f.enter(0, b));
+        assert_eq!(fenced_entries(), before, "other regions and streams enter unfenced");
+        drop(f.enter(1, b));
+        drop(f.enter(1, a | b));
+        assert_eq!(fenced_entries(), before + 2, "readers of region b fence");
+
+        // Covered regions need no new barrier; a new region does.
+        let mut w = f.writer.lock();
+        let one = [2, 0, 0, 0];
+        assert!(!f.flag(&mut w, &one, Some((1, b))), "b is covered by the burst's barrier");
+        assert!(f.flag(&mut w, &one, Some((1, b | c))), "c is not");
+        assert_eq!(f.fenced[1].load(Ordering::Relaxed), b | c);
+        assert!(f.flag(&mut w, &[0b1101, 0, 0, 0], None), "every region of streams 0, 2, 3");
+        let flags: Vec<u64> = (0..4).map(|s| f.fenced[s].load(Ordering::Relaxed)).collect();
+        assert_eq!(flags, [ALL_REGIONS, b | c, ALL_REGIONS, ALL_REGIONS]);
+        assert!(!f.flag(&mut w, &[0b1111, 0, 0, 0], Some((1, c))), "all covered");
+        assert!(f.flag(&mut w, &[0b1111, 0, 0, 0], None), "stream 1's other regions are not");
+
+        // The burst's end clears every flag it set.
+        f.end_burst(&mut w);
+        assert!(f.fenced.iter().all(|x| x.load(Ordering::Relaxed) == 0));
+        assert!(w.covered.iter().all(|&c| c == 0) && w.burst.is_none());
     }
 
     #[test]
@@ -758,7 +950,7 @@ mod tests {
                 let (f, stop) = (f.clone(), stop.clone());
                 std::thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _g = f.enter();
+                        let _g = f.enter(0, ALL_REGIONS);
                         std::hint::spin_loop();
                     }
                 })

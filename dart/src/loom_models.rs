@@ -114,8 +114,8 @@ fn strict_unmap_model(synchronize: bool, (dma_slot, unmapper_slot): (Option<usiz
             let (frames, pte, st, iotlb, inflight) =
                 (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
-                let outer = nested.then(|| inflight.enter_as(dma_slot));
-                let _guard = inflight.enter_as(dma_slot);
+                let outer = nested.then(|| inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS));
+                let _guard = inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS);
                 let translated = translate(&st, &iotlb, &pte);
                 if let Some(outer) = outer {
                     drop(outer);
@@ -145,11 +145,11 @@ fn strict_unmap_model(synchronize: bool, (dma_slot, unmapper_slot): (Option<usiz
 
         // After unmap returned: a new DMA reaches nothing.
         {
-            let _guard = inflight.enter_as(unmapper_slot);
+            let _guard = inflight.enter_as(unmapper_slot, SID, crate::inflight::ALL_REGIONS);
             assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
         }
         dma.join().unwrap();
-        let _guard = inflight.enter_as(unmapper_slot);
+        let _guard = inflight.enter_as(unmapper_slot, SID, crate::inflight::ALL_REGIONS);
         assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
     });
 }
@@ -213,7 +213,7 @@ fn two_strict_unmaps_model(dma_slot: Option<usize>) {
                 (frames.clone(), ptes.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
                 for (i, page) in [(1, OTHER_REGION_PAGE), (0, PAGE)] {
-                    let _guard = inflight.enter_as(dma_slot);
+                    let _guard = inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS);
                     if let Some(p) = translate_page(&st, &iotlb, &ptes[i], page) {
                         assert_copy_reaches_mapped_frame(&frames, p);
                     }
@@ -344,7 +344,7 @@ fn table_retire_model(bump: bool) {
                 (frames.clone(), descriptor.clone(), cache.clone(), inflight.clone());
             thread::spawn(move || {
                 for _ in 0..2 {
-                    let guard = inflight.enter_as(Some(0));
+                    let guard = inflight.enter_as(Some(0), SID, crate::inflight::ALL_REGIONS);
                     if let Some(table) = walk_to_leaf_table(&cache, &descriptor, guard.lane()) {
                         assert_table_held(&frames, table);
                     }
@@ -363,7 +363,7 @@ fn table_retire_model(bump: bool) {
 
         dma.join().unwrap();
         // Slot 0 is this thread's now (its owner exited): its row says nothing.
-        let guard = inflight.enter_as(Some(0));
+        let guard = inflight.enter_as(Some(0), SID, crate::inflight::ALL_REGIONS);
         assert_eq!(
             walk_to_leaf_table(&cache, &descriptor, guard.lane()),
             None,

@@ -367,6 +367,8 @@ impl Dart {
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
+        // Whether a table above a leaf was retired ([`Dart::invalidate`]).
+        let mut above_leaf = false;
         let mut va = iova;
         let end = iova + len; // `check_range`: no overflow
         while va < end {
@@ -402,7 +404,7 @@ impl Dart {
                 }
                 info.live = info.live.saturating_sub(1);
                 if info.live == 0 {
-                    self.retire_emptied(&mut m, tf, &parents, &mut retired);
+                    above_leaf |= self.retire_emptied(&mut m, tf, &parents, &mut retired);
                 }
             }
             va = (va & !(step - 1)) + step;
@@ -423,7 +425,7 @@ impl Dart {
         let pages = released.len() as u64;
         match self.invalidation() {
             Invalidation::Strict => {
-                self.invalidate(&m, &affected, Some((sid, iova, len)));
+                self.invalidate(&m, &affected, Some((sid, iova, len, above_leaf)));
                 for f in released {
                     let _ = self.frames.release(f, FrameCounter::Dart);
                 }
@@ -443,8 +445,9 @@ impl Dart {
                     m.pending.push(PendingItem { what: Pending::Table(t), streams: affected });
                 }
                 if !now.is_empty() {
-                    // The pending counter is full: this part goes strict.
-                    self.invalidate(&m, &affected, Some((sid, iova, len)));
+                    // The pending counter is full: this part goes strict
+                    // (its tables stay pending until a flush of all regions).
+                    self.invalidate(&m, &affected, Some((sid, iova, len, above_leaf)));
                     for f in now {
                         let _ = self.frames.release(f, FrameCounter::Dart);
                     }
@@ -458,36 +461,53 @@ impl Dart {
         Ok(pages)
     }
 
-    /// Unlinks the emptied table `t` (below `parents`, root first) and every
-    /// parent it leaves empty, up to (not including) the root, retiring each.
+    /// Unlinks the emptied leaf table `t` (below `parents`, root first) and
+    /// every parent it leaves empty, up to (not including) the root,
+    /// retiring each. Whether it retired a table above the leaf: such a
+    /// table spans more than one IOVA region, so its invalidation must
+    /// make every reader of the stream fence ([`Dart::invalidate`]).
     fn retire_emptied(
         &self,
         m: &mut Mapper,
         mut t: Frame,
         parents: &[(Frame, u64)],
         retired: &mut SmallVec<[Frame; 4]>,
-    ) {
+    ) -> bool {
+        let mut above_leaf = false;
         for (depth, &(parent, slot)) in parents.iter().enumerate().rev() {
             self.ptes.store(slot, 0);
             self.walk_cache.invalidate(m);
             m.tables.remove(t);
             retired.push(t);
-            let Some(info) = m.tables.get_mut(parent) else { return };
+            let Some(info) = m.tables.get_mut(parent) else { return above_leaf };
             info.live = info.live.saturating_sub(1);
             if info.live > 0 || depth == 0 {
-                return;
+                return above_leaf;
             }
             t = parent;
+            above_leaf = true;
         }
+        above_leaf
     }
 
     /// Bumps the generations of every stream in `mask` and waits for DMA in
-    /// flight. With `unmapped = Some((sid, iova, len))`, stream `sid` only
-    /// loses the IOTLB entries of the regions `[iova, iova + len)` touches
-    /// (the only ones that can be stale: its other PTEs did not change);
-    /// every other stream in `mask` shares a table and loses them all. The
-    /// caller holds the mapper lock (`m`).
-    fn invalidate(&self, m: &Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64)>) {
+    /// flight. With `unmapped = Some((sid, iova, len, above_leaf))`, stream
+    /// `sid` only loses the IOTLB entries of the regions `[iova, iova +
+    /// len)` touches (the only ones that can be stale: its other PTEs did
+    /// not change); every other stream in `mask` shares a table and loses
+    /// them all. The caller holds the mapper lock (`m`).
+    ///
+    /// The wait makes the readers of what changed fence meanwhile
+    /// ([`InFlight::synchronize_regions`](crate::inflight::InFlight::synchronize_regions)):
+    /// for `sid`, those of `[iova, iova + len)`'s regions, or of all its
+    /// regions when `above_leaf` (a table above the leaf was retired: it
+    /// spans many regions, and a reader of any may be walking through it);
+    /// for the other streams, all their regions. A leaf table lies within
+    /// one region (`walk`'s block is never wider than a region), so a
+    /// reader of another region reads nothing this invalidation changed or
+    /// frees.
+    fn invalidate(&self, m: &Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
+        let mut narrowed = None;
         for (w, &word) in mask.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
@@ -495,14 +515,20 @@ impl Dart {
                 bits &= bits - 1;
                 if let Some(st) = self.streams.get(s) {
                     match unmapped {
-                        Some((sid, iova, len)) if sid as usize == s => st.bump_range_before_synchronize(iova, len),
+                        Some((sid, iova, len, above_leaf)) if sid as usize == s => {
+                            let range = crate::stream::region_mask(iova, len);
+                            st.bump_gens_before_synchronize(range);
+                            if !above_leaf {
+                                narrowed = Some((sid, range));
+                            }
+                        }
                         _ => st.bump_gen_before_synchronize(),
                     }
                     self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
                 }
             }
         }
-        self.inflight.synchronize();
+        self.inflight.synchronize_regions(mask, narrowed);
     }
 
     /// Frees a retired table unless a TTBR still names it (then it stays
@@ -795,6 +821,36 @@ mod tests {
 
     fn info(level: u32, live: u32) -> TableInfo {
         TableInfo { level, leaf: level == 1, live }
+    }
+
+    /// A strict unmap makes the readers of the regions it changed fence,
+    /// and of every region of the stream once it retires a table above a
+    /// leaf (one that spans many regions).
+    #[test]
+    fn strict_unmaps_fence_the_regions_they_change_and_all_when_a_middle_table_goes() {
+        use crate::stream::region_bit;
+        use crate::{DartConfig, StreamConfig, Variant};
+        use frame_table::{FrameTable, FrameTableConfig};
+        let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());
+        let dart = Dart::new(frames.clone(), DartConfig::new("fence", Variant::T8110)).unwrap();
+        let four = StreamConfig { four_level: true, ..StreamConfig::TRANSLATING };
+        dart.set_stream_config(1, four).unwrap();
+        let data = frames.alloc(FrameType::UserData, 2).unwrap();
+        // Two pages in regions 1 and 5: two leaf tables under one middle table.
+        let (p1, p5) = (1u64 << 25, 5u64 << 25);
+        dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
+        dart.map(1, p5, &data[1..], Perm::RW, None).unwrap();
+        assert!(dart.translate(1, p1, 8, crate::Dir::Read).is_ok());
+        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        calls();
+
+        assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([2, 0, 0, 0], Some((1, region_bit(p1))))], "the leaf table went: region 1 only");
+        assert_eq!(dart.unmap(1, p5, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([2, 0, 0, 0], None)], "the middle table went too: every region");
+        // A flush invalidates every region of the streams it covers.
+        dart.flush(Some(1)).unwrap();
+        assert_eq!(calls(), [([2, 0, 0, 0], None)]);
     }
 
     #[test]

@@ -74,6 +74,9 @@ const TTBR_VALID: u64 = 1;
 /// regions that share their generations), not the whole stream's.
 pub(crate) const GEN_REGIONS: usize = 64;
 
+// Region masks (`region_bit`, `region_mask`) are `u64`s.
+const _: () = assert!(GEN_REGIONS <= 64);
+
 /// 32 MiB regions: an unmap of a few pages costs the IOTLB entries of one
 /// 32 MiB region (what one 16 KiB leaf table maps).
 pub(crate) const GEN_REGION_SHIFT: u32 = 25;
@@ -82,6 +85,27 @@ pub(crate) const GEN_REGION_SHIFT: u32 = 25;
 #[inline]
 const fn region(iova: u64) -> usize {
     (iova >> GEN_REGION_SHIFT) as usize % GEN_REGIONS
+}
+
+/// `iova`'s region as a region mask: bit [`region`]`(iova)`. The in-flight
+/// tracker's fence flags use these masks ([`crate::inflight`]).
+#[inline]
+pub(crate) const fn region_bit(iova: u64) -> u64 {
+    1 << region(iova)
+}
+
+/// The region mask of `[iova, iova + len)` (of at least its first byte):
+/// every region an access or invalidation of that range touches, all of
+/// them when it wraps around the [`GEN_REGIONS`].
+#[inline]
+pub(crate) fn region_mask(iova: u64, len: u64) -> u64 {
+    let first = iova >> GEN_REGION_SHIFT;
+    let last = iova.saturating_add(len.max(1) - 1) >> GEN_REGION_SHIFT;
+    match last - first {
+        0 => region_bit(iova),
+        n if n >= GEN_REGIONS as u64 - 1 => u64::MAX,
+        _ => (first..=last).fold(0u64, |m, r| m | 1 << (r % GEN_REGIONS as u64)),
+    }
 }
 
 pub(crate) struct StreamState {
@@ -175,19 +199,16 @@ impl StreamState {
     /// [`StreamState::bump_gen_before_synchronize`] of the generations that
     /// cover `[iova, iova + len)` only: what a strict unmap of that range
     /// needs, since no IOTLB entry outside it can have gone stale.
+    /// (The mapper bumps [`region_mask`]'s generations itself, as it also
+    /// hands the mask to the in-flight tracker; tests and loom models call
+    /// this.)
+    #[cfg(any(test, loom))]
     pub(crate) fn bump_range_before_synchronize(&self, iova: u64, len: u64) {
-        let first = iova >> GEN_REGION_SHIFT;
-        let last = iova.saturating_add(len.max(1) - 1) >> GEN_REGION_SHIFT;
-        let mask = if last - first >= GEN_REGIONS as u64 - 1 {
-            u64::MAX
-        } else {
-            (first..=last).fold(0u64, |m, r| m | 1 << (r % GEN_REGIONS as u64))
-        };
-        self.bump_gens_before_synchronize(mask);
+        self.bump_gens_before_synchronize(region_mask(iova, len));
     }
 
-    /// Bumps generation `i` for every bit `i` of `mask`.
-    fn bump_gens_before_synchronize(&self, mut mask: u64) {
+    /// Bumps generation `i` for every bit `i` of `mask` (a [`region_mask`]).
+    pub(crate) fn bump_gens_before_synchronize(&self, mut mask: u64) {
         while mask != 0 {
             let gen = &self.gens[mask.trailing_zeros() as usize];
             mask &= mask - 1;

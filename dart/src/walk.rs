@@ -202,6 +202,21 @@ impl Dart {
 mod tests {
     use super::*;
 
+    /// Every leaf table maps IOVAs of one region only (its block is never
+    /// wider than a region), so an unmap that retires one need only fence
+    /// the readers of that region (`Dart::invalidate`).
+    #[test]
+    fn a_leaf_table_lies_within_one_region() {
+        for variant in [Variant::T8020, Variant::T6000, Variant::T8110] {
+            for shift in [12, 14] {
+                for four in [false, true] {
+                    let plan = WalkPlan::new(Geometry::new(variant, shift, four));
+                    assert!(plan.block_shift <= crate::stream::GEN_REGION_SHIFT, "{variant:?} 2^{shift} four={four}");
+                }
+            }
+        }
+    }
+
     /// The plan's indices are the geometry's, on every variant, page size
     /// and level count, at the first and last IOVA and two in between whose
     /// index fields differ at every level.
