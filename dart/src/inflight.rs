@@ -66,12 +66,18 @@
 //! (a `lock`-prefixed RMW, ~5 ns here). Readers on exclusive slots skip it
 //! unless an unmap may have changed what they are about to read. The
 //! tracker keeps *fence flags* per stream, one bit per IOVA region (the
-//! regions of the IOTLB generations, `crate::stream::region_bit`). A
-//! reader enters for the region of its first byte: it loads its stream's
-//! flags (`Relaxed`), and if that region's bit is clear it opens its
-//! section with a plain `load` + `store`, a compiler fence, and a second
-//! load of the flags, `Acquire`; if that second load sees the bit set, it
-//! issues a `SeqCst` fence after all. (`Acquire`, not `Relaxed`, so that a
+//! regions of the IOTLB generations, `crate::stream::region_bit`), and
+//! one `flagged` bit that is set while any of them may be. A reader
+//! enters for the region of its first byte: it loads `flagged` and, only
+//! if that is set, its stream's flags (`Relaxed`); if that region's bit is
+//! clear (or nothing is flagged) it opens its section with a plain
+//! `load` + `store`, a compiler fence, and a second load of both,
+//! `Acquire`; if that second load sees the bit set, it issues a `SeqCst`
+//! fence after all. (`flagged` is set before a burst's first barrier and
+//! cleared after its end cleared the bits, so reading it clear says no
+//! bit is set; outside bursts an entry loads that one flag, as when there
+//! was one flag for everything: 126 instructions per `translate-hot`
+//! operation either way.) (`Acquire`, not `Relaxed`, so that a
 //! bit a burst's end cleared with `Release` brings the burst's bumps and
 //! cleared PTEs with it, and the DMA's loads cannot be performed before
 //! it on a weakly ordered machine; on x86-64 both are a plain load. The
@@ -205,7 +211,7 @@
 //! `InFlight::enter_as`).
 
 use crate::slot::{self, EXCLUSIVE};
-use crate::sync::{fence, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::marker::PhantomData;
@@ -284,7 +290,12 @@ pub struct InFlight {
     /// numbers `r`. Set for the regions a burst of unmaps invalidates
     /// (and all of them while the process-wide barrier is unavailable);
     /// written only under the writer mutex.
-    fenced: Box<[AtomicU64; MAX_STREAMS]>,
+    fenced: [AtomicU64; MAX_STREAMS],
+    /// Whether any bit of `fenced` may be set: from before a burst's first
+    /// barrier until after its end cleared them (and for good without the
+    /// barrier). Readers load it first, so that outside bursts an entry
+    /// reads this one flag, as it did before the flags went by region.
+    flagged: CachePadded<AtomicBool>,
     /// The current burst, if any (writer only, under the mutex). On a line
     /// of its own: every `synchronize` writes it, and readers load
     /// `sections` on every entry, so sharing a line made the first DMA
@@ -455,7 +466,8 @@ impl InFlight {
             // compiler knows is below `EXCLUSIVE`, so without a bounds check.
             sections: Box::new(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0)))),
             shared: [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))],
-            fenced: Box::new(std::array::from_fn(|_| AtomicU64::new(if for_good { ALL_REGIONS } else { 0 }))),
+            fenced: std::array::from_fn(|_| AtomicU64::new(if for_good { ALL_REGIONS } else { 0 })),
+            flagged: CachePadded::new(AtomicBool::new(for_good)),
             writer: CachePadded::new(Mutex::new(Writer::new(for_good))),
             #[cfg(test)]
             synchronized: Mutex::new(Vec::new()),
@@ -527,7 +539,7 @@ impl InFlight {
         // from it also sees everything the thread did in its sections
         // before (see "Protocol" in the module docs).
         let next = section::entered(word.load(Ordering::Relaxed));
-        if flags.load(Ordering::Relaxed) & regions == 0 {
+        if !self.flagged.load(Ordering::Relaxed) || flags.load(Ordering::Relaxed) & regions == 0 {
             // Unfenced entry (see "Unfenced readers").
             word.store(next, Ordering::Release);
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
@@ -535,7 +547,7 @@ impl InFlight {
             // a burst's end cleared (`Release`) makes this reader see every
             // generation bump and cleared PTE of that burst, and no load of
             // the DMA that follows can be performed before this one.
-            if flags.load(Ordering::Acquire) & regions != 0 {
+            if self.flagged.load(Ordering::Acquire) && flags.load(Ordering::Acquire) & regions != 0 {
                 fence(Ordering::SeqCst);
             }
         } else {
@@ -595,6 +607,7 @@ impl InFlight {
                 *covered = 0;
             }
         }
+        self.flagged.store(false, Ordering::Release);
         // What this burst named is the next one's prediction.
         std::mem::swap(&mut w.predicted, &mut w.named);
         w.named.fill(0);
@@ -645,6 +658,7 @@ impl InFlight {
                 for flags in self.fenced.iter() {
                     flags.store(ALL_REGIONS, Ordering::SeqCst);
                 }
+                self.flagged.store(true, Ordering::SeqCst);
             }
         }
         // Exclusive slots: wait out each section open at this read.
@@ -718,6 +732,7 @@ impl InFlight {
                 self.cover(w, s, ALL_REGIONS);
             }
         }
+        self.flagged.store(true, Ordering::SeqCst);
         true
     }
 
@@ -1050,8 +1065,10 @@ mod tests {
         };
 
         // Burst 1: nothing predicted; its calls stay in regions a and b.
+        assert!(!f.flagged.load(Ordering::Relaxed), "no burst, no flag");
         assert!(call(&mut w, &one, Some((1, a))), "a burst's first call needs a barrier");
         assert_eq!(flags4(&f), [0, a, 0, 0]);
+        assert!(f.flagged.load(Ordering::Relaxed), "set with the burst's first flags");
         assert!(!call(&mut w, &one, Some((1, a))), "covered");
         assert!(call(&mut w, &one, Some((1, b))), "b was not predicted: widen");
         assert_eq!(flags4(&f), [ALL_REGIONS; 4], "a widened burst flags everything");
@@ -1061,6 +1078,7 @@ mod tests {
         assert_eq!(w.named[..4], [ALL_REGIONS, a | b, ALL_REGIONS, ALL_REGIONS]);
         f.end_burst(&mut w);
         assert_eq!(flags4(&f), [0; 4]);
+        assert!(!f.flagged.load(Ordering::Relaxed), "cleared with the flags");
         assert_eq!(w.predicted[..4], [ALL_REGIONS, a | b, ALL_REGIONS, ALL_REGIONS]);
         assert_eq!(w.named[..4], [0; 4]);
 
