@@ -328,12 +328,13 @@ impl Dart {
     ) -> Result<StreamConfig, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
-        let m = self.mapper.lock();
+        let mut m = self.mapper.lock();
         let config = f(st.config());
         if config.bypass && !st.trusted {
             return Err(DartError::BypassDenied { sid });
         }
         st.set_config(config);
+        m.moved(sid);
         st.bump_gen();
         self.walk_cache.invalidate(&m);
         Ok(config)
@@ -367,11 +368,12 @@ impl Dart {
         if idx >= self.variant.ttbrs_per_stream() as usize {
             return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
         }
-        let m = self.mapper.lock();
+        let mut m = self.mapper.lock();
         if let Some(pa) = table {
             m.check_ttbr_target(self, pa)?;
         }
         st.set_ttbr(idx, table);
+        m.moved(sid);
         st.bump_gen();
         self.walk_cache.invalidate(&m);
         Ok(())

@@ -117,6 +117,20 @@ pub(crate) struct Mapper {
     /// Emptied tables a TTBR still named when they were retired: kept (and
     /// held) until the DART is dropped, never recycled.
     orphans: Vec<Frame>,
+    /// Streams whose TTBR or configuration changed since an invalidation
+    /// last made all their readers fence (bit `sid % 64` of word
+    /// `sid / 64`): a DMA of theirs in flight may still walk the tables
+    /// they named before, from any region, so the next invalidation waits
+    /// for every region of theirs ([`Dart::invalidate`]).
+    moved: [u64; 4],
+}
+
+impl Mapper {
+    /// Records that stream `sid`'s TTBR or configuration changed (see
+    /// `moved`).
+    pub(crate) fn moved(&mut self, sid: u32) {
+        set_bit(&mut self.moved, sid);
+    }
 }
 
 fn set_bit(mask: &mut [u64; 4], sid: u32) {
@@ -417,15 +431,27 @@ impl Dart {
         set_bit(&mut affected, sid);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let touched = touched.as_slice();
+        let mut reaching = 0;
         for (s, other) in self.streams.iter().enumerate() {
-            if (0..ttbrs).any(|i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))) {
+            let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
+            if n > 0 {
                 set_bit(&mut affected, s as u32);
             }
+            if s == sid as usize {
+                reaching = n;
+            }
         }
+        // Stream `sid` loses only the IOTLB entries and fences only the
+        // readers of the regions of `[iova, iova + len)` when the TTBR this
+        // walk began at is the only one of its TTBRs that reaches what
+        // changed. A second one (two TTBRs naming tables of one tree) maps
+        // the same tables at other IOVAs, in other regions: then all of
+        // them.
+        let unmapped = (reaching <= 1).then_some((sid, iova, len, above_leaf));
         let pages = released.len() as u64;
         match self.invalidation() {
             Invalidation::Strict => {
-                self.invalidate(&m, &affected, Some((sid, iova, len, above_leaf)));
+                self.invalidate(&mut m, &affected, unmapped);
                 for f in released {
                     let _ = self.frames.release(f, FrameCounter::Dart);
                 }
@@ -447,7 +473,7 @@ impl Dart {
                 if !now.is_empty() {
                     // The pending counter is full: this part goes strict
                     // (its tables stay pending until a flush of all regions).
-                    self.invalidate(&m, &affected, Some((sid, iova, len, above_leaf)));
+                    self.invalidate(&mut m, &affected, unmapped);
                     for f in now {
                         let _ = self.frames.release(f, FrameCounter::Dart);
                     }
@@ -502,11 +528,15 @@ impl Dart {
     /// for `sid`, those of `[iova, iova + len)`'s regions, or of all its
     /// regions when `above_leaf` (a table above the leaf was retired: it
     /// spans many regions, and a reader of any may be walking through it);
-    /// for the other streams, all their regions. A leaf table lies within
-    /// one region (`walk`'s block is never wider than a region), so a
-    /// reader of another region reads nothing this invalidation changed or
-    /// frees.
-    fn invalidate(&self, m: &Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
+    /// for the other streams, all their regions; and all the regions of
+    /// every stream whose TTBR or configuration changed since the last
+    /// invalidation (`Mapper::moved`, which this clears), whose DMA in
+    /// flight may still walk the tables it named before. A leaf table lies
+    /// within one region (`walk`'s block is never wider than a region), and
+    /// the caller narrows `sid` only when the one TTBR it walked from
+    /// reaches what changed, so a reader of another region reads nothing
+    /// this invalidation changed or frees.
+    fn invalidate(&self, m: &mut Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
         let mut narrowed = None;
         for (w, &word) in mask.iter().enumerate() {
             let mut bits = word;
@@ -528,7 +558,18 @@ impl Dart {
                 }
             }
         }
-        self.inflight.synchronize_regions(mask, narrowed);
+        let mut fenced = *mask;
+        for (f, moved) in fenced.iter_mut().zip(m.moved) {
+            *f |= moved;
+        }
+        // A moved stream that is also `sid` is not narrowed.
+        if let Some((sid, _)) = narrowed {
+            if m.moved[(sid / 64) as usize & 3] & (1 << (sid % 64)) != 0 {
+                narrowed = None;
+            }
+        }
+        self.inflight.synchronize_regions(&fenced, narrowed);
+        m.moved = [0; 4];
     }
 
     /// Frees a retired table unless a TTBR still names it (then it stays
@@ -592,7 +633,7 @@ impl Dart {
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        self.invalidate(&m, &mask, None);
+        self.invalidate(&mut m, &mask, None);
         let items = std::mem::take(&mut m.pending);
         for mut item in items {
             for (w, f) in item.streams.iter_mut().zip(mask.iter()) {
@@ -842,6 +883,9 @@ mod tests {
         dart.map(1, p5, &data[1..], Perm::RW, None).unwrap();
         assert!(dart.translate(1, p1, 8, crate::Dir::Read).is_ok());
         let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        // The configuration change's first invalidation names the stream
+        // whole (see the next test).
+        dart.flush(Some(1)).unwrap();
         calls();
 
         assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
@@ -851,6 +895,88 @@ mod tests {
         // A flush invalidates every region of the streams it covers.
         dart.flush(Some(1)).unwrap();
         assert_eq!(calls(), [([2, 0, 0, 0], None)]);
+    }
+
+    /// A stream whose TTBR or configuration changed may have DMA in flight
+    /// on the tables it named before, at any IOVA: the next invalidation
+    /// (of any stream) makes every region of it fence, and only the next.
+    #[test]
+    fn the_invalidation_after_a_ttbr_or_config_change_fences_all_that_streams_regions() {
+        use crate::stream::region_bit;
+        use crate::{DartConfig, StreamConfig, Variant};
+        use frame_table::{FrameTable, FrameTableConfig};
+        let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());
+        let dart = Dart::new(frames.clone(), DartConfig::new("fence", Variant::T8110)).unwrap();
+        for sid in [1, 2] {
+            dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
+        }
+        let data = frames.alloc(FrameType::UserData, 4).unwrap();
+        let p1 = 1u64 << 25;
+        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        // The configuration changes above: the first unmap names streams 1
+        // and 2 whole.
+        dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
+        assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([0b110, 0, 0, 0], None)], "stream 1 moved: not narrowed; stream 2 moved: named");
+        // Nothing moved since: narrowed to stream 1's region.
+        dart.map(1, p1, &data[1..2], Perm::RW, None).unwrap();
+        assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([0b10, 0, 0, 0], Some((1, region_bit(p1))))]);
+        // Stream 2 retargeted: the next unmap of stream 1 fences all of 2.
+        let root = dart.alloc_root_table().unwrap();
+        dart.set_ttbr(2, 0, Some(root)).unwrap();
+        dart.map(1, p1, &data[2..3], Perm::RW, None).unwrap();
+        assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([0b110, 0, 0, 0], Some((1, region_bit(p1))))]);
+        dart.map(1, p1, &data[3..], Perm::RW, None).unwrap();
+        assert_eq!(dart.unmap(1, p1, 1 << 14), Ok(1));
+        assert_eq!(calls(), [([0b10, 0, 0, 0], Some((1, region_bit(p1))))], "only the next");
+        // A flush names the moved streams too.
+        dart.set_enabled(2, false).unwrap();
+        dart.flush(Some(1)).unwrap();
+        assert_eq!(calls(), [([0b110, 0, 0, 0], None)]);
+    }
+
+    /// Two TTBRs of one stream naming one table (t8020 at 4 KiB: the TTBR
+    /// select is IOVA\[31:30\], so the alias of a page is 1 GiB up, 32
+    /// regions away): an unmap through one kills the alias's IOTLB entry
+    /// and fences every region; a DMA through the alias then faults
+    /// instead of hitting a stale entry to the released frame.
+    #[test]
+    fn an_unmap_through_one_of_two_ttbrs_naming_a_table_invalidates_both_aliases() {
+        use crate::{DartConfig, Dir, FaultKind, StreamConfig, Variant};
+        use frame_table::{FrameSize, FrameTable, FrameTableConfig};
+        let frames = std::sync::Arc::new(
+            FrameTable::new(FrameTableConfig::with_memory(4 << 20).frame_size(FrameSize::K4)).unwrap(),
+        );
+        let dart = Dart::new(frames.clone(), DartConfig::new("alias", Variant::T8020)).unwrap();
+        dart.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
+        let data = frames.alloc(FrameType::UserData, 1).unwrap();
+        let pa = frames.pa_of(data[0]).unwrap();
+        let (page, alias) = (0x1000u64, (1u64 << 30) + 0x1000);
+        dart.map(1, page, &data, Perm::RW, None).unwrap();
+        let root = dart.ttbr(1, 0).unwrap().unwrap();
+        dart.set_ttbr(1, 1, Some(root)).unwrap();
+        // Both translate; the alias is cached (the page and its alias share
+        // an IOTLB slot, whose first entry stays).
+        assert_eq!(dart.translate(1, alias, 8, Dir::Read).map(|t| t.spans()[0].pa), Ok(pa));
+        assert_eq!(dart.translate(1, page, 8, Dir::Read).map(|t| t.spans()[0].pa), Ok(pa));
+        let live: Vec<u64> = dart.iotlb_entries(1).unwrap().into_iter().map(|(iova, _)| iova).collect();
+        assert_eq!(live, [alias]);
+        dart.inflight.synchronized.lock().clear();
+
+        assert_eq!(dart.unmap(1, page, 0x1000), Ok(1));
+        assert_eq!(*dart.inflight.synchronized.lock(), [([0b10, 0, 0, 0], None)], "every region of stream 1");
+        assert!(dart.iotlb_entries(1).unwrap().is_empty(), "the alias's entry died with the page's");
+        for iova in [page, alias] {
+            match dart.translate(1, iova, 8, Dir::Read) {
+                // The leaf table went with its only page.
+                Err(DartError::Fault(f)) => assert_eq!(f.kind, FaultKind::NoL1),
+                other => panic!("expected a NoL1 fault at {iova:#x}, got {other:?}"),
+            }
+        }
+        let state = frames.state(data[0]).unwrap();
+        assert_eq!(state.count(FrameCounter::Dart), 0, "the frame is released");
     }
 
     #[test]
