@@ -20,10 +20,12 @@
 //!
 //! *Why a stale translation is impossible after `unmap` returns.* Strict
 //! unmap clears the PTEs, bumps the generations of the unmapped range's
-//! regions in its stream (and all generations of every other stream whose
-//! TTBR can reach the cleared tables), and calls `synchronize`, which
-//! returns only after every DMA that entered before it has left. A DMA that
-//! enters later and translates a page of the range reads its region's new
+//! regions in its stream (all of them if another of its TTBRs reaches the
+//! cleared tables, and all generations of every other stream whose TTBR
+//! can reach them), and calls `synchronize_regions`, which returns only
+//! after every DMA that entered before it and may read what changed has
+//! left. A DMA that enters later and translates a page of the range reads
+//! its region's new
 //! generation (so every older IOTLB entry of the page, including one a
 //! racing walk inserted late, is dead to it) and walks tables in which the
 //! PTE is already clear. Entries of pages outside the range stay live: their

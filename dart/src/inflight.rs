@@ -26,8 +26,9 @@
 //!   mark sees it, or the reader's fence comes after the writer's in the
 //!   `SeqCst` order and the reader sees the cleared PTEs. A guard is not
 //!   `Send`: it must be dropped by the thread that owns its slot.
-//! - **Writer ([`InFlight::synchronize`], after clearing PTEs and bumping the
-//!   stream generation):** `fence(SeqCst)` `F`; then, under a mutex (one
+//! - **Writer ([`InFlight::synchronize_regions`], or
+//!   [`InFlight::synchronize`] for everything, after clearing PTEs and
+//!   bumping the stream generation):** `fence(SeqCst)` `F`; then, under a mutex (one
 //!   synchronizer at a time), read each exclusive slot's word below the
 //!   mark once (`Acquire`); for each word `seen` with a section open, wait
 //!   until a later read shows depth 0 or another outer count. Then, if a
@@ -80,9 +81,8 @@
 //! operation either way.) (`Acquire`, not `Relaxed`, so that a
 //! bit a burst's end cleared with `Release` brings the burst's bumps and
 //! cleared PTEs with it, and the DMA's loads cannot be performed before
-//! it on a weakly ordered machine; on x86-64 both are a plain load. The
-//! single `fenced` flag this replaced was loaded `Relaxed`, which left
-//! that gap on AArch64.) A DMA that goes on into more regions
+//! it on a weakly ordered machine; on x86-64 both are a plain load.) A
+//! DMA that goes on into more regions
 //! loads the flags again, after its section store and before it reads
 //! anything of them, and fences if any of their bits is set
 //! ([`InFlight::fence_for`]).
@@ -106,15 +106,20 @@
 //!
 //! A reader of a region the call did not name may enter unfenced even in
 //! a burst, and the scan may miss it: that is safe because the caller
-//! names every region whose translations changed or whose tables it
-//! frees. A strict unmap names the regions of its range for its stream
-//! (a leaf table lies within one region), every region when it retires a
-//! table above a leaf (which spans many, and a reader of any may be
-//! walking through it), and every region of each other stream that shares
-//! a table; a flush and [`InFlight::synchronize`] name every region of
-//! every stream. A reader of another region reads no PTE, IOTLB entry or
-//! table the invalidation changed, and no frame it frees (a frame mapped
-//! there too is still mapped).
+//! names every region in which a DMA may read what it changed or frees.
+//! A strict unmap (the mapper's `Dart::invalidate`) names the regions of
+//! its range for its stream (a leaf table lies within one region); every
+//! region of its stream when it retires a table above a leaf (which spans
+//! many, and a reader of any may be walking through it) or when another
+//! TTBR of the stream reaches the tables it changed (the same tables at
+//! other IOVAs); every region of each other stream whose TTBR reaches
+//! them; and every region of each stream whose TTBR or configuration
+//! changed since the last invalidation (a DMA of it in flight may still
+//! walk the tables it named before, at any IOVA). A flush and
+//! [`InFlight::synchronize`] name every region of the streams they
+//! cover. So a reader of a region that is not named reads no PTE, IOTLB
+//! entry or table the invalidation changed, and no frame it frees (a
+//! frame mapped there too is still mapped).
 //!
 //! Bits are set only under the writer mutex, so a burst's end cannot
 //! clear a bit between its setting and the barrier that covers it. A burst
@@ -187,8 +192,10 @@
 //! load that reads an older value than a store is ordered before every
 //! `SeqCst` fence that store happens before: C++20 \[atomics.order\] 4.2;
 //! so the bump need not be an RMW), and, through its `Release`, the
-//! cleared PTEs. Unfenced readers are covered by the process-wide barrier
-//! ("Unfenced readers" above), so the scans run after the barrier. Hence
+//! cleared PTEs. Unfenced readers of the regions a call names are covered
+//! by the process-wide barrier, so the scans run after the barrier, and
+//! those of other regions read nothing the call changed ("Unfenced
+//! readers" above). Hence
 //! `synchronize` does not flip when both shared counters read zero.
 //!
 //! While the high-water mark reads 0 (no exclusive slot has ever entered:
@@ -333,8 +340,9 @@ pub const WIDE_BURSTS: u32 = 8;
 struct Writer {
     /// The current burst, if any.
     burst: Option<Burst>,
-    /// Per stream, the regions flagged since the burst's last process-wide
-    /// barrier: equal to `InFlight::fenced` outside `for_good`.
+    /// Per stream, the regions the burst has flagged, each set before (and
+    /// so covered by) the burst's last process-wide barrier: equal to
+    /// `InFlight::fenced` outside `for_good`.
     covered: Box<[u64; MAX_STREAMS]>,
     /// Per stream, the regions the current burst's calls named.
     named: Box<[u64; MAX_STREAMS]>,

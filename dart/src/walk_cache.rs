@@ -44,8 +44,16 @@
 //! and its own full walk, whose `Acquire` loads come after a `SeqCst` load
 //! that read the bump, sees the cleared descriptor. An entry tagged with
 //! the new generation therefore names only tables linked after the change.
-//! The same holds for TTBR and configuration changes, which need no wait
-//! because they free nothing.
+//! That holds for the DMA the invalidation waits for or makes fence: the
+//! readers of the IOVA regions it names (`crate::inflight`, "Unfenced
+//! readers"). A reader of another region may enter unfenced and miss the
+//! bump, but its entries are for its own block, which lies within its
+//! region, and name a leaf table nothing was unlinked from: unlinking a
+//! leaf table names its region, and retiring a table above a leaf names
+//! every region of the stream. TTBR and configuration changes bump the
+//! generation and wait for nothing, since they free nothing; the next
+//! invalidation makes every region of the changed stream fence, so no DMA
+//! still walking its old tables is missed.
 //!
 //! *What it keeps checking.* A walk through an entry still checks that the
 //! leaf's frame is device-reachable, as a full walk does. It does not
