@@ -21,6 +21,11 @@ const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 /// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`.
 #[cfg(all(target_os = "linux", not(loom)))]
 const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+/// `MEMBARRIER_CMD_GLOBAL` (Linux 4.3's `MEMBARRIER_CMD_SHARED`): the same
+/// guarantee for every thread of the system, after an RCU grace period
+/// (milliseconds), with no registration and no allocation.
+#[cfg(all(target_os = "linux", not(loom)))]
+const GLOBAL: libc::c_long = 1;
 
 /// Whether [`process_wide`] works here (registers on first call).
 #[cfg(all(target_os = "linux", not(loom)))]
@@ -34,11 +39,14 @@ pub(crate) fn available() -> bool {
 }
 
 /// Issues the process-wide barrier. Returns `false` (having done nothing)
-/// if it is not [`available`].
+/// if it is not [`available`], or if the kernel refuses it now: the
+/// expedited command can fail (it allocates a CPU mask), and then the
+/// global one is tried, which gives the same guarantee more slowly.
 #[cfg(all(target_os = "linux", not(loom)))]
 pub(crate) fn process_wide() -> bool {
     // SAFETY: as in `available`: integer arguments only, no memory passed.
-    available() && unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) == 0 }
+    let issue = |cmd: libc::c_long| unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 };
+    available() && (issue(PRIVATE_EXPEDITED) || issue(GLOBAL))
 }
 
 /// Not Linux, or under loom: never available (readers stay fenced).
@@ -63,6 +71,10 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(super::available(), "membarrier(PRIVATE_EXPEDITED) unavailable: readers will always fence");
             assert!(super::process_wide());
+            // The fallback `process_wide` tries when the expedited command
+            // is refused works here too.
+            // SAFETY: integer arguments only, as in `available`.
+            assert_eq!(unsafe { libc::syscall(libc::SYS_membarrier, super::GLOBAL, 0, 0) }, 0);
         }
     }
 }

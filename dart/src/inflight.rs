@@ -659,14 +659,22 @@ impl InFlight {
                     w.burst = Some(Burst::new());
                 }
             } else {
-                // Unreachable while `available()` held at construction;
-                // stay fenced for good rather than trust unfenced readers.
+                // The kernel refused both barriers although registration
+                // succeeded at construction (say, a seccomp filter installed
+                // since): stay fenced for good rather than trust unfenced
+                // readers. Those that entered unfenced before this call are
+                // left to their store buffers, which every real CPU drains
+                // within microseconds: the scan starts a millisecond later.
+                // (No memory-model guarantee covers this; it is the best
+                // left without the barrier.)
                 w.burst = None;
                 w.for_good = true;
                 for flags in self.fenced.iter() {
                     flags.store(ALL_REGIONS, Ordering::SeqCst);
                 }
                 self.flagged.store(true, Ordering::SeqCst);
+                #[cfg(not(loom))]
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         // Exclusive slots: wait out each section open at this read.
