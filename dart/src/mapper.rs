@@ -254,6 +254,10 @@ impl Dart {
 
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
+        // The geometry again, under the lock that configuration changes
+        // take: the tables are built for the one the stream walks with.
+        let geo = self.geometry_for(st.config());
+        self.check_range(geo, iova, len)?;
         // Plan: refuse overlaps, count the tables to create.
         let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
         let mut pool = if needed > 0 { self.alloc_tables(needed)? } else { Vec::new() };
@@ -376,6 +380,12 @@ impl Dart {
         self.check_range(geo, iova, len)?;
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
+        // The geometry again, under the lock that configuration changes
+        // take: a geometry read before it could have changed since, and its
+        // IOVAs (and so the regions `invalidate` names) would not be the
+        // ones the stream's DMA walks with now.
+        let geo = self.geometry_for(st.config());
+        self.check_range(geo, iova, len)?;
         let fmt = self.pte_format();
         let shift = self.page_shift();
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
@@ -977,6 +987,42 @@ mod tests {
         }
         let state = frames.state(data[0]).unwrap();
         assert_eq!(state.count(FrameCounter::Dart), 0, "the frame is released");
+    }
+
+    /// An unmap that read the stream's configuration before a change took
+    /// the mapper lock walks with the configuration it finds under the
+    /// lock: here the stream went from four-level to three-level tables
+    /// while the unmap waited, so its IOVA now walks to an empty root entry
+    /// and nothing is unmapped (with the old geometry it would have
+    /// unmapped, and narrowed its invalidation to, IOVAs the stream no
+    /// longer walks).
+    #[test]
+    fn an_unmap_walks_with_the_geometry_it_finds_under_the_mapper_lock() {
+        use crate::{DartConfig, StreamConfig, Variant};
+        use frame_table::{FrameTable, FrameTableConfig};
+        let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
+        let dart = std::sync::Arc::new(Dart::new(frames.clone(), DartConfig::new("geo", Variant::T8110)).unwrap());
+        let four = StreamConfig { four_level: true, ..StreamConfig::TRANSLATING };
+        dart.set_stream_config(1, four).unwrap();
+        let data = frames.alloc(FrameType::UserData, 1).unwrap();
+        // Four-level: root[0] -> middle[5] -> leaf[0]. Three-level: root[5],
+        // which is empty.
+        let v = 5u64 << 25;
+        dart.map(1, v, &data, Perm::RW, None).unwrap();
+
+        let m = dart.mapper.lock();
+        let d = dart.clone();
+        let unmap = std::thread::spawn(move || d.unmap(1, v, 1 << 14));
+        // Let the unmap read the configuration and block on the lock.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // What `update_stream_config` does, under the lock held here.
+        let st = dart.stream(1).unwrap();
+        st.set_config(StreamConfig::TRANSLATING);
+        st.bump_gen();
+        drop(m);
+        assert_eq!(unmap.join().unwrap(), Err(DartError::NotMapped { sid: 1, iova: v, len: 1 << 14 }));
+        // The four-level mapping is untouched: the frame keeps its DART count.
+        assert_eq!(frames.state(data[0]).unwrap().count(FrameCounter::Dart), 1);
     }
 
     #[test]
