@@ -375,6 +375,7 @@ impl Dart {
             m.check_ttbr_target(self, pa)?;
         }
         st.set_ttbr(idx, table);
+        m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));
         m.moved(sid);
         st.bump_gen();
         self.walk_cache.invalidate(&m);

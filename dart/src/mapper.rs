@@ -123,6 +123,10 @@ pub(crate) struct Mapper {
     /// they named before, from any region, so the next invalidation waits
     /// for every region of theirs ([`Dart::invalidate`]).
     moved: [u64; 4],
+    /// Streams with at least one valid TTBR (same bit layout): the only
+    /// ones an unmap must look at for TTBRs that reach the tables it
+    /// changed, rather than every stream of the DART.
+    with_ttbr: [u64; 4],
 }
 
 impl Mapper {
@@ -130,6 +134,17 @@ impl Mapper {
     /// `moved`).
     pub(crate) fn moved(&mut self, sid: u32) {
         set_bit(&mut self.moved, sid);
+    }
+
+    /// Records whether stream `sid` has any valid TTBR now, after a TTBR
+    /// write (see `with_ttbr`).
+    pub(crate) fn ttbr_written(&mut self, sid: u32, any_valid: bool) {
+        let (w, bit) = ((sid / 64) as usize & 3, 1u64 << (sid % 64));
+        if any_valid {
+            self.with_ttbr[w] |= bit;
+        } else {
+            self.with_ttbr[w] &= !bit;
+        }
     }
 }
 
@@ -223,7 +238,8 @@ impl Dart {
     ) -> Result<(), DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
-        let geo = self.geometry_for(st.config());
+        let config = st.config();
+        let mut geo = self.geometry_for(config);
         let page = geo.page_size();
         let n = frames.len() as u64;
         let len = n.saturating_mul(page);
@@ -254,10 +270,13 @@ impl Dart {
 
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        // The geometry again, under the lock that configuration changes
-        // take: the tables are built for the one the stream walks with.
-        let geo = self.geometry_for(st.config());
-        self.check_range(geo, iova, len)?;
+        // The configuration again, under the lock that configuration
+        // changes take: the tables are built for the geometry the stream
+        // walks with.
+        if st.config() != config {
+            geo = self.geometry_for(st.config());
+            self.check_range(geo, iova, len)?;
+        }
         // Plan: refuse overlaps, count the tables to create.
         let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
         let mut pool = if needed > 0 { self.alloc_tables(needed)? } else { Vec::new() };
@@ -274,7 +293,7 @@ impl Dart {
             }
         }
         for (i, &pte) in leaves.iter().enumerate() {
-            self.install(&mut m, st, geo, iova + i as u64 * page, pte, &mut pool);
+            self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
         }
         self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
         drop(m);
@@ -321,7 +340,7 @@ impl Dart {
     fn install(
         &self,
         m: &mut Mapper,
-        st: &StreamState,
+        (sid, st): (u32, &StreamState),
         geo: Geometry,
         iova: u64,
         leaf_pte: u64,
@@ -338,6 +357,7 @@ impl Dart {
             None => {
                 let pa = new_table(m, 0);
                 st.set_ttbr(idx, Some(pa));
+                m.ttbr_written(sid, true);
                 pa
             }
         };
@@ -376,16 +396,19 @@ impl Dart {
     pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
-        let geo = self.geometry_for(st.config());
+        let config = st.config();
+        let mut geo = self.geometry_for(config);
         self.check_range(geo, iova, len)?;
         let traced = self.trace_start();
         let mut m = self.mapper.lock();
-        // The geometry again, under the lock that configuration changes
-        // take: a geometry read before it could have changed since, and its
+        // The configuration again, under the lock that configuration
+        // changes take: a geometry read before it may be stale, and its
         // IOVAs (and so the regions `invalidate` names) would not be the
         // ones the stream's DMA walks with now.
-        let geo = self.geometry_for(st.config());
-        self.check_range(geo, iova, len)?;
+        if st.config() != config {
+            geo = self.geometry_for(st.config());
+            self.check_range(geo, iova, len)?;
+        }
         let fmt = self.pte_format();
         let shift = self.page_shift();
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
@@ -442,13 +465,19 @@ impl Dart {
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let touched = touched.as_slice();
         let mut reaching = 0;
-        for (s, other) in self.streams.iter().enumerate() {
-            let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
-            if n > 0 {
-                set_bit(&mut affected, s as u32);
-            }
-            if s == sid as usize {
-                reaching = n;
+        for (w, &word) in m.with_ttbr.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let s = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(other) = self.streams.get(s) else { continue };
+                let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
+                if n > 0 {
+                    set_bit(&mut affected, s as u32);
+                }
+                if s == sid as usize {
+                    reaching = n;
+                }
             }
         }
         // Stream `sid` loses only the IOTLB entries and fences only the
