@@ -237,6 +237,19 @@ thread_local! {
     static FENCED_ENTRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+#[cfg(all(test, not(loom)))]
+thread_local! {
+    /// Tests: this thread's fences issued by [`InFlight::fence_for`].
+    static FENCES_FOR: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Tests: this thread's fenced entries and [`InFlight::fence_for`] fences
+/// so far.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn fences_so_far() -> (u32, u32) {
+    (FENCED_ENTRIES.with(|n| n.get()), FENCES_FOR.with(|n| n.get()))
+}
+
 /// How long a burst of `synchronize` calls keeps readers fenced after its
 /// process-wide barrier.
 pub const BURST: std::time::Duration = std::time::Duration::from_micros(200);
@@ -530,6 +543,8 @@ impl InFlight {
     pub fn fence_for(&self, sid: u32, regions: u64) {
         // `Acquire`, as the second load of an entry.
         if self.flags(sid).load(Ordering::Acquire) & regions != 0 {
+            #[cfg(all(test, not(loom)))]
+            FENCES_FOR.with(|n| n.set(n.get() + 1));
             fence(Ordering::SeqCst);
         }
     }
@@ -1126,6 +1141,42 @@ mod tests {
         assert_eq!(w.wide, WIDE_BURSTS);
         f.end_burst(&mut w);
         assert_eq!(w.predicted[..4], [c, a, 0, 0]);
+    }
+
+    /// During a burst that flags region 1 of stream 1 only, through the
+    /// DART: a DMA within region 0 enters unfenced; one that begins on
+    /// region 0's last page and goes on into region 1 fences before it does
+    /// (`fence_for`), as does such a translation; one that begins in
+    /// region 1 enters fenced.
+    #[test]
+    fn a_dma_fences_for_the_flagged_regions_it_reaches() {
+        use crate::stream::region_bit;
+        use crate::{Dart, DartConfig, Dir, StreamConfig, Variant};
+        use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
+        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
+        let d = Dart::new(frames.clone(), DartConfig::new("f", Variant::T8110)).unwrap();
+        d.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
+        let page = 16u64 << 10;
+        let (last0, first1, elsewhere) = ((32u64 << 20) - page, 32u64 << 20, 4 * page);
+        let data = frames.alloc(FrameType::UserData, 3).unwrap();
+        d.map(1, last0, &data[..2], Perm::RW, None).unwrap();
+        d.map(1, elsewhere, &data[2..], Perm::RW, None).unwrap();
+        let mut buf = vec![0u8; 2 * page as usize];
+        d.dma_read(1, elsewhere, &mut buf[..64]).unwrap(); // a slot entered: bursts apply
+        d.inflight.synchronize_regions(&[2, 0, 0, 0], Some((1, region_bit(first1))));
+        assert_eq!(d.inflight.fenced[1].load(Ordering::Relaxed), region_bit(first1));
+        assert!(d.inflight.flagged.load(Ordering::Relaxed));
+
+        let (entries, fences) = fences_so_far();
+        d.dma_read(1, elsewhere, &mut buf[..64]).unwrap();
+        assert_eq!(fences_so_far(), (entries, fences), "region 0 only: unfenced");
+        d.dma_read(1, last0, &mut buf).unwrap();
+        assert_eq!(fences_so_far(), (entries, fences + 1), "on into region 1: a fence first");
+        assert!(d.translate(1, last0, 2 * page, Dir::Read).is_ok());
+        assert_eq!(fences_so_far(), (entries, fences + 2), "a translation as well");
+        d.dma_read(1, first1, &mut buf[..64]).unwrap();
+        assert_eq!(fences_so_far(), (entries + 1, fences + 2), "begins in region 1: a fenced entry");
     }
 
     #[test]
