@@ -726,18 +726,13 @@ impl InFlight {
     /// (and start the burst if none is on).
     fn flag(&self, w: &mut Writer, streams: &[u64; 4], narrowed: Option<(u32, u64)>) -> bool {
         let mut uncovered = false;
-        for (i, &word) in streams.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let s = (i * 64 + bits.trailing_zeros() as usize) % MAX_STREAMS;
-                bits &= bits - 1;
-                let mask = match narrowed {
-                    Some((sid, regions)) if sid as usize % MAX_STREAMS == s => regions,
-                    _ => ALL_REGIONS,
-                };
-                w.named[s] |= mask;
-                uncovered |= mask & !w.covered[s] != 0;
-            }
+        for s in crate::stream::streams_in(*streams).map(|s| s % MAX_STREAMS) {
+            let mask = match narrowed {
+                Some((sid, regions)) if sid as usize % MAX_STREAMS == s => regions,
+                _ => ALL_REGIONS,
+            };
+            w.named[s] |= mask;
+            uncovered |= mask & !w.covered[s] != 0;
         }
         if !uncovered {
             return false;

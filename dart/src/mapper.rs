@@ -24,7 +24,7 @@ use crate::error::DartError;
 use crate::events::EventKind;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
-use crate::stream::StreamState;
+use crate::stream::{clear_stream, has_stream, set_stream, streams_in, StreamState};
 use crate::variant::Geometry;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
 use rustc_hash::FxHashSet;
@@ -133,23 +133,18 @@ impl Mapper {
     /// Records that stream `sid`'s TTBR or configuration changed (see
     /// `moved`).
     pub(crate) fn moved(&mut self, sid: u32) {
-        set_bit(&mut self.moved, sid);
+        set_stream(&mut self.moved, sid);
     }
 
     /// Records whether stream `sid` has any valid TTBR now, after a TTBR
     /// write (see `with_ttbr`).
     pub(crate) fn ttbr_written(&mut self, sid: u32, any_valid: bool) {
-        let (w, bit) = ((sid / 64) as usize & 3, 1u64 << (sid % 64));
         if any_valid {
-            self.with_ttbr[w] |= bit;
+            set_stream(&mut self.with_ttbr, sid);
         } else {
-            self.with_ttbr[w] &= !bit;
+            clear_stream(&mut self.with_ttbr, sid);
         }
     }
-}
-
-fn set_bit(mask: &mut [u64; 4], sid: u32) {
-    mask[(sid / 64) as usize & 3] |= 1 << (sid % 64);
 }
 
 impl Mapper {
@@ -461,23 +456,18 @@ impl Dart {
         }
         // Every stream whose TTBR can reach what changed must drop its IOTLB entries.
         let mut affected = [0u64; 4];
-        set_bit(&mut affected, sid);
+        set_stream(&mut affected, sid);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let touched = touched.as_slice();
         let mut reaching = 0;
-        for (w, &word) in m.with_ttbr.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let s = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let Some(other) = self.streams.get(s) else { continue };
-                let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
-                if n > 0 {
-                    set_bit(&mut affected, s as u32);
-                }
-                if s == sid as usize {
-                    reaching = n;
-                }
+        for s in streams_in(m.with_ttbr) {
+            let Some(other) = self.streams.get(s) else { continue };
+            let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
+            if n > 0 {
+                set_stream(&mut affected, s as u32);
+            }
+            if s == sid as usize {
+                reaching = n;
             }
         }
         // Stream `sid` loses only the IOTLB entries and fences only the
@@ -577,24 +567,19 @@ impl Dart {
     /// this invalidation changed or frees.
     fn invalidate(&self, m: &mut Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
         let mut narrowed = None;
-        for (w, &word) in mask.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let s = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if let Some(st) = self.streams.get(s) {
-                    match unmapped {
-                        Some((sid, iova, len, above_leaf)) if sid as usize == s => {
-                            let range = crate::stream::region_mask(iova, len);
-                            st.bump_gens_before_synchronize(range);
-                            if !above_leaf {
-                                narrowed = Some((sid, range));
-                            }
+        for s in streams_in(*mask) {
+            if let Some(st) = self.streams.get(s) {
+                match unmapped {
+                    Some((sid, iova, len, above_leaf)) if sid as usize == s => {
+                        let range = crate::stream::region_mask(iova, len);
+                        st.bump_gens_before_synchronize(range);
+                        if !above_leaf {
+                            narrowed = Some((sid, range));
                         }
-                        _ => st.bump_gen_before_synchronize(),
                     }
-                    self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
+                    _ => st.bump_gen_before_synchronize(),
                 }
+                self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
             }
         }
         let mut fenced = *mask;
@@ -602,10 +587,8 @@ impl Dart {
             *f |= moved;
         }
         // A moved stream that is also `sid` is not narrowed.
-        if let Some((sid, _)) = narrowed {
-            if m.moved[(sid / 64) as usize & 3] & (1 << (sid % 64)) != 0 {
-                narrowed = None;
-            }
+        if narrowed.is_some_and(|(sid, _)| has_stream(&m.moved, sid)) {
+            narrowed = None;
         }
         self.inflight.synchronize_regions(&fenced, narrowed);
         m.moved = [0; 4];
@@ -660,8 +643,8 @@ impl Dart {
         }
         let mut mask = [0u64; 4];
         match sid {
-            Some(s) => set_bit(&mut mask, s),
-            None => (0..self.stream_count()).for_each(|s| set_bit(&mut mask, s)),
+            Some(s) => set_stream(&mut mask, s),
+            None => (0..self.stream_count()).for_each(|s| set_stream(&mut mask, s)),
         }
         self.flush_streams(mask);
         Ok(())
@@ -691,7 +674,7 @@ impl Dart {
         }
         drop(m);
         self.emit_since(traced, || EventKind::Flush {
-            streams: (0..self.stream_count()).filter(|&s| mask[s as usize / 64] & (1 << (s % 64)) != 0).collect(),
+            streams: (0..self.stream_count()).filter(|&s| has_stream(&mask, s)).collect(),
         });
     }
 

@@ -108,6 +108,58 @@ pub(crate) fn region_mask(iova: u64, len: u64) -> u64 {
     }
 }
 
+/// Stream sets travel as bitmaps: bit `sid % 64` of word `sid / 64` (the
+/// mapper's invalidations, the in-flight tracker's `synchronize_regions`).
+/// Sets stream `sid`'s bit of `bits`.
+#[inline]
+pub(crate) fn set_stream(bits: &mut [u64; 4], sid: u32) {
+    bits[(sid / 64) as usize & 3] |= 1 << (sid % 64);
+}
+
+/// Clears stream `sid`'s bit of `bits` (see [`set_stream`]).
+#[inline]
+pub(crate) fn clear_stream(bits: &mut [u64; 4], sid: u32) {
+    bits[(sid / 64) as usize & 3] &= !(1 << (sid % 64));
+}
+
+/// Whether stream `sid`'s bit of `bits` is set (see [`set_stream`]).
+#[inline]
+pub(crate) fn has_stream(bits: &[u64; 4], sid: u32) -> bool {
+    bits[(sid / 64) as usize & 3] & (1 << (sid % 64)) != 0
+}
+
+/// The stream ids whose bits are set in `bits`, in increasing order (see
+/// [`set_stream`]).
+#[inline]
+pub(crate) fn streams_in(bits: [u64; 4]) -> StreamIds {
+    StreamIds { bits, word: 0 }
+}
+
+/// [`streams_in`]'s iterator: clears each bit as it yields it (a loop the
+/// compiler keeps as tight as the hand-written one it replaced; a
+/// `flat_map` of `successors` cost the mapper's unmap 175 instructions).
+pub(crate) struct StreamIds {
+    bits: [u64; 4],
+    word: usize,
+}
+
+impl Iterator for StreamIds {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while let Some(b) = self.bits.get_mut(self.word) {
+            if *b != 0 {
+                let s = self.word * 64 + b.trailing_zeros() as usize;
+                *b &= *b - 1;
+                return Some(s);
+            }
+            self.word += 1;
+        }
+        None
+    }
+}
+
 pub(crate) struct StreamState {
     config: AtomicU32,
     ttbr: [AtomicU64; 4],
@@ -220,6 +272,24 @@ impl StreamState {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A stream bitmap holds exactly the ids set in it, each in its word,
+    /// and lists them in increasing order, across word boundaries.
+    #[test]
+    fn stream_bitmaps_set_clear_test_and_list_their_ids() {
+        let mut bits = [0u64; 4];
+        assert_eq!(streams_in(bits).count(), 0);
+        for sid in [255, 0, 63, 64, 130] {
+            set_stream(&mut bits, sid);
+        }
+        assert_eq!(bits, [1 | 1 << 63, 1, 1 << 2, 1 << 63]);
+        assert_eq!(streams_in(bits).collect::<Vec<_>>(), [0, 63, 64, 130, 255]);
+        assert!(has_stream(&bits, 130) && !has_stream(&bits, 131));
+        clear_stream(&mut bits, 63);
+        clear_stream(&mut bits, 62); // not set: no change
+        assert_eq!(streams_in(bits).collect::<Vec<_>>(), [0, 64, 130, 255]);
+        assert_eq!(streams_in([u64::MAX; 4]).count(), 256);
+    }
 
     /// Every configuration round-trips through its bits, and exactly the
     /// enabled, translating, unbypassed ones read as translating.
