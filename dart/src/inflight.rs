@@ -1038,8 +1038,7 @@ mod tests {
         let f = InFlight::new();
         drop(f.enter(1, a)); // an exclusive slot has entered: bursts apply
         f.synchronize_regions(&[2, 0, 0, 0], Some((1, b)));
-        let flags: Vec<u64> = (0..4).map(|s| f.fenced[s].load(Ordering::Relaxed)).collect();
-        assert_eq!(flags, [0, b, 0, 0], "only stream 1's region b is flagged");
+        assert_eq!(flags4(&f), [0, b, 0, 0], "only stream 1's region b is flagged");
         assert!(f.writer.lock().burst.is_some());
         assert_eq!(f.writer.lock().covered[1], b);
 
