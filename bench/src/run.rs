@@ -23,6 +23,15 @@
 //! moves both sides of that ratio. Interleaving the rounds, rather than
 //! measuring one figure `N` times in a row, spreads each figure's
 //! measurements over the whole run.
+//!
+//! Rounds alternate direction: even rounds (counting from 0) run the plan
+//! forward, odd rounds backward (an ABBA order). Two figures that are
+//! compared are then measured A before B in half the rounds and B before A
+//! in the other half, so neither side of a ratio always follows the same
+//! workload (a two-thread baseline that leaves the cores busier or slower,
+//! say) or always comes later in a drift of the machine's speed. (With
+//! `--threads 1,2` and the baseline, `translate-churn` is measured eight
+//! measurements after the `translate` it is compared with.)
 
 use crate::baseline::{baseline_memory, BaselineMemory};
 use crate::system::{BenchError, BenchSystem, CHURN_BASE, HOT_PAGES, MAPPED, MAX_THREADS, PAGE, STREAM};
@@ -663,9 +672,10 @@ pub fn run(
     }
     let total = plan.len() * opts.rounds;
     let mut measured: Vec<Vec<Figure>> = plan.iter().map(|_| Vec::with_capacity(opts.rounds)).collect();
-    let mut figures = Vec::with_capacity(plan.len());
+    let mut figures: Vec<Option<Figure>> = plan.iter().map(|_| None).collect();
     for round in 0..opts.rounds {
-        for (i, (w, imp, threads, (worker, writer))) in plan.iter().enumerate() {
+        for (k, i) in round_order(plan.len(), round).enumerate() {
+            let (w, imp, threads, (worker, writer)) = &plan[i];
             let (w, imp, threads) = (*w, *imp, *threads);
             let mut tick = |elapsed| {
                 progress(Progress {
@@ -676,7 +686,7 @@ pub fn run(
                     seconds: opts.seconds,
                     round: round + 1,
                     rounds: opts.rounds,
-                    done: round * plan.len() + i,
+                    done: round * plan.len() + k,
                     total,
                 })
             };
@@ -687,19 +697,40 @@ pub fn run(
                 // Never `None`: this round just measured the item.
                 if let Some(f) = median_round(&measured[i]) {
                     done(&f);
-                    figures.push(f);
+                    figures[i] = Some(f);
                 }
             }
         }
     }
+    // In plan order, whichever way the last round went.
+    let mut figures: Vec<Figure> = figures.into_iter().flatten().collect();
     let keys: Vec<_> = plan.iter().map(|(w, imp, threads, _)| (*w, *imp, *threads)).collect();
     relate(&keys, &measured, &mut figures);
     Ok(figures)
 }
 
+/// The order in which round `round` (from 0) measures a plan of `n`
+/// items: forward in even rounds, backward in odd ones (module docs,
+/// [Rounds](self#rounds)).
+fn round_order(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    let backward = round % 2 == 1;
+    (0..n).map(move |k| if backward { n - 1 - k } else { k })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_run_the_plan_forward_then_backward() {
+        let order = |n, round| round_order(n, round).collect::<Vec<_>>();
+        assert_eq!(order(3, 0), [0, 1, 2]);
+        assert_eq!(order(3, 1), [2, 1, 0]);
+        assert_eq!(order(3, 2), [0, 1, 2]);
+        assert_eq!(order(3, 7), [2, 1, 0]);
+        assert_eq!(order(1, 1), [0]);
+        assert_eq!(order(0, 1), Vec::<usize>::new());
+    }
 
     #[test]
     fn uniform_stays_in_range_and_fills_it_evenly() {

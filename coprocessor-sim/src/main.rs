@@ -48,8 +48,9 @@ enum Command {
         /// Seconds per measurement (each figure is measured once per round).
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// Rounds (1 to 1000): the whole plan runs N times over, each
-        /// baseline figure still right after its dartemu figure; each figure
+        /// Rounds (1 to 1000): the whole plan runs N times over, forward in
+        /// odd-numbered rounds and backward in even ones, so each baseline
+        /// figure stays next to its dartemu figure; each figure
         /// is its median round by ns/op, with the min–max ns/op, and every
         /// ratio (`vs_baseline`, `vs_raw4k`, `vs_translate`, `vs_one_thread`)
         /// the median of the per-round ratios.
