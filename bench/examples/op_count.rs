@@ -60,6 +60,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 black_box(&buf);
             }
         }
+        "raw4k" => {
+            use frame_table::vm_memory::{Bytes, GuestAddress};
+            let pas = data.iter().map(|&f| frames.pa_of(f)).collect::<Result<Vec<_>, _>>()?;
+            let mem = frames.memory();
+            for _ in 0..n {
+                let iova = random(MAPPED) & !4095;
+                let pa = pas[(iova / PAGE) as usize] + iova % PAGE;
+                mem.read_slice(&mut buf, GuestAddress(pa))?;
+                black_box(&buf);
+            }
+        }
         "mapunmap" => {
             let frame = frames.alloc(FrameType::UserData, 1)?;
             let anchor = frames.alloc(FrameType::UserData, 1)?;
