@@ -723,6 +723,11 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
+        if len >= crate::walk::TOUCH_MIN_LEN {
+            // Decides nothing (`Dart::touch_leaf`): starts the leaf PTE's miss
+            // before the in-flight entry and the IOTLB probe.
+            std::hint::black_box(self.touch_leaf(sid, st, iova));
+        }
         let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
         match self.fast(st, sid, iova, len, dir, &guard) {

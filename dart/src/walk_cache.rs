@@ -55,6 +55,15 @@
 //! invalidation makes every region of the changed stream fence, so no DMA
 //! still walking its old tables is missed.
 //!
+//! *Touches.* A large DMA first touches the leaf PTE its walk would read
+//! ([`WalkCache::peek`]): before entering the in-flight tracker, it loads
+//! the PTE through the table its row holds for the block, under any
+//! generation, and throws the value away. Nothing is decided by it: the
+//! entry may be dead and the table freed or reused, and the DMA still
+//! enters, checks the generation and walks as above. It only starts the
+//! line's miss early (see `Dart::touch_leaf`). The load is of memory that
+//! stays mapped, as every table address in the cache is.
+//!
 //! *What it keeps checking.* A walk through an entry still checks that the
 //! leaf's frame is device-reachable, as a full walk does. It does not
 //! check the leaf table's type again: the full walk that filled the entry
@@ -144,6 +153,15 @@ impl WalkCache {
         // Relaxed: only this row's owner writes it (see the protocol).
         (e.key.load(Ordering::Relaxed) == key && e.gen.load(Ordering::Relaxed) == gen)
             .then(|| e.table.load(Ordering::Relaxed))
+    }
+
+    /// The leaf table slot `lane`'s row holds for `key` under whatever
+    /// generation: possibly dead, so only for a load that decides nothing
+    /// (a touch: see "Touches" in the module docs). The caller owns `lane`.
+    #[inline(always)]
+    pub(crate) fn peek(&self, lane: usize, key: u64) -> Option<u64> {
+        let e = &self.rows.get(lane)?.0[Self::index(key)];
+        (e.key.load(Ordering::Relaxed) == key).then(|| e.table.load(Ordering::Relaxed))
     }
 
     /// Records in slot `lane`'s row that `key` walked to the leaf table at

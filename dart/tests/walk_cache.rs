@@ -9,6 +9,7 @@
 mod common;
 
 use dart::{Dart, DartConfig, DartError, Dir, FaultKind, Invalidation, StreamConfig, Variant};
+use frame_table::vm_memory::{Bytes, GuestAddress};
 use frame_table::{Counts, Frame, FrameTable, FrameTableConfig, FrameType, Perm};
 use std::sync::Arc;
 
@@ -170,5 +171,51 @@ fn every_thread_walks_to_the_same_answers_and_each_walk_counts_once() {
         .unwrap();
         assert_eq!(common::counters(&dart, 1), [5, 0, 5, 5, 2]);
         assert_eq!(common::live(&dart, 1), [X]);
+    });
+}
+
+/// DMAs of 1 KiB or more first touch the leaf PTE through the walk cache,
+/// under any generation (`Dart::touch_leaf`): that load decides nothing.
+/// A 4 KiB read after the page's leaf table was retired and another linked
+/// in reads the new frame; after a plain unmap it faults and copies
+/// nothing.
+#[test]
+fn large_dmas_read_what_the_tables_map_now_after_the_leaf_table_changes() {
+    on_fresh_thread(|| {
+        let (ft, dart) = setup(Invalidation::Strict);
+        let (f1, p1) = user_frame(&ft);
+        let (f2, p2) = user_frame(&ft);
+        let mem = ft.memory();
+        mem.write_slice(&[0x11; 4096], GuestAddress(p1)).unwrap();
+        mem.write_slice(&[0x22; 4096], GuestAddress(p2)).unwrap();
+        let mut buf = [0u8; 4096];
+
+        dart.map(1, X, &[f1], Perm::RW, None).unwrap();
+        dart.dma_read(1, X, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x11));
+        assert_eq!(common::counters(&dart, 1), [1, 0, 1, 1, 0]);
+        let first_leaf = tables(&dart);
+
+        // The leaf table is retired (the only page unmapped) and a new one
+        // linked for the same block, mapping X to f2.
+        assert_eq!(dart.unmap(1, X, PAGE), Ok(1));
+        dart.map(1, X, &[f2], Perm::RW, None).unwrap();
+        assert_eq!(tables(&dart).len(), first_leaf.len(), "root and one leaf table again");
+        dart.dma_read(1, X, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x22), "the new mapping, not the old leaf's");
+        assert_eq!(common::counters(&dart, 1), [2, 0, 2, 2, 0]);
+        assert_eq!(common::live(&dart, 1), [X]);
+
+        // Unmapped again: the walk faults, nothing is copied.
+        assert_eq!(dart.unmap(1, X, PAGE), Ok(1));
+        let mut buf = [0xa5u8; 4096];
+        match dart.dma_read(1, X, &mut buf) {
+            Err(DartError::Fault(f)) => assert_eq!((f.kind, f.iova), (FaultKind::NoL1, X)),
+            other => panic!("expected a NoL1 fault, got {other:?}"),
+        }
+        assert!(buf.iter().all(|&b| b == 0xa5), "nothing copied");
+        assert_eq!(common::counters(&dart, 1), [3, 0, 3, 3, 1]);
+        assert_eq!(common::live(&dart, 1), Vec::<u64>::new());
+        assert_eq!(dart.check_iotlb_coherent(), Ok(()));
     });
 }
