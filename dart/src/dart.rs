@@ -726,7 +726,7 @@ impl Dart {
         if len >= crate::walk::TOUCH_MIN_LEN {
             // Decides nothing (`Dart::touch_leaf`): starts the leaf PTE's miss
             // before the in-flight entry and the IOTLB probe.
-            std::hint::black_box(self.touch_leaf(sid, st, iova));
+            self.touch_leaf(sid, st, iova);
         }
         let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();

@@ -119,7 +119,10 @@
 //! [`InFlight::synchronize`] name every region of the streams they
 //! cover. So a reader of a region that is not named reads no PTE, IOTLB
 //! entry or table the invalidation changed, and no frame it frees (a
-//! frame mapped there too is still mapped).
+//! frame mapped there too is still mapped). (A large DMA may prefetch a
+//! leaf PTE's line before it enters, from its walk-cache row, whatever
+//! the generation: a prefetch reads nothing, and the DMA then enters and
+//! walks as every reader does; `crate::walk_cache`, "Touches".)
 //!
 //! Bits are set only under the writer mutex, so a burst's end cannot
 //! clear a bit between its setting and the barrier that covers it. A burst

@@ -40,6 +40,25 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
     mem.write_slice(data, GuestAddress(pa)).is_ok()
 }
 
+/// Asks the CPU to bring the cache line at host address `addr` in, and
+/// returns at once. A hint, not an access: it reads nothing a program can
+/// observe, never faults and never races, whatever `addr` is (freed,
+/// reused, or not mapped at all). Only on x86-64; elsewhere it does
+/// nothing (the AArch64 instruction needs `asm!` that this machine, with
+/// only the x86-64 target, cannot build).
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs SSE, part of the x86-64 baseline that
+    // every x86-64 target enables; `prefetcht0` does not access memory in
+    // the language's sense, so no address can make it undefined behaviour.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 /// Host addresses of physical memory, for the walker's PTE loads.
 ///
 /// vm-memory's checked `load` finds the region, checks bounds and builds a
@@ -160,6 +179,15 @@ impl PteLoader {
         // `host` page aligned makes the pointer 8-byte aligned. Every access
         // to a PTE is atomic, so there is never a data race on it.
         unsafe { &*ptr }.load(Ordering::Acquire)
+    }
+
+    /// The host address of PTE `index` (modulo the entries a table holds)
+    /// of the table kept as `bits` ([`HostTable::to_bits`]), for
+    /// [`prefetch`]: nothing reads it. `bits` need not name a live table:
+    /// a prefetch of any address is harmless.
+    #[inline(always)]
+    pub(crate) fn pte_address(&self, bits: u64, index: u64) -> usize {
+        bits.wrapping_add(8 * (index & self.table_index_mask)) as usize
     }
 
     /// The PTE at `pa` as an atomic, if `pa` is 8-byte aligned and inside

@@ -97,10 +97,11 @@ impl Walker {
     }
 }
 
-/// The shortest DMA that touches its leaf PTE before entering
-/// ([`Dart::touch_leaf`]): a DMA that copies 1 KiB or more spends far more
-/// than the touch's cost in its copy, and is likely one of a run of long
-/// copies whose tails the touch overlaps.
+/// The shortest DMA (by the length asked for) that touches its leaf PTE
+/// before entering ([`Dart::touch_leaf`]): a DMA that copies 1 KiB or more
+/// spends far more than the touch's cost in its copy, and is likely one of
+/// a run of long copies whose tails the touch overlaps. The touch is
+/// wasted on a DMA that then hits the IOTLB or faults.
 pub(crate) const TOUCH_MIN_LEN: u64 = 1024;
 
 impl Dart {
@@ -140,12 +141,22 @@ impl Dart {
         let gen = self.walk_cache.gen();
         let key = WalkCache::key(sid, iova >> plan.block_shift);
         let page = iova >> plan.leaf_shift;
-        let pte = match self.cached_leaf_table(lane, key, Some(gen)) {
+        let pte = match self.walk_cache.lookup(lane, key, gen) {
             // Type-checked when the entry was filled, and still a
             // `dart-table` frame (`crate::walk_cache`, "What it keeps
-            // checking"). The loader takes the leaf index modulo the table
-            // itself.
-            Some(table) => self.ptes.load_in(table, page),
+            // checking").
+            Some(bits) => {
+                // SAFETY: this DART's walk cache holds only what the arm
+                // below stores in it, `HostTable` bits from this loader, and
+                // the entry read is one such store: a row's entries are
+                // written by the thread that owns its lane alone and pass
+                // from owner to owner through the slot mutex, so a lookup
+                // sees the last fill's key, generation and table together;
+                // an entry never filled has key 0, which no lookup matches.
+                let table = unsafe { HostTable::from_bits(bits) };
+                // The loader takes the leaf index modulo the table itself.
+                self.ptes.load_in(table, page)
+            }
             None => {
                 let table = self.walk_to_leaf_table(st, plan, iova)?;
                 let pte = self.table_pte(table, page & plan.index_mask)?;
@@ -163,48 +174,49 @@ impl Dart {
         }
     }
 
-    /// The leaf table lane `lane`'s walk cache row holds for `key`: under
-    /// generation `gen` for a walk, under any for a touch (`None`).
-    #[inline(always)]
-    fn cached_leaf_table(&self, lane: usize, key: u64, gen: Option<u64>) -> Option<HostTable> {
-        let bits = match gen {
-            Some(gen) => self.walk_cache.lookup(lane, key, gen)?,
-            None => self.walk_cache.peek(lane, key)?,
-        };
-        // SAFETY: this DART's walk cache holds only what `walk` stores in
-        // it, `HostTable` bits from this loader, and the entry read is one
-        // such store: a row's entries are written by the thread that owns
-        // its lane alone and pass from owner to owner through the slot
-        // mutex, so a lookup sees the last fill's key, generation and table
-        // together; an entry never filled has key 0, which no lookup
-        // matches. Whatever its generation, such a table lies in this
-        // DART's physical memory, which stays mapped.
-        Some(unsafe { HostTable::from_bits(bits) })
-    }
-
-    /// Loads, and returns for the caller to discard, the leaf PTE that a
-    /// walk of `iova` through the walk cache would read, if the calling
-    /// thread's row holds the block (under any generation: the value
-    /// decides nothing; `crate::walk_cache`, "Touches").
+    /// Prefetches the leaf PTE that a walk of `iova` through the walk cache
+    /// would read, if the calling thread's row holds the block: the line
+    /// [`Dart::touch_address`] names. Decides nothing (`crate::walk_cache`,
+    /// "Touches").
     ///
     /// Why: a DMA's copy is a long run of loads and stores, and the next
     /// DMA's walk comes some hundred instructions into it; while the copy
     /// before it has not retired, the leaf PTE's load may not even issue,
     /// and in the loop of `dma4k` the line has left the caches. Issued
     /// first, the miss overlaps the copy's tail, as `raw4k`'s lookup of the
-    /// physical address does. `dma4k` ÷ `raw4k`: 0.905 → 0.937 and 0.909 →
-    /// 0.937 (two sets of 10 alternating runs of each binary, medians of
-    /// `bench --workload dma4k,raw4k --rounds 5 --seconds 0.3`). (A load of
-    /// `raw4k`'s physical address placed 160 independent instructions
-    /// later cost it about 100 ns a read.) The touch costs 1–2 ns: 64-byte
-    /// DMAs that hit the IOTLB went from 18.2 to 19.1–20.1 ns with it, so
-    /// only DMAs of [`TOUCH_MIN_LEN`] bytes or more make it.
+    /// physical address does. (A load of `raw4k`'s physical address placed
+    /// 160 independent instructions later cost it about 100 ns a read.)
+    /// Measured first as a load (`dma4k` ÷ `raw4k` 0.905 → 0.937 and 0.909
+    /// → 0.937, two sets of 10 alternating runs of each binary, medians of
+    /// `bench --workload dma4k,raw4k --rounds 5 --seconds 0.3`), then as
+    /// this prefetch, which unlike a load cannot race with whatever reuses
+    /// a freed table's frame, and does not hold back the loads after it
+    /// (one set of 8: 0.877 without a touch, 0.935 with either).
+    /// It costs 1–2 ns: 64-byte DMAs that hit the IOTLB went from 18.2 to
+    /// 19.1–20.1 ns with the load, so only DMAs of [`TOUCH_MIN_LEN`] bytes
+    /// or more make it.
     #[inline(always)]
-    pub(crate) fn touch_leaf(&self, sid: u32, st: &StreamState, iova: u64) -> Option<u64> {
+    pub(crate) fn touch_leaf(&self, sid: u32, st: &StreamState, iova: u64) {
+        if let Some(addr) = self.touch_address(sid, st, iova) {
+            crate::phys::prefetch(addr);
+        }
+    }
+
+    /// The host address of the leaf PTE a walk of `iova` (on stream `sid`,
+    /// `st`) through the calling thread's walk-cache row would read, if the
+    /// row holds the block under any generation ([`WalkCache::peek`]):
+    /// possibly in a table since freed or reused. `None` for a thread
+    /// without a slot, a stream that does not translate, an IOVA past the
+    /// geometry, or a block the row does not hold.
+    #[inline(always)]
+    pub(crate) fn touch_address(&self, sid: u32, st: &StreamState, iova: u64) -> Option<usize> {
         let (lane, config) = (crate::slot::held()?, st.translating_config()?);
         let plan = self.walker.plan(config);
-        let table = self.cached_leaf_table(lane, WalkCache::key(sid, iova >> plan.block_shift), None)?;
-        Some(self.ptes.load_in(table, iova >> plan.leaf_shift))
+        if iova >= plan.iova_limit {
+            return None;
+        }
+        let bits = self.walk_cache.peek(lane, WalkCache::key(sid, iova >> plan.block_shift))?;
+        Some(self.ptes.pte_address(bits, iova >> plan.leaf_shift))
     }
 
     /// The levels above the leaf: from the TTBR to the leaf table's address.
@@ -245,11 +257,12 @@ mod tests {
     use frame_table::{FrameTable, FrameTableConfig, Perm};
     use std::sync::Arc;
 
-    /// A touch loads the leaf PTE a walk through the cache would read, for
+    /// A touch names the leaf PTE a walk through the cache would read, for
     /// a thread whose row holds the block, under any generation; else
-    /// nothing. Each step, then the touch's answer and the DMA's.
+    /// nothing. Each step, then the address the touch would prefetch and
+    /// the DMA's result.
     #[test]
-    fn a_touch_loads_the_leaf_pte_a_cached_walk_reads_and_decides_nothing() {
+    fn a_touch_names_the_leaf_pte_a_cached_walk_reads_and_decides_nothing() {
         // Its own thread: no slot, no walk-cache row yet.
         std::thread::spawn(|| {
             const PAGE: u64 = 0x4000;
@@ -257,31 +270,37 @@ mod tests {
             let d = Dart::new(frames.clone(), DartConfig::new("touch", Variant::T8110)).unwrap();
             d.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
             let data = frames.alloc(FrameType::UserData, 1).unwrap();
-            let pfn = frames.pa_of(data[0]).unwrap() / PAGE;
             let (x, elsewhere) = (0x0200_0000 + 5 * PAGE, 0x0400_0000);
             d.map(1, x, &data, Perm::RW, None).unwrap();
-            let (st, decode) = (&d.streams[1], |pte| d.walker.decoder.tlb_value(pte));
+            let st = &d.streams[1];
+            // Where x's leaf PTE lies in host memory: PTE 5 of the table
+            // that is not the root.
+            let root = d.ttbr(1, 0).unwrap().unwrap();
+            let leaf_table = d.table_frames().into_iter().map(|f| frames.pa_of(f).unwrap()).find(|&pa| pa != root);
+            let host = d.ptes.table(leaf_table.unwrap()).unwrap().to_bits() as usize;
+            let (pte_x, pte_next) = (host + 8 * 5, host + 8 * 6);
 
             // No DMA on this thread yet: no slot, so no row to read.
             assert_eq!(crate::slot::held(), None);
-            assert_eq!(d.touch_leaf(1, st, x), None);
+            assert_eq!(d.touch_address(1, st, x), None);
 
             // A DMA claims a slot and its walk fills the row: the touch
-            // reads x's leaf, which names the data frame.
+            // names x's leaf PTE, and the next page's in the same table.
             d.dma_read(1, x, &mut [0u8; 64]).unwrap();
-            let pte = d.touch_leaf(1, st, x).expect("the row holds x's block");
-            assert_eq!(decode(pte).map(tlb_value::page_number), Some(pfn));
-            // The next page of the block: its own leaf, not mapped.
-            assert_eq!(d.touch_leaf(1, st, x + PAGE).map(decode), Some(None));
+            assert_eq!(d.touch_address(1, st, x), Some(pte_x));
+            assert_eq!(d.touch_address(1, st, x + PAGE), Some(pte_next));
             // Another block, and a stream that does not translate: nothing.
-            assert_eq!(d.touch_leaf(1, st, elsewhere), None);
-            assert_eq!(d.touch_leaf(2, &d.streams[2], x), None);
+            assert_eq!(d.touch_address(1, st, elsewhere), None);
+            assert_eq!(d.touch_address(2, &d.streams[2], x), None);
+            d.touch_leaf(1, st, x);
 
             // The unmap retires the leaf table and moves the walk
             // generation: the row's entry is dead, and the touch still
-            // reads through it, but the DMA walks from the TTBR and faults.
+            // names the retired table's line, but the DMA walks from the
+            // TTBR and faults.
             d.unmap(1, x, PAGE).unwrap();
-            assert!(d.touch_leaf(1, st, x).is_some(), "a dead entry is still read");
+            assert_eq!(d.touch_address(1, st, x), Some(pte_x), "a dead entry is still read");
+            d.touch_leaf(1, st, x);
             let mut buf = [0xa5u8; 4096];
             match d.dma_read(1, x, &mut buf) {
                 Err(DartError::Fault(f)) => assert_eq!((f.kind, f.iova), (FaultKind::NoL1, x)),

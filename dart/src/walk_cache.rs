@@ -32,7 +32,7 @@
 //! entry after a full walk that found the leaf table, tagged with the
 //! generation it loaded *before* that walk.
 //!
-//! *Why an entry can never name a freed or changed table.* A table is
+//! *Why a live entry can never name a freed or changed table.* A table is
 //! freed only after it was unlinked, the generation bumped, and then
 //! `InFlight::synchronize` returned (strict unmap; deferred unmap leaves the
 //! table pending until a flush, which synchronizes). The DMA loads the
@@ -56,13 +56,12 @@
 //! still walking its old tables is missed.
 //!
 //! *Touches.* A large DMA first touches the leaf PTE its walk would read
-//! ([`WalkCache::peek`]): before entering the in-flight tracker, it loads
-//! the PTE through the table its row holds for the block, under any
-//! generation, and throws the value away. Nothing is decided by it: the
-//! entry may be dead and the table freed or reused, and the DMA still
-//! enters, checks the generation and walks as above. It only starts the
-//! line's miss early (see `Dart::touch_leaf`). The load is of memory that
-//! stays mapped, as every table address in the cache is.
+//! ([`WalkCache::peek`]): before entering the in-flight tracker, it
+//! prefetches the PTE's line in the table its row holds for the block,
+//! under any generation. A prefetch reads nothing: the entry may be dead
+//! and its table freed or reused, and the DMA still enters, checks the
+//! generation and walks as above. It only starts the line's miss early
+//! (see `Dart::touch_leaf`).
 //!
 //! *What it keeps checking.* A walk through an entry still checks that the
 //! leaf's frame is device-reachable, as a full walk does. It does not
@@ -228,6 +227,31 @@ mod tests {
         cache.fill(0, a, g1, 0x4000);
         cache.fill(0, far, g1, 0x10000);
         assert_eq!((cache.lookup(0, a, g1), cache.lookup(0, far, g1)), (None, Some(0x10000)));
+    }
+
+    /// A peek (for a touch) reads an entry whatever its generation, and
+    /// only the entry of its own key in its own row.
+    #[test]
+    fn a_peek_reads_its_key_s_entry_under_any_generation() {
+        let cache = WalkCache::new(2);
+        let held = Mapper::default();
+        let (a, b) = (WalkCache::key(1, 5), WalkCache::key(2, 5));
+        let g = cache.gen();
+        // Empty: nothing.
+        assert_eq!((cache.peek(0, a), cache.peek(1, a), cache.peek(2, a)), (None, None, None));
+        // Filled: in its row, for its key only.
+        cache.fill(0, a, g, 0x4000);
+        assert_eq!((cache.peek(0, a), cache.peek(1, a), cache.peek(0, b)), (Some(0x4000), None, None));
+        // Dead (the generation moved): no lookup finds it, a peek still does.
+        cache.invalidate(&held);
+        assert_eq!((cache.lookup(0, a, cache.gen()), cache.peek(0, a)), (None, Some(0x4000)));
+        // Evicted by another key of its index: gone for both.
+        let far = WalkCache::key(1, 5 + WALK_ENTRIES as u64);
+        cache.fill(0, far, cache.gen(), 0x10000);
+        assert_eq!((cache.peek(0, a), cache.peek(0, far)), (None, Some(0x10000)));
+        // A lane past the rows holds nothing.
+        cache.fill(2, a, cache.gen(), 0xc000);
+        assert_eq!(cache.peek(2, a), None);
     }
 
     #[test]

@@ -174,11 +174,11 @@ fn every_thread_walks_to_the_same_answers_and_each_walk_counts_once() {
     });
 }
 
-/// DMAs of 1 KiB or more first touch the leaf PTE through the walk cache,
-/// under any generation (`Dart::touch_leaf`): that load decides nothing.
-/// A 4 KiB read after the page's leaf table was retired and another linked
-/// in reads the new frame; after a plain unmap it faults and copies
-/// nothing.
+/// DMAs of 1 KiB or more first touch (prefetch) the leaf PTE through the
+/// walk cache, under any generation (`Dart::touch_leaf`): that decides
+/// nothing. A 4 KiB read after the page's leaf table was retired and
+/// another, in another frame, linked in reads the new mapping; after a
+/// plain unmap it faults and copies nothing.
 #[test]
 fn large_dmas_read_what_the_tables_map_now_after_the_leaf_table_changes() {
     on_fresh_thread(|| {
@@ -197,10 +197,16 @@ fn large_dmas_read_what_the_tables_map_now_after_the_leaf_table_changes() {
         let first_leaf = tables(&dart);
 
         // The leaf table is retired (the only page unmapped) and a new one
-        // linked for the same block, mapping X to f2.
+        // linked for the same block, mapping X to f2. The retired table's
+        // frame is taken first, so the new table is in another frame and
+        // the walk cache's dead entry names the old one.
         assert_eq!(dart.unmap(1, X, PAGE), Ok(1));
+        let spare = ft.alloc(FrameType::UserData, 1).unwrap();
         dart.map(1, X, &[f2], Perm::RW, None).unwrap();
-        assert_eq!(tables(&dart).len(), first_leaf.len(), "root and one leaf table again");
+        let second_leaf = tables(&dart);
+        assert_eq!(second_leaf.len(), first_leaf.len(), "root and one leaf table again");
+        assert_ne!(second_leaf, first_leaf, "in another frame");
+        drop(spare);
         dart.dma_read(1, X, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0x22), "the new mapping, not the old leaf's");
         assert_eq!(common::counters(&dart, 1), [2, 0, 2, 2, 0]);
