@@ -69,11 +69,12 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut buf = vec![0u8; 4096];
+    let mut page = dartemu_bench::ReadBuffer::new();
+    let buf = page.first(4096);
     c.bench_function("dma4k", |b| {
         b.iter(|| {
             let iova = random_iova(&mut rng, 4096);
-            black_box(d.dma_read(STREAM, iova, &mut buf))
+            black_box(d.dma_read(STREAM, iova, buf))
         })
     });
 

@@ -7,6 +7,7 @@
 //! target/release/examples/dma_probe                 # every variant
 //! target/release/examples/dma_probe raw4k raw-late  # some of them
 //! N=4000000 target/release/examples/dma_probe dma64-hot
+//! OFF=16 target/release/examples/dma_probe raw4k raw-off
 //! ```
 //!
 //! - `raw4k`: the bench's `raw4k` (the physical address from a table by
@@ -15,6 +16,9 @@
 //!   depend on placed before it, as a walk places its PTE load after the
 //!   in-flight entry and the IOTLB probe (on x86-64; elsewhere 40 steps
 //!   through memory);
+//! - `raw-off`: `raw4k` into a buffer `OFF` bytes (16 unless the `OFF`
+//!   variable says; at most 4096) past a page boundary; every other
+//!   variant reads into a page-aligned `ReadBuffer`, as the bench does;
 //! - `dma4k`: `Dart::dma_read` of 4 KiB;
 //! - `xlate-only`: `Dart::translate` of the same 4 KiB, no copy;
 //! - `dma64-hot`: `Dart::dma_read` of 64 bytes within the first 64 pages
@@ -33,7 +37,7 @@ const PAGE: u64 = 16 << 10;
 const MAPPED: u64 = 1 << 30;
 const STREAM: u32 = 1;
 const ROUNDS: u64 = 21;
-const VARIANTS: [&str; 5] = ["raw4k", "raw-late", "dma4k", "xlate-only", "dma64-hot"];
+const VARIANTS: [&str; 6] = ["raw4k", "raw-late", "raw-off", "dma4k", "xlate-only", "dma64-hot"];
 
 /// 160 single-cycle additions to four scratch registers, in four chains
 /// of 40: they fill the out-of-order window ahead of what follows without
@@ -76,7 +80,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mem = sys.frames.memory();
     let raw =
         |iova: u64, buf: &mut [u8]| mem.read_slice(buf, GuestAddress(sys.pas[(iova / PAGE) as usize] + iova % PAGE));
-    let mut buf = vec![0u8; 4096];
+    let mut page = dartemu_bench::ReadBuffer::new();
+    let buf = page.first(4096);
+    #[repr(align(4096))]
+    struct Two([u8; 8192]);
+    let mut two = Box::new(Two([0; 8192]));
+    let off: usize = std::env::var("OFF").ok().map(|v| v.parse()).transpose()?.unwrap_or(16);
+    let offset = two.0.get_mut(off..off + 4096).ok_or_else(|| format!("OFF={off}: at most 4096"))?;
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS {
         for (k, &v) in variants.iter().enumerate() {
@@ -85,18 +95,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..n {
                 let iova = dartemu_bench::uniform(&mut rng, MAPPED) & !4095;
                 match v {
-                    "raw4k" => raw(iova, &mut buf)?,
+                    "raw4k" => raw(iova, buf)?,
+                    "raw-off" => raw(iova, offset)?,
                     "raw-late" => {
                         independent_instructions();
-                        raw(iova, &mut buf)?;
+                        raw(iova, buf)?;
                     }
-                    "dma4k" => sys.dart.dma_read(STREAM, iova, &mut buf)?,
+                    "dma4k" => sys.dart.dma_read(STREAM, iova, buf)?,
                     "xlate-only" => {
                         black_box(sys.dart.translate(STREAM, iova, 4096, Dir::Read)?.first().pa);
                     }
                     _ => sys.dart.dma_read(STREAM, iova % (64 * PAGE), &mut buf[..64])?,
                 }
-                black_box(&buf);
+                black_box(&*buf);
             }
             ns[k].push(start.elapsed().as_nanos() as f64 / n as f64);
         }

@@ -42,7 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut rng = dartemu_bench::HarnessRng::with_seed(2);
     let mut random = |range: u64| dartemu_bench::uniform(&mut rng, range);
-    let mut buf = [0u8; 4096];
+    let mut page = dartemu_bench::ReadBuffer::new();
+    let buf = page.first(4096);
     match workload.as_str() {
         "translate-hot" | "translate" => {
             let range = if workload == "translate" { MAPPED } else { 64 * PAGE };
@@ -56,8 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "dma4k" => {
             for _ in 0..n {
-                dart.dma_read(STREAM, random(MAPPED) & !4095, &mut buf)?;
-                black_box(&buf);
+                dart.dma_read(STREAM, random(MAPPED) & !4095, buf)?;
+                black_box(&*buf);
             }
         }
         "raw4k" => {
@@ -67,8 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..n {
                 let iova = random(MAPPED) & !4095;
                 let pa = pas[(iova / PAGE) as usize] + iova % PAGE;
-                mem.read_slice(&mut buf, GuestAddress(pa))?;
-                black_box(&buf);
+                mem.read_slice(buf, GuestAddress(pa))?;
+                black_box(&*buf);
             }
         }
         "mapunmap" => {

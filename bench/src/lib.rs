@@ -7,13 +7,16 @@
 //! - [`baseline`]: what a user would pick instead: vm-memory's `IommuMemory`
 //!   over a `RwLock`ed, fully populated vm-memory `Iotlb`.
 //! - [`mod@run`]: threads, timing and the figures (SPEC §8's JSON fields).
+//! - [`buffer`]: the page-aligned buffer every reading workload copies into.
 #![deny(missing_docs)]
 
 pub mod baseline;
+pub mod buffer;
 pub mod run;
 pub mod system;
 pub mod workload;
 
+pub use buffer::{ReadBuffer, READ_BUFFER_BYTES};
 pub use run::{
     run, uniform, BenchOptions, Figure, HarnessRng, Implementation, PairedRatio, Progress, DEFAULT_IOTLB_ENTRIES,
     MAX_ROUNDS,

@@ -360,7 +360,9 @@ fn measure(
 }
 
 /// A worker that runs `op(iova, buf)` at random `align`-aligned IOVAs of the
-/// first `pages` pages, with a `len`-byte buffer of its own.
+/// first `pages` pages, with a `len`-byte buffer of its own (`len` at most
+/// [`crate::READ_BUFFER_BYTES`]), page-aligned for every workload and
+/// implementation alike ([`crate::buffer`]).
 fn random_access<'a>(
     pages: u64,
     align: u64,
@@ -369,10 +371,11 @@ fn random_access<'a>(
 ) -> Box<Worker<'a>> {
     Box::new(move |t, stop| {
         let mut rng = rng_for(t);
-        let mut buf = vec![0u8; len];
+        let mut page = crate::ReadBuffer::new();
+        let buf = page.first(len);
         spin(stop, || {
             let iova = random_iova(&mut rng, pages, align);
-            op(iova, &mut buf)?;
+            op(iova, buf)?;
             // Keeps what the operation read; a translation's own result is
             // kept by its operation (`len` 0: nothing to keep here).
             if len != 0 {
