@@ -70,7 +70,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     let mut page = dartemu_bench::ReadBuffer::new();
-    let buf = page.first(4096);
+    let buf = page.first(4096).expect("a ReadBuffer holds 4 KiB");
     c.bench_function("dma4k", |b| {
         b.iter(|| {
             let iova = random_iova(&mut rng, 4096);

@@ -81,12 +81,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let raw =
         |iova: u64, buf: &mut [u8]| mem.read_slice(buf, GuestAddress(sys.pas[(iova / PAGE) as usize] + iova % PAGE));
     let mut page = dartemu_bench::ReadBuffer::new();
-    let buf = page.first(4096);
+    let buf = page.first(4096).ok_or("a ReadBuffer holds 4 KiB")?;
     #[repr(align(4096))]
     struct Two([u8; 8192]);
     let mut two = Box::new(Two([0; 8192]));
     let off: usize = std::env::var("OFF").ok().map(|v| v.parse()).transpose()?.unwrap_or(16);
-    let offset = two.0.get_mut(off..off + 4096).ok_or_else(|| format!("OFF={off}: at most 4096"))?;
+    let end = off.checked_add(4096).ok_or_else(|| format!("OFF={off}: at most 4096"))?;
+    let offset = two.0.get_mut(off..end).ok_or_else(|| format!("OFF={off}: at most 4096"))?;
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS {
         for (k, &v) in variants.iter().enumerate() {
@@ -96,7 +97,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let iova = dartemu_bench::uniform(&mut rng, MAPPED) & !4095;
                 match v {
                     "raw4k" => raw(iova, buf)?,
-                    "raw-off" => raw(iova, offset)?,
+                    "raw-off" => {
+                        raw(iova, offset)?;
+                        black_box(&*offset);
+                    }
                     "raw-late" => {
                         independent_instructions();
                         raw(iova, buf)?;

@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = dartemu_bench::HarnessRng::with_seed(2);
     let mut random = |range: u64| dartemu_bench::uniform(&mut rng, range);
     let mut page = dartemu_bench::ReadBuffer::new();
-    let buf = page.first(4096);
+    let buf = page.first(4096).ok_or("a ReadBuffer holds 4 KiB")?;
     match workload.as_str() {
         "translate-hot" | "translate" => {
             let range = if workload == "translate" { MAPPED } else { 64 * PAGE };

@@ -5,7 +5,7 @@
 //! longer (25–115 ns, in two sets of runs) into a destination 16 to 48
 //! bytes past a page boundary than into a page-aligned one; at 64, 208,
 //! 256, 736, 2048, 3232, 4000 or 4080 bytes past it, no longer (`OFF=16
-//! examples/dma_probe raw4k raw-off`; likely the copy's loads falsely
+//! target/release/examples/dma_probe raw4k raw-off`; likely the copy's loads falsely
 //! waiting on its own stores, whose addresses agree in their low 12
 //! bits). Worker threads' 4 KiB `Vec`s landed 208, 3232, 3280 and 3328
 //! bytes past a page in one check, outside that band; but where they land
@@ -33,11 +33,10 @@ impl ReadBuffer {
         ReadBuffer(Box::new(Page([0; READ_BUFFER_BYTES])))
     }
 
-    /// Its first `len` bytes (all of them if `len` is larger), starting at
-    /// the page-aligned first byte.
-    pub fn first(&mut self, len: usize) -> &mut [u8] {
-        let len = len.min(READ_BUFFER_BYTES);
-        &mut self.0 .0[..len]
+    /// Its first `len` bytes, starting at the page-aligned first byte;
+    /// `None` if `len` is more than [`READ_BUFFER_BYTES`].
+    pub fn first(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.0 .0.get_mut(..len)
     }
 }
 
@@ -52,15 +51,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_read_buffer_is_page_aligned_zeroed_and_clamped() {
+    fn a_read_buffer_is_page_aligned_zeroed_and_refuses_longer_reads() {
         let mut b = ReadBuffer::new();
-        assert_eq!(b.first(4096).as_ptr() as usize % 4096, 0);
-        assert!(b.first(4096).iter().all(|&x| x == 0));
-        assert_eq!(b.first(64).len(), 64);
-        assert_eq!(b.first(0).len(), 0);
-        assert_eq!(b.first(1 << 20).len(), READ_BUFFER_BYTES);
+        let whole = b.first(4096).unwrap();
+        assert_eq!(whole.as_ptr() as usize % 4096, 0);
+        assert!(whole.iter().all(|&x| x == 0));
+        assert_eq!(b.first(64).map(|s| s.len()), Some(64));
+        assert_eq!(b.first(0).map(|s| s.len()), Some(0));
+        assert!(b.first(4097).is_none(), "a longer read does not fit");
         // Another buffer: aligned too, wherever the allocator put it.
         let mut c = ReadBuffer::default();
-        assert_eq!(c.first(8).as_ptr() as usize % 4096, 0);
+        assert_eq!(c.first(8).map(|s| s.as_ptr() as usize % 4096), Some(0));
     }
 }

@@ -360,9 +360,9 @@ fn measure(
 }
 
 /// A worker that runs `op(iova, buf)` at random `align`-aligned IOVAs of the
-/// first `pages` pages, with a `len`-byte buffer of its own (`len` at most
-/// [`crate::READ_BUFFER_BYTES`]), page-aligned for every workload and
-/// implementation alike ([`crate::buffer`]).
+/// first `pages` pages, with a `len`-byte buffer of its own, page-aligned
+/// for every workload and implementation alike ([`crate::buffer`]); a
+/// `len` past [`crate::READ_BUFFER_BYTES`] is an error.
 fn random_access<'a>(
     pages: u64,
     align: u64,
@@ -372,7 +372,10 @@ fn random_access<'a>(
     Box::new(move |t, stop| {
         let mut rng = rng_for(t);
         let mut page = crate::ReadBuffer::new();
-        let buf = page.first(len);
+        let Some(buf) = page.first(len) else {
+            let max = crate::READ_BUFFER_BYTES;
+            return Err(BenchError::Options(format!("a {len}-byte read does not fit the {max}-byte read buffer")));
+        };
         spin(stop, || {
             let iova = random_iova(&mut rng, pages, align);
             op(iova, buf)?;

@@ -723,7 +723,7 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        if len >= crate::walk::TOUCH_MIN_LEN {
+        if cfg!(target_arch = "x86_64") && len >= crate::walk::TOUCH_MIN_LEN {
             // Decides nothing (`Dart::touch_leaf`): starts the leaf PTE's miss
             // before the in-flight entry and the IOTLB probe.
             self.touch_leaf(sid, st, iova);

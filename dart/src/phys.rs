@@ -45,13 +45,15 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
 /// observe, never faults and never races, whatever `addr` is (freed,
 /// reused, or not mapped at all). Only on x86-64; elsewhere it does
 /// nothing (the AArch64 instruction needs `asm!` that this machine, with
-/// only the x86-64 target, cannot build).
+/// only the x86-64 target, cannot build), and `Dart::access` does not
+/// even look for the address.
 #[inline(always)]
 pub(crate) fn prefetch(addr: usize) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` needs SSE, part of the x86-64 baseline that
-    // every x86-64 target enables; `prefetcht0` does not access memory in
-    // the language's sense, so no address can make it undefined behaviour.
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU implements
+    // (part of the x86-64 baseline); `prefetcht0` does not access memory in
+    // the language's sense and nothing dereferences the pointer, so no
+    // address can make it undefined behaviour.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8);
     }

@@ -153,6 +153,11 @@ impl Dart {
                 // from owner to owner through the slot mutex, so a lookup
                 // sees the last fill's key, generation and table together;
                 // an entry never filled has key 0, which no lookup matches.
+                // The table lies in this DART's physical memory, mapped
+                // while the DART lives; and the entry is live (its
+                // generation is the current one), so the table is still
+                // one (`crate::walk_cache`, the protocol), whose PTEs only
+                // atomic accesses touch.
                 let table = unsafe { HostTable::from_bits(bits) };
                 // The loader takes the leaf index modulo the table itself.
                 self.ptes.load_in(table, page)
@@ -190,11 +195,11 @@ impl Dart {
     /// → 0.937, two sets of 10 alternating runs of each binary, medians of
     /// `bench --workload dma4k,raw4k --rounds 5 --seconds 0.3`), then as
     /// this prefetch, which unlike a load cannot race with whatever reuses
-    /// a freed table's frame, and does not hold back the loads after it
-    /// (one set of 8: 0.877 without a touch, 0.935 with either).
-    /// It costs 1–2 ns: 64-byte DMAs that hit the IOTLB went from 18.2 to
-    /// 19.1–20.1 ns with the load, so only DMAs of [`TOUCH_MIN_LEN`] bytes
-    /// or more make it.
+    /// a freed table's frame (one set of 8: 0.877 without a touch, 0.935
+    /// with either). It costs 1–2 ns (64-byte DMAs that hit the IOTLB went
+    /// from 18.2 to 19.1–20.1 ns with the load), so only DMAs of
+    /// [`TOUCH_MIN_LEN`] bytes or more make it. Only on x86-64 (see
+    /// [`crate::phys::prefetch`]): elsewhere `Dart::access` skips it.
     #[inline(always)]
     pub(crate) fn touch_leaf(&self, sid: u32, st: &StreamState, iova: u64) {
         if let Some(addr) = self.touch_address(sid, st, iova) {

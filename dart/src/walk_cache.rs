@@ -69,9 +69,12 @@
 //! did, and the table stays a `dart-table` frame while the entry lives
 //! (the DART holds it, so retyping or freeing it is an invariant breach,
 //! refused or halting, and the DART releases it only after the entry is
-//! dead, as above). Memory safety does not rest on any of this: a table's
-//! host address stays inside the DART's physical memory, which outlives
-//! the cache, whatever the table became.
+//! dead, as above). The bounds of a walk's loads do not rest on any of
+//! this (a table's host address stays inside the DART's physical memory,
+//! which outlives the cache, whatever the table became), but their freedom
+//! from races does: a walk loads only through live entries, whose tables
+//! nothing but atomic PTE accesses touch; a touch, which may go through a
+//! dead one, only prefetches.
 
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -155,8 +158,9 @@ impl WalkCache {
     }
 
     /// The leaf table slot `lane`'s row holds for `key` under whatever
-    /// generation: possibly dead, so only for a load that decides nothing
-    /// (a touch: see "Touches" in the module docs). The caller owns `lane`.
+    /// generation: possibly dead, so only for a prefetch, which reads
+    /// nothing (a touch: see "Touches" in the module docs). The caller owns
+    /// `lane`.
     #[inline(always)]
     pub(crate) fn peek(&self, lane: usize, key: u64) -> Option<u64> {
         let e = &self.rows.get(lane)?.0[Self::index(key)];
