@@ -171,7 +171,7 @@ impl PteLoader {
     /// holds.
     #[inline(always)]
     pub(crate) fn load_in(&self, table: HostTable, index: u64) -> u64 {
-        let ptr = (table.0 + 8 * (index & self.table_index_mask)) as *const std::sync::atomic::AtomicU64;
+        let ptr = self.pte_address(table.0, index) as *const std::sync::atomic::AtomicU64;
         // SAFETY: `table` came from `PteLoader::table` of the memory this
         // loader reads (the contract of `HostTable::from_bits` for a table
         // kept as bits), so all its PTEs lie inside one region,
@@ -184,9 +184,9 @@ impl PteLoader {
     }
 
     /// The host address of PTE `index` (modulo the entries a table holds)
-    /// of the table kept as `bits` ([`HostTable::to_bits`]), for
-    /// [`prefetch`]: nothing reads it. `bits` need not name a live table:
-    /// a prefetch of any address is harmless.
+    /// of the table kept as `bits` ([`HostTable::to_bits`]): where
+    /// [`PteLoader::load_in`] loads, and what a touch passes to
+    /// [`prefetch`], for which `bits` need not name a live table.
     #[inline(always)]
     pub(crate) fn pte_address(&self, bits: u64, index: u64) -> usize {
         bits.wrapping_add(8 * (index & self.table_index_mask)) as usize

@@ -151,10 +151,8 @@ impl WalkCache {
     /// The caller owns `lane` (its DMA guard's lane).
     #[inline(always)]
     pub(crate) fn lookup(&self, lane: usize, key: u64, gen: u64) -> Option<u64> {
-        let e = &self.rows.get(lane)?.0[Self::index(key)];
-        // Relaxed: only this row's owner writes it (see the protocol).
-        (e.key.load(Ordering::Relaxed) == key && e.gen.load(Ordering::Relaxed) == gen)
-            .then(|| e.table.load(Ordering::Relaxed))
+        let e = self.entry(lane, key)?;
+        (e.gen.load(Ordering::Relaxed) == gen).then(|| e.table.load(Ordering::Relaxed))
     }
 
     /// The leaf table slot `lane`'s row holds for `key` under whatever
@@ -163,8 +161,16 @@ impl WalkCache {
     /// `lane`.
     #[inline(always)]
     pub(crate) fn peek(&self, lane: usize, key: u64) -> Option<u64> {
+        Some(self.entry(lane, key)?.table.load(Ordering::Relaxed))
+    }
+
+    /// Slot `lane`'s entry for `key`, if it holds `key` (under any
+    /// generation). The caller owns `lane`: only the row's owner writes
+    /// it, so `Relaxed` loads suffice (see the protocol).
+    #[inline(always)]
+    fn entry(&self, lane: usize, key: u64) -> Option<&WalkEntry> {
         let e = &self.rows.get(lane)?.0[Self::index(key)];
-        (e.key.load(Ordering::Relaxed) == key).then(|| e.table.load(Ordering::Relaxed))
+        (e.key.load(Ordering::Relaxed) == key).then_some(e)
     }
 
     /// Records in slot `lane`'s row that `key` walked to the leaf table at
