@@ -29,7 +29,6 @@
 
 use dart::{Dir, Variant};
 use dartemu_bench::{BenchSystem, HarnessRng};
-use frame_table::vm_memory::{Bytes, GuestAddress};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -77,9 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::var("N").ok().map(|v| v.parse()).transpose()?.unwrap_or(400_000);
 
     let sys = BenchSystem::new(Variant::T8110, 256)?;
-    let mem = sys.frames.memory();
-    let raw =
-        |iova: u64, buf: &mut [u8]| mem.read_slice(buf, GuestAddress(sys.pas[(iova / PAGE) as usize] + iova % PAGE));
+    let raw = |iova: u64, buf: &mut [u8]| sys.raw_read(iova, buf);
     let mut page = dartemu_bench::ReadBuffer::new();
     let buf = page.first(4096).ok_or("a ReadBuffer holds 4 KiB")?;
     #[repr(align(4096))]

@@ -457,14 +457,7 @@ fn dartemu_workers<'a>(
         Workload::Dma4k => {
             (random_access(MAPPED / PAGE, 4096, 4096, move |iova, buf| Ok(d.dma_read(STREAM, iova, buf)?)), None)
         }
-        Workload::Raw4k => {
-            let mem = sys.frames.memory();
-            let raw = move |iova: u64, buf: &mut [u8]| {
-                let pa = sys.pas[(iova / PAGE) as usize] + iova % PAGE;
-                mem.read_slice(buf, GuestAddress(pa)).map_err(|e| baseline_error(iova, e))
-            };
-            (random_access(MAPPED / PAGE, 4096, 4096, raw), None)
-        }
+        Workload::Raw4k => (random_access(MAPPED / PAGE, 4096, 4096, move |iova, buf| sys.raw_read(iova, buf)), None),
         Workload::MapUnmap => (
             Box::new(move |t, stop| {
                 let iova = BenchSystem::mapunmap_iova(t);

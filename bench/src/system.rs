@@ -152,6 +152,20 @@ impl BenchSystem {
         Ok(BenchSystem { frames, dart, pas, churn_frames, mapunmap_frames })
     }
 
+    /// `raw4k`'s read: `buf.len()` bytes at the physical address the mapped
+    /// gigabyte's IOVA `iova` maps to, straight from physical memory, with
+    /// no DART. An IOVA outside the gigabyte, or a read past memory, is an
+    /// error naming the IOVA.
+    #[inline]
+    pub fn raw_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), BenchError> {
+        let outside = || BenchError::Baseline { iova, reason: "not in the mapped gigabyte".into() };
+        let pa = self.pas.get((iova / PAGE) as usize).ok_or_else(outside)? + iova % PAGE;
+        self.frames
+            .memory()
+            .read_slice(buf, GuestAddress(pa))
+            .map_err(|e| BenchError::Baseline { iova, reason: e.to_string() })
+    }
+
     /// IOVA of thread `t`'s private `mapunmap` page.
     pub fn mapunmap_iova(t: usize) -> u64 {
         MAPUNMAP_BASE + (1 + t as u64) * PAGE
@@ -161,6 +175,31 @@ impl BenchSystem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `raw4k`'s read returns what a DMA through the DART reads at the same
+    /// IOVA, and refuses an IOVA past the mapped gigabyte, changing nothing.
+    #[test]
+    fn a_raw_read_reads_what_the_dart_maps_there() {
+        let sys = BenchSystem::new(Variant::T8110, 256).unwrap();
+        let (mut raw, mut dma) = ([0u8; 64], [0u8; 64]);
+        for iova in [0, 3 * PAGE + 4096, MAPPED - 64] {
+            sys.raw_read(iova, &mut raw).unwrap();
+            sys.dart.dma_read(STREAM, iova, &mut dma).unwrap();
+            assert_eq!(raw, dma, "at {iova:#x}");
+        }
+        // Each 4 KiB host page begins with its own address, so the reads
+        // above compared different, non-zero bytes.
+        sys.raw_read(4096, &mut raw).unwrap();
+        assert_eq!(u64::from_le_bytes(raw[..8].try_into().unwrap()), sys.pas[0] + 4096);
+        let before = raw;
+        match sys.raw_read(MAPPED, &mut raw) {
+            Err(BenchError::Baseline { iova, reason }) => {
+                assert_eq!((iova, reason.as_str()), (MAPPED, "not in the mapped gigabyte"))
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(raw, before, "nothing read");
+    }
 
     #[test]
     fn shuffle_leaves_no_neighbours_adjacent_and_keeps_every_frame() {
