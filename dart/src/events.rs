@@ -493,10 +493,23 @@ impl Dart {
     }
 
     /// The clock reading to pass to [`Dart::emit_since`], when recording.
+    ///
+    /// Inlined to its one branch, with the log's read out of line: a
+    /// `map` or `unmap` with no log attached (the common case) then pays
+    /// a load and a branch instead of a call (`mapunmap` measured 15
+    /// instructions per call before).
+    #[inline(always)]
     pub(crate) fn trace_start(&self) -> Option<u64> {
         if !self.trace.attached.load(Relaxed) {
             return None;
         }
+        self.trace_clock()
+    }
+
+    /// [`Dart::trace_start`] with a log attached.
+    #[cold]
+    #[inline(never)]
+    fn trace_clock(&self) -> Option<u64> {
         let log = self.trace.log.read();
         log.as_ref().filter(|l| l.enabled()).map(|l| l.now_ns())
     }
@@ -507,11 +520,19 @@ impl Dart {
     }
 
     /// Records the event `make` builds, begun at `start` (from
-    /// [`Dart::trace_start`]), if a log is attached and enabled.
+    /// [`Dart::trace_start`]), if a log is attached and enabled. Inlined
+    /// to its one branch, as `trace_start` is.
+    #[inline(always)]
     pub(crate) fn emit_since(&self, start: Option<u64>, make: impl FnOnce() -> EventKind) {
-        if !self.trace.attached.load(Relaxed) {
-            return;
+        if self.trace.attached.load(Relaxed) {
+            self.record_since(start, make);
         }
+    }
+
+    /// [`Dart::emit_since`] with a log attached.
+    #[cold]
+    #[inline(never)]
+    fn record_since(&self, start: Option<u64>, make: impl FnOnce() -> EventKind) {
         let log = self.trace.log.read().clone();
         if let Some(log) = log.filter(|l| l.enabled()) {
             log.record_since(self.name(), start, make());

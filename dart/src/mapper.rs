@@ -93,6 +93,14 @@ impl TableMap {
     }
 }
 
+/// What [`Dart::plan_map`] found: the tables a map must create, and, for a
+/// single page whose tables all exist, its leaf PTE's address and the leaf
+/// table's frame (the map writes there instead of walking again).
+struct MapPlan {
+    tables: u64,
+    leaf_slot: Option<(u64, Frame)>,
+}
+
 /// Something a deferred unmap left for a flush to finish.
 #[derive(Clone, Debug)]
 enum Pending {
@@ -273,8 +281,8 @@ impl Dart {
             self.check_range(geo, iova, len)?;
         }
         // Plan: refuse overlaps, count the tables to create.
-        let needed = self.plan_map(&m, sid, st, geo, iova, n)?;
-        let mut pool = if needed > 0 { self.alloc_tables(needed)? } else { Vec::new() };
+        let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
+        let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
             if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
@@ -287,18 +295,37 @@ impl Dart {
                 return Err(e.into());
             }
         }
-        for (i, &pte) in leaves.iter().enumerate() {
-            self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
+        match (plan.leaf_slot, leaves.as_slice()) {
+            // One page whose tables all exist: the slot the plan found
+            // (nothing changed it since: the lock is held, and acquiring
+            // counts writes no table).
+            (Some((slot, table)), &[pte]) => {
+                self.ptes.store(slot, pte);
+                if let Some(t) = m.tables.get_mut(table) {
+                    t.live += 1;
+                }
+            }
+            _ => {
+                for (i, &pte) in leaves.iter().enumerate() {
+                    self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
+                }
+            }
         }
         self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
         drop(m);
-        let pa = self.frames.pa_of(frames[0]).unwrap_or(0);
-        self.emit_since(traced, || EventKind::Map { stream: sid, iova, pages: n, pa, perm: perm.name() });
+        self.emit_since(traced, || EventKind::Map {
+            stream: sid,
+            iova,
+            pages: n,
+            pa: self.frames.pa_of(frames[0]).unwrap_or(0),
+            perm: perm.name(),
+        });
         Ok(())
     }
 
     /// Counts the tables a map of `n` pages at `iova` must create, refusing
-    /// pages already mapped and trees the mapper does not own.
+    /// pages already mapped and trees the mapper does not own; for a
+    /// single page whose tables all exist, also where its leaf goes.
     fn plan_map(
         &self,
         m: &Mapper,
@@ -307,8 +334,9 @@ impl Dart {
         geo: Geometry,
         iova: u64,
         n: u64,
-    ) -> Result<u64, DartError> {
+    ) -> Result<MapPlan, DartError> {
         let mut missing: FxHashSet<(u32, u64)> = FxHashSet::default();
+        let mut leaf_slot = None;
         for i in 0..n {
             let va = iova + i * geo.page_size();
             let mut table = st.ttbr(geo.ttbr_index(va));
@@ -318,16 +346,19 @@ impl Dart {
                     missing.insert((level, va >> cover));
                     continue;
                 };
-                m.table(self, sid, pa, level, geo)?;
-                let pte = self.ptes.load(pa + 8 * geo.index(va, level) as u64).unwrap_or(0);
+                let tf = m.table(self, sid, pa, level, geo)?;
+                let slot = pa + 8 * geo.index(va, level) as u64;
+                let pte = self.ptes.load(slot).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = self.pte_format().decode_table(self.page_shift(), pte);
                 } else if crate::pte::PteFormat::is_valid(pte) {
                     return Err(DartError::IovaInUse { sid, iova: va });
+                } else if n == 1 {
+                    leaf_slot = Some((slot, tf));
                 }
             }
         }
-        Ok(missing.len() as u64)
+        Ok(MapPlan { tables: missing.len() as u64, leaf_slot })
     }
 
     /// Writes one leaf, creating tables from `pool` on the way. The plan
@@ -511,8 +542,13 @@ impl Dart {
         }
         self.stats.add_serialized(&m, Some(sid), Counter::Unmaps, pages);
         drop(m);
-        let invalidation = self.invalidation().name();
-        self.emit_since(traced, || EventKind::Unmap { stream: sid, iova, len, pages, invalidation });
+        self.emit_since(traced, || EventKind::Unmap {
+            stream: sid,
+            iova,
+            len,
+            pages,
+            invalidation: self.invalidation().name(),
+        });
         Ok(pages)
     }
 
