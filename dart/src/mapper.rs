@@ -280,7 +280,8 @@ impl Dart {
             geo = self.geometry_for(st.config());
             self.check_range(geo, iova, len)?;
         }
-        // Plan: refuse overlaps, count the tables to create.
+        // Plan: refuse overlaps, count the tables to create, find a
+        // one-page map's leaf slot.
         let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
         let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
