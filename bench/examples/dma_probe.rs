@@ -28,13 +28,11 @@
 //! round, 21 rounds; it prints each variant's median and fastest round.
 
 use dart::{Dir, Variant};
+use dartemu_bench::system::{HOT_PAGES, MAPPED, PAGE, STREAM};
 use dartemu_bench::{BenchSystem, HarnessRng};
 use std::hint::black_box;
 use std::time::Instant;
 
-const PAGE: u64 = 16 << 10;
-const MAPPED: u64 = 1 << 30;
-const STREAM: u32 = 1;
 const ROUNDS: u64 = 21;
 const VARIANTS: [&str; 6] = ["raw4k", "raw-late", "raw-off", "dma4k", "xlate-only", "dma64-hot"];
 
@@ -106,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "xlate-only" => {
                         black_box(sys.dart.translate(STREAM, iova, 4096, Dir::Read)?.first().pa);
                     }
-                    _ => sys.dart.dma_read(STREAM, iova % (64 * PAGE), &mut buf[..64])?,
+                    _ => sys.dart.dma_read(STREAM, iova % (HOT_PAGES * PAGE), &mut buf[..64])?,
                 }
                 black_box(&*buf);
             }

@@ -81,6 +81,14 @@ impl TableMap {
         }
     }
 
+    /// One more valid entry in the table at frame `f` (if it is one).
+    #[inline]
+    fn count_entry(&mut self, f: Frame) {
+        if let Some(t) = self.get_mut(f) {
+            t.live += 1;
+        }
+    }
+
     fn remove(&mut self, f: Frame) -> Option<TableInfo> {
         self.chunks.get_mut(f.index() / CHUNK)?.as_mut()?[f.index() % CHUNK].take()
     }
@@ -302,9 +310,7 @@ impl Dart {
             // counts writes no table).
             (Some((slot, table)), &[pte]) => {
                 self.ptes.store(slot, pte);
-                if let Some(t) = m.tables.get_mut(table) {
-                    t.live += 1;
-                }
+                m.tables.count_entry(table);
             }
             _ => {
                 for (i, &pte) in leaves.iter().enumerate() {
@@ -390,8 +396,8 @@ impl Dart {
         };
         // One more valid entry in the (owned, planned) table at `table`.
         let count_entry = |m: &mut Mapper, table: u64| {
-            if let Some(t) = self.frames.frame_of(table).ok().and_then(|tf| m.tables.get_mut(tf)) {
-                t.live += 1;
+            if let Ok(tf) = self.frames.frame_of(table) {
+                m.tables.count_entry(tf);
             }
         };
         for level in 0..geo.levels {
