@@ -39,7 +39,7 @@
 
 use crate::error::DartError;
 use crate::fault::{ErrorLatch, Fault, FaultKind};
-use crate::inflight::{DmaGuard, InFlight};
+use crate::inflight::InFlight;
 use crate::iotlb::{Iotlb, Place};
 use crate::mapper::Mapper;
 use crate::phys;
@@ -151,6 +151,10 @@ pub struct Translation<'a> {
     /// Every span, when there are several.
     many: Option<Box<[Span]>>,
 }
+
+/// A [`Translation`]'s spans without its guard: the first, and all of
+/// them when there are several.
+type TranslatedSpans = (Span, Option<Box<[Span]>>);
 
 impl Translation<'_> {
     /// The spans, in IOVA order, adjacent physical runs merged.
@@ -440,14 +444,15 @@ impl Dart {
     /// caller to the general path ([`Dart::admit`], then
     /// [`Dart::translate_pages`]), which redoes every check and reports the
     /// error, so both paths give the same answer. The caller holds a DMA
-    /// in-flight guard (whose lane the counters use), entered
-    /// before this reads the generation.
+    /// in-flight guard on exclusive slot `lane` (the counters' row), entered
+    /// before this reads the generation; a thread without a slot takes the
+    /// general path.
     ///
     /// An access that would overflow `iova + len` never gets here: it can
     /// only end on the last page of the 64-bit space, beyond every
     /// geometry's IOVA limit (the walk refuses it).
     #[inline(always)]
-    fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, guard: &DmaGuard<'_>) -> Option<Span> {
+    fn fast(&self, st: &StreamState, sid: u32, iova: u64, len: u64, dir: Dir, lane: usize) -> Option<Span> {
         let off = iova & self.page_mask;
         // 1 <= len <= page_size - off: not empty, within the page.
         if len.wrapping_sub(1) > self.page_mask - off {
@@ -462,11 +467,11 @@ impl Dart {
         let place = self.iotlb.place(sid, page)?;
         let v = match place.lookup(gen) {
             Some(v) if tlb_value::grants(v, dir) => {
-                self.stats.count_hit(guard.lane(), sid);
+                self.stats.count_hit(lane, sid);
                 v
             }
             Some(_) => return None,
-            None => self.fill(st, config, (sid, iova, gen), dir, guard.lane(), place)?,
+            None => self.fill(st, config, (sid, iova, gen), dir, lane, place)?,
         };
         Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
     }
@@ -631,43 +636,57 @@ impl Dart {
     /// error: the `?` machinery moves the whole 64-byte `Result` through
     /// memory in a way that stalls on store forwarding (measured: 15 ns per
     /// hit with `?` against 6 with `match`).
-    #[inline]
+    ///
+    /// Always inlined, so that the caller's `match` sees the hit path's
+    /// translation in registers (the compiler did inline it into the
+    /// bench's worker, but not into a larger function).
+    #[inline(always)]
     pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
-        if let Some(span) = self.fast(st, sid, iova, len, dir, &guard) {
+        let guard = self.inflight.enter_at(sid, iova);
+        // On the thread's slot (below `EXCLUSIVE`, which the compiler then
+        // knows when it indexes the slot's counters).
+        if let Some(span) = guard.slot().and_then(|lane| self.fast(st, sid, iova, len, dir, lane)) {
             return Ok(Translation { _inflight: guard, first: span, many: None });
         }
-        self.translate_general((sid, st), iova, len, dir, guard)
+        match self.translate_general((sid, st), iova, len, dir, guard.slot()) {
+            Ok((first, many)) => Ok(Translation { _inflight: guard, first, many }),
+            Err(e) => Err(e),
+        }
     }
 
-    /// [`Dart::translate`] past the hit path.
+    /// [`Dart::translate`] past the hit path: the translation's spans (the
+    /// first, and all of them when there are several). It returns the
+    /// spans rather than the whole [`Translation`] so that its result
+    /// lives in memory of its own: written through the same return slot
+    /// as the hit path's, it made the hit path store its translation
+    /// there too (`op_count translate-hot`: 6 stores per hit, and 6% of
+    /// the hit's time in `dartemu bench`).
     #[inline(never)]
-    fn translate_general<'a>(
-        &'a self,
+    fn translate_general(
+        &self,
         (sid, st): (u32, &StreamState),
         iova: u64,
         len: u64,
         dir: Dir,
-        guard: crate::inflight::DmaGuard<'a>,
-    ) -> Result<Translation<'a>, DartError> {
+        slot: Option<usize>,
+    ) -> Result<TranslatedSpans, DartError> {
         let c = self.admit(st, sid, iova, len, dir)?;
         if c.bypass {
             return Err(DartError::BypassDenied { sid });
         }
         let mut spans: SmallVec<[Span; 1]> = SmallVec::new();
         self.fence_beyond_first_region(sid, iova, len);
-        self.translate_pages((sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
+        self.translate_pages((sid, st, c), iova, len, dir, slot, &mut spans)?;
         Ok(match spans.as_slice() {
-            [one] => Translation { _inflight: guard, first: *one, many: None },
+            [one] => (*one, None),
             // Never empty: translate_pages covers len >= 1 bytes or fails.
-            _ => Translation {
-                _inflight: guard,
-                first: spans.first().copied().unwrap_or(Span { iova, pa: 0, len: 0 }),
-                many: Some(spans.into_vec().into_boxed_slice()),
-            },
+            _ => (
+                spans.first().copied().unwrap_or(Span { iova, pa: 0, len: 0 }),
+                Some(spans.into_vec().into_boxed_slice()),
+            ),
         })
     }
 
@@ -728,9 +747,9 @@ impl Dart {
             // before the in-flight entry and the IOTLB probe.
             self.touch_leaf(sid, st, iova);
         }
-        let guard = self.inflight.enter(sid, crate::stream::region_bit(iova));
+        let guard = self.inflight.enter_at(sid, iova);
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        match self.fast(st, sid, iova, len, dir, &guard) {
+        match guard.slot().and_then(|lane| self.fast(st, sid, iova, len, dir, lane)) {
             Some(span) => spans.push(span),
             None => {
                 let c = self.admit(st, sid, iova, len, dir)?;
@@ -812,5 +831,75 @@ impl Dart {
             .filter(|e| e.stream == sid && e.gen == st.gen(e.page << self.page_shift))
             .map(|e| (e.page << self.page_shift, tlb_value::unpack(e.value, self.page_shift)))
             .collect())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{DartConfig, StreamConfig, Variant};
+    use frame_table::{FrameTable, FrameTableConfig, FrameType};
+
+    /// What one thread saw: two reads of the same 8 bytes, a write there,
+    /// and its slot number afterwards.
+    type Seen = (Result<Vec<Span>, DartError>, Result<Vec<Span>, DartError>, Result<Span, DartError>, Option<usize>);
+
+    /// On a fresh thread (one without a slot number if `slotless`), after
+    /// a flush of stream 1: what it saw, and how much each of stream 1's
+    /// `[translations, iotlb_hits, iotlb_misses, walks]` grew.
+    fn run(dart: &Dart, slotless: bool) -> (Seen, [u64; 4]) {
+        let counts = || {
+            let snap = dart.stats().snapshot();
+            ["translations", "iotlb_hits", "iotlb_misses", "walks"].map(|n| snap.get(&format!("s1.{n}")))
+        };
+        dart.flush(Some(1)).unwrap();
+        dart.clear_error();
+        let before = counts();
+        let seen = std::thread::scope(|s| {
+            s.spawn(|| {
+                if slotless {
+                    crate::slot::act_as_overflow_thread();
+                }
+                let spans = |iova, len| dart.translate(1, iova, len, Dir::Read).map(|t| t.spans().to_vec());
+                let reads = (spans(0x4010, 8), spans(0x4010, 8));
+                let write = dart.translate(1, 0x4010, 8, Dir::Write).map(|t| *t.first());
+                (reads.0, reads.1, write, crate::slot::held())
+            })
+            .join()
+            .unwrap()
+        });
+        let after = counts();
+        let grew = std::array::from_fn(|k| after[k].unwrap() - before[k].unwrap());
+        (seen, grew)
+    }
+
+    /// A thread without an exclusive slot number (all 64 taken) skips the
+    /// hit path and takes the general one: the same spans, the same fault,
+    /// the same counts, and nothing left in flight.
+    #[test]
+    fn a_thread_without_a_slot_translates_and_counts_as_one_with_a_slot() {
+        let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
+        let dart = Dart::new(frames.clone(), DartConfig::new("overflow", Variant::T8110)).unwrap();
+        dart.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
+        let data = frames.alloc(FrameType::UserData, 1).unwrap();
+        let pa = frames.pa_of(data[0]).unwrap();
+        dart.map(1, 0x4000, &data, Perm::R, None).unwrap();
+        let span = Span { iova: 0x4010, pa: pa + 0x10, len: 8 };
+        let write_fault = Fault { kind: FaultKind::Write, stream: 1, iova: 0x4010, write: true };
+
+        let ((first, second, write, held), with_slot) = run(&dart, false);
+        assert_eq!((first, second), (Ok(vec![span]), Ok(vec![span])));
+        assert_eq!(write, Err(DartError::Fault(write_fault.clone())));
+        assert!(held.is_some(), "a fresh thread claims a slot on its first DMA");
+        // A miss (and its walk), a hit, and the write's hit.
+        assert_eq!(with_slot, [3, 2, 1, 1]);
+
+        let ((first, second, write, held), without) = run(&dart, true);
+        assert_eq!((first, second), (Ok(vec![span]), Ok(vec![span])));
+        assert_eq!(write, Err(DartError::Fault(write_fault)));
+        assert_eq!(held, None, "the thread had no slot");
+        assert_eq!(without, with_slot);
+        // Every guard left: a synchronize returns.
+        dart.inflight.synchronize();
     }
 }

@@ -11,8 +11,9 @@
 //! - **Reader on an exclusive slot (a DMA or a translation):** open a
 //!   section: the slot's word goes from `(outer, depth)` to
 //!   `(outer + 1, 1)` if `depth` was 0, else to `(outer, depth + 1)`
-//!   (the `section` module), stored with `Release` and ordered before what follows
-//!   by a `SeqCst` RMW or, unless an unmap burst flagged its region, the asymmetric fence below; then
+//!   (the `section` module), stored with `Release`, and ordered before
+//!   what follows by the asymmetric fence below or, if an unmap burst
+//!   flagged its region, by storing it again with a `SeqCst` RMW; then
 //!   read the stream's generation, the IOTLB and the tables, and copy;
 //!   finally close it (`depth - 1`, `Release`). The thread is the word's only
 //!   writer, so these are a `load` and a `store`: no lock, and no shared
@@ -69,17 +70,18 @@
 //! tracker keeps *fence flags* per stream, one bit per IOVA region (the
 //! regions of the IOTLB generations, `crate::stream::region_bit`), and
 //! one `flagged` bit that is set while any of them may be. A reader
-//! enters for the region of its first byte: it loads `flagged` and, only
-//! if that is set, its stream's flags (`Relaxed`); if that region's bit is
-//! clear (or nothing is flagged) it opens its section with a plain
-//! `load` + `store`, a compiler fence, and a second load of both,
-//! `Acquire`; if that second load sees the bit set, it issues a `SeqCst`
-//! fence after all. (`flagged` is set before a burst's first barrier and
+//! enters for the region of its first byte: it opens its section with a
+//! plain `load` + `store` and a compiler fence, then loads `flagged` and,
+//! only if that is set, its stream's flags (both `Acquire`); if its
+//! region's bit is set, it stores the same word again with a `SeqCst`
+//! swap, its `SeqCst` point (on x86-64 a `lock xchg`, cheaper than an
+//! `mfence`). (`flagged` is set before a burst's first barrier and
 //! cleared after its end cleared the bits, so reading it clear says no
-//! bit is set; outside bursts an entry loads that one flag, as when there
-//! was one flag for everything: 126 instructions per `translate-hot`
-//! operation either way.) (`Acquire`, not `Relaxed`, so that a
-//! bit a burst's end cleared with `Release` brings the burst's bumps and
+//! bit is set; outside bursts an entry loads that one flag, and the
+//! region's mask is not even worked out: checking once, after the store,
+//! rather than also before it to choose between a store and a swap, took
+//! 4 instructions off `op_count translate-hot`'s 126.) (`Acquire`, not
+//! `Relaxed`, so that a bit a burst's end cleared with `Release` brings the burst's bumps and
 //! cleared PTEs with it, and the DMA's loads cannot be performed before
 //! it on a weakly ordered machine; on x86-64 both are a plain load.) A
 //! DMA that goes on into more regions
@@ -446,7 +448,10 @@ pub struct DmaGuard<'a> {
 
 impl DmaGuard<'_> {
     /// The entering thread's exclusive slot number, or [`SHARED`] (past
-    /// every slot number) for a thread without one.
+    /// every slot number) for a thread without one. (The DART's paths use
+    /// [`DmaGuard::slot`], whose test tells the compiler the number is in
+    /// range.)
+    #[cfg(any(test, loom))]
     #[inline]
     pub(crate) fn lane(&self) -> usize {
         self.lane as usize
@@ -507,8 +512,21 @@ impl InFlight {
     #[inline]
     pub fn enter(&self, sid: u32, regions: u64) -> DmaGuard<'_> {
         match slot::held() {
-            Some(i) => self.enter_exclusive(i, sid, regions),
+            Some(i) => self.enter_exclusive(i, sid, || regions),
             None => self.enter_first_or_shared(sid, regions),
+        }
+    }
+
+    /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
+    /// `iova`: for that byte's region (`crate::stream::region_bit`), which
+    /// is worked out only if a burst has flagged some region. The hit
+    /// path's entry: computing the mask up front cost it five instructions
+    /// of ~115 (`op_count translate-hot`).
+    #[inline]
+    pub fn enter_at(&self, sid: u32, iova: u64) -> DmaGuard<'_> {
+        match slot::held() {
+            Some(i) => self.enter_exclusive(i, sid, || crate::stream::region_bit(iova)),
+            None => self.enter_first_or_shared(sid, crate::stream::region_bit(iova)),
         }
     }
 
@@ -526,7 +544,7 @@ impl InFlight {
     #[inline]
     pub(crate) fn enter_as(&self, slot: Option<usize>, sid: u32, regions: u64) -> DmaGuard<'_> {
         match slot {
-            Some(i) if i < EXCLUSIVE => self.enter_exclusive(i, sid, regions),
+            Some(i) if i < EXCLUSIVE => self.enter_exclusive(i, sid, || regions),
             _ => self.enter_shared(),
         }
     }
@@ -552,49 +570,61 @@ impl InFlight {
         }
     }
 
-    /// Opens a section on exclusive slot `i`, which the calling thread owns.
+    /// Opens a section on exclusive slot `i`, which the calling thread owns,
+    /// for the IOVA regions `regions()` (asked only if a burst has flagged
+    /// any region).
     #[inline]
-    fn enter_exclusive(&self, i: usize, sid: u32, regions: u64) -> DmaGuard<'_> {
+    fn enter_exclusive(&self, i: usize, sid: u32, regions: impl FnOnce() -> u64) -> DmaGuard<'_> {
         if i >= self.high.load(Ordering::Relaxed) {
             self.raise_high(i);
         }
         let word = &self.sections[i];
-        let flags = self.flags(sid);
         // This thread is the word's only writer. The store is `Release` (or
         // the `SeqCst` swap), so that a writer that reads a new outer count
         // from it also sees everything the thread did in its sections
         // before (see "Protocol" in the module docs).
         let next = section::entered(word.load(Ordering::Relaxed));
-        if !self.flagged.load(Ordering::Relaxed) || flags.load(Ordering::Relaxed) & regions == 0 {
-            // Unfenced entry (see "Unfenced readers").
-            word.store(next, Ordering::Release);
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            // `Acquire` (a plain load on x86-64, `ldar` on AArch64): a flag
-            // a burst's end cleared (`Release`) makes this reader see every
-            // generation bump and cleared PTE of that burst, and no load of
-            // the DMA that follows can be performed before this one.
-            if self.flagged.load(Ordering::Acquire) && flags.load(Ordering::Acquire) & regions != 0 {
-                fence(Ordering::SeqCst);
-            }
-        } else {
-            word.swap(next, Ordering::SeqCst);
-            #[cfg(not(loom))]
-            {
-                let n = FENCED_ENTRIES.with(|n| {
-                    n.set(n.get().wrapping_add(1));
-                    n.get()
-                });
-                if n.is_multiple_of(FENCED_CHECK) {
-                    self.end_stale_burst();
-                }
-            }
-            // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load
-            // of the stream generation that follows is modelled by this
-            // fence (loom only: the real build needs no fence).
-            #[cfg(loom)]
-            fence(Ordering::SeqCst);
+        word.store(next, Ordering::Release);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // `Acquire` (a plain load on x86-64, `ldar` on AArch64): a flag
+        // a burst's end cleared (`Release`) makes this reader see every
+        // generation bump and cleared PTE of that burst, and no load of
+        // the DMA that follows can be performed before this one.
+        if self.flagged.load(Ordering::Acquire) {
+            self.fence_entry_if_flagged(word, next, sid, regions());
         }
         DmaGuard { counter: word, lane: i as u32, _not_send: PhantomData }
+    }
+
+    /// The fenced end of an entry whose region a burst flagged (see
+    /// "Unfenced readers"): the section word, already stored, is stored
+    /// again with a `SeqCst` swap, the reader's `SeqCst` point (on x86-64
+    /// a `lock xchg`, cheaper than the `mfence` of a `SeqCst` fence); and
+    /// every [`FENCED_CHECK`]th such entry of the thread may end a stale
+    /// burst.
+    #[cold]
+    #[inline(never)]
+    fn fence_entry_if_flagged(&self, word: &AtomicU64, next: u64, sid: u32, regions: u64) {
+        // `Acquire`, as the load of `flagged` before it.
+        if self.flags(sid).load(Ordering::Acquire) & regions == 0 {
+            return;
+        }
+        word.swap(next, Ordering::SeqCst);
+        #[cfg(not(loom))]
+        {
+            let n = FENCED_ENTRIES.with(|n| {
+                n.set(n.get().wrapping_add(1));
+                n.get()
+            });
+            if n.is_multiple_of(FENCED_CHECK) {
+                self.end_stale_burst();
+            }
+        }
+        // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load
+        // of the stream generation that follows is modelled by this
+        // fence (loom only: the real build needs no fence).
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
     }
 
     /// Enters on the shared counter of the current phase.

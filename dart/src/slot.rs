@@ -124,6 +124,15 @@ fn claim_cached() -> Option<usize> {
     n
 }
 
+/// Makes the calling thread act as one that found every number taken
+/// ([`current`] and [`held`] return `None` from now on), for tests of the
+/// paths such a thread takes. Its number, if it claimed one, is returned
+/// when it exits as usual.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn act_as_overflow_thread() {
+    CACHED.with(|c| c.set(NO_SLOT));
+}
+
 /// Under loom every thread uses the shared, RMW-updated slot.
 #[cfg(loom)]
 #[inline]

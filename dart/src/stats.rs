@@ -336,7 +336,9 @@ pub struct Stats {
     /// The fast-path rows, one per exclusive slot number: the fast path's
     /// IOTLB hits (`2 * sid + FAST_HIT`) and walks (`2 * sid + FAST_WALK`)
     /// of stream `sid` (`sid < HIT_STREAMS`).
-    fast: Box<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>,
+    /// A fixed-size array, so that the hit path's index by a slot number
+    /// the compiler knows is below `EXCLUSIVE` needs no bounds check.
+    fast: Box<[FastRow; crate::slot::EXCLUSIVE]>,
     /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
     /// first use.
     cold: Box<[std::sync::OnceLock<ColdStripe>]>,
@@ -352,6 +354,21 @@ pub struct Stats {
     streams: usize,
 }
 
+/// One exclusive slot's fast-path row ([`Stats::count_hit`]).
+type FastRow = CachePadded<[AtomicU64; 2 * HIT_STREAMS]>;
+
+/// The fast-path rows of every exclusive slot, zeroed, built on the heap
+/// (all of them are 256 KiB, too much to build on a stack first).
+fn fast_rows() -> Box<[FastRow; crate::slot::EXCLUSIVE]> {
+    let rows: Box<[FastRow]> =
+        (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
+    match rows.try_into() {
+        Ok(rows) => rows,
+        // `rows` has exactly `EXCLUSIVE` rows, so this arm is never taken.
+        Err(_) => unreachable!("fast-path rows: one per exclusive slot"),
+    }
+}
+
 impl Stats {
     /// Counters for a DART with `streams` streams (sids `0..streams`), all
     /// zero. Stream counts above 4096 are clamped to 4096.
@@ -365,8 +382,7 @@ impl Stats {
         let hot = (0..crate::slot::EXCLUSIVE * hot_len / LANES)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
-        let fast =
-            (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
+        let fast = fast_rows();
         let cold = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
         let serial = ColdStripe::new(streams);
         Stats { hot, hot_len, fast, cold, serial, blocks, stripe_len, streams }
@@ -596,7 +612,7 @@ impl Stats {
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
             + std::mem::size_of_val::<[Block]>(&self.hot)
-            + std::mem::size_of_val::<[CachePadded<[AtomicU64; 2 * HIT_STREAMS]>]>(&self.fast)
+            + std::mem::size_of_val::<[FastRow; crate::slot::EXCLUSIVE]>(&self.fast)
             + self
                 .cold
                 .iter()
