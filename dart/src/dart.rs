@@ -889,7 +889,7 @@ mod tests {
 
         let ((first, second, write, held), with_slot) = run(&dart, false);
         assert_eq!((first, second), (Ok(vec![span]), Ok(vec![span])));
-        assert_eq!(write, Err(DartError::Fault(write_fault.clone())));
+        assert_eq!(write, Err(DartError::Fault(write_fault)));
         assert!(held.is_some(), "a fresh thread claims a slot on its first DMA");
         // A miss (and its walk), a hit, and the write's hit.
         assert_eq!(with_slot, [3, 2, 1, 1]);
