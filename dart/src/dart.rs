@@ -645,12 +645,19 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        let guard = self.inflight.enter_at(sid, iova);
-        // On the thread's slot (below `EXCLUSIVE`, which the compiler then
-        // knows when it indexes the slot's counters).
-        if let Some(span) = guard.slot().and_then(|lane| self.fast(st, sid, iova, len, dir, lane)) {
-            return Ok(Translation { _inflight: guard, first: span, many: None });
-        }
+        let guard = match crate::slot::held() {
+            // The hit path, on the thread's slot number (below `EXCLUSIVE`,
+            // which the compiler then knows when it indexes the slot's
+            // counters).
+            Some(lane) => {
+                let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
+                if let Some(span) = self.fast(st, sid, iova, len, dir, lane) {
+                    return Ok(Translation { _inflight: guard, first: span, many: None });
+                }
+                guard
+            }
+            None => self.inflight.enter_at(sid, iova),
+        };
         match self.translate_general((sid, st), iova, len, dir, guard.slot()) {
             Ok((first, many)) => Ok(Translation { _inflight: guard, first, many }),
             Err(e) => Err(e),
@@ -747,9 +754,17 @@ impl Dart {
             // before the in-flight entry and the IOTLB probe.
             self.touch_leaf(sid, st, iova);
         }
-        let guard = self.inflight.enter_at(sid, iova);
+        // As in `translate`: the hit path on the thread's slot number.
+        let (guard, hit) = match crate::slot::held() {
+            Some(lane) => {
+                let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
+                let hit = self.fast(st, sid, iova, len, dir, lane);
+                (guard, hit)
+            }
+            None => (self.inflight.enter_at(sid, iova), None),
+        };
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        match guard.slot().and_then(|lane| self.fast(st, sid, iova, len, dir, lane)) {
+        match hit {
             Some(span) => spans.push(span),
             None => {
                 let c = self.admit(st, sid, iova, len, dir)?;
@@ -838,11 +853,18 @@ impl Dart {
 mod tests {
     use super::*;
     use crate::{DartConfig, StreamConfig, Variant};
+    use frame_table::vm_memory::{Bytes, GuestAddress};
     use frame_table::{FrameTable, FrameTableConfig, FrameType};
 
-    /// What one thread saw: two reads of the same 8 bytes, a write there,
+    /// What one thread saw: two translations of a read of the same 8
+    /// bytes, one of a write there, a DMA read and a DMA write of them,
     /// and its slot number afterwards.
-    type Seen = (Result<Vec<Span>, DartError>, Result<Vec<Span>, DartError>, Result<Span, DartError>, Option<usize>);
+    struct Seen {
+        reads: [Result<Vec<Span>, DartError>; 2],
+        write: Result<Span, DartError>,
+        dma: (Result<[u8; 8], DartError>, Result<(), DartError>),
+        held: Option<usize>,
+    }
 
     /// On a fresh thread (one without a slot number if `slotless`), after
     /// a flush of stream 1: what it saw, and how much each of stream 1's
@@ -860,10 +882,12 @@ mod tests {
                 if slotless {
                     crate::slot::act_as_overflow_thread();
                 }
-                let spans = |iova, len| dart.translate(1, iova, len, Dir::Read).map(|t| t.spans().to_vec());
-                let reads = (spans(0x4010, 8), spans(0x4010, 8));
+                let spans = || dart.translate(1, 0x4010, 8, Dir::Read).map(|t| t.spans().to_vec());
+                let reads = [spans(), spans()];
                 let write = dart.translate(1, 0x4010, 8, Dir::Write).map(|t| *t.first());
-                (reads.0, reads.1, write, crate::slot::held())
+                let mut buf = [0u8; 8];
+                let dma = (dart.dma_read(1, 0x4010, &mut buf).map(|()| buf), dart.dma_write(1, 0x4010, &[0; 8]));
+                Seen { reads, write, dma, held: crate::slot::held() }
             })
             .join()
             .unwrap()
@@ -885,19 +909,24 @@ mod tests {
         let pa = frames.pa_of(data[0]).unwrap();
         dart.map(1, 0x4000, &data, Perm::R, None).unwrap();
         let span = Span { iova: 0x4010, pa: pa + 0x10, len: 8 };
-        let write_fault = Fault { kind: FaultKind::Write, stream: 1, iova: 0x4010, write: true };
+        frames.memory().write_slice(b"8 bytes!", GuestAddress(pa + 0x10)).unwrap();
+        let write_fault = DartError::Fault(Fault { kind: FaultKind::Write, stream: 1, iova: 0x4010, write: true });
+        let check = |seen: Seen| {
+            assert_eq!(seen.reads, [Ok(vec![span]), Ok(vec![span])]);
+            assert_eq!(seen.write, Err(write_fault.clone()));
+            assert_eq!(seen.dma, (Ok(*b"8 bytes!"), Err(write_fault.clone())));
+            seen.held
+        };
 
-        let ((first, second, write, held), with_slot) = run(&dart, false);
-        assert_eq!((first, second), (Ok(vec![span]), Ok(vec![span])));
-        assert_eq!(write, Err(DartError::Fault(write_fault)));
-        assert!(held.is_some(), "a fresh thread claims a slot on its first DMA");
-        // A miss (and its walk), a hit, and the write's hit.
-        assert_eq!(with_slot, [3, 2, 1, 1]);
+        let (seen, with_slot) = run(&dart, false);
+        assert!(check(seen).is_some(), "a fresh thread claims a slot on its first DMA");
+        // A miss (and its walk), then four hits: the second read, the
+        // write (which faults on the permissions the hit brings), and the
+        // two DMAs.
+        assert_eq!(with_slot, [5, 4, 1, 1]);
 
-        let ((first, second, write, held), without) = run(&dart, true);
-        assert_eq!((first, second), (Ok(vec![span]), Ok(vec![span])));
-        assert_eq!(write, Err(DartError::Fault(write_fault)));
-        assert_eq!(held, None, "the thread had no slot");
+        let (seen, without) = run(&dart, true);
+        assert_eq!(check(seen), None, "the thread had no slot");
         assert_eq!(without, with_slot);
         // Every guard left: a synchronize returns.
         dart.inflight.synchronize();

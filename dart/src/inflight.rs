@@ -530,6 +530,13 @@ impl InFlight {
         }
     }
 
+    /// [`InFlight::enter_at`] for a thread whose exclusive slot is `i`, as
+    /// `crate::slot::held` returned it (so owned by the calling thread).
+    #[inline]
+    pub(crate) fn enter_exclusive_at(&self, i: usize, sid: u32, iova: u64) -> DmaGuard<'_> {
+        self.enter_exclusive(i, sid, || crate::stream::region_bit(iova))
+    }
+
     /// [`InFlight::enter`] for a thread that holds no slot number yet (its
     /// first DMA claims one) or could not get one.
     #[cold]
