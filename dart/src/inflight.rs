@@ -597,8 +597,8 @@ impl InFlight {
         // a burst's end cleared (`Release`) makes this reader see every
         // generation bump and cleared PTE of that burst, and no load of
         // the DMA that follows can be performed before this one.
-        if self.flagged.load(Ordering::Acquire) {
-            self.fence_entry_if_flagged(word, next, sid, regions());
+        if self.flagged.load(Ordering::Acquire) && self.flags(sid).load(Ordering::Acquire) & regions() != 0 {
+            self.fence_entry(word, next);
         }
         DmaGuard { counter: word, lane: i as u32, _not_send: PhantomData }
     }
@@ -611,11 +611,7 @@ impl InFlight {
     /// burst.
     #[cold]
     #[inline(never)]
-    fn fence_entry_if_flagged(&self, word: &AtomicU64, next: u64, sid: u32, regions: u64) {
-        // `Acquire`, as the load of `flagged` before it.
-        if self.flags(sid).load(Ordering::Acquire) & regions == 0 {
-            return;
-        }
+    fn fence_entry(&self, word: &AtomicU64, next: u64) {
         word.swap(next, Ordering::SeqCst);
         #[cfg(not(loom))]
         {
