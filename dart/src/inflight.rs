@@ -521,7 +521,7 @@ impl InFlight {
     /// `iova`: for that byte's region (`crate::stream::region_bit`), which
     /// is worked out only if a burst has flagged some region. The hit
     /// path's entry: computing the mask up front cost it five instructions
-    /// of ~115 (`op_count translate-hot`).
+    /// of 116 (`op_count translate-hot`).
     #[inline]
     pub fn enter_at(&self, sid: u32, iova: u64) -> DmaGuard<'_> {
         match slot::held() {
