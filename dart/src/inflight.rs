@@ -100,7 +100,8 @@
 //! follows. Take a reader that saw the bit clear, and its barrier point
 //! `M` forced by the writer's process-wide barrier:
 //!
-//! - if its second flag load came before `M`, so did its enter store,
+//! - if its flag load (after its enter store) came before `M`, so did
+//!   its enter store,
 //!   which the writer's scan (after the barrier returned) therefore sees;
 //! - if it came after `M`, it saw the bit set (stored before the barrier)
 //!   and fenced, so it is an ordinary fenced reader for later scans, and
@@ -520,7 +521,7 @@ impl InFlight {
     /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
     /// `iova`: for that byte's region (`crate::stream::region_bit`), which
     /// is worked out only if a burst has flagged some region. The hit
-    /// path's entry: computing the mask up front cost it five instructions
+    /// path's entry: computing the mask up front cost it seven instructions
     /// of 116 (`op_count translate-hot`).
     #[inline]
     pub fn enter_at(&self, sid: u32, iova: u64) -> DmaGuard<'_> {
@@ -569,7 +570,7 @@ impl InFlight {
     /// [`InFlight::enter`]; its section store comes before this load.
     #[inline]
     pub fn fence_for(&self, sid: u32, regions: u64) {
-        // `Acquire`, as the second load of an entry.
+        // `Acquire`, as an entry's load of the flags after its store.
         if self.flags(sid).load(Ordering::Acquire) & regions != 0 {
             #[cfg(all(test, not(loom)))]
             FENCES_FOR.with(|n| n.set(n.get() + 1));
@@ -586,10 +587,11 @@ impl InFlight {
             self.raise_high(i);
         }
         let word = &self.sections[i];
-        // This thread is the word's only writer. The store is `Release` (or
-        // the `SeqCst` swap), so that a writer that reads a new outer count
-        // from it also sees everything the thread did in its sections
-        // before (see "Protocol" in the module docs).
+        // This thread is the word's only writer. The store is `Release`
+        // (and a fenced entry's `SeqCst` swap stores the same value again),
+        // so that a writer that reads a new outer count from it also sees
+        // everything the thread did in its sections before (see "Protocol"
+        // in the module docs).
         let next = section::entered(word.load(Ordering::Relaxed));
         word.store(next, Ordering::Release);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
