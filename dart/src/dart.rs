@@ -476,6 +476,32 @@ impl Dart {
         Some(Span { iova, pa: tlb_value::pa(v, self.page_shift) + off, len })
     }
 
+    /// A DMA's or translation's in-flight entry, and its hit-path answer.
+    /// On the thread's slot number (below `EXCLUSIVE`, which the compiler
+    /// then knows when it indexes the slot's counters): the entry for
+    /// `iova`'s region, its mask worked out only if a burst has flagged
+    /// some region, and [`Dart::fast`]. On a thread without one: the entry
+    /// that claims one or takes a shared counter, and `None`, for the
+    /// general path.
+    #[inline(always)]
+    fn enter_and_hit(
+        &self,
+        st: &StreamState,
+        sid: u32,
+        iova: u64,
+        len: u64,
+        dir: Dir,
+    ) -> (crate::inflight::DmaGuard<'_>, Option<Span>) {
+        match crate::slot::held() {
+            Some(lane) => {
+                let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
+                let hit = self.fast(st, sid, iova, len, dir, lane);
+                (guard, hit)
+            }
+            None => (self.inflight.enter(sid, crate::stream::region_bit(iova)), None),
+        }
+    }
+
     /// The fast path's IOTLB miss: walks and, if the leaf grants `dir` on
     /// the whole page, caches it under `gen` at `place` (the slot the
     /// lookup read, so it is not found twice) and returns it packed (counted
@@ -645,19 +671,10 @@ impl Dart {
         let Some(st) = self.streams.get(sid as usize) else {
             return Err(self.refuse_stream(sid, iova, len));
         };
-        let guard = match crate::slot::held() {
-            // The hit path, on the thread's slot number (below `EXCLUSIVE`,
-            // which the compiler then knows when it indexes the slot's
-            // counters).
-            Some(lane) => {
-                let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
-                if let Some(span) = self.fast(st, sid, iova, len, dir, lane) {
-                    return Ok(Translation { _inflight: guard, first: span, many: None });
-                }
-                guard
-            }
-            None => self.inflight.enter_at(sid, iova),
-        };
+        let (guard, hit) = self.enter_and_hit(st, sid, iova, len, dir);
+        if let Some(span) = hit {
+            return Ok(Translation { _inflight: guard, first: span, many: None });
+        }
         match self.translate_general((sid, st), iova, len, dir, guard.slot()) {
             Ok((first, many)) => Ok(Translation { _inflight: guard, first, many }),
             Err(e) => Err(e),
@@ -754,15 +771,7 @@ impl Dart {
             // before the in-flight entry and the IOTLB probe.
             self.touch_leaf(sid, st, iova);
         }
-        // As in `translate`: the hit path on the thread's slot number.
-        let (guard, hit) = match crate::slot::held() {
-            Some(lane) => {
-                let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
-                let hit = self.fast(st, sid, iova, len, dir, lane);
-                (guard, hit)
-            }
-            None => (self.inflight.enter_at(sid, iova), None),
-        };
+        let (guard, hit) = self.enter_and_hit(st, sid, iova, len, dir);
         let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
         match hit {
             Some(span) => spans.push(span),

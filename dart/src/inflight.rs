@@ -519,20 +519,12 @@ impl InFlight {
     }
 
     /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
-    /// `iova`: for that byte's region (`crate::stream::region_bit`), which
-    /// is worked out only if a burst has flagged some region. The hit
-    /// path's entry: computing the mask up front cost it seven instructions
-    /// of 116 (`op_count translate-hot`).
-    #[inline]
-    pub fn enter_at(&self, sid: u32, iova: u64) -> DmaGuard<'_> {
-        match slot::held() {
-            Some(i) => self.enter_exclusive(i, sid, || crate::stream::region_bit(iova)),
-            None => self.enter_first_or_shared(sid, crate::stream::region_bit(iova)),
-        }
-    }
-
-    /// [`InFlight::enter_at`] for a thread whose exclusive slot is `i`, as
-    /// `crate::slot::held` returned it (so owned by the calling thread).
+    /// `iova`, by a thread whose exclusive slot is `i`, as
+    /// `crate::slot::held` returned it (so owned by the calling thread):
+    /// for that byte's region (`crate::stream::region_bit`), which is
+    /// worked out only if a burst has flagged some region. The hit path's
+    /// entry: computing the mask up front cost it seven instructions of
+    /// 116 (`op_count translate-hot`).
     #[inline]
     pub(crate) fn enter_exclusive_at(&self, i: usize, sid: u32, iova: u64) -> DmaGuard<'_> {
         self.enter_exclusive(i, sid, || crate::stream::region_bit(iova))
