@@ -205,6 +205,8 @@ pub struct Dart {
     /// The leaf tables recent walks reached, per DMA thread.
     pub(crate) walk_cache: WalkCache,
     pub(crate) trace: crate::events::DartTrace,
+    /// The slice holds outstanding on each frame ([`crate::hold`]).
+    pub(crate) holds: Arc<crate::hold::Holds>,
 }
 
 impl std::fmt::Debug for Dart {
@@ -250,6 +252,7 @@ impl Dart {
             walker: Walker::new(v, frames.frame_size().shift()),
             walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
             trace: crate::events::DartTrace::default(),
+            holds: Arc::new(crate::hold::Holds::new(frames.clone())),
             frames,
         })
     }
@@ -294,6 +297,19 @@ impl Dart {
     #[inline]
     pub(crate) fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
         self.streams.get(sid as usize).ok_or(DartError::NoSuchStream { sid, streams: self.stream_count() })
+    }
+
+    /// The device's capability for stream `sid`: DMA, translation and a
+    /// vm-memory view, nothing kernel-side ([`crate::StreamPort`]).
+    pub fn port(self: &Arc<Self>, sid: u32) -> Result<crate::StreamPort, DartError> {
+        crate::StreamPort::new(self.clone(), sid)
+    }
+
+    /// How many slice holds of this DART's ports still keep `frame`
+    /// counted ([`crate::hold`]). A kernel that waits for this to reach 0
+    /// before `free` or `retype` never breaches R2 through a held slice.
+    pub fn slice_holds(&self, frame: Frame) -> u64 {
+        self.holds.on(frame)
     }
 
     /// Whether stream `sid` was created trusted (may bypass).

@@ -159,7 +159,7 @@ impl StreamIommu {
 }
 
 /// vm-memory's error for a DART refusal of `[iova, iova + len)`.
-fn to_iommu_error(iova: u64, len: u64, e: &DartError) -> iommu::Error {
+pub(crate) fn to_iommu_error(iova: u64, len: u64, e: &DartError) -> iommu::Error {
     let range = |base: u64| IovaRange {
         base: GuestAddress(base),
         length: usize::try_from(len.saturating_sub(base.saturating_sub(iova))).unwrap_or(usize::MAX),

@@ -18,6 +18,7 @@ mod dart;
 mod error;
 pub mod events;
 pub mod fault;
+pub mod hold;
 pub mod inflight;
 pub mod iommu;
 pub mod iotlb;
@@ -25,6 +26,7 @@ pub mod iotlb;
 mod loom_models;
 mod mapper;
 mod phys;
+pub mod port;
 pub mod pte;
 pub mod regs;
 mod slot;
@@ -42,7 +44,11 @@ pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translati
 pub use error::DartError;
 pub use events::{Event, EventKind, EventLog, WatchRange};
 pub use fault::{ErrorLatch, Fault, FaultKind};
+/// The vm-memory this crate is built on (0.18), so embedders import one version.
+pub use frame_table::vm_memory;
+pub use hold::SliceHold;
 pub use iommu::{stream_memory, StreamIommu, StreamMemory};
+pub use port::{PortMemory, PortSlices, StreamPort};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use stream::StreamConfig;
 pub use variant::{Geometry, Variant};

@@ -765,7 +765,7 @@ impl Dart {
     }
 
     /// Per frame: valid leaf PTEs in this DART's tables plus its hold on each
-    /// of its own table frames, and pending
+    /// of its own table frames and its ports' slice holds, and pending
     /// invalidations. What the frame table's DART counts must equal when
     /// every DART of the SoC is summed.
     pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
@@ -796,6 +796,12 @@ impl Dart {
         for t in m.tables.iter().map(|(t, _)| t).chain(m.orphans.iter().copied()) {
             out.entry(t).or_default().0 += 1;
         }
+        // Slices its ports handed out (`crate::hold`): taken after the
+        // mapper lock, the order every path that takes both follows.
+        for (f, n) in self.holds.all() {
+            out.entry(f).or_default().0 += n;
+        }
+        drop(m);
         out
     }
 
