@@ -30,7 +30,7 @@
 //! 4. While a hold lives, `free` or `retype` of its frames sees a DART
 //!    count: the R2 breach (`frame-busy` in reject mode, the halt in panic
 //!    mode). It never waits, unlike the frame table's pins.
-//! 5. Every hold is recorded per frame in the DART's [`Holds`] registry in
+//! 5. Every hold is recorded per frame in the DART's `Holds` registry in
 //!    the same critical section as its counts, so the registry, the PTEs
 //!    and the pending invalidations together account for every DART count
 //!    (`counts-consistent`), and the kernel can ask how many holds a frame
