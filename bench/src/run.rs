@@ -232,11 +232,11 @@ impl BenchOptions {
         if let Some(&t) = self.threads.iter().find(|&&t| t == 0 || t > MAX_THREADS) {
             return Err(BenchError::Options(format!("--threads {t}: must be 1 to {MAX_THREADS}")));
         }
-        if self.iotlb_entries == 0 || self.iotlb_entries > dart::iotlb::Iotlb::MAX_ENTRIES {
+        if self.iotlb_entries == 0 || self.iotlb_entries > dart::DartConfig::MAX_IOTLB_ENTRIES {
             return Err(BenchError::Options(format!(
                 "--iotlb-entries {}: must be 1 to {}",
                 self.iotlb_entries,
-                dart::iotlb::Iotlb::MAX_ENTRIES
+                dart::DartConfig::MAX_IOTLB_ENTRIES
             )));
         }
         if !(self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 3600.0) {
@@ -690,7 +690,7 @@ pub fn run(
                 })
             };
             let m = measure(threads, opts.seconds, &**worker, writer.as_deref(), &mut tick)?;
-            let entries = (imp == Implementation::Dartemu).then(|| sys.dart.iotlb().capacity());
+            let entries = (imp == Implementation::Dartemu).then(|| sys.dart.iotlb_capacity());
             measured[i].push(figure(w, imp, threads, m, entries));
             if round + 1 == opts.rounds {
                 // Never `None`: this round just measured the item.

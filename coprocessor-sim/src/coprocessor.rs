@@ -4,12 +4,13 @@
 //! 4 KiB tiles, a block device filling granted buffers) and compromised ones
 //! driven by a script of raw DMA commands.
 //!
-//! Every access goes through the device's stream on its DART: a coprocessor
-//! has no other way to memory.
+//! A coprocessor holds its stream's [`StreamPort`] and nothing else: every
+//! access goes through its stream on its DART, and the type leaves it no
+//! other way to memory (no `Dart`, frame table or physical memory is
+//! reachable from a port).
 
 use crossbeam::channel::{self, Receiver, Sender};
-use dart::{Dart, DartError};
-use std::sync::Arc;
+use dart::{DartError, StreamPort};
 use std::thread::JoinHandle;
 
 /// What a coprocessor is told to do.
@@ -73,10 +74,10 @@ pub enum Reply {
 }
 
 /// A coprocessor's engine: what its thread runs.
-fn execute(dart: &Dart, sid: u32, cmd: Command) -> Reply {
+fn execute(port: &StreamPort, cmd: Command) -> Reply {
     const TILE: u64 = 4096;
     if let Command::Script(cmds) = cmd {
-        return Reply::Script(cmds.into_iter().map(|c| execute(dart, sid, c)).collect());
+        return Reply::Script(cmds.into_iter().map(|c| execute(port, c)).collect());
     }
     let r = || -> Result<Vec<u8>, DartError> {
         match cmd {
@@ -85,17 +86,17 @@ fn execute(dart: &Dart, sid: u32, cmd: Command) -> Reply {
                     return Err(DartError::BadRange { iova, len, reason: "a coprocessor reads at most 1 GiB at once" });
                 }
                 let mut buf = vec![0u8; len as usize];
-                dart.dma_read(sid, iova, &mut buf)?;
+                port.dma_read(iova, &mut buf)?;
                 Ok(buf)
             }
-            Command::DmaWrite { iova, data } => dart.dma_write(sid, iova, &data).map(|_| Vec::new()),
+            Command::DmaWrite { iova, data } => port.dma_write(iova, &data).map(|_| Vec::new()),
             Command::Copy { src, dst, len } => {
                 let mut buf = vec![0u8; TILE as usize];
                 let mut done = 0;
                 while done < len {
                     let n = (len - done).min(TILE) as usize;
-                    dart.dma_read(sid, src + done, &mut buf[..n])?;
-                    dart.dma_write(sid, dst + done, &buf[..n])?;
+                    port.dma_read(src + done, &mut buf[..n])?;
+                    port.dma_write(dst + done, &buf[..n])?;
                     done += n as u64;
                 }
                 Ok(Vec::new())
@@ -104,7 +105,7 @@ fn execute(dart: &Dart, sid: u32, cmd: Command) -> Reply {
                 let mut tile = vec![0u8; TILE as usize];
                 let mut sum = 0u64;
                 for t in 0..tiles {
-                    dart.dma_read(sid, iova + t * TILE, &mut tile)?;
+                    port.dma_read(iova + t * TILE, &mut tile)?;
                     sum = tile.iter().fold(sum, |s, &b| s.wrapping_add(b as u64));
                 }
                 Ok(sum.to_le_bytes().to_vec())
@@ -112,7 +113,7 @@ fn execute(dart: &Dart, sid: u32, cmd: Command) -> Reply {
             Command::ReadBlocks { iova, lba, blocks } => {
                 for b in 0..blocks {
                     let block: Vec<u8> = (lba + b).to_le_bytes().iter().copied().cycle().take(TILE as usize).collect();
-                    dart.dma_write(sid, iova + b * TILE, &block)?;
+                    port.dma_write(iova + b * TILE, &block)?;
                 }
                 Ok(Vec::new())
             }
@@ -136,15 +137,16 @@ pub struct Coprocessor {
 }
 
 impl Coprocessor {
-    /// Starts a coprocessor thread owning stream `sid` of `dart`.
-    pub fn spawn(name: impl Into<String>, dart: Arc<Dart>, sid: u32) -> Coprocessor {
+    /// Starts a coprocessor thread that owns `port` (the kernel hands it
+    /// out with `Dart::port`).
+    pub fn spawn(name: impl Into<String>, port: StreamPort) -> Coprocessor {
         let name = name.into();
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel::unbounded();
         let thread = std::thread::Builder::new()
             .name(format!("coproc-{name}"))
             .spawn(move || {
                 for (cmd, reply) in rx {
-                    let _ = reply.send(execute(&dart, sid, cmd));
+                    let _ = reply.send(execute(&port, cmd));
                 }
             })
             .ok();

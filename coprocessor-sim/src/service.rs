@@ -26,7 +26,6 @@
 
 use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
 use crate::soc::Device;
-use dart::stats::Counter;
 use dart::{Dart, DartError, EventKind};
 use frame_table::{Frame, FrameTable, FrameType, Perm};
 use parking_lot::Mutex;
@@ -190,11 +189,8 @@ impl MapperService {
     /// Handles one decoded request from coprocessor `device`.
     pub fn handle(&self, device: usize, req: &Request) -> Result<(), RpcError> {
         let (dev, dart) = self.device(device)?;
-        dart.stats().add(Some(dev.stream), Counter::RpcRequests, 1);
         let r = self.handle_inner(device, dev, dart, req);
-        if let Err(e) = &r {
-            dart.stats().rpc_refused(Some(dev.stream), e.kind());
-        }
+        dart.account_rpc(dev.stream, r.as_ref().err().map(RpcError::kind));
         record_rpc(dart, dev, Some(req), &r);
         r
     }
@@ -270,8 +266,7 @@ impl MapperService {
                 let seq = wire::raw_seq(message).unwrap_or(0);
                 let r = Err(RpcError::BadMessage(e));
                 if let Ok((dev, dart)) = self.device(device) {
-                    dart.stats().add(Some(dev.stream), Counter::RpcRequests, 1);
-                    dart.stats().rpc_refused(Some(dev.stream), "bad-message");
+                    dart.account_rpc(dev.stream, Some("bad-message"));
                     record_rpc(dart, dev, None, &r);
                 }
                 (seq, r)

@@ -79,7 +79,7 @@ impl Soc {
             let mut cfg = DartConfig::new(d.name.clone(), d.variant);
             cfg.streams = d.streams;
             cfg.invalidation = d.invalidation;
-            cfg.iotlb_entries = d.iotlb_entries.min(dart::iotlb::Iotlb::MAX_ENTRIES as u64) as usize;
+            cfg.iotlb_entries = d.iotlb_entries.min(DartConfig::MAX_IOTLB_ENTRIES as u64) as usize;
             cfg.trusted = coprocessors.iter().filter(|c| c.dart == d.name && c.trusted).map(|c| c.stream).collect();
             let dart =
                 Dart::new(frames.clone(), cfg).map_err(|source| SocError::Dart { name: d.name.clone(), source })?;
@@ -102,8 +102,13 @@ impl Soc {
             });
         }
         let service = MapperService::new(frames.clone(), built.clone(), devices.clone());
-        let coprocessors =
-            devices.iter().map(|d| Coprocessor::spawn(d.name.clone(), built[d.dart].clone(), d.stream)).collect();
+        let mut coprocessors = Vec::with_capacity(devices.len());
+        for d in &devices {
+            let port = built[d.dart]
+                .port(d.stream)
+                .map_err(|source| SocError::Dart { name: darts[d.dart].name.clone(), source })?;
+            coprocessors.push(Coprocessor::spawn(d.name.clone(), port));
+        }
         Ok(Soc { frames, darts: built, devices, service, coprocessors })
     }
 

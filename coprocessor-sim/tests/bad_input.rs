@@ -274,7 +274,7 @@ fn dart_construction() {
     let mut huge = DartConfig::new("d", Variant::T8110);
     huge.iotlb_entries = usize::MAX;
     let d = Dart::new(frames.clone(), huge).unwrap();
-    assert_eq!(d.iotlb().capacity(), dart::iotlb::Iotlb::MAX_ENTRIES);
+    assert_eq!(d.iotlb_capacity(), DartConfig::MAX_IOTLB_ENTRIES);
     assert_eq!(frames.free_frames(), FRAMES, "a DART allocates nothing until it maps");
 }
 
@@ -625,7 +625,7 @@ fn scenario_inputs() {
 #[test]
 fn coprocessor_huge_read() {
     let s = system();
-    let c = Coprocessor::spawn("a", s.t8020.clone(), 1);
+    let c = Coprocessor::spawn("a", s.t8020.port(1).unwrap());
     let before = s.snapshot();
     assert_eq!(
         c.call(Command::DmaRead { iova: 0, len: u64::MAX }),

@@ -103,6 +103,10 @@ pub struct DartConfig {
 }
 
 impl DartConfig {
+    /// The largest IOTLB a DART has (2^20 entries): a larger
+    /// `iotlb_entries` is clamped to it.
+    pub const MAX_IOTLB_ENTRIES: usize = Iotlb::MAX_ENTRIES;
+
     /// A `variant` DART named `name` with 16 streams (or fewer if the variant
     /// has fewer), strict invalidation, 256 IOTLB entries, no trusted stream.
     pub fn new(name: impl Into<String>, variant: Variant) -> DartConfig {
@@ -220,236 +224,86 @@ impl std::fmt::Debug for Dart {
     }
 }
 
+/// # Device side
+///
+/// What a device's DMA does: translate IOVAs of one stream, check
+/// permissions, copy. Lock-free. A device holds a [`crate::StreamPort`]
+/// (handed out by [`Dart::port`]), which reaches these for its own stream
+/// and nothing else of the `Dart`.
 impl Dart {
-    /// Builds a DART over `frames`. Streams start disabled, with no TTBR.
-    pub fn new(frames: Arc<FrameTable>, config: DartConfig) -> Result<Dart, DartError> {
-        let v = config.variant;
-        if config.streams == 0 || config.streams > v.max_streams() {
-            return Err(DartError::Config {
-                reason: format!("{} has 1 to {} streams, not {}", v, v.max_streams(), config.streams),
-            });
-        }
-        if let Some(&sid) = config.trusted.iter().find(|&&s| s >= config.streams) {
-            return Err(DartError::Config { reason: format!("trusted stream {sid} does not exist") });
-        }
-        let streams = (0..config.streams).map(|sid| StreamState::new(config.trusted.contains(&sid))).collect();
-        Ok(Dart {
-            name: config.name,
-            variant: v,
-            format: v.pte_format(),
-            page_shift: frames.frame_size().shift(),
-            page_mask: (1u64 << frames.frame_size().shift()) - 1,
-            invalidation: config.invalidation,
-            streams,
-            iotlb: Iotlb::new(config.iotlb_entries),
-            stats: Stats::new(config.streams as usize),
-            inflight: InFlight::new(),
-            mapper: CachePadded::new(Mutex::new(Mapper::default())),
-            error: Mutex::new(ErrorLatch::default()),
-            interrupt: RwLock::new(None),
-            mmio: crate::regs::MmioState::new(),
-            ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
-            walker: Walker::new(v, frames.frame_size().shift()),
-            walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
-            trace: crate::events::DartTrace::default(),
-            holds: Arc::new(crate::hold::Holds::new(frames.clone())),
-            frames,
-        })
-    }
-
-    /// Instance name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    /// Hardware variant.
-    pub fn variant(&self) -> Variant {
-        self.variant
-    }
-    /// PTE format.
-    pub fn pte_format(&self) -> PteFormat {
-        self.format
-    }
-    /// Number of streams.
-    pub fn stream_count(&self) -> u32 {
-        self.streams.len() as u32
-    }
-    /// log2 of the page size (= the frame size).
-    pub fn page_shift(&self) -> u32 {
-        self.page_shift
-    }
-    /// Invalidation mode.
-    pub fn invalidation(&self) -> Invalidation {
-        self.invalidation
-    }
-    /// The frame table behind it.
-    pub fn frames(&self) -> &Arc<FrameTable> {
-        &self.frames
-    }
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-    /// The IOTLB (for inspection).
-    pub fn iotlb(&self) -> &Iotlb {
-        &self.iotlb
-    }
-
-    #[inline]
-    pub(crate) fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
-        self.streams.get(sid as usize).ok_or(DartError::NoSuchStream { sid, streams: self.stream_count() })
-    }
-
     /// The device's capability for stream `sid`: DMA, translation and a
     /// vm-memory view, nothing kernel-side ([`crate::StreamPort`]).
     pub fn port(self: &Arc<Self>, sid: u32) -> Result<crate::StreamPort, DartError> {
         crate::StreamPort::new(self.clone(), sid)
     }
 
-    /// How many slice holds of this DART's ports still keep `frame`
-    /// counted ([`crate::hold`]). A kernel that waits for this to reach 0
-    /// before `free` or `retype` never breaches R2 through a held slice.
-    pub fn slice_holds(&self, frame: Frame) -> u64 {
-        self.holds.on(frame)
-    }
-
-    /// Whether stream `sid` was created trusted (may bypass).
-    pub fn trusted(&self, sid: u32) -> Result<bool, DartError> {
-        Ok(self.stream(sid)?.trusted)
-    }
-
-    /// The geometry stream `sid` translates with now.
-    pub fn geometry(&self, sid: u32) -> Result<Geometry, DartError> {
-        Ok(self.geometry_for(self.stream(sid)?.config()))
-    }
-
-    #[inline]
-    pub(crate) fn geometry_for(&self, c: StreamConfig) -> Geometry {
-        Geometry::new(self.variant, self.page_shift, c.four_level)
-    }
-
-    /// Stream `sid`'s configuration.
-    pub fn stream_config(&self, sid: u32) -> Result<StreamConfig, DartError> {
-        Ok(self.stream(sid)?.config())
-    }
-
-    /// Sets stream `sid`'s configuration. Bypass on an untrusted stream is
-    /// refused (`bypass-denied`) and changes nothing. Kills the stream's IOTLB
-    /// entries (a changed configuration must not be served from the old one).
-    pub fn set_stream_config(&self, sid: u32, config: StreamConfig) -> Result<(), DartError> {
-        self.update_stream_config(sid, |_| config).map(drop)
-    }
-
-    /// Replaces stream `sid`'s configuration `c` with `f(c)`, atomically
-    /// with respect to every other configuration change (read-modify-write
-    /// under the mapper lock), with [`Dart::set_stream_config`]'s checks.
-    /// Returns the new configuration.
-    pub(crate) fn update_stream_config(
-        &self,
-        sid: u32,
-        f: impl FnOnce(StreamConfig) -> StreamConfig,
-    ) -> Result<StreamConfig, DartError> {
-        self.frames.check_running()?;
-        let st = self.stream(sid)?;
-        let mut m = self.mapper.lock();
-        let config = f(st.config());
-        if config.bypass && !st.trusted {
-            return Err(DartError::BypassDenied { sid });
-        }
-        st.set_config(config);
-        m.moved(sid);
-        st.bump_gen();
-        self.walk_cache.invalidate(&m);
-        Ok(config)
-    }
-
-    /// Enables or disables stream `sid`, keeping the rest of its configuration.
-    pub fn set_enabled(&self, sid: u32, enabled: bool) -> Result<(), DartError> {
-        self.update_stream_config(sid, |c| StreamConfig { enabled, ..c }).map(drop)
-    }
-
-    /// Turns bypass on or off for stream `sid` (refused for untrusted streams).
-    pub fn set_bypass(&self, sid: u32, bypass: bool) -> Result<(), DartError> {
-        self.update_stream_config(sid, |c| StreamConfig { bypass, ..c }).map(drop)
-    }
-
-    /// The table TTBR `idx` of stream `sid` names, if valid.
-    pub fn ttbr(&self, sid: u32, idx: usize) -> Result<Option<u64>, DartError> {
-        let st = self.stream(sid)?;
-        if idx >= self.variant.ttbrs_per_stream() as usize {
-            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
-        }
-        Ok(st.ttbr(idx))
-    }
-
-    /// Points TTBR `idx` of stream `sid` at `table` (or invalidates it with
-    /// `None`). A table that is not a `dart-table` frame owned by this DART is
-    /// an invariant breach handled by the SoC's violation mode (SPEC §2).
-    pub fn set_ttbr(&self, sid: u32, idx: usize, table: Option<u64>) -> Result<(), DartError> {
-        self.frames.check_running()?;
-        let st = self.stream(sid)?;
-        if idx >= self.variant.ttbrs_per_stream() as usize {
-            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
-        }
-        let mut m = self.mapper.lock();
-        if let Some(pa) = table {
-            m.check_ttbr_target(self, pa)?;
-        }
-        st.set_ttbr(idx, table);
-        m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));
-        m.moved(sid);
-        st.bump_gen();
-        self.walk_cache.invalidate(&m);
-        Ok(())
-    }
-
-    /// Installs the interrupt callback, called when ERROR latches a fault.
-    pub fn set_interrupt(&self, f: Option<Arc<InterruptFn>>) {
-        *self.interrupt.write() = f;
-    }
-
-    /// The latched error.
-    pub fn error(&self) -> ErrorLatch {
-        *self.error.lock()
-    }
-
-    /// Clears the latched error (ERROR write-1-to-clear of the FLAG bit).
-    pub fn clear_error(&self) {
-        *self.error.lock() = ErrorLatch::default();
-    }
-
-    /// The interrupt line's level: high while ERROR holds a fault.
-    pub fn interrupt_pending(&self) -> bool {
-        self.error.lock().first.is_some()
-    }
-
-    /// Records a fault: counters, ERROR latch, interrupt. Returns the error.
-    #[cold]
-    pub(crate) fn raise(&self, sid: u32, iova: u64, kind: FaultKind, dir: Dir) -> DartError {
-        let fault = Fault { kind, stream: sid, iova, write: dir == Dir::Write };
-        self.stats.fault(Some(sid), kind.code());
-        if self.mmio.error_masked(self.variant, kind, fault.write) {
-            // ERROR_MASK: the DMA still fails, but nothing latches.
-            self.emit(|| crate::events::EventKind::fault(&fault, false));
-            return DartError::Fault(fault);
-        }
-        let newly = {
-            let mut e = self.error.lock();
-            if e.first.is_none() {
-                e.first = Some(fault);
-                true
-            } else {
-                e.more = e.more.saturating_add(1);
-                false
-            }
+    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
+    /// physical spans that stay valid while the [`Translation`] lives. A
+    /// bypassed stream is refused here (`BypassDenied`: bypass has no
+    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
+    ///
+    /// A one-page access whose page the IOTLB holds costs a few nanoseconds.
+    /// In a loop that hot, `match` the result rather than `?`-converting the
+    /// error: the `?` machinery moves the whole 64-byte `Result` through
+    /// memory in a way that stalls on store forwarding (measured: 15 ns per
+    /// hit with `?` against 6 with `match`).
+    ///
+    /// Always inlined, so that the caller's `match` sees the hit path's
+    /// translation in registers (the compiler did inline it into the
+    /// bench's worker, but not into a larger function).
+    #[inline(always)]
+    pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
+        let Some(st) = self.streams.get(sid as usize) else {
+            return Err(self.refuse_stream(sid, iova, len));
         };
-        self.emit(|| crate::events::EventKind::fault(&fault, newly));
-        if newly {
-            let cb = self.interrupt.read().clone();
-            if let Some(cb) = cb {
-                cb(&fault);
-            }
+        let (guard, hit) = self.enter_and_hit(st, sid, iova, len, dir);
+        if let Some(span) = hit {
+            return Ok(Translation { _inflight: guard, first: span, many: None });
         }
-        DartError::Fault(fault)
+        match self.translate_general((sid, st), iova, len, dir, guard.slot()) {
+            Ok((first, many)) => Ok(Translation { _inflight: guard, first, many }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Device reads `buf.len()` bytes at `iova` through stream `sid`. On a
+    /// fault nothing is read (`buf` unchanged) and the fault is latched.
+    pub fn dma_read(&self, sid: u32, iova: u64, buf: &mut [u8]) -> Result<(), DartError> {
+        let len = buf.len() as u64;
+        self.access(sid, iova, len, Dir::Read, |mem, spans| {
+            let mut off = 0usize;
+            for s in spans {
+                let n = s.len as usize;
+                if !phys::read(mem, s.pa, &mut buf[off..off + n]) {
+                    return false;
+                }
+                off += n;
+            }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Read, spans, buf);
+            }
+            true
+        })
+    }
+
+    /// Device writes `data` at `iova` through stream `sid`. On a fault
+    /// nothing is written and the fault is latched.
+    pub fn dma_write(&self, sid: u32, iova: u64, data: &[u8]) -> Result<(), DartError> {
+        let len = data.len() as u64;
+        self.access(sid, iova, len, Dir::Write, |mem, spans| {
+            let mut off = 0usize;
+            for s in spans {
+                let n = s.len as usize;
+                if !phys::write(mem, s.pa, &data[off..off + n]) {
+                    return false;
+                }
+                off += n;
+            }
+            if self.watching() {
+                self.trace_dma(sid, iova, Dir::Write, spans, data);
+            }
+            true
+        })
     }
 
     /// The fast path, for the common case: an access within one page, on a
@@ -668,35 +522,6 @@ impl Dart {
         Ok(c)
     }
 
-    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
-    /// physical spans that stay valid while the [`Translation`] lives. A
-    /// bypassed stream is refused here (`BypassDenied`: bypass has no
-    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
-    ///
-    /// A one-page access whose page the IOTLB holds costs a few nanoseconds.
-    /// In a loop that hot, `match` the result rather than `?`-converting the
-    /// error: the `?` machinery moves the whole 64-byte `Result` through
-    /// memory in a way that stalls on store forwarding (measured: 15 ns per
-    /// hit with `?` against 6 with `match`).
-    ///
-    /// Always inlined, so that the caller's `match` sees the hit path's
-    /// translation in registers (the compiler did inline it into the
-    /// bench's worker, but not into a larger function).
-    #[inline(always)]
-    pub fn translate(&self, sid: u32, iova: u64, len: u64, dir: Dir) -> Result<Translation<'_>, DartError> {
-        let Some(st) = self.streams.get(sid as usize) else {
-            return Err(self.refuse_stream(sid, iova, len));
-        };
-        let (guard, hit) = self.enter_and_hit(st, sid, iova, len, dir);
-        if let Some(span) = hit {
-            return Ok(Translation { _inflight: guard, first: span, many: None });
-        }
-        match self.translate_general((sid, st), iova, len, dir, guard.slot()) {
-            Ok((first, many)) => Ok(Translation { _inflight: guard, first, many }),
-            Err(e) => Err(e),
-        }
-    }
-
     /// [`Dart::translate`] past the hit path: the translation's spans (the
     /// first, and all of them when there are several). It returns the
     /// spans rather than the whole [`Translation`] so that its result
@@ -727,46 +552,6 @@ impl Dart {
                 spans.first().copied().unwrap_or(Span { iova, pa: 0, len: 0 }),
                 Some(spans.into_vec().into_boxed_slice()),
             ),
-        })
-    }
-
-    /// Device reads `buf.len()` bytes at `iova` through stream `sid`. On a
-    /// fault nothing is read (`buf` unchanged) and the fault is latched.
-    pub fn dma_read(&self, sid: u32, iova: u64, buf: &mut [u8]) -> Result<(), DartError> {
-        let len = buf.len() as u64;
-        self.access(sid, iova, len, Dir::Read, |mem, spans| {
-            let mut off = 0usize;
-            for s in spans {
-                let n = s.len as usize;
-                if !phys::read(mem, s.pa, &mut buf[off..off + n]) {
-                    return false;
-                }
-                off += n;
-            }
-            if self.watching() {
-                self.trace_dma(sid, iova, Dir::Read, spans, buf);
-            }
-            true
-        })
-    }
-
-    /// Device writes `data` at `iova` through stream `sid`. On a fault
-    /// nothing is written and the fault is latched.
-    pub fn dma_write(&self, sid: u32, iova: u64, data: &[u8]) -> Result<(), DartError> {
-        let len = data.len() as u64;
-        self.access(sid, iova, len, Dir::Write, |mem, spans| {
-            let mut off = 0usize;
-            for s in spans {
-                let n = s.len as usize;
-                if !phys::write(mem, s.pa, &data[off..off + n]) {
-                    return false;
-                }
-                off += n;
-            }
-            if self.watching() {
-                self.trace_dma(sid, iova, Dir::Write, spans, data);
-            }
-            true
         })
     }
 
@@ -861,6 +646,265 @@ impl Dart {
         }
     }
 
+    /// Records a fault: counters, ERROR latch, interrupt. Returns the error.
+    #[cold]
+    pub(crate) fn raise(&self, sid: u32, iova: u64, kind: FaultKind, dir: Dir) -> DartError {
+        let fault = Fault { kind, stream: sid, iova, write: dir == Dir::Write };
+        self.stats.fault(Some(sid), kind.code());
+        if self.mmio.error_masked(self.variant, kind, fault.write) {
+            // ERROR_MASK: the DMA still fails, but nothing latches.
+            self.emit(|| crate::events::EventKind::fault(&fault, false));
+            return DartError::Fault(fault);
+        }
+        let newly = {
+            let mut e = self.error.lock();
+            if e.first.is_none() {
+                e.first = Some(fault);
+                true
+            } else {
+                e.more = e.more.saturating_add(1);
+                false
+            }
+        };
+        self.emit(|| crate::events::EventKind::fault(&fault, newly));
+        if newly {
+            let cb = self.interrupt.read().clone();
+            if let Some(cb) = cb {
+                cb(&fault);
+            }
+        }
+        DartError::Fault(fault)
+    }
+}
+
+/// # Kernel side: building and mapping
+///
+/// The kernel builds a DART over its frame table, hands devices their ports,
+/// and maps through the validated mapper (`map`, `unmap`, `flush` and the
+/// mapper's tables, below): the only writer of the translation tables.
+impl Dart {
+    /// Builds a DART over `frames`. Streams start disabled, with no TTBR.
+    pub fn new(frames: Arc<FrameTable>, config: DartConfig) -> Result<Dart, DartError> {
+        let v = config.variant;
+        if config.streams == 0 || config.streams > v.max_streams() {
+            return Err(DartError::Config {
+                reason: format!("{} has 1 to {} streams, not {}", v, v.max_streams(), config.streams),
+            });
+        }
+        if let Some(&sid) = config.trusted.iter().find(|&&s| s >= config.streams) {
+            return Err(DartError::Config { reason: format!("trusted stream {sid} does not exist") });
+        }
+        let streams = (0..config.streams).map(|sid| StreamState::new(config.trusted.contains(&sid))).collect();
+        Ok(Dart {
+            name: config.name,
+            variant: v,
+            format: v.pte_format(),
+            page_shift: frames.frame_size().shift(),
+            page_mask: (1u64 << frames.frame_size().shift()) - 1,
+            invalidation: config.invalidation,
+            streams,
+            iotlb: Iotlb::new(config.iotlb_entries),
+            stats: Stats::new(config.streams as usize),
+            inflight: InFlight::new(),
+            mapper: CachePadded::new(Mutex::new(Mapper::default())),
+            error: Mutex::new(ErrorLatch::default()),
+            interrupt: RwLock::new(None),
+            mmio: crate::regs::MmioState::new(),
+            ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
+            walker: Walker::new(v, frames.frame_size().shift()),
+            walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
+            trace: crate::events::DartTrace::default(),
+            holds: Arc::new(crate::hold::Holds::new(frames.clone())),
+            frames,
+        })
+    }
+
+    /// The frame table behind it.
+    pub fn frames(&self) -> &Arc<FrameTable> {
+        &self.frames
+    }
+
+    /// Counts one RPC request a mapping service received from a device on
+    /// stream `sid` (`rpc_requests`), and, if it refused it, the refusal
+    /// (`rpc_refused` and `rpc_refused.KIND`; a kind outside
+    /// [`crate::stats::REFUSAL_KINDS`] counts as `other`). Kernel side: the
+    /// service calls it; devices have no way to it.
+    pub fn account_rpc(&self, sid: u32, refused: Option<&str>) {
+        self.stats.add(Some(sid), crate::stats::Counter::RpcRequests, 1);
+        if let Some(kind) = refused {
+            self.stats.rpc_refused(Some(sid), kind);
+        }
+    }
+
+    /// How many slice holds of this DART's ports still keep `frame`
+    /// counted ([`crate::hold`]). A kernel that waits for this to reach 0
+    /// before `free` or `retype` never breaches R2 through a held slice.
+    pub fn slice_holds(&self, frame: Frame) -> u64 {
+        self.holds.on(frame)
+    }
+}
+
+/// # Registers
+///
+/// The stream state a driver programs (streams' configuration, TTBRs, the
+/// error latch and the interrupt line), as typed calls; the MMIO register
+/// file ([`Dart::mmio_read`], [`Dart::mmio_write`]) reads and writes the same
+/// state.
+impl Dart {
+    /// Stream `sid`'s configuration.
+    pub fn stream_config(&self, sid: u32) -> Result<StreamConfig, DartError> {
+        Ok(self.stream(sid)?.config())
+    }
+
+    /// Sets stream `sid`'s configuration. Bypass on an untrusted stream is
+    /// refused (`bypass-denied`) and changes nothing. Kills the stream's IOTLB
+    /// entries (a changed configuration must not be served from the old one).
+    pub fn set_stream_config(&self, sid: u32, config: StreamConfig) -> Result<(), DartError> {
+        self.update_stream_config(sid, |_| config).map(drop)
+    }
+
+    /// Replaces stream `sid`'s configuration `c` with `f(c)`, atomically
+    /// with respect to every other configuration change (read-modify-write
+    /// under the mapper lock), with [`Dart::set_stream_config`]'s checks.
+    /// Returns the new configuration.
+    pub(crate) fn update_stream_config(
+        &self,
+        sid: u32,
+        f: impl FnOnce(StreamConfig) -> StreamConfig,
+    ) -> Result<StreamConfig, DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        let mut m = self.mapper.lock();
+        let config = f(st.config());
+        if config.bypass && !st.trusted {
+            return Err(DartError::BypassDenied { sid });
+        }
+        st.set_config(config);
+        m.moved(sid);
+        st.bump_gen();
+        self.walk_cache.invalidate(&m);
+        Ok(config)
+    }
+
+    /// Enables or disables stream `sid`, keeping the rest of its configuration.
+    pub fn set_enabled(&self, sid: u32, enabled: bool) -> Result<(), DartError> {
+        self.update_stream_config(sid, |c| StreamConfig { enabled, ..c }).map(drop)
+    }
+
+    /// Turns bypass on or off for stream `sid` (refused for untrusted streams).
+    pub fn set_bypass(&self, sid: u32, bypass: bool) -> Result<(), DartError> {
+        self.update_stream_config(sid, |c| StreamConfig { bypass, ..c }).map(drop)
+    }
+
+    /// The table TTBR `idx` of stream `sid` names, if valid.
+    pub fn ttbr(&self, sid: u32, idx: usize) -> Result<Option<u64>, DartError> {
+        let st = self.stream(sid)?;
+        if idx >= self.variant.ttbrs_per_stream() as usize {
+            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
+        }
+        Ok(st.ttbr(idx))
+    }
+
+    /// Points TTBR `idx` of stream `sid` at `table` (or invalidates it with
+    /// `None`). A table that is not a `dart-table` frame owned by this DART is
+    /// an invariant breach handled by the SoC's violation mode (SPEC §2).
+    pub fn set_ttbr(&self, sid: u32, idx: usize, table: Option<u64>) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let st = self.stream(sid)?;
+        if idx >= self.variant.ttbrs_per_stream() as usize {
+            return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
+        }
+        let mut m = self.mapper.lock();
+        if let Some(pa) = table {
+            m.check_ttbr_target(self, pa)?;
+        }
+        st.set_ttbr(idx, table);
+        m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));
+        m.moved(sid);
+        st.bump_gen();
+        self.walk_cache.invalidate(&m);
+        Ok(())
+    }
+
+    /// Installs the interrupt callback, called when ERROR latches a fault.
+    pub fn set_interrupt(&self, f: Option<Arc<InterruptFn>>) {
+        *self.interrupt.write() = f;
+    }
+
+    /// The latched error.
+    pub fn error(&self) -> ErrorLatch {
+        *self.error.lock()
+    }
+
+    /// Clears the latched error (ERROR write-1-to-clear of the FLAG bit).
+    pub fn clear_error(&self) {
+        *self.error.lock() = ErrorLatch::default();
+    }
+
+    /// The interrupt line's level: high while ERROR holds a fault.
+    pub fn interrupt_pending(&self) -> bool {
+        self.error.lock().first.is_some()
+    }
+}
+
+/// # Inspection
+///
+/// Read-only views: identity and geometry, counters (snapshots through
+/// [`crate::stats::Stats::snapshot`]), the IOTLB's live entries, and (below)
+/// mappings, DART counts and the invariant checks. Nothing here changes the
+/// DART.
+impl Dart {
+    /// Instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hardware variant.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// PTE format.
+    pub fn pte_format(&self) -> PteFormat {
+        self.format
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> u32 {
+        self.streams.len() as u32
+    }
+
+    /// log2 of the page size (= the frame size).
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+
+    /// Invalidation mode.
+    pub fn invalidation(&self) -> Invalidation {
+        self.invalidation
+    }
+
+    /// The geometry stream `sid` translates with now.
+    pub fn geometry(&self, sid: u32) -> Result<Geometry, DartError> {
+        Ok(self.geometry_for(self.stream(sid)?.config()))
+    }
+
+    /// Whether stream `sid` was created trusted (may bypass).
+    pub fn trusted(&self, sid: u32) -> Result<bool, DartError> {
+        Ok(self.stream(sid)?.trusted)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The IOTLB's capacity: `iotlb_entries` rounded up to a power of two
+    /// and clamped to `[1, DartConfig::MAX_IOTLB_ENTRIES]`.
+    pub fn iotlb_capacity(&self) -> usize {
+        self.iotlb.capacity()
+    }
+
     /// Current IOTLB entries of stream `sid` that are live (current generation), as leaves.
     pub fn iotlb_entries(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
@@ -871,6 +915,16 @@ impl Dart {
             .filter(|e| e.stream == sid && e.gen == st.gen(e.page << self.page_shift))
             .map(|e| (e.page << self.page_shift, tlb_value::unpack(e.value, self.page_shift)))
             .collect())
+    }
+
+    #[inline]
+    pub(crate) fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
+        self.streams.get(sid as usize).ok_or(DartError::NoSuchStream { sid, streams: self.stream_count() })
+    }
+
+    #[inline]
+    pub(crate) fn geometry_for(&self, c: StreamConfig) -> Geometry {
+        Geometry::new(self.variant, self.page_shift, c.four_level)
     }
 }
 

@@ -405,6 +405,10 @@ pub(crate) struct DartTrace {
     watches: RwLock<Vec<WatchRange>>,
 }
 
+/// # Inspection: events and watches
+///
+/// Where this DART records what it does (an [`EventLog`]), and the IOVA
+/// ranges whose accesses it records one by one.
 impl Dart {
     /// Attaches (or with `None` detaches) the event log this DART records
     /// into. Several DARTs (and a frame table) may share one log.

@@ -14,7 +14,7 @@
 //! 1. A hold takes one DART count on every frame its slices cover
 //!    ([`frame_table::FrameTable::acquire`], `Access::Dart`, with the
 //!    policy check), **while the translation's in-flight section is still
-//!    open** ([`crate::inflight`]). All or nothing: if one frame refuses,
+//!    open** (the in-flight tracker). All or nothing: if one frame refuses,
 //!    the counts already taken are given back and no slice is handed out.
 //! 2. A strict unmap (or a deferred flush) clears the entries, invalidates,
 //!    waits for the DMA in flight, and only then releases the PTE's count.

@@ -234,6 +234,7 @@ use std::marker::PhantomData;
 const SHARED: usize = EXCLUSIVE;
 
 /// Fenced entries of a thread between its attempts to end a stale burst.
+#[cfg_attr(loom, allow(dead_code))]
 pub const FENCED_CHECK: u32 = 4096;
 
 #[cfg(not(loom))]
@@ -452,7 +453,7 @@ impl DmaGuard<'_> {
     /// every slot number) for a thread without one. (The DART's paths use
     /// [`DmaGuard::slot`], whose test tells the compiler the number is in
     /// range.)
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     #[inline]
     pub(crate) fn lane(&self) -> usize {
         self.lane as usize

@@ -1,7 +1,17 @@
-//! The vm-memory adapter: one DART stream as a [`vm_memory::Iommu`], so that
-//! [`vm_memory::IommuMemory`] gives a simulated device the standard
-//! [`vm_memory::Bytes`] / [`vm_memory::GuestMemory`] API with every access
-//! translated and checked by the DART.
+//! The vm-memory adapter, **kernel side**: one DART stream as a
+//! [`vm_memory::Iommu`], so that a VMM that already speaks
+//! [`vm_memory::IommuMemory`] can put the emulated DART under its guest
+//! memory, with every `Bytes` access translated and checked by the DART.
+//!
+//! It is not a device's view. `IommuMemory` hands its holder the kernel's
+//! keys: `get_backend()` is the whole physical memory, `iommu().dart()` the
+//! `Dart` (and from it the frame table), `set_iommu_enabled(false)` turns
+//! translation off. And its slices are **not held**: a `VolatileSlice`
+//! kept after its iterator is dropped (virtio-queue's `Reader::new` keeps
+//! them) can outlive an unmap, and read whatever the frame holds next.
+//! Device code gets a [`crate::StreamPort`] and its
+//! [`crate::PortMemory`], whose slices hold their frames
+//! ([`crate::hold`]).
 //!
 //! # Design: a per-call IOTLB view (lock-free, nothing shared)
 //!
@@ -57,8 +67,9 @@
 //!   copies after the translation); the translations, IOTLB and fault
 //!   counters are the DART's own.
 //! - A `VolatileSlice` kept after its slice iterator is dropped is no longer
-//!   covered by the in-flight guard: use slices while iterating, as `Bytes`
-//!   does. A thread must not call a strict `unmap` of pages it is itself
+//!   covered by the in-flight guard and holds nothing: use slices while
+//!   iterating, as `Bytes` does (devices use ports, whose slices hold their
+//!   frames). A thread must not call a strict `unmap` of pages it is itself
 //!   iterating over (it would wait for itself).
 //! - `IommuMemory::set_iommu_enabled(false)` switches vm-memory to
 //!   pass-through on the physical memory: that is the embedder's choice, not
@@ -72,7 +83,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// `vm_memory::IommuMemory` over the DART's physical memory, translated by
-/// one stream: what a simulated device reads and writes through.
+/// one stream: a VMM's (kernel-side) view; devices use
+/// [`crate::PortMemory`].
 pub type StreamMemory = IommuMemory<GuestMemoryMmap, StreamIommu>;
 
 /// One stream of a [`Dart`] as a vm-memory [`Iommu`].
@@ -109,8 +121,9 @@ impl StreamIommu {
     }
 }
 
-/// The device's view of stream `sid` of `dart` in one call:
-/// `StreamIommu::new(dart, sid)?.into_memory()`.
+/// A VMM's `IommuMemory` over stream `sid` of `dart` in one call:
+/// `StreamIommu::new(dart, sid)?.into_memory()`. Kernel side (see the
+/// module documentation): its slices hold nothing.
 ///
 /// ```
 /// use dart::{Dart, DartConfig, StreamConfig, Variant};

@@ -177,6 +177,7 @@ fn eviction_turn() -> bool {
     })
 }
 
+#[cfg(test)]
 /// Busy-wait hint for the slow paths that wait for a writer to leave a slot.
 #[inline]
 fn spin_wait() {
@@ -237,6 +238,7 @@ impl Slot {
         Some(s)
     }
 
+    #[cfg(test)]
     /// Takes the slot, waiting for any other writer to leave it.
     fn lock(&self) -> u64 {
         loop {
@@ -331,6 +333,7 @@ impl Iotlb {
         unsafe { self.slots.get_unchecked(i) }
     }
 
+    #[cfg(test)]
     /// Looks up the translation of `(stream, page)` under generation `gen`.
     ///
     /// Returns `Some(value)` only if the slot holds an entry inserted with
@@ -351,6 +354,7 @@ impl Iotlb {
         Some(Place { key: pack_key(stream, page)?, slot: self.slot(stream, page) })
     }
 
+    #[cfg(test)]
     /// Caches `value` as the translation of `(stream, page)` under generation
     /// `gen`, evicting whatever the slot held.
     ///
@@ -365,6 +369,7 @@ impl Iotlb {
         self.slot(stream, page).put(key, gen, value);
     }
 
+    #[cfg(all(test, not(loom)))]
     /// Caches `value` as the translation of `(stream, page)` under generation
     /// `gen` after a miss, with *bimodal insertion*: the entry takes its slot
     /// if the slot is empty, holds an older entry of the same `(stream,
@@ -397,6 +402,7 @@ impl Iotlb {
         }
     }
 
+    #[cfg(test)]
     /// Invalidates every entry: an entry whose insert happens-before this
     /// call never matches a lookup that happens-after it returns.
     ///

@@ -1,16 +1,49 @@
-//! A software Apple DART IOMMU (SPEC §3).
+//! A software Apple DART IOMMU.
 //!
 //! A [`Dart`] sits between simulated coprocessors and a shared
 //! [`frame_table::FrameTable`]. Its translation tables live in physical
 //! memory, in `dart-table` frames, in the hardware PTE format of its
-//! [`Variant`]; the walker reads them from there. The kernel-side mapper
-//! ([`Dart::map`], [`Dart::unmap`], [`Dart::flush`]) is the only writer and
-//! takes every frame's DART count, with the frame-type policy check, before
-//! the PTE that points at it exists. The device side ([`Dart::dma_read`],
-//! [`Dart::dma_write`], [`Dart::translate`]) takes no lock. Drivers program
-//! it through its MMIO register file ([`Dart::mmio_read`],
-//! [`Dart::mmio_write`]; layouts and model in [`regs`]), which reads and
-//! writes the same stream state as the high-level API.
+//! [`Variant`]; the walker reads them from there. Its API reads as four
+//! small ones (one `impl` block each in these docs):
+//!
+//! - **Device side**: a device holds a [`StreamPort`] (from [`Dart::port`]):
+//!   DMA read and write, translation, and a vm-memory view
+//!   ([`PortMemory`]) whose slices hold their frames ([`hold`]). Lock-free.
+//!   Nothing reachable from a port leads back to the `Dart`, the frame
+//!   table or physical memory.
+//! - **Kernel side**: the validated mapper ([`Dart::map`], [`Dart::unmap`],
+//!   [`Dart::flush`]) is the only writer of the tables and takes every
+//!   frame's DART count, with the frame-type policy check, before the PTE
+//!   that points at it exists. The vm-memory [`iommu`] adapter (a VMM's
+//!   `IommuMemory`) and the [`vfio`] adapter are kernel-side too.
+//! - **Registers**: drivers program it through its MMIO register file
+//!   ([`Dart::mmio_read`], [`Dart::mmio_write`]; layouts and model in
+//!   [`regs`]), which reads and writes the same stream state as the typed
+//!   calls ([`Dart::set_ttbr`], [`Dart::set_stream_config`], …).
+//! - **Inspection**: counters ([`stats`] snapshots), the IOTLB's live
+//!   entries, mappings, DART counts, events and the invariant checks;
+//!   read-only.
+//!
+//! The IOTLB, the in-flight tracker, the walk cache and the counters'
+//! mutators are private: no public path plants a translation or forges a
+//! count. These do not compile:
+//!
+//! ```compile_fail,E0599
+//! // No IOTLB handle: a translation cannot be planted.
+//! fn plant(dart: &dart::Dart) {
+//!     dart.iotlb().insert(1, 0x4, 0, 0);
+//! }
+//! ```
+//! ```compile_fail,E0603
+//! // The IOTLB module is private.
+//! use dart::iotlb::Iotlb;
+//! ```
+//! ```compile_fail,E0624
+//! // Counters are read through snapshots; only the DART counts.
+//! fn forge(dart: &dart::Dart) {
+//!     dart.stats().add(Some(1), dart::stats::Counter::Translations, 1);
+//! }
+//! ```
 #![deny(missing_docs)]
 
 mod barrier;
@@ -19,9 +52,9 @@ mod error;
 pub mod events;
 pub mod fault;
 pub mod hold;
-pub mod inflight;
+mod inflight;
 pub mod iommu;
-pub mod iotlb;
+mod iotlb;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod mapper;
@@ -33,6 +66,8 @@ mod slot;
 pub mod stats;
 mod stream;
 mod sync;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod tlb_value;
 pub mod trace_event;
 pub mod variant;

@@ -26,6 +26,12 @@
 //!   walk reads the table after it was freed, and none reaches it after
 //!   the unmap returned. Without the bump the model fails
 //!   ([`table_retire_without_walk_cache_bump_is_caught`]).
+//! - [`slice_hold_vs_strict_unmap_and_free`]: a device that takes a slice
+//!   hold inside its translation's section and reads through the slice
+//!   after the section closed never reads a frame after its unmap released
+//!   it; the kernel's `free` meanwhile is refused (`frame-busy`), never
+//!   waits. Taking the hold after the section closes is caught
+//!   ([`slice_hold_after_the_section_is_caught`]).
 //! - The test-only broken ordering (`--features loom-broken-ordering`, see
 //!   [`StreamState::gen`]) and a model of unmap *without* `synchronize` are
 //!   both caught (`#[should_panic]` tests).
@@ -35,13 +41,14 @@
 //! and, for the broken-ordering check, the same with
 //! `--features loom-broken-ordering`.
 
+use crate::hold::Holds;
 use crate::inflight::InFlight;
 use crate::iotlb::Iotlb;
 use crate::pte::PTE_VALID;
 use crate::stream::StreamState;
 use crate::sync::{AtomicU64, Ordering};
 use crate::walk_cache::WalkCache;
-use frame_table::{Access, Counter, FrameTable, FrameTableConfig, FrameType, Perm};
+use frame_table::{Access, Counter, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};
 use loom::thread;
 use std::sync::Arc;
 
@@ -384,4 +391,98 @@ fn table_retire_vs_cached_walks() {
 #[should_panic(expected = "walk read a leaf table after its unmap freed it")]
 fn table_retire_without_walk_cache_bump_is_caught() {
     table_retire_model(false);
+}
+
+/// One strict unmap racing a device that takes a slice hold ([`Holds`])
+/// on the frame its translation reached and reads through the slice after
+/// its in-flight section closed (virtio-queue's `Reader`). The unmapper
+/// releases the PTE's count, tries to `free` the frame (reject mode) and,
+/// if that succeeds, recycles it as the kernel's `kernel-shared` buffer
+/// (another owner a DART may reach). With `in_section` (the protocol,
+/// invariant 1 of `hold.rs`) the hold is taken before the section closes;
+/// without it, after: the model must find the interleaving in which the
+/// unmapper's `synchronize` does not wait for the translation, the frame is
+/// recycled, and the late hold succeeds on the new owner's frame.
+fn slice_hold_model(in_section: bool) {
+    loom::model(move || {
+        let frames = Arc::new(
+            FrameTable::new(FrameTableConfig::with_memory(4 << 14).on_violation(OnViolation::Reject)).unwrap(),
+        );
+        let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+        frames.acquire(f, Access::Dart, Perm::RW).unwrap();
+        let pa = frames.pa_of(f).unwrap();
+        let pte = Arc::new(AtomicU64::new(pa | PTE_VALID));
+        let st = Arc::new(StreamState::new(false));
+        let iotlb = Arc::new(Iotlb::new(1));
+        let inflight = Arc::new(InFlight::new());
+        let holds = Arc::new(Holds::new(frames.clone()));
+
+        let device = {
+            let (frames, pte, st, iotlb, inflight, holds) =
+                (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone(), holds.clone());
+            thread::spawn(move || {
+                let guard = inflight.enter_as(None, SID, crate::inflight::ALL_REGIONS);
+                let Some(p) = translate(&st, &iotlb, &pte) else {
+                    return;
+                };
+                let frame = frames.frame_of(p & !PTE_VALID).unwrap();
+                let hold = if in_section {
+                    let hold = holds.take(&[frame], Perm::R);
+                    drop(guard);
+                    Some(hold.expect("a hold taken inside the section finds the PTE's count"))
+                } else {
+                    drop(guard);
+                    // Refused if the frame is free by now; taken if it is
+                    // still (or again) a type the DART may reach.
+                    holds.take(&[frame], Perm::R).ok()
+                };
+                if let Some(hold) = hold {
+                    // The copy out of the slice, later.
+                    let s = frames.state(frame).unwrap();
+                    assert!(
+                        s.ty() == FrameType::UserData && s.count(Counter::Dart) >= 1,
+                        "slice read a frame after its unmap released it: {s:?}"
+                    );
+                    drop(hold);
+                }
+            })
+        };
+
+        // Strict unmap, then the kernel's reuse of the frame.
+        pte.store(0, Ordering::Release);
+        st.bump_range_before_synchronize(PAGE << PAGE_SHIFT, 1 << PAGE_SHIFT);
+        inflight.synchronize();
+        frames.release(f, Counter::Dart).unwrap();
+        let freed = match frames.free(f) {
+            Ok(()) => true,
+            Err(frame_table::Error::FrameBusy { .. }) => false,
+            Err(e) => panic!("free refused for another reason: {e}"),
+        };
+        if freed {
+            frames.retype(f, FrameType::KernelShared).unwrap();
+        }
+        device.join().unwrap();
+        assert_eq!(holds.on(f), 0, "every hold was given back");
+        if !freed {
+            // Refused while held; free once the slice is gone.
+            let s = frames.state(f).unwrap();
+            assert_eq!((s.ty(), s.count(Counter::Dart)), (FrameType::UserData, 0));
+            frames.free(f).unwrap();
+        }
+    });
+}
+
+/// Holds taken inside the translation's section: a slice never reads a
+/// frame after its unmap released it, and a `free` while it lives is
+/// refused, never waits.
+#[test]
+fn slice_hold_vs_strict_unmap_and_free() {
+    slice_hold_model(true);
+}
+
+/// A hold taken after the section closed is caught.
+#[test]
+#[should_panic(expected = "slice read a frame after its unmap released it")]
+fn slice_hold_after_the_section_is_caught() {
+    slice_hold_model(false);
 }

@@ -218,6 +218,13 @@ fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
     DartError::BadRange { iova, len, reason }
 }
 
+/// # Kernel side: the mapper
+///
+/// The only writer of the translation tables. `map` takes every frame's DART
+/// count, with the frame-type policy check, before the PTE that points at it
+/// exists; `unmap` and `flush` clear, invalidate and wait for the DMA in
+/// flight before they release those counts (slices a port handed out keep
+/// their own counts: [`crate::hold`]).
 impl Dart {
     fn check_range(&self, geo: Geometry, iova: u64, len: u64) -> Result<(), DartError> {
         let page = geo.page_size();
@@ -721,6 +728,57 @@ impl Dart {
         });
     }
 
+    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
+    /// this DART's mapper — and returns its physical address. No TTBR names
+    /// it yet: this is the page-table root a driver allocates for a domain
+    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
+    /// their TTBR registers (value: [`crate::regs::encode_ttbr`]) or with
+    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
+    /// fills it, and every stream pointed at it shares the mappings. (A
+    /// stream with no TTBR gets a root of its own on its first map.)
+    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
+        self.frames.check_running()?;
+        let mut m = self.mapper.lock();
+        let f = self.alloc_tables(1)?[0];
+        m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
+        Ok(self.frames.pa_of(f)?)
+    }
+
+    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
+    /// got on its first map) once it is empty and no TTBR names it, after
+    /// the DMA that may still be walking it has finished. Anything else is
+    /// refused (`bad-range`) and changes nothing.
+    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
+        self.frames.check_running()?;
+        let mut m = self.mapper.lock();
+        let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
+        let Ok(f) = self.frames.frame_of(pa) else { return refuse("not a root table of this DART") };
+        match m.tables.get(f) {
+            Some(info) if info.level == 0 && pa & ((1 << self.page_shift()) - 1) == 0 => {
+                if info.live > 0 {
+                    return refuse("the root table still has entries");
+                }
+            }
+            _ => return refuse("not a root table of this DART"),
+        }
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        if self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
+            return refuse("a TTBR still names the root table");
+        }
+        m.tables.remove(f);
+        // A DMA that loaded the TTBR before it changed may still be walking.
+        self.inflight.synchronize();
+        self.release_table(f);
+        Ok(())
+    }
+}
+
+/// # Inspection: mappings, counts and invariants
+///
+/// Read-only, under the mapper lock: what the tables map, which frames they
+/// and the outstanding invalidations and slice holds count, and the checks
+/// the runner and tests assert after every step.
+impl Dart {
     /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
     pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
@@ -803,50 +861,6 @@ impl Dart {
         }
         drop(m);
         out
-    }
-
-    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
-    /// this DART's mapper — and returns its physical address. No TTBR names
-    /// it yet: this is the page-table root a driver allocates for a domain
-    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
-    /// their TTBR registers (value: [`crate::regs::encode_ttbr`]) or with
-    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
-    /// fills it, and every stream pointed at it shares the mappings. (A
-    /// stream with no TTBR gets a root of its own on its first map.)
-    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
-        self.frames.check_running()?;
-        let mut m = self.mapper.lock();
-        let f = self.alloc_tables(1)?[0];
-        m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
-        Ok(self.frames.pa_of(f)?)
-    }
-
-    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
-    /// got on its first map) once it is empty and no TTBR names it, after
-    /// the DMA that may still be walking it has finished. Anything else is
-    /// refused (`bad-range`) and changes nothing.
-    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
-        self.frames.check_running()?;
-        let mut m = self.mapper.lock();
-        let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
-        let Ok(f) = self.frames.frame_of(pa) else { return refuse("not a root table of this DART") };
-        match m.tables.get(f) {
-            Some(info) if info.level == 0 && pa & ((1 << self.page_shift()) - 1) == 0 => {
-                if info.live > 0 {
-                    return refuse("the root table still has entries");
-                }
-            }
-            _ => return refuse("not a root table of this DART"),
-        }
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
-            return refuse("a TTBR still names the root table");
-        }
-        m.tables.remove(f);
-        // A DMA that loaded the TTBR before it changed may still be walking.
-        self.inflight.synchronize();
-        self.release_table(f);
-        Ok(())
     }
 
     /// Frames this DART owns as tables.

@@ -37,7 +37,7 @@
 //! one more cold-stripe-shaped set, the *mapper's stripe*, with a `Relaxed`
 //! `load` + `store` and no per-thread lookup (`Stats::add_serialized`).
 //!
-//! The other slow-path counters of [`Stats::add`] (requests, …)
+//! The other slow-path counters of `Stats::add` (requests, …)
 //! go per thread the same way: a thread with a slot number
 //! gets its own *cold stripe* per DART on its first `add`, holding the 13
 //! basic counters of the DART-wide set and of every stream, and adds with a
@@ -80,8 +80,8 @@
 //!
 //! (The DART variants have at most 256 streams.)
 //!
-//! [`Stats::new`] accepts up to `MAX_STREAMS` = 4096 streams and clamps
-//! larger counts to that. Each thread that counts through [`Stats::add`]
+//! `Stats::new` accepts up to `MAX_STREAMS` = 4096 streams and clamps
+//! larger counts to that. Each thread that counts through `Stats::add`
 //! with a slot number adds a cold stripe of `(1 + streams) * 13` slots in
 //! whole 128-byte blocks (16 streams: 1,792 bytes; 256 streams: 26,752).
 
@@ -212,8 +212,7 @@ pub enum Counter {
     IotlbMisses,
     /// Page-table walks (`walks`).
     Walks,
-    /// Translation faults (`faults`); prefer [`Stats::fault`], which also
-    /// counts the code.
+    /// Translation faults (`faults`, and `faults.CODE` per fault code).
     Faults,
     /// Pages mapped (`maps`).
     Maps,
@@ -227,8 +226,8 @@ pub enum Counter {
     BytesWritten,
     /// RPC requests received (`rpc_requests`).
     RpcRequests,
-    /// RPC requests refused (`rpc_refused`); prefer [`Stats::rpc_refused`],
-    /// which also counts the kind.
+    /// RPC requests refused (`rpc_refused`, and `rpc_refused.KIND` per
+    /// kind; counted by [`crate::Dart::account_rpc`]).
     RpcRefused,
     /// Policy violations (`violations`).
     Violations,
@@ -372,7 +371,7 @@ fn fast_rows() -> Box<[FastRow; crate::slot::EXCLUSIVE]> {
 impl Stats {
     /// Counters for a DART with `streams` streams (sids `0..streams`), all
     /// zero. Stream counts above 4096 are clamped to 4096.
-    pub fn new(streams: usize) -> Stats {
+    pub(crate) fn new(streams: usize) -> Stats {
         let streams = streams.min(MAX_STREAMS);
         let stripe_len = stripe_len(streams);
         let blocks = (0..STRIPES * stripe_len / LANES)
@@ -503,7 +502,7 @@ impl Stats {
     /// In the calling thread's cold stripe with plain stores when it has a
     /// slot number, else in its shared stripe (see the module docs).
     #[inline]
-    pub fn add(&self, stream: Option<u32>, counter: Counter, n: u64) {
+    pub(crate) fn add(&self, stream: Option<u32>, counter: Counter, n: u64) {
         if cfg!(feature = "no-counters") {
             return;
         }
@@ -538,7 +537,7 @@ impl Stats {
     /// stream as in [`Stats::add`]). A code not in [`FAULT_CODES`] counts in
     /// `faults` only.
     #[inline]
-    pub fn fault(&self, stream: Option<u32>, code: &str) {
+    pub(crate) fn fault(&self, stream: Option<u32>, code: &str) {
         let base = self.stripe_base();
         let set = self.stream_set(stream);
         self.bump(base, set, Counter::Faults.slot(), 1);
@@ -550,7 +549,7 @@ impl Stats {
     /// Counts a refused RPC request: `rpc_refused` and `rpc_refused.KIND`
     /// (DART-wide, and for the stream as in [`Stats::add`]). A kind not in
     /// [`REFUSAL_KINDS`] counts as `other`.
-    pub fn rpc_refused(&self, stream: Option<u32>, kind: &str) {
+    pub(crate) fn rpc_refused(&self, stream: Option<u32>, kind: &str) {
         let base = self.stripe_base();
         let set = self.stream_set(stream);
         let i = REFUSAL_KINDS.iter().position(|k| *k == kind).unwrap_or(OTHER_KIND);

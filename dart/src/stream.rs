@@ -254,7 +254,7 @@ impl StreamState {
     /// (The mapper bumps [`region_mask`]'s generations itself, as it also
     /// hands the mask to the in-flight tracker; tests and loom models call
     /// this.)
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn bump_range_before_synchronize(&self, iova: u64, len: u64) {
         self.bump_gens_before_synchronize(region_mask(iova, len));
     }

@@ -1,6 +1,8 @@
-//! The vfio adapter: a DMA domain backed by one DART stream, as a
-//! [`vfio_ioctls::VfioOps`], so that a VMM holding an `Arc<dyn VfioOps>`
-//! drives the emulated DART as it would drive a VFIO container.
+//! The vfio adapter, **kernel side**: a DMA domain backed by one DART
+//! stream, as a [`vfio_ioctls::VfioOps`], so that a VMM holding an
+//! `Arc<dyn VfioOps>` maps and unmaps through the emulated DART as it would
+//! through a VFIO container. The device behind the domain DMAs through its
+//! [`crate::StreamPort`].
 //!
 //! `vfio_dma_map(iova, size, user_addr)` takes a host virtual address inside
 //! the emulator's physical memory (the frame table's `GuestMemoryMmap`, as a

@@ -7,7 +7,7 @@
 
 mod common;
 
-use dart::iotlb::EVICT_EVERY;
+use dart::testing::EVICT_EVERY;
 use dart::{Dart, DartConfig, Dir, Invalidation, StreamConfig, Variant};
 use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
 use std::sync::Arc;

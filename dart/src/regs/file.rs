@@ -89,6 +89,10 @@ fn check_offset(offset: u64) -> Result<u32, MmioError> {
     Ok(offset as u32)
 }
 
+/// # Registers: MMIO
+///
+/// The register file a driver programs (layouts in [`crate::regs`]), over
+/// the same stream state as the typed register calls above.
 impl Dart {
     /// Reads the 32-bit register at byte `offset` (SPEC §3; see
     /// [`crate::regs`] for the register maps). An offset with no emulated
