@@ -10,7 +10,9 @@
 //! reachable from a port).
 
 use crossbeam::channel::{self, Receiver, Sender};
-use dart::{DartError, StreamPort};
+use dart::vm_memory::Permissions;
+use dart::{DartError, SliceHold, StreamPort};
+use frame_table::Perm;
 use std::thread::JoinHandle;
 
 /// What a coprocessor is told to do.
@@ -57,6 +59,19 @@ pub enum Command {
         /// Blocks.
         blocks: u64,
     },
+    /// Hold the frames of `[iova, iova + len)` as a slice of them would
+    /// (`StreamPort::hold`) until [`Command::Release`]: a device that keeps
+    /// a buffer across requests, or a compromised one that will not let go.
+    Hold {
+        /// IOVA.
+        iova: u64,
+        /// Bytes.
+        len: u64,
+        /// The direction translated.
+        perm: Perm,
+    },
+    /// Drop every hold this coprocessor keeps.
+    Release,
     /// A compromised device's script: run each command, stop at nothing
     /// (every result is collected).
     Script(Vec<Command>),
@@ -73,11 +88,13 @@ pub enum Reply {
     Script(Vec<Reply>),
 }
 
-/// A coprocessor's engine: what its thread runs.
-fn execute(port: &StreamPort, cmd: Command) -> Reply {
+/// A coprocessor's engine: what its thread runs. `holds` are the slice
+/// holds it keeps between commands (not `Send`: they live and die on this
+/// thread).
+fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply {
     const TILE: u64 = 4096;
     if let Command::Script(cmds) = cmd {
-        return Reply::Script(cmds.into_iter().map(|c| execute(port, c)).collect());
+        return Reply::Script(cmds.into_iter().map(|c| execute(port, holds, c)).collect());
     }
     let r = || -> Result<Vec<u8>, DartError> {
         match cmd {
@@ -117,6 +134,22 @@ fn execute(port: &StreamPort, cmd: Command) -> Reply {
                 }
                 Ok(Vec::new())
             }
+            Command::Hold { iova, len, perm } => {
+                if len > crate::scenario::MAX_READ_BYTES {
+                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor holds at most 1 GiB at once" });
+                }
+                let access = match (perm.read(), perm.write()) {
+                    (true, true) => Permissions::ReadWrite,
+                    (false, true) => Permissions::Write,
+                    _ => Permissions::Read,
+                };
+                holds.push(port.hold(iova, len, access)?);
+                Ok(Vec::new())
+            }
+            Command::Release => {
+                holds.clear();
+                Ok(Vec::new())
+            }
             Command::Script(_) => Ok(Vec::new()),
         }
     };
@@ -145,8 +178,9 @@ impl Coprocessor {
         let thread = std::thread::Builder::new()
             .name(format!("coproc-{name}"))
             .spawn(move || {
+                let mut holds = Vec::new();
                 for (cmd, reply) in rx {
-                    let _ = reply.send(execute(&port, cmd));
+                    let _ = reply.send(execute(&port, &mut holds, cmd));
                 }
             })
             .ok();

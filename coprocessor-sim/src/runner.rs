@@ -424,7 +424,29 @@ impl Run {
             }
             Op::MmioWrite { dart, offset, value } => self.mmio_write(dart, *offset, value),
             Op::MmioRead { dart, offset, value, mask } => self.mmio_read(dart, *offset, value.as_ref(), *mask),
+            Op::Hold { device, iova, len, perm } => {
+                let (i, _, _) = self.device(device)?;
+                self.device_call(i, Command::Hold { iova: self.address(iova)?, len: *len, perm: *perm })?;
+                Ok(())
+            }
+            Op::Release { device } => {
+                let (i, _, _) = self.device(device)?;
+                self.device_call(i, Command::Release)?;
+                Ok(())
+            }
             Op::Check(Check::Invariant(inv)) => self.check(*inv),
+            Op::Check(Check::Holds { target, cmp }) => {
+                let frames = self.frames_of(target)?;
+                let held: u64 = frames
+                    .iter()
+                    .map(|&f| self.soc.darts.iter().map(|d| d.slice_holds(f)).sum::<u64>())
+                    .sum();
+                if cmp.holds(held) {
+                    Ok(())
+                } else {
+                    Err(fail("counter-mismatch", format!("holds on {target} are {held}, expected {cmp:?}")))
+                }
+            }
             Op::Check(Check::Counter { counter, cmp }) => {
                 let dart = self.dart(&counter.dart)?;
                 let path = match counter.stream {

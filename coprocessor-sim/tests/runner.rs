@@ -90,6 +90,101 @@ data = \"0x01020304\"
     assert!(!r.passed());
 }
 
+/// `hold` keeps a slice hold in the device's thread until `release`; `check
+/// holds` counts them per frame; a hold of an unmapped IOVA faults and holds
+/// nothing; a mismatch fails the step with the count it found.
+#[test]
+fn holds_are_kept_until_release_and_checked_per_frame() {
+    let r = run(&format!(
+        "{HEAD}
+[soc]
+on_violation = \"reject\"
+
+[[step]]
+op = \"map\"
+device = \"dev0\"
+iova = 0x10000
+target = \"buf\"
+perm = \"rw\"
+
+[[step]]
+op = \"hold\"
+device = \"dev0\"
+iova = 0x13ff0
+len = 0x20
+perm = \"w\"
+
+[[step]]
+op = \"hold\"
+device = \"dev0\"
+iova = 0x14000
+len = 4
+
+[[step]]
+op = \"hold\"
+device = \"dev0\"
+iova = 0x20000
+len = 4
+expect = \"fault:no-pte\"
+
+[[step]]
+op = \"check\"
+holds = \"buf[0]\"
+equals = 1
+
+[[step]]
+op = \"check\"
+holds = \"buf[1]\"
+equals = 2
+
+[[step]]
+op = \"check\"
+holds = \"buf\"
+equals = 2
+
+[[step]]
+op = \"unmap\"
+device = \"dev0\"
+iova = 0x10000
+len = 0x8000
+
+[[step]]
+op = \"free\"
+target = \"buf\"
+expect = \"frame-busy\"
+
+[[step]]
+op = \"release\"
+device = \"dev0\"
+
+[[step]]
+op = \"check\"
+holds = \"buf\"
+equals = 0
+"
+    ));
+    let verdicts: Vec<(&str, bool)> = r.steps.iter().map(|s| (s.actual.as_str(), s.passed)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("ok", true),
+            ("ok", true),
+            ("ok", true),
+            ("ok", true),
+            ("fault:no-pte", true),
+            ("ok", true),
+            ("ok", true),
+            ("counter-mismatch", false),
+            ("ok", true),
+            ("frame-busy", true),
+            ("ok", true),
+            ("ok", true)
+        ]
+    );
+    assert!(r.steps[7].detail.contains("holds on buf are 3, expected Equals(2)"), "{}", r.steps[7].detail);
+    assert!(!r.passed());
+}
+
 #[test]
 fn a_failing_race_inner_step_fails_the_race() {
     let r = run(&format!(

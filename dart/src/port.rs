@@ -110,6 +110,96 @@ impl StreamPort {
         self.dart.translate(self.sid, iova, len, dir)
     }
 
+    /// Holds the frames of `[iova, iova + len)` as a slice of them would,
+    /// without handing out the slice: for a device that keeps a buffer
+    /// across requests (a ring it polls, a descriptor it completes later).
+    /// `access` is the direction translated (`Read`, `Write` or both for
+    /// `ReadWrite`; `No` probes as a read). The frames stay counted as
+    /// DART-reachable until the returned hold and its clones are dropped
+    /// ([`crate::hold`]); faults are raised, latched and counted as for any
+    /// DMA and come back typed. A zero-length range is `BadRange`.
+    pub fn hold(&self, iova: u64, len: u64, access: Permissions) -> Result<SliceHold, DartError> {
+        if len == 0 {
+            return Err(DartError::BadRange { iova, len, reason: "zero-length hold" });
+        }
+        self.hold_spans(iova, len, access).map(|(_, hold)| hold)
+    }
+
+    /// Holds `[iova, iova + len)` for `access`: its physical spans and the
+    /// hold on their frames, taken inside the translation's in-flight
+    /// section (invariant 1 of [`crate::hold`]).
+    fn hold_spans(&self, iova: u64, len: u64, access: Permissions) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
+        let dart = &*self.dart;
+        let sid = self.sid;
+        let (first, second, perm) = match access {
+            Permissions::No | Permissions::Read => (Dir::Read, None, Perm::R),
+            Permissions::Write => (Dir::Write, None, Perm::W),
+            Permissions::ReadWrite => (Dir::Read, Some(Dir::Write), Perm::RW),
+        };
+        let t = match dart.translate(sid, iova, len, first) {
+            Ok(t) => t,
+            Err(DartError::BypassDenied { .. }) if dart.stream_config(sid)?.bypass => {
+                return self.hold_bypassed(iova, len, first, perm);
+            }
+            Err(e) => return Err(e),
+        };
+        let t2 = second.map(|d| dart.translate(sid, iova, len, d)).transpose()?;
+        let spans: SmallVec<[Span; 2]> = t.spans().iter().copied().collect();
+        let frames = self.frames_of(&spans)?;
+        // Invariant 1: the section of `t` (and `t2`) is still open here.
+        let hold = dart.holds.take(&frames, perm)?;
+        drop(t2);
+        drop(t);
+        Ok((spans, hold))
+    }
+
+    /// [`StreamPort::hold_spans`] on a bypassed stream: `IOVA = PA`, every frame
+    /// checked against the DART column as the hold takes it.
+    fn hold_bypassed(
+        &self,
+        pa: u64,
+        len: u64,
+        dir: Dir,
+        perm: Perm,
+    ) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
+        let dart = &*self.dart;
+        let sid = self.sid;
+        if len == 0 || pa.checked_add(len).is_none() {
+            return Err(DartError::BadRange { iova: pa, len, reason: "IOVA range overflows" });
+        }
+        let span = Span { iova: pa, pa, len };
+        let frames = match self.frames_of(&[span]) {
+            Ok(f) => f,
+            Err(_) => return Err(dart.raise(sid, pa, FaultKind::ForbiddenFrame, dir)),
+        };
+        match dart.holds.take(&frames, perm) {
+            Ok(hold) => Ok((SmallVec::from_slice(&[span]), hold)),
+            Err(frame_table::Error::ForbiddenType { frame, .. }) => {
+                let at = dart.frames().pa_of(frame).unwrap_or(pa).max(pa);
+                Err(dart.raise(sid, at, FaultKind::ForbiddenFrame, dir))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The frames `spans` cover, in order.
+    fn frames_of(&self, spans: &[Span]) -> Result<SmallVec<[Frame; 2]>, DartError> {
+        let frames = self.dart.frames();
+        let shift = self.dart.page_shift();
+        let mut out = SmallVec::new();
+        for s in spans {
+            let last = s.pa.checked_add(s.len - 1).ok_or(DartError::BadRange {
+                iova: s.iova,
+                len: s.len,
+                reason: "physical span overflows",
+            })?;
+            for pfn in (s.pa >> shift)..=(last >> shift) {
+                out.push(frames.frame_of(pfn << shift)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The vm-memory view of this stream ([`PortMemory`]).
     pub fn memory(&self) -> PortMemory {
         PortMemory { port: self.clone(), phys: self.dart.frames().memory().clone() }
@@ -157,81 +247,6 @@ impl PortMemory {
     /// The port this view reads and writes through.
     pub fn port(&self) -> &StreamPort {
         &self.port
-    }
-
-    /// Holds `[iova, iova + len)` for `access`: its physical spans and the
-    /// hold on their frames, taken inside the translation's in-flight
-    /// section (invariant 1 of [`crate::hold`]).
-    fn hold(&self, iova: u64, len: u64, access: Permissions) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
-        let dart = &*self.port.dart;
-        let sid = self.port.sid;
-        let (first, second, perm) = match access {
-            Permissions::No | Permissions::Read => (Dir::Read, None, Perm::R),
-            Permissions::Write => (Dir::Write, None, Perm::W),
-            Permissions::ReadWrite => (Dir::Read, Some(Dir::Write), Perm::RW),
-        };
-        let t = match dart.translate(sid, iova, len, first) {
-            Ok(t) => t,
-            Err(DartError::BypassDenied { .. }) if dart.stream_config(sid)?.bypass => {
-                return self.hold_bypassed(iova, len, first, perm);
-            }
-            Err(e) => return Err(e),
-        };
-        let t2 = second.map(|d| dart.translate(sid, iova, len, d)).transpose()?;
-        let spans: SmallVec<[Span; 2]> = t.spans().iter().copied().collect();
-        let frames = self.frames_of(&spans)?;
-        // Invariant 1: the section of `t` (and `t2`) is still open here.
-        let hold = dart.holds.take(&frames, perm)?;
-        drop(t2);
-        drop(t);
-        Ok((spans, hold))
-    }
-
-    /// [`PortMemory::hold`] on a bypassed stream: `IOVA = PA`, every frame
-    /// checked against the DART column as the hold takes it.
-    fn hold_bypassed(
-        &self,
-        pa: u64,
-        len: u64,
-        dir: Dir,
-        perm: Perm,
-    ) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
-        let dart = &*self.port.dart;
-        let sid = self.port.sid;
-        if len == 0 || pa.checked_add(len).is_none() {
-            return Err(DartError::BadRange { iova: pa, len, reason: "IOVA range overflows" });
-        }
-        let span = Span { iova: pa, pa, len };
-        let frames = match self.frames_of(&[span]) {
-            Ok(f) => f,
-            Err(_) => return Err(dart.raise(sid, pa, FaultKind::ForbiddenFrame, dir)),
-        };
-        match dart.holds.take(&frames, perm) {
-            Ok(hold) => Ok((SmallVec::from_slice(&[span]), hold)),
-            Err(frame_table::Error::ForbiddenType { frame, .. }) => {
-                let at = dart.frames().pa_of(frame).unwrap_or(pa).max(pa);
-                Err(dart.raise(sid, at, FaultKind::ForbiddenFrame, dir))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The frames `spans` cover, in order.
-    fn frames_of(&self, spans: &[Span]) -> Result<SmallVec<[Frame; 2]>, DartError> {
-        let frames = self.port.dart.frames();
-        let shift = self.port.dart.page_shift();
-        let mut out = SmallVec::new();
-        for s in spans {
-            let last = s.pa.checked_add(s.len - 1).ok_or(DartError::BadRange {
-                iova: s.iova,
-                len: s.len,
-                reason: "physical span overflows",
-            })?;
-            for pfn in (s.pa >> shift)..=(last >> shift) {
-                out.push(frames.frame_of(pfn << shift)?);
-            }
-        }
-        Ok(out)
     }
 
     /// The slices of `spans` in physical memory, each carrying `hold`.
@@ -294,7 +309,7 @@ impl GuestMemory for PortMemory {
         if count == 0 {
             return true;
         }
-        self.hold(addr.0, count as u64, access).is_ok()
+        self.port.hold_spans(addr.0, count as u64, access).is_ok()
     }
 
     fn get_slices<'a>(
@@ -308,7 +323,8 @@ impl GuestMemory for PortMemory {
         }
         let len = count as u64;
         let (spans, hold) = self
-            .hold(addr.0, len, access)
+            .port
+            .hold_spans(addr.0, len, access)
             .map_err(|e| GuestMemoryError::IommuError(crate::iommu::to_iommu_error(addr.0, len, &e)))?;
         self.slices(&spans, &hold)
     }

@@ -504,6 +504,14 @@ pub enum Check {
         /// The comparison.
         cmp: CounterCmp,
     },
+    /// `holds = TARGET` with `equals` or `at_least`: the slice holds
+    /// devices keep on the target's frames, summed over frames and DARTs.
+    Holds {
+        /// Whose frames.
+        target: Target,
+        /// The comparison.
+        cmp: CounterCmp,
+    },
 }
 
 /// The `call` of an `rpc` step: the request a coprocessor sends.
@@ -745,6 +753,23 @@ pub enum Op {
         /// `mask`: bits compared (optional: all; only with `value`).
         mask: Option<u64>,
     },
+    /// `hold`: the device holds the frames of `[iova, iova + len)` as a
+    /// slice of them would, until `release`.
+    Hold {
+        /// `device`.
+        device: String,
+        /// `iova`.
+        iova: Address,
+        /// `len` in bytes.
+        len: u64,
+        /// `perm`: the direction translated (default `r`).
+        perm: Perm,
+    },
+    /// `release`: the device drops every hold it keeps.
+    Release {
+        /// `device`.
+        device: String,
+    },
     /// `check`.
     Check(Check),
     /// `watch`: trace every DMA of a device that touches `[iova, iova + len)`
@@ -792,6 +817,8 @@ impl Op {
             Op::Bypass { .. } => "bypass",
             Op::MmioWrite { .. } => "mmio-write",
             Op::MmioRead { .. } => "mmio-read",
+            Op::Hold { .. } => "hold",
+            Op::Release { .. } => "release",
             Op::Check(_) => "check",
             Op::Race { .. } => "race",
             Op::Watch { .. } => "watch",

@@ -107,7 +107,9 @@ fn op_keys(op: &str) -> Option<&'static [&'static str]> {
         "bypass" => &["device", "enable"],
         "mmio-write" => &["dart", "offset", "value"],
         "mmio-read" => &["dart", "offset", "value", "mask"],
-        "check" => &["invariant", "counter", "equals", "at_least"],
+        "hold" => &["device", "iova", "len", "perm"],
+        "release" => &["device"],
+        "check" => &["invariant", "counter", "holds", "equals", "at_least"],
         "race" => &["iterations", "threads"],
         "watch" => &["device", "iova", "len", "enable"],
         _ => return None,
@@ -972,6 +974,13 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             len: f.req("len")?.u64()?,
             enable: f.get("enable").map(|e| e.bool()).transpose()?.unwrap_or(true),
         },
+        "hold" => Op::Hold {
+            device: f.req("device")?.name()?,
+            iova: f.req("iova")?.address()?,
+            len: f.req("len")?.u64()?,
+            perm: f.get("perm").map(|p| p.perm()).transpose()?.unwrap_or(Perm::R),
+        },
+        "release" => Op::Release { device: f.req("device")?.name()? },
         "check" => Op::Check(parse_check(&f)?),
         "race" => {
             if in_race {
@@ -1042,31 +1051,31 @@ fn parse_rpc(cx: &Cx, f: &Fields<'_>, label: &str, line: usize, entries: &Entrie
 }
 
 fn parse_check(f: &Fields<'_>) -> Result<Check> {
-    let invariant = f.get("invariant");
-    let counter = f.get("counter");
+    let what: Vec<_> =
+        ["invariant", "counter", "holds"].into_iter().filter_map(|k| f.get(k).map(|v| (k, v))).collect();
     let equals = f.get("equals");
     let at_least = f.get("at_least");
-    match (invariant, counter) {
-        (Some(_), Some(c)) => Err(c.err("cannot be combined with `invariant`: a check step checks one thing")),
-        (None, None) => Err(f.cx.error(f.line, format!("{} needs `invariant` or `counter`", f.what))),
-        (Some(inv), None) => {
-            if let Some(extra) = equals.or(at_least) {
-                return Err(extra.err("only goes with `counter`"));
+    let cmp = || -> Result<CounterCmp> {
+        match (&equals, &at_least) {
+            (Some(_), Some(a)) => Err(a.err("cannot be combined with `equals`")),
+            (Some(e), None) => Ok(CounterCmp::Equals(e.u64()?)),
+            (None, Some(a)) => Ok(CounterCmp::AtLeast(a.u64()?)),
+            (None, None) => Err(f.cx.error(f.line, format!("{} needs `equals` or `at_least`", f.what))),
+        }
+    };
+    match what.as_slice() {
+        [] => Err(f.cx.error(f.line, format!("{} needs `invariant`, `counter` or `holds`", f.what))),
+        [(first, _), (_, second), ..] => {
+            Err(second.err(&format!("cannot be combined with `{first}`: a check step checks one thing")))
+        }
+        [("invariant", inv)] => {
+            if let Some(extra) = equals.as_ref().or(at_least.as_ref()) {
+                return Err(extra.err("only goes with `counter` or `holds`"));
             }
             Ok(Check::Invariant(inv.parse(|s| s.parse::<Invariant>())?))
         }
-        (None, Some(c)) => {
-            let counter = c.parse(parse_counter)?;
-            let cmp = match (equals, at_least) {
-                (Some(_), Some(a)) => return Err(a.err("cannot be combined with `equals`")),
-                (Some(e), None) => CounterCmp::Equals(e.u64()?),
-                (None, Some(a)) => CounterCmp::AtLeast(a.u64()?),
-                (None, None) => {
-                    return Err(f.cx.error(f.line, format!("{} needs `equals` or `at_least` for its counter", f.what)))
-                }
-            };
-            Ok(Check::Counter { counter, cmp })
-        }
+        [("counter", c)] => Ok(Check::Counter { counter: c.parse(parse_counter)?, cmp: cmp()? }),
+        [(_, t)] => Ok(Check::Holds { target: t.target()?, cmp: cmp()? }),
     }
 }
 

@@ -204,6 +204,33 @@ device = "ane"
 iova = 0x4000
 len = 0x40
 enable = false
+
+[[step]]
+op = "hold"
+device = "ane"
+iova = 0x4000
+len = 0x40
+
+[[step]]
+op = "hold"
+device = "ane"
+iova = "pa:buf[0]"
+len = 1
+perm = "rw"
+
+[[step]]
+op = "check"
+holds = "buf[0]"
+equals = 1
+
+[[step]]
+op = "release"
+device = "ane"
+
+[[step]]
+op = "check"
+holds = "buf"
+at_least = 0
 "#;
 
 fn parse(src: &str) -> Result<Scenario, ScenarioError> {
@@ -428,6 +455,19 @@ fn full_scenario_parses_to_the_expected_ast() {
     assert_eq!(*ops[24], Op::MmioRead { dart: "disp".into(), offset: 0x1000, value: None, mask: None });
     assert_eq!(*ops[25], Op::Watch { device: "ane".into(), iova: Address::Int(0x4000), len: 0x40, enable: false });
     assert_eq!(s.steps[24].expect, Outcome::Any);
+    assert_eq!(
+        *ops[26],
+        Op::Hold { device: "ane".into(), iova: Address::Int(0x4000), len: 0x40, perm: Perm::R },
+        "perm defaults to r"
+    );
+    assert_eq!(*ops[27], Op::Hold { device: "ane".into(), iova: Address::Pa(frame("buf", 0)), len: 1, perm: Perm::RW });
+    assert_eq!(
+        *ops[28],
+        Op::Check(Check::Holds { target: Target::Frame(frame("buf", 0)), cmp: CounterCmp::Equals(1) })
+    );
+    assert_eq!(*ops[29], Op::Release { device: "ane".into() });
+    assert_eq!(*ops[30], Op::Check(Check::Holds { target: Target::Buffer("buf".into()), cmp: CounterCmp::AtLeast(0) }));
+    assert_eq!(ops.len(), 31);
 }
 
 #[test]
@@ -614,7 +654,18 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(&step("op = \"check\"\ninvariant = \"everything\"\n"), 4, "unknown invariant `everything`");
     assert_err(&step("op = \"check\"\ncounter = \"dart0.mpas\"\nequals = 1\n"), 4, "unknown counter `mpas`");
     assert_err(&step("op = \"check\"\ncounter = \"dart0.maps\"\n"), 2, "needs `equals` or `at_least`");
-    assert_err(&step("op = \"check\"\n"), 2, "needs `invariant` or `counter`");
+    assert_err(&step("op = \"check\"\n"), 2, "needs `invariant`, `counter` or `holds`");
+    assert_err(&step("op = \"check\"\nholds = \"a[0]\"\n"), 2, "needs `equals` or `at_least`");
+    assert_err(
+        &step("op = \"check\"\ninvariant = \"all\"\nholds = \"a\"\n"),
+        5,
+        "cannot be combined with `invariant`: a check step checks one thing",
+    );
+    assert_err(&step("op = \"check\"\ninvariant = \"all\"\nequals = 1\n"), 5, "only goes with `counter` or `holds`");
+    assert_err(&step("op = \"check\"\nholds = \"a[x]\"\nequals = 1\n"), 4, "bad target");
+    assert_err(&step("op = \"hold\"\ndevice = \"d\"\niova = 0\nlen = 1\nperm = \"x\"\n"), 7, "unknown permission `x`");
+    assert_err(&step("op = \"hold\"\ndevice = \"d\"\niova = 0\n"), 2, "`len`");
+    assert_err(&step("op = \"release\"\n"), 2, "`device`");
     // 5. Bad hex data.
     assert_err(&step("op = \"cpu-write\"\ntarget = \"a[0]\"\ndata = \"0xabc\"\n"), 5, "odd number of hex digits");
     assert_err(&step("op = \"cpu-write\"\ntarget = \"a[0]\"\ndata = \"0xzz\"\n"), 5, "`z` is not a hex digit");
@@ -788,7 +839,7 @@ fn load_reports_io_and_utf8_errors() {
     std::fs::write(&good, FULL).unwrap();
     let s = load_scenario(&good).unwrap();
     assert_eq!(s.file, good);
-    assert_eq!(s.steps.len(), 26);
+    assert_eq!(s.steps.len(), 31);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
