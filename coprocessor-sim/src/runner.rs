@@ -437,10 +437,8 @@ impl Run {
             Op::Check(Check::Invariant(inv)) => self.check(*inv),
             Op::Check(Check::Holds { target, cmp }) => {
                 let frames = self.frames_of(target)?;
-                let held: u64 = frames
-                    .iter()
-                    .map(|&f| self.soc.darts.iter().map(|d| d.slice_holds(f)).sum::<u64>())
-                    .sum();
+                let held: u64 =
+                    frames.iter().map(|&f| self.soc.darts.iter().map(|d| d.slice_holds(f)).sum::<u64>()).sum();
                 if cmp.holds(held) {
                     Ok(())
                 } else {

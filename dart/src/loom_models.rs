@@ -10,8 +10,8 @@
 //! - [`strict_unmap_vs_inflight_dma`]: a DMA that entered the tracker and
 //!   translated through a PTE never "copies" (reads the frame it reached)
 //!   after the unmapper released the frame's DART count, freed it and
-//!   retyped it to `kernel-restricted`; and after `unmap` returns, no DMA
-//!   reaches the frame (IOTLB or walk).
+//!   retyped it to `kernel-restricted`; and after `unmap` returns, no new DMA
+//!   reaches the frame (IOTLB or walk; held slices are [`crate::hold`]'s).
 //!   Also with both threads on exclusive slots (the tracker's section
 //!   words, [`strict_unmap_vs_inflight_dma_on_exclusive_slots`]) and with
 //!   nested sections closed out of order ([`strict_unmap_vs_nested_dma_sections`]).

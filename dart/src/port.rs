@@ -128,7 +128,12 @@ impl StreamPort {
     /// Holds `[iova, iova + len)` for `access`: its physical spans and the
     /// hold on their frames, taken inside the translation's in-flight
     /// section (invariant 1 of [`crate::hold`]).
-    fn hold_spans(&self, iova: u64, len: u64, access: Permissions) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
+    fn hold_spans(
+        &self,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(SmallVec<[Span; 2]>, SliceHold), DartError> {
         let dart = &*self.dart;
         let sid = self.sid;
         let (first, second, perm) = match access {

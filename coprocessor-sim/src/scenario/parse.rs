@@ -1051,8 +1051,7 @@ fn parse_rpc(cx: &Cx, f: &Fields<'_>, label: &str, line: usize, entries: &Entrie
 }
 
 fn parse_check(f: &Fields<'_>) -> Result<Check> {
-    let what: Vec<_> =
-        ["invariant", "counter", "holds"].into_iter().filter_map(|k| f.get(k).map(|v| (k, v))).collect();
+    let what: Vec<_> = ["invariant", "counter", "holds"].into_iter().filter_map(|k| f.get(k).map(|v| (k, v))).collect();
     let equals = f.get("equals");
     let at_least = f.get("at_least");
     let cmp = || -> Result<CounterCmp> {
