@@ -1065,7 +1065,7 @@ fn parse_check(f: &Fields<'_>) -> Result<Check> {
     match what.as_slice() {
         [] => Err(f.cx.error(f.line, format!("{} needs `invariant`, `counter` or `holds`", f.what))),
         [(first, _), (_, second), ..] => {
-            Err(second.err(&format!("cannot be combined with `{first}`: a check step checks one thing")))
+            Err(second.err(format!("cannot be combined with `{first}`: a check step checks one thing")))
         }
         [("invariant", inv)] => {
             if let Some(extra) = equals.as_ref().or(at_least.as_ref()) {
