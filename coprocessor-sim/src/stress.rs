@@ -19,6 +19,25 @@
 //! `synchronize` of strict unmap removed, a 10-second run finds stale DMA
 //! writes in them (and in other workers' data) within seconds.
 //!
+//! Two more parts cover what the default SoC's fixed device streams cannot:
+//!
+//! - [`lab`]: five more DARTs over the same frame table (t8020 and t8110
+//!   *deferred*, t6000 strict, and two DARTs dedicated to register locks)
+//!   where each worker owns *lab streams* and, under DMA through their
+//!   [`dart::StreamPort`]s, maps into and unmaps from two root tables the
+//!   kernel allocated, points the TTBRs at either root (or at none), toggles
+//!   TCR.TRANSLATE, disables and re-enables the stream, flushes by API and
+//!   by register (STREAM_SELECT + STREAM_COMMAND and TLB_CMD, BUSY polled),
+//!   locks the registers (CONFIG.LOCK, PROTECT/UNPROTECT) and probes TCR/TTBR
+//!   writes under the lock. Its shadow follows the TTBRs per stream and
+//!   accepts a stale read of the old frame's data after a deferred unmap
+//!   until the flush, never after; the lab module states its rules.
+//! - [`mini`]: a small private SoC per worker, alternately in `panic` and
+//!   `reject` mode, where multi-frame free and retype name a busy frame: a
+//!   refusal in reject mode, a halt in panic mode (after which nothing moves
+//!   and a fresh SoC replaces it, counted as a halt), and a *partial change*
+//!   finding whenever a refused request changed some frames (SPEC §2 R6).
+//!
 //! # The shadow
 //!
 //! A shadow of which frames each stream may legally reach lives behind the
@@ -44,8 +63,13 @@
 //!   takes it exclusively), every DART passes `restricted-unreachable` and
 //!   `iotlb-coherent`, the frame table's DART and pending counts equal what
 //!   the DARTs' tables and queues hold, its CPU counts are zero, and every
-//!   non-table frame's DART count equals the shadow's: otherwise an
-//!   **invariant** failure.
+//!   non-table frame's DART count equals the shadow's, a frame with a
+//!   pending-invalidation count is one a lab worker unmapped deferred and
+//!   has not flushed, and every mini SoC that runs passes the same checks
+//!   against its own DART and shadow: otherwise an **invariant** failure.
+
+pub mod lab;
+pub mod mini;
 
 use crate::rpc::wire::{self, Request};
 use crate::scenario::OnViolation;
@@ -55,9 +79,9 @@ use frame_table::{Counter, Frame, FrameType, Perm};
 use parking_lot::{Mutex, RwLock};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,11 +167,47 @@ pub enum OpKind {
     RaceUnmap,
     /// DMA write to a race-region page, racing its unmap (may fault).
     RaceDma,
+    /// Kernel map into the root a lab stream's TTBR names ([`lab`]).
+    LabMap,
+    /// Kernel unmap on a lab stream (strict: free; deferred: pending, stale).
+    LabUnmap,
+    /// DMA write/read on a lab stream, judged by the lab rules 1-3.
+    LabDma,
+    /// Read right after a deferred unmap: the old data (a stale hit, `ok`) or a fault.
+    StaleRead,
+    /// Read of a formerly stale page after its flush: must fault.
+    FlushedRead,
+    /// Flush by register (STREAM_SELECT + STREAM_COMMAND, TLB_CMD; BUSY polled).
+    FlushReg,
+    /// TTBR rewrite of a lab stream (register or API), unlocked.
+    TtbrWrite,
+    /// TCR.TRANSLATE toggle of a lab stream (register or API), unlocked.
+    TcrWrite,
+    /// Disable or re-enable a lab stream (register or API).
+    StreamEnable,
+    /// Lock a lock DART (t8020 CONFIG.LOCK, t8110 PROTECT; then UNPROTECT).
+    Lock,
+    /// TCR/TTBR write while locked: ignored (register) or `locked`/applied (API).
+    LockedWrite,
+    /// The DART's reach of a lab stream compared with the shadow's.
+    ReachCheck,
+    /// Free of an own deferred-unmapped, unflushed frame (must be refused).
+    FreePending,
+    /// Map, unmap, DMA or flush on a worker's mini SoC ([`mini`]).
+    MiniWork,
+    /// Reject-mode multi-frame free naming a busy frame (must be refused).
+    MultiFree,
+    /// Reject-mode multi-frame retype naming a busy frame (must be refused).
+    MultiRetype,
+    /// Panic-mode multi-frame free/retype naming a busy frame (halts the mini SoC).
+    PanicBreach,
+    /// An operation on a halted mini SoC (must return `halted`).
+    Halted,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 17] = [
+    pub const ALL: [OpKind; 35] = [
         OpKind::Map,
         OpKind::Unmap,
         OpKind::RpcMap,
@@ -165,6 +225,24 @@ impl OpKind {
         OpKind::RaceMap,
         OpKind::RaceUnmap,
         OpKind::RaceDma,
+        OpKind::LabMap,
+        OpKind::LabUnmap,
+        OpKind::LabDma,
+        OpKind::StaleRead,
+        OpKind::FlushedRead,
+        OpKind::FlushReg,
+        OpKind::TtbrWrite,
+        OpKind::TcrWrite,
+        OpKind::StreamEnable,
+        OpKind::Lock,
+        OpKind::LockedWrite,
+        OpKind::ReachCheck,
+        OpKind::FreePending,
+        OpKind::MiniWork,
+        OpKind::MultiFree,
+        OpKind::MultiRetype,
+        OpKind::PanicBreach,
+        OpKind::Halted,
     ];
 
     /// Report name.
@@ -187,6 +265,24 @@ impl OpKind {
             OpKind::RaceMap => "race-map",
             OpKind::RaceUnmap => "race-unmap",
             OpKind::RaceDma => "race-dma",
+            OpKind::LabMap => "lab-map",
+            OpKind::LabUnmap => "lab-unmap",
+            OpKind::LabDma => "lab-dma",
+            OpKind::StaleRead => "stale-read",
+            OpKind::FlushedRead => "after-flush-read",
+            OpKind::FlushReg => "flush-reg",
+            OpKind::TtbrWrite => "ttbr-write",
+            OpKind::TcrWrite => "tcr-write",
+            OpKind::StreamEnable => "stream-enable",
+            OpKind::Lock => "lock",
+            OpKind::LockedWrite => "locked-write",
+            OpKind::ReachCheck => "reach-check",
+            OpKind::FreePending => "free-pending",
+            OpKind::MiniWork => "mini-work",
+            OpKind::MultiFree => "multi-free",
+            OpKind::MultiRetype => "multi-retype",
+            OpKind::PanicBreach => "panic-breach",
+            OpKind::Halted => "after-halt",
         }
     }
 }
@@ -240,8 +336,18 @@ pub struct StressReport {
     pub ops: BTreeMap<OpKind, OpCount>,
     /// Quiescent invariant checks run.
     pub checks: u64,
-    /// Breaches the frame table refused (the attacks), from [`frame_table::FrameTable::violations`].
+    /// Breaches the frame tables refused (the attacks), from
+    /// [`frame_table::FrameTable::violations`] of the SoC's and of the
+    /// reject-mode mini SoCs' frame tables.
     pub refused_breaches: u64,
+    /// Panic-mode mini SoCs halted by a breach (each replaced by a fresh one).
+    pub halts: u64,
+    /// Refused multi-frame requests that changed some of their frames
+    /// (SPEC §2 R6 finding, not a violation until R6's all-or-nothing call
+    /// exists: [`mini`] rule 4).
+    pub partial_changes: u64,
+    /// The first few partial changes, described.
+    pub partial_first: Vec<String>,
     /// Violations.
     pub violations: Violations,
 }
@@ -275,6 +381,14 @@ impl fmt::Display for StressReport {
             self.checks,
             self.refused_breaches
         )?;
+        writeln!(
+            f,
+            "panic-mode halts {} (a fresh mini SoC after each), multi-frame partial changes {} (R6 finding)",
+            self.halts, self.partial_changes
+        )?;
+        for d in &self.partial_first {
+            writeln!(f, "  {d}")?;
+        }
         let v = &self.violations;
         writeln!(
             f,
@@ -331,6 +445,21 @@ struct Shared {
     race: Vec<Mutex<Vec<RacePage>>>,
     violations: Mutex<Violations>,
     stop: AtomicBool,
+    /// The lab DARTs ([`lab`]), over the SoC's frame table.
+    labs: Vec<lab::LabDart>,
+    /// Per SoC DART, the driver lock of register flush sequences.
+    soc_regs: Vec<Mutex<()>>,
+    /// Frames lab workers unmapped on deferred DARTs and have not flushed
+    /// (a superset of the frames with a pending-invalidation count).
+    pending: Mutex<HashSet<Frame>>,
+    /// Per worker, its mini SoC ([`mini`]).
+    minis: Vec<Mutex<Option<mini::MiniSoc>>>,
+    /// Breaches refused by retired reject-mode mini SoCs.
+    mini_breaches: AtomicU64,
+    /// Panic-mode mini SoC halts.
+    halts: AtomicU64,
+    /// Partial changes (count, first descriptions).
+    partial: Mutex<(u64, Vec<String>)>,
 }
 
 impl Shared {
@@ -380,6 +509,10 @@ struct Worker<'a> {
     slots: Vec<Option<Mapping>>,
     rng: SmallRng,
     ops: BTreeMap<OpKind, OpCount>,
+    /// The worker's lab streams ([`lab`]).
+    labs: Vec<lab::LabStream>,
+    /// Generation of the worker's next mini SoC.
+    mini_gen: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -403,8 +536,10 @@ impl<'a> Worker<'a> {
     }
 
     fn step(&mut self) {
-        let roll = self.rng.gen_range(0..100u32);
+        let roll = self.rng.gen_range(0..140u32);
         match roll {
+            100..=129 => self.lab_step(roll - 100),
+            130..=139 => self.mini_step(),
             0..=9 => self.map(false),
             10..=14 => self.map(true),
             15..=24 => self.unmap(),
@@ -423,7 +558,7 @@ impl<'a> Worker<'a> {
                 self.count(OpKind::Flush, ok);
             }
             88..=93 => self.mmio_write(),
-            _ => {
+            94..=99 => {
                 // Mostly aligned registers; sometimes anything (misaligned, past the window).
                 let size = self.dart.mmio_size();
                 let off = if self.rng.gen_bool(0.9) {
@@ -434,6 +569,7 @@ impl<'a> Worker<'a> {
                 let ok = self.dart.mmio_read(off).is_ok();
                 self.count(OpKind::MmioRead, ok);
             }
+            _ => {}
         }
     }
 
@@ -817,7 +953,7 @@ fn check_quiescent(shared: &Shared) -> Vec<String> {
     let soc = &shared.soc;
     let mut out = Vec::new();
     let mut dart: HashMap<Frame, (u64, u64)> = HashMap::new();
-    for d in &soc.darts {
+    for d in soc.darts.iter().chain(shared.labs.iter().map(|l| &l.dart)) {
         if let Err(e) = d.check_restricted_unreachable() {
             out.push(format!("restricted-unreachable: {e}"));
         }
@@ -846,6 +982,9 @@ fn check_quiescent(shared: &Shared) -> Vec<String> {
                 (live, pending)
             ));
         }
+        if s.ty() != FrameType::DartTable && s.count(Counter::PendingInvalidation) > 0 && !shared.pending_contains(f) {
+            out.push(format!("shadow: {f} ({}) is pending invalidation, no worker unmapped it deferred", s.ty()));
+        }
         if s.ty() != FrameType::DartTable && s.count(Counter::Dart) != u64::from(shadow.contains_key(&f)) {
             out.push(format!(
                 "shadow: {f} ({}) has DART count {}, the shadow says {}",
@@ -856,6 +995,12 @@ fn check_quiescent(shared: &Shared) -> Vec<String> {
         }
         if out.len() >= 10 {
             break;
+        }
+    }
+    drop(shadow);
+    for m in &shared.minis {
+        if let Some(m) = m.lock().as_ref() {
+            out.extend(m.check());
         }
     }
     out
@@ -884,6 +1029,13 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
     let (mut soc_cfg, darts, devices) = Soc::default_soc();
     soc_cfg.on_violation = OnViolation::Reject;
     let soc = Soc::new(&soc_cfg, &darts, &devices)?;
+    let labs = lab::build_labs(&soc.frames)?;
+    let mut lab_streams = Vec::with_capacity(config.threads);
+    for id in 0..config.threads {
+        let streams = lab::lab_streams(&labs, id, config.threads)
+            .map_err(|source| SocError::Dart { name: "lab".into(), source })?;
+        lab_streams.push(streams);
+    }
     let shared = Arc::new(Shared {
         soc,
         gate: RwLock::new(()),
@@ -892,16 +1044,25 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         race: (0..devices.len()).map(|_| Mutex::new(vec![RacePage::Empty; RACE_PAGES])).collect(),
         violations: Mutex::new(Violations::default()),
         stop: AtomicBool::new(false),
+        labs,
+        soc_regs: darts.iter().map(|_| Mutex::new(())).collect(),
+        pending: Mutex::new(HashSet::new()),
+        minis: (0..config.threads).map(|_| Mutex::new(None)).collect(),
+        mini_breaches: AtomicU64::new(0),
+        halts: AtomicU64::new(0),
+        partial: Mutex::new((0, Vec::new())),
     });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(config.seconds);
     let mut report =
         StressReport { seconds: config.seconds, threads: config.threads, seed: config.seed, ..Default::default() };
     let ops = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..config.threads)
-            .map(|id| {
+        let handles: Vec<_> = lab_streams
+            .into_iter()
+            .enumerate()
+            .map(|(id, labs)| {
                 let shared = &*shared;
-                scope.spawn(move || worker(shared, id, config.seed))
+                scope.spawn(move || worker(shared, id, config.seed, labs))
             })
             .collect();
         while Instant::now() < deadline {
@@ -946,7 +1107,21 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         }
     }
     report.elapsed = started.elapsed();
-    report.refused_breaches = shared.soc.frames.violations();
+    let live_minis: u64 = shared
+        .minis
+        .iter()
+        .filter_map(|m| m.lock().take())
+        .filter(|m| m.breaches() > 0 && m.frames_halted().is_none())
+        .map(|m| m.breaches())
+        .sum();
+    report.refused_breaches =
+        shared.soc.frames.violations() + shared.mini_breaches.load(Ordering::Relaxed) + live_minis;
+    report.halts = shared.halts.load(Ordering::Relaxed);
+    {
+        let p = shared.partial.lock();
+        report.partial_changes = p.0;
+        report.partial_first = p.1.clone();
+    }
     if let Some(v) = shared.soc.frames.halted() {
         shared.violation(|x| &mut x.invariant_failures, format!("the system halted: {v}"));
     }
@@ -954,7 +1129,7 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
     Ok(report)
 }
 
-fn worker(shared: &Shared, id: usize, seed: u64) -> BTreeMap<OpKind, OpCount> {
+fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> BTreeMap<OpKind, OpCount> {
     let ndev = shared.soc.devices.len();
     let device = id % ndev;
     let dev = &shared.soc.devices[device];
@@ -971,6 +1146,8 @@ fn worker(shared: &Shared, id: usize, seed: u64) -> BTreeMap<OpKind, OpCount> {
         slots: vec![None; SLOTS],
         rng: SmallRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         ops: BTreeMap::new(),
+        labs,
+        mini_gen: id as u64,
     };
     while !shared.stop.load(Ordering::Relaxed) {
         let _op = shared.gate.read();
@@ -981,6 +1158,7 @@ fn worker(shared: &Shared, id: usize, seed: u64) -> BTreeMap<OpKind, OpCount> {
     while w.slots.iter().any(Option::is_some) {
         w.unmap();
     }
+    w.lab_teardown();
     w.ops
 }
 
@@ -1018,10 +1196,13 @@ mod tests {
         assert!(!spare_stream_register("TCR[x]"));
     }
 
-    /// A one-second run does every kind of operation and finds nothing.
+    /// A short run does every kind of operation, the old ones and the
+    /// lab and mini-SoC ones, and finds nothing: no illegal reach, no count
+    /// mismatch, no lost write, no failed invariant.
     #[test]
     fn a_short_run_exercises_every_kind_without_violations() {
-        let report = run_stress(&StressConfig { seconds: 1, threads: 2, seed: 7 }).unwrap();
+        let report = run_stress(&StressConfig { seconds: 3, threads: 2, seed: 7 }).unwrap();
+        println!("{report}");
         assert_eq!(report.violations, Violations::default(), "{report}");
         for k in OpKind::ALL {
             let c = report.ops.get(&k).copied().unwrap_or_default();
@@ -1031,5 +1212,19 @@ mod tests {
         assert_eq!(report.ops[&OpKind::Attack].ok, 0);
         assert_eq!(report.ops[&OpKind::MapRestricted].ok, 0);
         assert_eq!(report.ops[&OpKind::DmaUnmapped].ok, 0);
+        // Stale hits happened (deferred DARTs serve them until the flush),
+        // and none after it.
+        assert!(report.ops[&OpKind::StaleRead].ok > 0, "{report}");
+        assert_eq!(report.ops[&OpKind::FlushedRead].ok, 0, "{report}");
+        // Every refusal the rules demand.
+        assert_eq!(report.ops[&OpKind::FreePending].ok, 0, "{report}");
+        assert_eq!(report.ops[&OpKind::MultiFree].ok, 0, "{report}");
+        assert_eq!(report.ops[&OpKind::MultiRetype].ok, 0, "{report}");
+        assert_eq!(report.ops[&OpKind::PanicBreach].ok, 0, "{report}");
+        assert_eq!(report.ops[&OpKind::Halted].ok, 0, "{report}");
+        // Each panic-mode breach halted its mini SoC, which was replaced.
+        assert_eq!(report.halts, report.ops[&OpKind::PanicBreach].refused, "{report}");
+        assert!(report.halts > 0, "{report}");
+        assert!(report.refused_breaches > 0, "{report}");
     }
 }
