@@ -172,6 +172,7 @@ pub fn print_table(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::
             r.name
         )?;
     }
+    print_overlap(out, results)?;
     let failing: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
     if !failing.is_empty() {
         writeln!(out, "\nfailing steps:")?;
@@ -197,6 +198,42 @@ pub fn print_table(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::
     }
     let pass = results.iter().filter(|r| r.passed()).count();
     writeln!(out, "\n{pass} passed, {} failed", results.len() - pass)
+}
+
+/// Writes how much every race's threads overlapped: per race, the
+/// iterations in which steps of different threads were executing at once,
+/// then each thread's steps.
+pub fn print_overlap(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::Result<()> {
+    let races: Vec<_> =
+        results.iter().flat_map(|r| r.steps.iter().filter_map(move |s| Some((r, s, s.overlap.as_ref()?)))).collect();
+    if races.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nrace overlap (iterations in which steps of different threads ran at the same time):")?;
+    for (r, s, o) in races {
+        writeln!(
+            out,
+            "  {}:{}: step {}: {}/{} iterations ({:.1}%)",
+            r.file.display(),
+            s.line,
+            s.step,
+            o.overlapped,
+            o.iterations,
+            100.0 * o.fraction()
+        )?;
+        for st in &o.steps {
+            writeln!(
+                out,
+                "    thread {} step {} ({}, line {}): {:.1}%",
+                st.thread,
+                st.step,
+                st.op,
+                st.line,
+                100.0 * st.fraction(o.iterations)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The shipped catalogue folder: `scenarios/` at the workspace root (found

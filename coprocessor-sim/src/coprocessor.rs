@@ -100,7 +100,11 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
         match cmd {
             Command::DmaRead { iova, len } => {
                 if len > crate::scenario::MAX_READ_BYTES {
-                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor reads at most 1 GiB at once" });
+                    return Err(DartError::BadRange {
+                        iova,
+                        len,
+                        reason: "longer than the longest read a step may ask for",
+                    });
                 }
                 let mut buf = vec![0u8; len as usize];
                 port.dma_read(iova, &mut buf)?;
@@ -136,7 +140,11 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
             }
             Command::Hold { iova, len, perm } => {
                 if len > crate::scenario::MAX_READ_BYTES {
-                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor holds at most 1 GiB at once" });
+                    return Err(DartError::BadRange {
+                        iova,
+                        len,
+                        reason: "longer than the longest hold a step may ask for",
+                    });
                 }
                 let access = match (perm.read(), perm.write()) {
                     (true, true) => Permissions::ReadWrite,

@@ -26,6 +26,7 @@ use frame_table::{Access, Counter, Frame, FrameType, Perm};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What happened in one step.
@@ -45,6 +46,101 @@ pub struct StepResult {
     pub passed: bool,
     /// Details (the error message, the data difference, …).
     pub detail: String,
+    /// For a `race`: how much its threads overlapped (reported, not asserted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<RaceOverlap>,
+}
+
+/// How much the threads of one `race` step overlapped: per iteration, whether
+/// steps of different threads were executing at the same time.
+///
+/// Each race step is bracketed by [`Gauge::enter`] / [`Gauge::leave`]: a
+/// step *overlaps* when another thread's step was in progress at some moment
+/// while it was. An iteration overlaps when any of its steps did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RaceOverlap {
+    /// Iterations run (fewer than asked when one failed).
+    pub iterations: u64,
+    /// Iterations in which some step overlapped a step of another thread.
+    pub overlapped: u64,
+    /// Every step of every thread, in file order.
+    pub steps: Vec<StepOverlap>,
+}
+
+/// One step of a race thread and the iterations in which it overlapped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepOverlap {
+    /// 1-based thread number.
+    pub thread: usize,
+    /// 1-based step number in its thread.
+    pub step: usize,
+    /// Line in the file.
+    pub line: usize,
+    /// The op.
+    pub op: &'static str,
+    /// Iterations in which another thread's step was in progress while this one was.
+    pub overlapped: u64,
+}
+
+impl RaceOverlap {
+    /// `overlapped / iterations`, 0 when nothing ran.
+    pub fn fraction(&self) -> f64 {
+        ratio(self.overlapped, self.iterations)
+    }
+}
+
+impl StepOverlap {
+    /// The fraction of `iterations` in which this step overlapped.
+    pub fn fraction(&self, iterations: u64) -> f64 {
+        ratio(self.overlapped, iterations)
+    }
+}
+
+fn ratio(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        n as f64 / d as f64
+    }
+}
+
+/// Who is executing a race step right now: one bit per race thread
+/// (races have at most [`crate::scenario::MAX_RACE_THREADS`] = 64 threads),
+/// and a count of step entries.
+///
+/// Protocol (all `SeqCst`): entering sets the thread's bit, remembering the
+/// bits already set, then takes a ticket from `entries`; leaving reads
+/// `entries`, then clears the bit. A step overlapped iff another bit was set
+/// when it entered, or another entry's ticket was taken between its own
+/// ticket and its read on leaving (that thread set its bit before its ticket
+/// and clears it after its own read, so the two were inside together).
+#[derive(Debug, Default)]
+struct Gauge {
+    inside: AtomicU64,
+    entries: AtomicU64,
+}
+
+/// What [`Gauge::enter`] hands to [`Gauge::leave`].
+struct Entry {
+    bit: u64,
+    others: u64,
+    ticket: u64,
+}
+
+impl Gauge {
+    fn enter(&self, thread: usize) -> Entry {
+        let bit = 1u64 << (thread % 64);
+        let others = self.inside.fetch_or(bit, Ordering::SeqCst) & !bit;
+        let ticket = self.entries.fetch_add(1, Ordering::SeqCst);
+        Entry { bit, others, ticket }
+    }
+
+    /// Whether the step that made `entry` overlapped another thread's.
+    fn leave(&self, entry: Entry) -> bool {
+        let now = self.entries.load(Ordering::SeqCst);
+        self.inside.fetch_and(!entry.bit, Ordering::SeqCst);
+        entry.others != 0 || now > entry.ticket + 1
+    }
 }
 
 /// The result of one scenario.
@@ -239,7 +335,13 @@ struct Run {
 
 impl Run {
     fn step(&self, step: &Step) -> StepResult {
-        let actual = self.execute(&step.op);
+        let (actual, overlap) = match &step.op {
+            Op::Race { iterations, threads } => {
+                let (actual, overlap) = self.race(*iterations, threads);
+                (actual, Some(overlap))
+            }
+            op => (self.execute(op), None),
+        };
         let (actual_name, detail) = match &actual {
             Ok(()) => ("ok".to_owned(), String::new()),
             Err(Fail(k, d)) => (k.clone(), d.clone()),
@@ -256,7 +358,78 @@ impl Run {
             actual: actual_name,
             passed,
             detail,
+            overlap,
         }
+    }
+
+    /// Runs a race: `iterations` times, every thread's steps on its own OS
+    /// thread, then every invariant. Returns the outcome and the overlap.
+    fn race(&self, iterations: u64, threads: &[Vec<Step>]) -> (Outcomes, RaceOverlap) {
+        let gauge = Gauge::default();
+        let mut overlap = RaceOverlap {
+            iterations: 0,
+            overlapped: 0,
+            steps: threads
+                .iter()
+                .enumerate()
+                .flat_map(|(t, steps)| {
+                    steps.iter().enumerate().map(move |(k, st)| StepOverlap {
+                        thread: t + 1,
+                        step: k + 1,
+                        line: st.line,
+                        op: st.op.name(),
+                        overlapped: 0,
+                    })
+                })
+                .collect(),
+        };
+        for it in 0..iterations {
+            let ran = std::thread::scope(|s| -> Result<Vec<(Vec<String>, Vec<bool>)>, Fail> {
+                let mut hs = Vec::with_capacity(threads.len());
+                for (t, steps) in threads.iter().enumerate() {
+                    let gauge = &gauge;
+                    let h = std::thread::Builder::new().spawn_scoped(s, move || {
+                        let mut fails = Vec::new();
+                        let mut over = Vec::with_capacity(steps.len());
+                        for st in steps {
+                            let entry = gauge.enter(t);
+                            let r = self.step(st);
+                            over.push(gauge.leave(entry));
+                            if !r.passed {
+                                fails.push(failed_step(&r));
+                            }
+                        }
+                        (fails, over)
+                    });
+                    hs.push(h.map_err(|e| fail("spawn-failed", format!("race thread {}: {e}", t + 1)))?);
+                }
+                Ok(hs
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| (vec!["thread died".into()], Vec::new())))
+                    .collect())
+            });
+            let ran = match ran {
+                Ok(r) => r,
+                Err(f) => return (Err(f), overlap),
+            };
+            overlap.iterations += 1;
+            let over: Vec<bool> = ran.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+            if over.iter().any(|&o| o) {
+                overlap.overlapped += 1;
+            }
+            for (s, o) in overlap.steps.iter_mut().zip(over) {
+                s.overlapped += u64::from(o);
+            }
+            if let Some(f) = ran.iter().flat_map(|(f, _)| f).next() {
+                return (Err(fail("race-step-failed", format!("iteration {it}: {f}"))), overlap);
+            }
+            if self.soc.frames.halted().is_none() {
+                if let Err(Fail(k, d)) = self.check(Invariant::All) {
+                    return (Err(Fail(k, format!("after iteration {it}: {d}"))), overlap);
+                }
+            }
+        }
+        (Ok(()), overlap)
     }
 
     fn frames_of(&self, target: &Target) -> Result<Vec<Frame>, Fail> {
@@ -459,39 +632,7 @@ impl Run {
                     Err(fail("counter-mismatch", format!("{counter} is {v}, expected {cmp:?}")))
                 }
             }
-            Op::Race { iterations, threads } => {
-                for it in 0..*iterations {
-                    let failures: Vec<String> = std::thread::scope(|s| {
-                        let hs: Vec<_> = threads
-                            .iter()
-                            .map(|steps| {
-                                s.spawn(move || {
-                                    steps
-                                        .iter()
-                                        .map(|st| self.step(st))
-                                        .filter(|r| !r.passed)
-                                        .map(|r| {
-                                            format!(
-                                                "line {}: {} expected {}, got {} {}",
-                                                r.line, r.op, r.expect, r.actual, r.detail
-                                            )
-                                        })
-                                        .collect::<Vec<_>>()
-                                })
-                            })
-                            .collect();
-                        hs.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec!["thread died".into()])).collect()
-                    });
-                    if let Some(f) = failures.first() {
-                        return Err(fail("race-step-failed", format!("iteration {it}: {f}")));
-                    }
-                    if self.soc.frames.halted().is_none() {
-                        self.check(Invariant::All)
-                            .map_err(|Fail(k, d)| Fail(k, format!("after iteration {it}: {d}")))?;
-                    }
-                }
-                Ok(())
-            }
+            Op::Race { iterations, threads } => self.race(*iterations, threads).0,
         }
     }
 
@@ -655,6 +796,11 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// A failed race step, for the race's detail.
+fn failed_step(r: &StepResult) -> String {
+    format!("line {}: {} expected {}, got {} {}", r.line, r.op, r.expect, r.actual, r.detail)
 }
 
 fn compare(got: &[u8], want: Option<&[u8]>) -> Outcomes {
