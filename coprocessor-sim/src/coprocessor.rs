@@ -179,20 +179,17 @@ pub struct Coprocessor {
 
 impl Coprocessor {
     /// Starts a coprocessor thread that owns `port` (the kernel hands it
-    /// out with `Dart::port`).
-    pub fn spawn(name: impl Into<String>, port: StreamPort) -> Coprocessor {
+    /// out with `Dart::port`); the error when the OS refuses the thread.
+    pub fn spawn(name: impl Into<String>, port: StreamPort) -> std::io::Result<Coprocessor> {
         let name = name.into();
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name(format!("coproc-{name}"))
-            .spawn(move || {
-                let mut holds = Vec::new();
-                for (cmd, reply) in rx {
-                    let _ = reply.send(execute(&port, &mut holds, cmd));
-                }
-            })
-            .ok();
-        Coprocessor { name, tx: Some(tx), thread }
+        let thread = std::thread::Builder::new().name(format!("coproc-{name}")).spawn(move || {
+            let mut holds = Vec::new();
+            for (cmd, reply) in rx {
+                let _ = reply.send(execute(&port, &mut holds, cmd));
+            }
+        })?;
+        Ok(Coprocessor { name, tx: Some(tx), thread: Some(thread) })
     }
 
     /// The coprocessor's name.

@@ -26,8 +26,8 @@ use frame_table::{Access, Counter, Frame, FrameType, Perm};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 
 /// What happened in one step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -118,6 +118,37 @@ fn ratio(n: u64, d: u64) -> f64 {
 struct Gauge {
     inside: AtomicU64,
     entries: AtomicU64,
+}
+
+/// Lines up a race's threads after the start barrier: a thread woken from
+/// the barrier spins (yielding now and then, for hosts with fewer cores
+/// than threads) until every thread of the iteration is awake, so their
+/// first steps begin within a few instructions of each other rather than a
+/// futex wake-up apart.
+#[derive(Debug, Default)]
+struct StartLine {
+    /// Threads that reached the line, over all iterations so far.
+    arrived: AtomicU64,
+}
+
+impl StartLine {
+    /// Spins until all `threads` reached the line in iteration `it`. Never
+    /// waits for a thread that is not running: every thread is past the
+    /// iteration's start barrier when it calls this.
+    fn align(&self, it: u64, threads: usize) {
+        let n = threads as u64;
+        let target = (it + 1) * n;
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.arrived.load(Ordering::SeqCst) < target {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
 }
 
 /// What [`Gauge::enter`] hands to [`Gauge::leave`].
@@ -272,7 +303,7 @@ pub fn run_scenario_recorded(scenario: &Scenario, base: Base, log: Option<&Arc<E
     let run = Run { soc, names: Mutex::new(Names::default()), rings: Mutex::new(HashMap::new()) };
     for step in &scenario.steps {
         let start_ns = log.map(|l| l.now_ns());
-        let r = run.step(step);
+        let r = run.step(step, Via::Coprocessor);
         if let (Some(log), Some(start_ns)) = (log, start_ns) {
             let end_ns = log.now_ns();
             record.steps.push(RunSlice {
@@ -327,6 +358,15 @@ struct RingClient {
     slots: u32,
 }
 
+/// Where a step's DMA runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// On the device's coprocessor thread (its command channel).
+    Coprocessor,
+    /// On the calling thread, through the device's port (race threads).
+    Port,
+}
+
 struct Run {
     soc: Soc,
     names: Mutex<Names>,
@@ -334,13 +374,13 @@ struct Run {
 }
 
 impl Run {
-    fn step(&self, step: &Step) -> StepResult {
+    fn step(&self, step: &Step, via: Via) -> StepResult {
         let (actual, overlap) = match &step.op {
             Op::Race { iterations, threads } => {
                 let (actual, overlap) = self.race(*iterations, threads);
                 (actual, Some(overlap))
             }
-            op => (self.execute(op), None),
+            op => (self.execute(op, via), None),
         };
         let (actual_name, detail) = match &actual {
             Ok(()) => ("ok".to_owned(), String::new()),
@@ -362,10 +402,19 @@ impl Run {
         }
     }
 
-    /// Runs a race: `iterations` times, every thread's steps on its own OS
-    /// thread, then every invariant. Returns the outcome and the overlap.
+    /// Runs a race: one OS thread per race thread, spawned once, each
+    /// running its steps `iterations` times; the DMA steps run on the race
+    /// thread through the device's port ([`Via::Port`]).
+    ///
+    /// Protocol: the threads first wait for `gate` (held by this thread
+    /// while spawning, so a refused spawn stops them before any barrier),
+    /// then per iteration wait at `start`, run their steps, and wait at
+    /// `end`; this thread, the extra party of both barriers, reads their
+    /// failures between `end` and the next `start`, checks every
+    /// invariant, and sets `stop` before releasing the next `start` when
+    /// the race is over early. Every iteration's threads thus start
+    /// together, and no step runs during a check.
     fn race(&self, iterations: u64, threads: &[Vec<Step>]) -> (Outcomes, RaceOverlap) {
-        let gauge = Gauge::default();
         let mut overlap = RaceOverlap {
             iterations: 0,
             overlapped: 0,
@@ -383,53 +432,99 @@ impl Run {
                 })
                 .collect(),
         };
-        for it in 0..iterations {
-            let ran = std::thread::scope(|s| -> Result<Vec<(Vec<String>, Vec<bool>)>, Fail> {
-                let mut hs = Vec::with_capacity(threads.len());
-                for (t, steps) in threads.iter().enumerate() {
-                    let gauge = &gauge;
-                    let h = std::thread::Builder::new().spawn_scoped(s, move || {
-                        let mut fails = Vec::new();
-                        let mut over = Vec::with_capacity(steps.len());
-                        for st in steps {
-                            let entry = gauge.enter(t);
-                            let r = self.step(st);
-                            over.push(gauge.leave(entry));
-                            if !r.passed {
-                                fails.push(failed_step(&r));
-                            }
-                        }
-                        (fails, over)
-                    });
-                    hs.push(h.map_err(|e| fail("spawn-failed", format!("race thread {}: {e}", t + 1)))?);
-                }
-                Ok(hs
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| (vec!["thread died".into()], Vec::new())))
-                    .collect())
-            });
-            let ran = match ran {
-                Ok(r) => r,
-                Err(f) => return (Err(f), overlap),
-            };
-            overlap.iterations += 1;
-            let over: Vec<bool> = ran.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-            if over.iter().any(|&o| o) {
-                overlap.overlapped += 1;
-            }
-            for (s, o) in overlap.steps.iter_mut().zip(over) {
-                s.overlapped += u64::from(o);
-            }
-            if let Some(f) = ran.iter().flat_map(|(f, _)| f).next() {
-                return (Err(fail("race-step-failed", format!("iteration {it}: {f}"))), overlap);
-            }
-            if self.soc.frames.halted().is_none() {
-                if let Err(Fail(k, d)) = self.check(Invariant::All) {
-                    return (Err(Fail(k, format!("after iteration {it}: {d}"))), overlap);
-                }
-            }
+        if threads.len() > crate::scenario::MAX_RACE_THREADS {
+            let reason =
+                format!("a race of {} threads has more than {}", threads.len(), crate::scenario::MAX_RACE_THREADS);
+            return (Err(fail("bad-range", reason)), overlap);
         }
-        (Ok(()), overlap)
+        let gauge = Gauge::default();
+        let gate = std::sync::RwLock::new(());
+        let start = Barrier::new(threads.len() + 1);
+        let end = Barrier::new(threads.len() + 1);
+        let stop = AtomicBool::new(false);
+        let ready = StartLine::default();
+        // Per thread: the first failure of the current iteration, and per
+        // step whether it overlapped in it.
+        let slots: Vec<Mutex<(Option<String>, Vec<bool>)>> =
+            threads.iter().map(|steps| Mutex::new((None, vec![false; steps.len()]))).collect();
+        let outcome = std::thread::scope(|s| {
+            let held = gate.write().unwrap_or_else(|e| e.into_inner());
+            for (t, steps) in threads.iter().enumerate() {
+                let (gauge, gate, start, end, stop, ready, slot) =
+                    (&gauge, &gate, &start, &end, &stop, &ready, &slots[t]);
+                let spawned = std::thread::Builder::new().name(format!("race-{}", t + 1)).spawn_scoped(s, move || {
+                    drop(gate.read().unwrap_or_else(|e| e.into_inner()));
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    for it in 0..iterations {
+                        start.wait();
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        ready.align(it, threads.len());
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut first = None;
+                            let mut over = Vec::with_capacity(steps.len());
+                            for st in steps {
+                                let entry = gauge.enter(t);
+                                let r = self.step(st, Via::Port);
+                                over.push(gauge.leave(entry));
+                                if !r.passed && first.is_none() {
+                                    first = Some(failed_step(&r));
+                                }
+                            }
+                            (first, over)
+                        }));
+                        *slot.lock() = ran.unwrap_or_else(|_| {
+                            (Some(format!("race thread {} stopped", t + 1)), vec![false; steps.len()])
+                        });
+                        end.wait();
+                    }
+                });
+                if let Err(e) = spawned {
+                    stop.store(true, Ordering::SeqCst);
+                    drop(held);
+                    return Err(fail("spawn-failed", format!("cannot start race thread {}: {e}", t + 1)));
+                }
+            }
+            drop(held);
+            for it in 0..iterations {
+                start.wait();
+                end.wait();
+                overlap.iterations += 1;
+                let mut failure = None;
+                let mut any = false;
+                let mut next = overlap.steps.iter_mut();
+                for slot in &slots {
+                    let (first, over) = &mut *slot.lock();
+                    for (o, s) in over.iter().zip(next.by_ref()) {
+                        s.overlapped += u64::from(*o);
+                        any |= *o;
+                    }
+                    if failure.is_none() {
+                        failure = first.take();
+                    }
+                }
+                overlap.overlapped += u64::from(any);
+                let outcome = match failure {
+                    Some(f) => Err(fail("race-step-failed", format!("iteration {it}: {f}"))),
+                    None if self.soc.frames.halted().is_none() => {
+                        self.check(Invariant::All).map_err(|Fail(k, d)| Fail(k, format!("after iteration {it}: {d}")))
+                    }
+                    None => Ok(()),
+                };
+                if outcome.is_err() {
+                    if it + 1 < iterations {
+                        stop.store(true, Ordering::SeqCst);
+                        start.wait();
+                    }
+                    return outcome;
+                }
+            }
+            Ok(())
+        });
+        (outcome, overlap)
     }
 
     fn frames_of(&self, target: &Target) -> Result<Vec<Frame>, Fail> {
@@ -478,7 +573,7 @@ impl Run {
         self.soc.dart(name).map(|d| &**d).ok_or_else(|| fail("no-such-device", format!("no DART `{name}`")))
     }
 
-    fn execute(&self, op: &Op) -> Outcomes {
+    fn execute(&self, op: &Op, via: Via) -> Outcomes {
         let ft = &self.soc.frames;
         match op {
             Op::Alloc { name, ty, frames } => {
@@ -569,15 +664,15 @@ impl Run {
                 self.soc.service.revoke(h).map_err(rpc_err)?;
                 Ok(())
             }
-            Op::Rpc { device, call } => self.rpc(device, call),
+            Op::Rpc { device, call } => self.rpc(device, call, via),
             Op::DmaRead { device, iova, len, data } => {
                 let (i, _, _) = self.device(device)?;
-                let buf = self.device_call(i, Command::DmaRead { iova: self.address(iova)?, len: *len })?;
+                let buf = self.dma(i, Command::DmaRead { iova: self.address(iova)?, len: *len }, via)?;
                 compare(&buf, data.as_deref())
             }
             Op::DmaWrite { device, iova, data } => {
                 let (i, _, _) = self.device(device)?;
-                self.device_call(i, Command::DmaWrite { iova: self.address(iova)?, data: data.clone() })?;
+                self.dma(i, Command::DmaWrite { iova: self.address(iova)?, data: data.clone() }, via)?;
                 Ok(())
             }
             Op::Bypass { device, enable } => {
@@ -648,7 +743,7 @@ impl Run {
         Ok(self.soc.frames.pa_of(f).map_err(frame_err)? + offset)
     }
 
-    fn rpc(&self, device: &str, call: &RpcCall) -> Outcomes {
+    fn rpc(&self, device: &str, call: &RpcCall, via: Via) -> Outcomes {
         let (dev, _, dart) = self.device(device)?;
         let msg: [u8; wire::SLOT_BYTES] = match call {
             RpcCall::Raw { bytes } => {
@@ -685,16 +780,50 @@ impl Run {
         // The device writes the message and bumps the head, by DMA.
         let layout = wire::RingLayout { slots: ring.slots };
         let slot = ring.iova + layout.slot_offset(ring.head) as u64;
-        self.device_call(dev, Command::DmaWrite { iova: slot, data: msg.to_vec() })?;
+        self.dma(dev, Command::DmaWrite { iova: slot, data: msg.to_vec() }, via)?;
         let head = ring.head.wrapping_add(1);
         let head_iova = ring.iova + wire::RingLayout::head_offset() as u64;
-        self.device_call(dev, Command::DmaWrite { iova: head_iova, data: head.to_le_bytes().to_vec() })?;
+        self.dma(dev, Command::DmaWrite { iova: head_iova, data: head.to_le_bytes().to_vec() }, via)?;
         rings.insert(dev, RingClient { head, ..ring });
         let served = self.soc.service.service_ring(dev).map_err(rpc_err)?;
         match served.into_iter().last() {
             Some((_, Ok(()))) => Ok(()),
             Some((_, Err(e))) => Err(rpc_err(e)),
             None => Err(fail("bad-message", "the service found no message")),
+        }
+    }
+
+    /// Device `i`'s DMA: through its coprocessor thread, or on this thread
+    /// through its port (a race thread's DMA, so that it is in the DART
+    /// while the other race threads run, not queued behind them).
+    fn dma(&self, i: usize, cmd: Command, via: Via) -> Result<Vec<u8>, Fail> {
+        let port = match (via, self.soc.ports.get(i)) {
+            (Via::Port, Some(port)) => port,
+            _ => return self.device_call(i, cmd),
+        };
+        match cmd {
+            Command::DmaRead { iova, len } => {
+                if len > crate::scenario::MAX_READ_BYTES {
+                    return Err(fail(
+                        "bad-range",
+                        format!(
+                            "a read of {len} bytes is longer than the longest read a step may ask for ({})",
+                            crate::scenario::MAX_READ_BYTES
+                        ),
+                    ));
+                }
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(len as usize)
+                    .map_err(|e| fail("bad-range", format!("a read of {len} bytes: {e}")))?;
+                buf.resize(len as usize, 0);
+                port.dma_read(iova, &mut buf)?;
+                Ok(buf)
+            }
+            Command::DmaWrite { iova, data } => {
+                port.dma_write(iova, &data)?;
+                Ok(Vec::new())
+            }
+            other => self.device_call(i, other),
         }
     }
 
