@@ -125,11 +125,21 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| ScenarioError { file: p.clone(), line: 0, reason: e.to_string() })?;
+            walk(p, &mut out).map_err(|e| ScenarioError {
+                file: p.clone(),
+                line: 0,
+                reason: e.to_string(),
+                limit: None,
+            })?;
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(ScenarioError { file: p.clone(), line: 0, reason: "no such file or folder".into() });
+            return Err(ScenarioError {
+                file: p.clone(),
+                line: 0,
+                reason: "no such file or folder".into(),
+                limit: None,
+            });
         }
     }
     Ok(out)

@@ -52,6 +52,6 @@ pub use ast::{
     DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES,
     MAX_IOTLB_ENTRIES, MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
 };
-pub use error::ScenarioError;
+pub use error::{Limit, LimitExceeded, ScenarioError};
 pub use frame_table::{FrameSize, FrameType, OnViolation, Perm};
 pub use parse::{load_scenario, parse_scenario};
