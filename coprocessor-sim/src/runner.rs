@@ -54,7 +54,7 @@ pub struct StepResult {
 /// How much the threads of one `race` step overlapped: per iteration, whether
 /// steps of different threads were executing at the same time.
 ///
-/// Each race step is bracketed by [`Gauge::enter`] / [`Gauge::leave`]: a
+/// Each race step is bracketed by an atomic gauge (a bit per thread): a
 /// step *overlaps* when another thread's step was in progress at some moment
 /// while it was. An iteration overlaps when any of its steps did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
