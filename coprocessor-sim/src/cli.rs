@@ -125,11 +125,21 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| ScenarioError { file: p.clone(), line: 0, reason: e.to_string() })?;
+            walk(p, &mut out).map_err(|e| ScenarioError {
+                file: p.clone(),
+                line: 0,
+                reason: e.to_string(),
+                limit: None,
+            })?;
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(ScenarioError { file: p.clone(), line: 0, reason: "no such file or folder".into() });
+            return Err(ScenarioError {
+                file: p.clone(),
+                line: 0,
+                reason: "no such file or folder".into(),
+                limit: None,
+            });
         }
     }
     Ok(out)
@@ -172,6 +182,7 @@ pub fn print_table(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::
             r.name
         )?;
     }
+    print_overlap(out, results)?;
     let failing: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
     if !failing.is_empty() {
         writeln!(out, "\nfailing steps:")?;
@@ -197,6 +208,42 @@ pub fn print_table(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::
     }
     let pass = results.iter().filter(|r| r.passed()).count();
     writeln!(out, "\n{pass} passed, {} failed", results.len() - pass)
+}
+
+/// Writes how much every race's threads overlapped: per race, the
+/// iterations in which steps of different threads were executing at once,
+/// then each thread's steps.
+pub fn print_overlap(out: &mut dyn Write, results: &[ScenarioResult]) -> std::io::Result<()> {
+    let races: Vec<_> =
+        results.iter().flat_map(|r| r.steps.iter().filter_map(move |s| Some((r, s, s.overlap.as_ref()?)))).collect();
+    if races.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nrace overlap (iterations in which steps of different threads ran at the same time):")?;
+    for (r, s, o) in races {
+        writeln!(
+            out,
+            "  {}:{}: step {}: {}/{} iterations ({:.1}%)",
+            r.file.display(),
+            s.line,
+            s.step,
+            o.overlapped,
+            o.iterations,
+            100.0 * o.fraction()
+        )?;
+        for st in &o.steps {
+            writeln!(
+                out,
+                "    thread {} step {} ({}, line {}): {:.1}%",
+                st.thread,
+                st.step,
+                st.op,
+                st.line,
+                100.0 * st.fraction(o.iterations)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The shipped catalogue folder: `scenarios/` at the workspace root (found

@@ -100,7 +100,11 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
         match cmd {
             Command::DmaRead { iova, len } => {
                 if len > crate::scenario::MAX_READ_BYTES {
-                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor reads at most 1 GiB at once" });
+                    return Err(DartError::BadRange {
+                        iova,
+                        len,
+                        reason: "longer than the longest read a step may ask for",
+                    });
                 }
                 let mut buf = vec![0u8; len as usize];
                 port.dma_read(iova, &mut buf)?;
@@ -136,7 +140,11 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
             }
             Command::Hold { iova, len, perm } => {
                 if len > crate::scenario::MAX_READ_BYTES {
-                    return Err(DartError::BadRange { iova, len, reason: "a coprocessor holds at most 1 GiB at once" });
+                    return Err(DartError::BadRange {
+                        iova,
+                        len,
+                        reason: "longer than the longest hold a step may ask for",
+                    });
                 }
                 let access = match (perm.read(), perm.write()) {
                     (true, true) => Permissions::ReadWrite,
@@ -171,20 +179,17 @@ pub struct Coprocessor {
 
 impl Coprocessor {
     /// Starts a coprocessor thread that owns `port` (the kernel hands it
-    /// out with `Dart::port`).
-    pub fn spawn(name: impl Into<String>, port: StreamPort) -> Coprocessor {
+    /// out with `Dart::port`); the error when the OS refuses the thread.
+    pub fn spawn(name: impl Into<String>, port: StreamPort) -> std::io::Result<Coprocessor> {
         let name = name.into();
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name(format!("coproc-{name}"))
-            .spawn(move || {
-                let mut holds = Vec::new();
-                for (cmd, reply) in rx {
-                    let _ = reply.send(execute(&port, &mut holds, cmd));
-                }
-            })
-            .ok();
-        Coprocessor { name, tx: Some(tx), thread }
+        let thread = std::thread::Builder::new().name(format!("coproc-{name}")).spawn(move || {
+            let mut holds = Vec::new();
+            for (cmd, reply) in rx {
+                let _ = reply.send(execute(&port, &mut holds, cmd));
+            }
+        })?;
+        Ok(Coprocessor { name, tx: Some(tx), thread: Some(thread) })
     }
 
     /// The coprocessor's name.

@@ -4,7 +4,7 @@
 use crate::coprocessor::Coprocessor;
 use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
 use crate::service::MapperService;
-use dart::{Dart, DartConfig, DartError, EventKind, EventLog, Invalidation, StreamConfig};
+use dart::{Dart, DartConfig, DartError, EventKind, EventLog, Invalidation, StreamConfig, StreamPort};
 use frame_table::{FrameEvent, FrameObserver, FrameTable, FrameTableConfig};
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +22,14 @@ pub enum SocError {
         name: String,
         /// Why.
         source: DartError,
+    },
+    /// The OS refused a coprocessor's thread.
+    #[error("coprocessor `{device}`: cannot start its thread: {source}")]
+    Spawn {
+        /// The coprocessor.
+        device: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// A coprocessor names a DART that does not exist.
     #[error("coprocessor `{device}` is on unknown DART `{dart}`")]
@@ -61,6 +69,10 @@ pub struct Soc {
     pub service: MapperService,
     /// One running coprocessor thread per device, in [`Soc::devices`] order.
     pub coprocessors: Vec<Coprocessor>,
+    /// Each device's stream port, in [`Soc::devices`] order: the same
+    /// capability its coprocessor thread holds, for DMA issued from other
+    /// threads on the device's behalf (a scenario's race threads).
+    pub ports: Vec<StreamPort>,
 }
 
 impl Soc {
@@ -103,13 +115,17 @@ impl Soc {
         }
         let service = MapperService::new(frames.clone(), built.clone(), devices.clone());
         let mut coprocessors = Vec::with_capacity(devices.len());
+        let mut ports = Vec::with_capacity(devices.len());
         for d in &devices {
             let port = built[d.dart]
                 .port(d.stream)
                 .map_err(|source| SocError::Dart { name: darts[d.dart].name.clone(), source })?;
-            coprocessors.push(Coprocessor::spawn(d.name.clone(), port));
+            let cop = Coprocessor::spawn(d.name.clone(), port.clone())
+                .map_err(|source| SocError::Spawn { device: d.name.clone(), source })?;
+            coprocessors.push(cop);
+            ports.push(port);
         }
-        Ok(Soc { frames, darts: built, devices, service, coprocessors })
+        Ok(Soc { frames, darts: built, devices, service, coprocessors, ports })
     }
 
     /// The default SoC of the main job: 256 MiB, 16 KiB pages, `dart-ane`

@@ -917,6 +917,21 @@ impl Dart {
             .collect())
     }
 
+    /// [`Dart::iotlb_entries`] of every stream, indexed by stream, from one
+    /// pass over the IOTLB: what the invariant checks read, so that a check
+    /// costs the IOTLB's size once, not once per stream.
+    pub(crate) fn iotlb_entries_by_stream(&self) -> Vec<Vec<(u64, Leaf)>> {
+        let mut out: Vec<Vec<(u64, Leaf)>> = (0..self.streams.len()).map(|_| Vec::new()).collect();
+        for e in self.iotlb.snapshot() {
+            let Some(st) = self.streams.get(e.stream as usize) else { continue };
+            let iova = e.page << self.page_shift;
+            if e.gen == st.gen(iova) {
+                out[e.stream as usize].push((iova, tlb_value::unpack(e.value, self.page_shift)));
+            }
+        }
+        out
+    }
+
     #[inline]
     pub(crate) fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
         self.streams.get(sid as usize).ok_or(DartError::NoSuchStream { sid, streams: self.stream_count() })

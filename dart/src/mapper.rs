@@ -884,7 +884,9 @@ impl Dart {
                 shown.join(", ")
             ));
         }
+        let tlb = self.iotlb_entries_by_stream();
         for (sid, st) in self.streams.iter().enumerate() {
+            let cached = tlb.get(sid).map_or(&[][..], Vec::as_slice);
             let sid = sid as u32;
             let c = st.config();
             if c.bypass && !st.trusted {
@@ -893,7 +895,7 @@ impl Dart {
             for (iova, leaf) in self.mappings(sid).unwrap_or_default() {
                 self.check_reachable(sid, iova, leaf.pa, "PTE")?;
             }
-            for (iova, leaf) in self.iotlb_entries(sid).unwrap_or_default() {
+            for &(iova, leaf) in cached {
                 self.check_reachable(sid, iova, leaf.pa, "IOTLB entry")?;
             }
         }
@@ -919,9 +921,13 @@ impl Dart {
         if self.invalidation() == Invalidation::Deferred {
             return Ok(());
         }
-        for sid in 0..self.stream_count() {
+        let tlb = self.iotlb_entries_by_stream();
+        for (sid, cached) in (0..self.stream_count()).zip(&tlb) {
+            if cached.is_empty() {
+                continue;
+            }
             let pt: HashMap<u64, Leaf> = self.mappings(sid).unwrap_or_default().into_iter().collect();
-            for (iova, leaf) in self.iotlb_entries(sid).unwrap_or_default() {
+            for &(iova, leaf) in cached {
                 let mut expect = pt.get(&iova).copied();
                 if let Some(e) = expect.as_mut() {
                     // The IOTLB keeps whole-page subpage ranges as decoded.

@@ -111,6 +111,12 @@ pub struct FrameTable {
     reach: ReachMap,
     free_list: Mutex<Vec<u32>>,
     free_count: AtomicU64,
+    /// One past the highest frame that ever left `free` (allocation or
+    /// retype): every frame at or above it is `free` (or a hole), has no
+    /// mapping and is unreachable, so invariant checks stop here and cost
+    /// what was used, not the size of memory. Raised (`fetch_max`) by the
+    /// claimer, before the frame's type changes; never lowered.
+    touched: AtomicU64,
     on_violation: OnViolation,
     halted: AtomicBool,
     halt_reason: Mutex<Option<Violation>>,
@@ -147,6 +153,7 @@ impl FrameTable {
             frame_shift: shift,
             base_frame: base >> shift,
             free_count: AtomicU64::new(free.len() as u64),
+            touched: AtomicU64::new(0),
             free_list: Mutex::new(free),
             reach: ReachMap::new(cells.len()),
             cells,
@@ -252,7 +259,7 @@ impl FrameTable {
     /// type (its invariant at rest, [`crate::reach`]); the frames it gets
     /// wrong otherwise. For invariant checks at quiescent points.
     pub fn reach_map_consistent(&self) -> Result<(), Vec<Frame>> {
-        let wrong: Vec<Frame> = (0..self.cells.len())
+        let wrong: Vec<Frame> = (0..self.touched_frames() as usize)
             .filter(|&i| {
                 let s = self.cells[i].load();
                 !s.claimed() && self.reach.get(i) != (!s.hole() && device_reachable(s.ty()))
@@ -270,6 +277,24 @@ impl FrameTable {
     #[inline]
     pub fn state(&self, frame: Frame) -> Result<FrameState, Error> {
         Ok(self.cell(frame)?.load())
+    }
+
+    /// One past the highest frame number that ever left `free`: frames from
+    /// here on are `free` or holes, unmapped and unreachable. Invariant
+    /// checks visit only the frames below it ([`FrameTable::touched_states`]).
+    pub fn touched_frames(&self) -> u64 {
+        self.touched.load(Ordering::Acquire).min(self.cells.len() as u64)
+    }
+
+    /// [`FrameTable::states`] of the frames below
+    /// [`FrameTable::touched_frames`]: every frame that can have a type
+    /// other than `free`, a mapping or a device-reachable bit.
+    pub fn touched_states(&self) -> impl Iterator<Item = (Frame, FrameState)> + '_ {
+        self.cells[..self.touched_frames() as usize]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Frame(i as u32), c.load()))
+            .filter(|(_, s)| !s.hole())
     }
 
     /// Every frame with its state (holes left out).
@@ -381,6 +406,7 @@ impl FrameTable {
                 let Some(i) = list.pop() else { break };
                 // A stale entry (the frame was retyped out of `free` directly) fails the claim.
                 if self.cells[i as usize].claim().is_ok() {
+                    self.touched.fetch_max(u64::from(i) + 1, Ordering::AcqRel);
                     claimed.push(Frame(i));
                 }
             }
@@ -413,6 +439,8 @@ impl FrameTable {
             let from = cell.load().ty();
             return Err(Error::BadTransition { frame, from, to });
         }
+        // Raised before the claim: a frame may leave `free` here.
+        self.touched.fetch_max(frame.0 as u64 + 1, Ordering::AcqRel);
         let from = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
         if from == FrameType::Free {
             self.free_count.fetch_sub(1, Ordering::Relaxed);

@@ -22,14 +22,42 @@ pub const DEFAULT_MEMORY_MIB: u64 = 64;
 pub const DEFAULT_STREAMS: u32 = 16;
 /// Default `[[dart]] iotlb_entries`.
 pub const DEFAULT_IOTLB_ENTRIES: u64 = 256;
-/// Largest accepted `[[dart]] iotlb_entries`.
-pub const MAX_IOTLB_ENTRIES: u64 = 1 << 20;
-/// Largest accepted `[soc] memory_mib` (so the size in bytes fits a `u64`).
-pub const MAX_MEMORY_MIB: u64 = (1 << 44) - 1;
-/// Largest accepted `len` of one `dma-read` or `cpu-read` step (the read
-/// buffer is allocated before the access, so the bound keeps a scenario
-/// from asking for more host memory than any emulated SoC could return).
-pub const MAX_READ_BYTES: u64 = 1 << 30;
+
+// Input limits (SPEC §4 "Input limits"; scenarios/README.md lists them).
+// Every size a scenario file can name is bounded here, so that no file makes
+// the runner exhaust memory, spawn unbounded threads or run without end; the
+// parser refuses a value above its limit with the value and the limit.
+
+/// Largest accepted `[[dart]] iotlb_entries`. An IOTLB slot is 32 bytes and
+/// the invariant checks read every slot once per DART, so this keeps the
+/// 64 DARTs' IOTLBs at 64 MiB and a check at 2^20 slot reads.
+pub const MAX_IOTLB_ENTRIES: u64 = 1 << 14;
+/// Largest accepted `[soc] memory_mib`: 1 TiB.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// Most frames physical memory may have: 1 TiB of 16 KiB frames (with
+/// 4 KiB pages, 256 GiB). The frame table keeps 8 bytes of state a frame.
+pub const MAX_FRAMES: u64 = 1 << 26;
+/// Most `[[dart]]` sections.
+pub const MAX_DARTS: usize = 64;
+/// Most `[[coprocessor]]` sections (each runs one thread).
+pub const MAX_COPROCESSORS: usize = 256;
+/// Most threads in one `race`: one bit each in the overlap gauge.
+pub const MAX_RACE_THREADS: usize = 64;
+/// Largest `iterations` of one `race`.
+pub const MAX_ITERATIONS: u64 = 1_000_000;
+/// Most frames one `alloc` step may ask for (1 GiB of 16 KiB frames).
+pub const MAX_ALLOC_FRAMES: u64 = 1 << 16;
+/// Most steps in one file, race threads' steps included.
+pub const MAX_STEPS: usize = 10_000;
+/// Most step executions one file may ask for: its steps outside races,
+/// plus each race's `iterations` × the steps of all its threads.
+pub const MAX_WORK: u64 = 2_000_000;
+/// Largest scenario file, in bytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Largest accepted `len` of one `dma-read`, `cpu-read` or `hold` step (the
+/// read buffer is allocated before the access; 64 race threads reading at
+/// once stay within 1 GiB).
+pub const MAX_READ_BYTES: u64 = 1 << 24;
 /// Default coprocessor IOVA window, `[start, end)`.
 pub const DEFAULT_WINDOW: Range<u64> = 0..0x1_0000_0000;
 

@@ -49,8 +49,9 @@ pub use ast::{
     counter_names, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind,
     FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target,
     DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_MEMORY_MIB,
-    DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, MAX_READ_BYTES, OP_NAMES,
+    DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES,
+    MAX_IOTLB_ENTRIES, MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
 };
-pub use error::ScenarioError;
+pub use error::{Limit, LimitExceeded, ScenarioError};
 pub use frame_table::{FrameSize, FrameType, OnViolation, Perm};
 pub use parse::{load_scenario, parse_scenario};

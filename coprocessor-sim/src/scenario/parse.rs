@@ -10,12 +10,14 @@ use super::ast::{
     counter_names, shorten, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant,
     FaultKind, FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step,
     Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_STREAMS,
-    DEFAULT_WINDOW, MAX_IOTLB_ENTRIES, MAX_MEMORY_MIB, MAX_READ_BYTES, OP_NAMES,
+    DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES, MAX_IOTLB_ENTRIES,
+    MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
 };
-use super::error::ScenarioError;
+use super::error::{Limit, LimitExceeded, ScenarioError};
 use frame_table::{FrameSize, FrameType, OnViolation, Perm};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -25,11 +27,25 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 /// [`ScenarioError`]s with line 0; text that is not UTF-8 is reported at the
 /// line of the first bad byte.
 pub fn load_scenario(path: &Path) -> Result<Scenario> {
-    let bytes = std::fs::read(path).map_err(|e| ScenarioError {
+    let unreadable = |e: std::io::Error| ScenarioError {
         file: path.to_path_buf(),
         line: 0,
         reason: format!("cannot read the scenario file: {e}"),
-    })?;
+        limit: None,
+    };
+    // At most one byte past the limit is read: enough to know it is too big.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        let limit = LimitExceeded { what: Limit::FileBytes, value: size, limit: MAX_FILE_BYTES };
+        return Err(ScenarioError {
+            file: path.to_path_buf(),
+            line: 0,
+            reason: format!("the file is too big: {limit}"),
+            limit: Some(limit),
+        });
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
@@ -37,6 +53,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario> {
             file: path.to_path_buf(),
             line: 1 + bytes[..good].iter().filter(|&&b| b == b'\n').count(),
             reason: format!("the file is not valid UTF-8 (bad byte at offset {good})"),
+            limit: None,
         }
     })?;
     parse_scenario(&text, path)
@@ -67,9 +84,29 @@ pub fn parse_scenario(source: &str, file: &Path) -> Result<Scenario> {
     let coprocessors = parse_coprocessors(&cx, top.get("coprocessor"), &darts)?;
 
     let mut steps = Vec::new();
+    // Steps in the file (race threads' included) and the step executions
+    // they ask for, against MAX_STEPS and MAX_WORK.
+    let (mut count, mut work) = (0u64, 0u64);
     if let Some(f) = top.get("step") {
         for (index, item) in f.array_of_tables("[[step]]")?.iter().enumerate() {
-            steps.push(parse_step(&cx, item, index, format!("step {}", index + 1), false)?);
+            let step = parse_step(&cx, item, index, format!("step {}", index + 1), false)?;
+            let (n, w) = match &step.op {
+                Op::Race { iterations, threads } => {
+                    let inner = threads.iter().map(|t| t.len() as u64).sum::<u64>();
+                    (1 + inner, iterations.saturating_mul(inner))
+                }
+                _ => (1, 1),
+            };
+            count += n;
+            work = work.saturating_add(w);
+            let place = format!("step {}", index + 1);
+            if count > MAX_STEPS as u64 {
+                return Err(cx.over(step.line, place, Limit::Steps, count, MAX_STEPS as u64));
+            }
+            if work > MAX_WORK {
+                return Err(cx.over(step.line, place, Limit::Work, work, MAX_WORK));
+            }
+            steps.push(step);
         }
     }
 
@@ -251,7 +288,13 @@ impl Cx {
     }
 
     fn error(&self, line: usize, reason: impl Into<String>) -> ScenarioError {
-        ScenarioError { file: self.file.clone(), line, reason: reason.into() }
+        ScenarioError { file: self.file.clone(), line, reason: reason.into(), limit: None }
+    }
+
+    /// `what` (at `line`, described by `place`) is `value`, above `limit`.
+    fn over(&self, line: usize, place: impl fmt::Display, what: Limit, value: u64, limit: u64) -> ScenarioError {
+        let exceeded = LimitExceeded { what, value, limit };
+        ScenarioError { limit: Some(exceeded), ..self.error(line, format!("{place}: {exceeded}")) }
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
@@ -354,6 +397,20 @@ impl<'f> Field<'f> {
     /// "`KEY` in WHAT: DETAIL".
     fn err_detail(&self, detail: impl fmt::Display) -> ScenarioError {
         self.cx.error(self.line(), format!("`{}` in {}: {detail}", self.key, self.what))
+    }
+
+    /// This value is above its limit.
+    fn over(&self, what: Limit, value: u64, limit: u64) -> ScenarioError {
+        self.cx.over(self.line(), format_args!("`{}` in {}", self.key, self.what), what, value, limit)
+    }
+
+    /// This value as a `u64` no greater than `limit`.
+    fn u64_at_most(&self, what: Limit, limit: u64) -> Result<u64> {
+        let v = self.u64()?;
+        if v > limit {
+            return Err(self.over(what, v, limit));
+        }
+        Ok(v)
     }
 
     fn wrong_type(&self, expected: &str) -> ScenarioError {
@@ -688,9 +745,9 @@ fn parse_soc(cx: &Cx, field: &Field<'_>) -> Result<SocConfig> {
     soc.check_keys(&SOC_KEYS)?;
     let mut out = SocConfig { line: field.line(), ..SocConfig::default() };
     if let Some(f) = soc.get("memory_mib") {
-        let mib = f.u64()?;
-        if mib == 0 || mib > MAX_MEMORY_MIB {
-            return Err(f.err(format_args!("must be between 1 and {MAX_MEMORY_MIB}, got {mib}")));
+        let mib = f.u64_at_most(Limit::MemoryMib, MAX_MEMORY_MIB)?;
+        if mib == 0 {
+            return Err(f.err(format_args!("must be at least 1, got {mib}")));
         }
         out.memory_mib = mib;
     }
@@ -698,6 +755,11 @@ fn parse_soc(cx: &Cx, field: &Field<'_>) -> Result<SocConfig> {
         let bytes = f.u64()?;
         out.page_size =
             FrameSize::from_bytes(bytes).ok_or_else(|| f.err(format_args!("must be 16384 or 4096, got {bytes}")))?;
+    }
+    let frames = out.memory_bytes() >> out.page_size.shift();
+    if frames > MAX_FRAMES {
+        let line = soc.get("memory_mib").map_or(field.line(), |f| f.line());
+        return Err(cx.over(line, "[soc] memory over page_size", Limit::Frames, frames, MAX_FRAMES));
     }
     if let Some(f) = soc.get("on_violation") {
         out.on_violation = f.parse(|s| match s {
@@ -724,7 +786,12 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
         return Ok(vec![DartConfig::default_dart()]);
     };
     let mut darts: Vec<DartConfig> = Vec::new();
-    for (n, item) in field.array_of_tables("[[dart]]")?.iter().enumerate() {
+    let items = field.array_of_tables("[[dart]]")?;
+    if let Some(item) = items.get(MAX_DARTS) {
+        let line = cx.line(item.span().start);
+        return Err(cx.over(line, "[[dart]]", Limit::Darts, items.len() as u64, MAX_DARTS as u64));
+    }
+    for (n, item) in items.iter().enumerate() {
         let label = format!("[[dart]] #{}", n + 1);
         let line = cx.line(item.span().start);
         let entries = element_table(cx, item, &label)?;
@@ -758,9 +825,9 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
         };
         let iotlb_entries = match dart.get("iotlb_entries") {
             Some(f) => {
-                let n = f.u64()?;
-                if n == 0 || n > MAX_IOTLB_ENTRIES {
-                    return Err(f.err(format_args!("must be between 1 and {MAX_IOTLB_ENTRIES}, got {n}")));
+                let n = f.u64_at_most(Limit::IotlbEntries, MAX_IOTLB_ENTRIES)?;
+                if n == 0 {
+                    return Err(f.err(format_args!("must be at least 1, got {n}")));
                 }
                 n
             }
@@ -777,7 +844,13 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
 fn parse_coprocessors(cx: &Cx, field: Option<Field<'_>>, darts: &[DartConfig]) -> Result<Vec<CoprocessorConfig>> {
     let mut out: Vec<CoprocessorConfig> = Vec::new();
     if let Some(field) = field {
-        for (n, item) in field.array_of_tables("[[coprocessor]]")?.iter().enumerate() {
+        let items = field.array_of_tables("[[coprocessor]]")?;
+        if let Some(item) = items.get(MAX_COPROCESSORS) {
+            let line = cx.line(item.span().start);
+            let n = items.len() as u64;
+            return Err(cx.over(line, "[[coprocessor]]", Limit::Coprocessors, n, MAX_COPROCESSORS as u64));
+        }
+        for (n, item) in items.iter().enumerate() {
             let label = format!("[[coprocessor]] #{}", n + 1);
             let line = cx.line(item.span().start);
             let entries = element_table(cx, item, &label)?;
@@ -892,7 +965,11 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
         "alloc" => Op::Alloc {
             name: f.req("name")?.name()?,
             ty: f.req("type")?.frame_type()?,
-            frames: f.get("frames").map(|v| v.u64()).transpose()?.unwrap_or(1),
+            frames: f
+                .get("frames")
+                .map(|v| v.u64_at_most(Limit::AllocFrames, MAX_ALLOC_FRAMES))
+                .transpose()?
+                .unwrap_or(1),
         },
         "retype" => Op::Retype { target: f.req("target")?.target()?, ty: f.req("type")?.frame_type()? },
         "free" => Op::Free { target: f.req("target")?.target()? },
@@ -977,7 +1054,7 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
         "hold" => Op::Hold {
             device: f.req("device")?.name()?,
             iova: f.req("iova")?.address()?,
-            len: f.req("len")?.u64()?,
+            len: f.req("len")?.u64_at_most(Limit::ReadBytes, MAX_READ_BYTES)?,
             perm: f.get("perm").map(|p| p.perm()).transpose()?.unwrap_or(Perm::R),
         },
         "release" => Op::Release { device: f.req("device")?.name()? },
@@ -1000,10 +1077,7 @@ fn read_len_and_data(f: &Fields<'_>) -> Result<(u64, Option<Vec<u8>>)> {
     let data = f.get("data").map(|d| d.hex()).transpose()?;
     let len = match (f.get("len"), &data) {
         (Some(l), data) => {
-            let len = l.u64()?;
-            if len > MAX_READ_BYTES {
-                return Err(l.err(format_args!("is {len}, more than the {MAX_READ_BYTES}-byte limit of one read")));
-            }
+            let len = l.u64_at_most(Limit::ReadBytes, MAX_READ_BYTES)?;
             if let Some(data) = data {
                 if data.len() as u64 != len {
                     return Err(l.err(format_args!("is {len}, but `data` has {} byte(s)", data.len())));
@@ -1081,7 +1155,7 @@ fn parse_check(f: &Fields<'_>) -> Result<Check> {
 fn parse_race(cx: &Cx, f: &Fields<'_>, label: &str) -> Result<Op> {
     let iterations = match f.get("iterations") {
         Some(i) => {
-            let n = i.u64()?;
+            let n = i.u64_at_most(Limit::Iterations, MAX_ITERATIONS)?;
             if n == 0 {
                 return Err(i.err("must be at least 1"));
             }
@@ -1094,6 +1168,9 @@ fn parse_race(cx: &Cx, f: &Fields<'_>, label: &str) -> Result<Op> {
     let lists = threads_field.array(SHAPE)?;
     if lists.is_empty() {
         return Err(threads_field.err("must list at least one thread"));
+    }
+    if lists.len() > MAX_RACE_THREADS {
+        return Err(threads_field.over(Limit::RaceThreads, lists.len() as u64, MAX_RACE_THREADS as u64));
     }
     let mut threads = Vec::with_capacity(lists.len());
     for (t, list) in lists.iter().enumerate() {

@@ -757,7 +757,7 @@ fn errors_name_the_line_and_the_problem() {
     );
     // 9. SoC, DART and coprocessor checks.
     assert_err("name = \"x\"\n[soc]\npage_size = 8192\n", 3, "`page_size` in [soc] must be 16384 or 4096, got 8192");
-    assert_err("name = \"x\"\n[soc]\nmemory_mib = 0\n", 3, "`memory_mib` in [soc] must be between 1");
+    assert_err("name = \"x\"\n[soc]\nmemory_mib = 0\n", 3, "`memory_mib` in [soc] must be at least 1, got 0");
     assert_err("name = \"x\"\n[soc]\non_violation = \"ignore\"\n", 3, "unknown on_violation mode `ignore`");
     assert_err(
         "name = \"x\"\n[[dart]]\nname = \"d\"\nstreams = 300\n",
@@ -773,7 +773,7 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(
         "name = \"x\"\n[[dart]]\nname = \"d\"\niotlb_entries = 0\n",
         4,
-        "`iotlb_entries` in dart `d` must be between 1",
+        "`iotlb_entries` in dart `d` must be at least 1, got 0",
     );
     assert_err(
         "name = \"x\"\n[[coprocessor]]\nname = \"ane\"\ndart = \"dart9\"\nstream = 1\n",

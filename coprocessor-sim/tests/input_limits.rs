@@ -1,0 +1,250 @@
+//! SPEC §4 "Input limits": every size a scenario file can name, one above
+//! its limit, is refused with the limit typed in the error (which size, the
+//! value, the limit) and named in its `file:line: reason`; the CLI exits 2
+//! with that message. A value at the limit is accepted.
+
+use coprocessor_sim::scenario::{
+    load_scenario, parse_scenario, Limit, LimitExceeded, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES,
+    MAX_FRAMES, MAX_IOTLB_ENTRIES, MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS,
+    MAX_WORK,
+};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A scenario with `n` `[[dart]]` sections.
+fn darts(n: usize) -> String {
+    let mut s = "name = \"x\"\n".to_owned();
+    for i in 0..n {
+        let _ = write!(s, "[[dart]]\nname = \"d{i}\"\n");
+    }
+    s
+}
+
+/// A scenario with `n` coprocessors on t8110 DARTs of 256 streams.
+fn coprocessors(n: usize) -> String {
+    let mut s = "name = \"x\"\n".to_owned();
+    for d in 0..n.div_ceil(256) {
+        let _ = write!(s, "[[dart]]\nname = \"d{d}\"\nstreams = 256\n");
+    }
+    for i in 0..n {
+        let _ = write!(s, "[[coprocessor]]\nname = \"c{i}\"\ndart = \"d{}\"\nstream = {}\n", i / 256, i % 256);
+    }
+    s
+}
+
+/// A race of `threads` threads of `steps` steps each, `iterations` times,
+/// after `before` top-level steps.
+fn race(before: usize, threads: usize, steps: usize, iterations: u64) -> String {
+    let mut s = "name = \"x\"\n".to_owned();
+    for _ in 0..before {
+        s.push_str("[[step]]\nop = \"check\"\ninvariant = \"all\"\n");
+    }
+    let _ = write!(s, "[[step]]\nop = \"race\"\niterations = {iterations}\nthreads = [\n");
+    for _ in 0..threads {
+        s.push_str("  [");
+        for _ in 0..steps {
+            s.push_str(" { op = \"check\", invariant = \"all\" },");
+        }
+        s.push_str(" ],\n");
+    }
+    s.push_str("]\n");
+    s
+}
+
+fn step(body: &str) -> String {
+    format!("name = \"x\"\n[[step]]\n{body}\n")
+}
+
+/// (scenario text, line, reason, which, value, limit) of the value just
+/// above every limit; and the text at the limit, which parses.
+fn cases() -> Vec<(String, usize, String, String, Limit, u64, u64)> {
+    let mib = MAX_MEMORY_MIB;
+    // 4 KiB pages: the frame limit binds before the memory limit.
+    let mib_4k = (MAX_FRAMES << 12 >> 20) + 1;
+    let frames_4k = mib_4k << 20 >> 12;
+    vec![
+        (
+            format!("name = \"x\"\n[soc]\nmemory_mib = {}\n", mib + 1),
+            3,
+            format!("`memory_mib` in [soc]: {} MiB of memory is above the limit of {mib}", mib + 1),
+            format!("name = \"x\"\n[soc]\nmemory_mib = {mib}\n"),
+            Limit::MemoryMib,
+            mib + 1,
+            mib,
+        ),
+        (
+            format!("name = \"x\"\n[soc]\npage_size = 4096\nmemory_mib = {mib_4k}\n"),
+            4,
+            format!("[soc] memory over page_size: {frames_4k} frames of memory is above the limit of {MAX_FRAMES}"),
+            format!("name = \"x\"\n[soc]\npage_size = 4096\nmemory_mib = {}\n", mib_4k - 1),
+            Limit::Frames,
+            frames_4k,
+            MAX_FRAMES,
+        ),
+        (
+            darts(MAX_DARTS + 1),
+            2 + 2 * MAX_DARTS,
+            format!("[[dart]]: {} DARTs is above the limit of {MAX_DARTS}", MAX_DARTS + 1),
+            darts(MAX_DARTS),
+            Limit::Darts,
+            MAX_DARTS as u64 + 1,
+            MAX_DARTS as u64,
+        ),
+        (
+            coprocessors(MAX_COPROCESSORS + 1),
+            2 + 3 * 2 + 4 * MAX_COPROCESSORS,
+            format!("[[coprocessor]]: {} coprocessors is above the limit of {MAX_COPROCESSORS}", MAX_COPROCESSORS + 1),
+            coprocessors(MAX_COPROCESSORS),
+            Limit::Coprocessors,
+            MAX_COPROCESSORS as u64 + 1,
+            MAX_COPROCESSORS as u64,
+        ),
+        (
+            format!("name = \"x\"\n[[dart]]\nname = \"d\"\niotlb_entries = {}\n", MAX_IOTLB_ENTRIES + 1),
+            4,
+            format!(
+                "`iotlb_entries` in dart `d`: {} IOTLB entries is above the limit of {MAX_IOTLB_ENTRIES}",
+                MAX_IOTLB_ENTRIES + 1
+            ),
+            format!("name = \"x\"\n[[dart]]\nname = \"d\"\niotlb_entries = {MAX_IOTLB_ENTRIES}\n"),
+            Limit::IotlbEntries,
+            MAX_IOTLB_ENTRIES + 1,
+            MAX_IOTLB_ENTRIES,
+        ),
+        (
+            step(&format!("op = \"alloc\"\nname = \"b\"\ntype = \"user-data\"\nframes = {}", MAX_ALLOC_FRAMES + 1)),
+            6,
+            format!(
+                "`frames` in step 1 (op = \"alloc\"): {} frames in one alloc is above the limit of {MAX_ALLOC_FRAMES}",
+                MAX_ALLOC_FRAMES + 1
+            ),
+            step(&format!("op = \"alloc\"\nname = \"b\"\ntype = \"user-data\"\nframes = {MAX_ALLOC_FRAMES}")),
+            Limit::AllocFrames,
+            MAX_ALLOC_FRAMES + 1,
+            MAX_ALLOC_FRAMES,
+        ),
+        (
+            step(&format!("op = \"dma-read\"\ndevice = \"dev0\"\niova = 0\nlen = {}", MAX_READ_BYTES + 1)),
+            6,
+            format!(
+                "`len` in step 1 (op = \"dma-read\"): {} bytes in one read or hold is above the limit of {MAX_READ_BYTES}",
+                MAX_READ_BYTES + 1
+            ),
+            step(&format!("op = \"dma-read\"\ndevice = \"dev0\"\niova = 0\nlen = {MAX_READ_BYTES}")),
+            Limit::ReadBytes,
+            MAX_READ_BYTES + 1,
+            MAX_READ_BYTES,
+        ),
+        (
+            step(&format!("op = \"hold\"\ndevice = \"dev0\"\niova = 0\nlen = {}", MAX_READ_BYTES + 1)),
+            6,
+            format!(
+                "`len` in step 1 (op = \"hold\"): {} bytes in one read or hold is above the limit of {MAX_READ_BYTES}",
+                MAX_READ_BYTES + 1
+            ),
+            step(&format!("op = \"hold\"\ndevice = \"dev0\"\niova = 0\nlen = {MAX_READ_BYTES}")),
+            Limit::ReadBytes,
+            MAX_READ_BYTES + 1,
+            MAX_READ_BYTES,
+        ),
+        (
+            race(0, MAX_RACE_THREADS + 1, 1, 1),
+            5,
+            format!(
+                "`threads` in step 1 (op = \"race\"): {} threads in one race is above the limit of {MAX_RACE_THREADS}",
+                MAX_RACE_THREADS + 1
+            ),
+            race(0, MAX_RACE_THREADS, 1, 1),
+            Limit::RaceThreads,
+            MAX_RACE_THREADS as u64 + 1,
+            MAX_RACE_THREADS as u64,
+        ),
+        (
+            race(0, 1, 1, MAX_ITERATIONS + 1),
+            4,
+            format!(
+                "`iterations` in step 1 (op = \"race\"): {} race iterations is above the limit of {MAX_ITERATIONS}",
+                MAX_ITERATIONS + 1
+            ),
+            race(0, 1, 1, MAX_ITERATIONS),
+            Limit::Iterations,
+            MAX_ITERATIONS + 1,
+            MAX_ITERATIONS,
+        ),
+        (
+            race(MAX_STEPS - 1, 1, 1, 1),
+            2 + 3 * (MAX_STEPS - 1),
+            format!("step {MAX_STEPS}: {} steps is above the limit of {MAX_STEPS}", MAX_STEPS + 1),
+            race(MAX_STEPS - 2, 1, 1, 1),
+            Limit::Steps,
+            MAX_STEPS as u64 + 1,
+            MAX_STEPS as u64,
+        ),
+        (
+            race(1, 2, 1, MAX_WORK / 2),
+            5,
+            format!("step 2: {} step executions is above the limit of {MAX_WORK}", MAX_WORK + 1),
+            race(0, 2, 1, MAX_WORK / 2),
+            Limit::Work,
+            MAX_WORK + 1,
+            MAX_WORK,
+        ),
+    ]
+}
+
+#[test]
+fn every_limit_refuses_the_value_just_above_it_and_takes_the_value_at_it() {
+    let file = Path::new("limits.toml");
+    for (above, line, reason, at, what, value, limit) in cases() {
+        let e = parse_scenario(&above, file).map(drop).unwrap_err();
+        assert_eq!((e.line, e.reason.as_str()), (line, reason.as_str()), "{what:?}");
+        assert_eq!(e.limit, Some(LimitExceeded { what, value, limit }), "{what:?}");
+        assert_eq!(e.to_string(), format!("limits.toml:{line}: {reason}"));
+        assert!(parse_scenario(&at, file).is_ok(), "{what:?} at its limit: {:?}", parse_scenario(&at, file).err());
+    }
+}
+
+/// A file one byte over the size limit is refused before it is parsed
+/// (line 0: no line applies); one at the limit is read.
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_parsing() {
+    let dir = std::env::temp_dir().join(format!("dartemu-limits-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = "name = \"x\"\n";
+    let at = dir.join("at.toml");
+    let over = dir.join("over.toml");
+    let pad = |n: u64| format!("{body}#{}\n", "x".repeat((n - body.len() as u64 - 2) as usize));
+    std::fs::write(&at, pad(MAX_FILE_BYTES)).unwrap();
+    std::fs::write(&over, pad(MAX_FILE_BYTES + 1)).unwrap();
+    assert!(load_scenario(&at).is_ok());
+    let e = load_scenario(&over).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        (e.line, e.limit.map(|l| (l.what, l.value, l.limit))),
+        (0, Some((Limit::FileBytes, MAX_FILE_BYTES + 1, MAX_FILE_BYTES)))
+    );
+    assert_eq!(
+        e.reason,
+        format!(
+            "the file is too big: {} bytes of scenario file is above the limit of {MAX_FILE_BYTES}",
+            MAX_FILE_BYTES + 1
+        )
+    );
+}
+
+/// `dartemu run` on each file just above a limit exits 2 and prints
+/// `file:line: reason` with the value and the limit.
+#[test]
+fn the_cli_exits_2_naming_the_value_and_the_limit() {
+    let dir = std::env::temp_dir().join(format!("dartemu-limits-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, (above, line, reason, ..)) in cases().into_iter().enumerate() {
+        let path = dir.join(format!("case{i}.toml"));
+        std::fs::write(&path, above).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dartemu")).arg("run").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim_end(), format!("dartemu: {}:{line}: {reason}", path.display()));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
