@@ -608,6 +608,13 @@ impl Run {
                 let pa = self.soc.frames.pa_of(self.frame_ref(r)?).map_err(frame_err)?;
                 Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
             }
+            MmioValue::DeviceTtbr(device) => {
+                let [f] = self.frames_of(&Target::Ttbr(device.clone()))?[..] else {
+                    return Err(fail("bad-range", format!("`{device}` has no single top table")));
+                };
+                let pa = self.soc.frames.pa_of(f).map_err(frame_err)?;
+                Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
+            }
         }
     }
 

@@ -251,6 +251,10 @@ pub enum MmioValue {
     /// `ttbr:NAME[i]`: that frame's address encoded as the DART variant's
     /// TTBR register value (valid bit included).
     Ttbr(FrameRef),
+    /// `ttbr:DEVICE`: the table TTBR 0 of that device's stream names now,
+    /// encoded the same way (so a driver can point one stream at another's
+    /// tables, as Linux shares a domain's tables across a device group).
+    DeviceTtbr(String),
 }
 
 impl fmt::Display for MmioValue {
@@ -259,6 +263,7 @@ impl fmt::Display for MmioValue {
             MmioValue::Int(v) => write!(f, "{v:#x}"),
             MmioValue::Pa(frame) => write!(f, "pa:{frame}"),
             MmioValue::Ttbr(frame) => write!(f, "ttbr:{frame}"),
+            MmioValue::DeviceTtbr(device) => write!(f, "ttbr:{device}"),
         }
     }
 }
