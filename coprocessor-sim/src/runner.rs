@@ -627,6 +627,9 @@ impl Run {
         }
         if all || inv == Invariant::CountsConsistent {
             self.check_counts()?;
+            for d in &self.soc.darts {
+                d.check_provenance().map_err(|e| fail("invariant-violated", e))?;
+            }
         }
         if all || inv == Invariant::IotlbCoherent {
             for d in &self.soc.darts {

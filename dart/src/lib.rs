@@ -83,6 +83,7 @@ pub use fault::{ErrorLatch, Fault, FaultKind};
 pub use frame_table::vm_memory;
 pub use hold::SliceHold;
 pub use iommu::{stream_memory, StreamIommu, StreamMemory};
+pub use mapper::{MapId, OwnedScope};
 pub use port::{PortMemory, PortSlices, StreamPort};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use stream::StreamConfig;
