@@ -601,6 +601,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), WireError> {
     Ok((seq, req))
 }
 
+/// The slot a device writes to post the message `bytes`: the bytes, then
+/// zeros to the end of the slot. A message longer than a slot does not fit
+/// one and is never cut to fit ([`WireError::Long`]): its tail may be
+/// exactly what makes it mean something else (SPEC §4).
+pub fn slot_message(bytes: &[u8]) -> Result<[u8; SLOT_BYTES], WireError> {
+    let mut slot = [0u8; SLOT_BYTES];
+    slot.get_mut(..bytes.len()).ok_or(WireError::Long { len: bytes.len() })?.copy_from_slice(bytes);
+    Ok(slot)
+}
+
 /// The `seq` field of a slot as written, without any validation, if `bytes`
 /// is long enough to hold it. Lets the service echo `seq` in the
 /// `bad-message` response to a slot that does not decode.
@@ -982,6 +992,23 @@ mod tests {
         assert_eq!(raw_seq(&b), Some(7));
         assert_eq!(raw_seq(&b[..11]), None);
         assert_eq!(raw_seq(&[]), None);
+    }
+
+    // ---- posting a message into a slot ---------------------------------------
+
+    #[test]
+    fn a_message_fills_one_slot_or_is_long_never_cut() {
+        assert_eq!(slot_message(&MAP_BYTES), Ok(MAP_BYTES));
+        let mut short = [0u8; SLOT_BYTES];
+        short[..3].copy_from_slice(&[1, 2, 3]);
+        assert_eq!(slot_message(&[1, 2, 3]), Ok(short));
+        assert_eq!(slot_message(&[]), Ok([0u8; SLOT_BYTES]));
+        let mut long = MAP_BYTES.to_vec();
+        long.push(0xff);
+        assert_eq!(slot_message(&long), Err(WireError::Long { len: 65 }));
+        assert_eq!(slot_message(&vec![0u8; 1 << 20]), Err(WireError::Long { len: 1 << 20 }));
+        // What the service makes of the same 65 bytes.
+        assert_eq!(decode_request(&long), Err(WireError::Long { len: 65 }));
     }
 
     // ---- ring layout --------------------------------------------------------

@@ -553,7 +553,10 @@ pub enum RpcCall {
         /// `perm`.
         perm: Perm,
     },
-    /// `call = "raw"`: these bytes, written into the ring as a message.
+    /// `call = "raw"`: these bytes, written into the ring as a message
+    /// (zero-padded to a slot). Bytes that do not fit one slot are never
+    /// cut to fit: the service refuses the whole message (`bad-message`)
+    /// and the ring is not written.
     Raw {
         /// `bytes` (hex data).
         bytes: Vec<u8>,
