@@ -26,33 +26,12 @@
 //!   so an entry never outlives its PTE and a later PTE at the same place
 //!   (even a bit-identical one) never inherits it.
 //!
-//! # Mapping provenance (SPEC §4, "decides ownership from what the tables
-//! hold now")
-//!
-//! A mapping service that records "device D mapped IOVA X" cannot tell,
-//! later, whether what X reaches is still that mapping: the kernel may have
-//! re-pointed the stream's TTBR, toggled TCR.FOUR_LEVEL (so X walks other
-//! entries), shared the tables with a sibling stream and unmapped and
-//! re-mapped X through it (a PTE bit-identical to the device's). So the DART
-//! itself remembers who wrote each leaf: [`Dart::map_owned`] returns a
-//! [`MapId`] (fresh per call, from a counter under the mapper lock) and
-//! records it per leaf, keyed by the PTE's physical location (table frame +
-//! index), so the record follows the tables through sharing, TTBR re-points
-//! and geometry changes, and dies with the PTE. [`Dart::unmap_owned`] then
-//! removes, under the same lock, only pages whose leaf, reached through the
-//! stream's tables *now*, still carries the id the caller names:
-//! - [`OwnedScope::Whole`] (an RPC unmap, SPEC R6 "all or nothing"): every
-//!   page of the range must carry its id, or nothing is unmapped and the
-//!   first page that does not is `not-mapped`;
-//! - [`OwnedScope::Matching`] (a revoke): the pages that carry their id are
-//!   unmapped, the others stay as they are; `not-mapped` only if none did.
-//!
-//! The ids live beside the tables, never in PTE bits (the tables stay
-//! bit-exact with what Linux and m1n1 build), and the DMA path never reads
-//! them.
+//! Mapping provenance (who wrote a leaf, so a mapping service can tell its
+//! client's mapping from whatever the tables hold there now) is described on
+//! [`MapId`].
 
 use crate::dart::{Dart, Invalidation};
-use crate::error::DartError;
+use crate::error::{DartError, LockedRegister};
 use crate::events::EventKind;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
@@ -134,7 +113,37 @@ impl TableMap {
 }
 
 /// Who wrote a leaf PTE: the id a [`Dart::map_owned`] call returned, unique
-/// per call over the DART's lifetime (see the [module docs](self)).
+/// per call over the DART's lifetime.
+///
+/// # Mapping provenance (SPEC §4, "decides ownership from what the tables hold now")
+///
+/// A mapping service that records "device D mapped IOVA X" cannot tell,
+/// later, whether what X reaches is still that mapping: the kernel may have
+/// re-pointed the stream's TTBR, toggled TCR.FOUR_LEVEL (so X walks other
+/// entries), shared the tables with a sibling stream and unmapped and
+/// re-mapped X through it (a PTE bit-identical to the device's). So the DART
+/// itself remembers who wrote each leaf: [`Dart::map_owned`] returns a
+/// `MapId` (fresh per call, from a counter under the mapper lock) and records
+/// it per leaf, keyed by the PTE's physical location (table frame + index),
+/// so the record follows the tables through sharing, TTBR re-points and
+/// geometry changes, and dies with the PTE: every path that clears a leaf
+/// drops it in the same critical section, and a later PTE at the same place
+/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`] then
+/// removes, under the same lock, only pages whose leaf, reached through the
+/// stream's tables *now*, still carries the id the caller names:
+/// - [`OwnedScope::Whole`] (an RPC unmap; SPEC R6, all or nothing): every
+///   page of the range must carry its id, or nothing is unmapped and the
+///   first page that does not is `not-mapped`;
+/// - [`OwnedScope::Matching`] (a revoke): the pages that carry their id are
+///   unmapped, the others stay as they are; `not-mapped` only if none did.
+///
+/// A page the stream no longer reaches as the owner's mapping stays mapped
+/// (SPEC §4): where its PTE still exists, out of the stream's reach, it is
+/// the kernel's to clear. The ids live beside the tables, never in PTE bits
+/// (the tables stay bit-exact with what Linux and m1n1 build), and the DMA
+/// path never reads them. [`Dart::map_id`] reads the id a page carries;
+/// [`Dart::check_provenance`] checks that every recorded id names a valid
+/// leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MapId(u64);
 
@@ -305,7 +314,8 @@ fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
 ///
 /// The only writer of the translation tables. `map` takes every frame's DART
 /// count, with the frame-type policy check, before the PTE that points at it
-/// exists; `unmap` and `flush` clear, invalidate and wait for the DMA in
+/// exists; on a locked DART it still maps under existing TTBRs, but a map
+/// that would give a stream its first table (a TTBR write) is `locked`; `unmap` and `flush` clear, invalidate and wait for the DMA in
 /// flight before they release those counts (slices a port handed out keep
 /// their own counts: [`crate::hold`]).
 impl Dart {
@@ -343,8 +353,7 @@ impl Dart {
     /// [`Dart::map`], and every leaf it writes carries a fresh [`MapId`],
     /// which it returns: [`Dart::unmap_owned`] with that id removes these
     /// pages only while their PTEs are still the ones this call wrote (see
-    /// the [module docs](self), "Mapping provenance"). A mapping service
-    /// maps a client's requests this way.
+    /// [`MapId`]). A mapping service maps a client's requests this way.
     pub fn map_owned(
         &self,
         sid: u32,
@@ -413,6 +422,14 @@ impl Dart {
         // Plan: refuse overlaps, count the tables to create, find a
         // one-page map's leaf slot.
         let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
+        // A stream without a root gets one by a TTBR write, which a locked
+        // DART refuses (the lock bit changes only under this lock).
+        if plan.tables > 0 && self.mmio.tcr_ttbr_locked() {
+            let (first, last) = (geo.ttbr_index(iova), geo.ttbr_index(iova + (len - page)));
+            if let Some(index) = (first..=last).find(|&i| st.ttbr(i).is_none()) {
+                return Err(DartError::Locked { sid, register: LockedRegister::Ttbr { index } });
+            }
+        }
         let id = match owned {
             Some(_) => Some(m.next_map_id()?),
             None => None,

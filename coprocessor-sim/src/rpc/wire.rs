@@ -58,7 +58,7 @@
 //! `perm` is one byte: bit 0 read, bit 1 write; only 1 (`r`), 2 (`w`) and
 //! 3 (`rw`) are accepted.
 //!
-//! `status` is 0 for ok, otherwise the refusal's kind code (1..=15, see
+//! `status` is 0 for ok, otherwise the refusal's kind code (1..=16, see
 //! [`KIND_NAMES`]); any other value is refused by [`decode_response`].
 //!
 //! # Decoding order
@@ -338,7 +338,7 @@ pub struct Response {
 
 /// Refusal kind names; the kind code of `KIND_NAMES[i]` is `i + 1` (0 is
 /// `ok` on the wire). These codes are stable: append, never reorder.
-pub const KIND_NAMES: [&str; 15] = [
+pub const KIND_NAMES: [&str; 16] = [
     "forbidden-type",
     "mapping-limit",
     "frame-busy",
@@ -354,9 +354,10 @@ pub const KIND_NAMES: [&str; 15] = [
     "halted",
     "panic",
     "out-of-frames",
+    "locked",
 ];
 
-/// The stable wire code (1..=15) of a refusal kind name.
+/// The stable wire code (1..=16) of a refusal kind name.
 pub fn kind_code(name: &str) -> Option<u16> {
     KIND_NAMES.iter().position(|k| *k == name).map(|i| i as u16 + 1)
 }
@@ -732,6 +733,7 @@ mod tests {
             ("halted", 13),
             ("panic", 14),
             ("out-of-frames", 15),
+            ("locked", 16),
         ];
         for (name, code) in expected {
             assert_eq!(kind_code(name), Some(code), "{name}");
@@ -740,7 +742,7 @@ mod tests {
         assert_eq!(kind_code("ok"), None);
         assert_eq!(kind_code("nope"), None);
         assert_eq!(kind_name(0), None);
-        assert_eq!(kind_name(16), None);
+        assert_eq!(kind_name(17), None);
         assert_eq!(kind_name(u16::MAX), None);
         assert_eq!(Status::refused("halted"), Some(Status::Refused(13)));
         assert_eq!(Status::Ok.name(), Some("ok"));
@@ -955,7 +957,7 @@ mod tests {
 
     #[test]
     fn bad_status() {
-        for found in [16u16, 0x100, u16::MAX] {
+        for found in [17u16, 0x100, u16::MAX] {
             let mut r = RESPONSE_REFUSED_BYTES;
             r[16..18].copy_from_slice(&found.to_le_bytes());
             assert_eq!(decode_response(&r), Err(WireError::BadStatus { found }));

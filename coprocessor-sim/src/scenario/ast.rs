@@ -309,13 +309,15 @@ pub enum Outcome {
     Halted,
     /// `out-of-frames`.
     OutOfFrames,
+    /// `locked`: a TCR/TTBR change asked of a DART whose lock is set.
+    Locked,
     /// `fault:CODE`: the DMA faulted.
     Fault(FaultKind),
 }
 
 impl Outcome {
     /// Every outcome, in the order of SPEC §6.
-    pub const ALL: [Outcome; 26] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::Ok,
         Outcome::Any,
         Outcome::ForbiddenType,
@@ -333,6 +335,7 @@ impl Outcome {
         Outcome::Panic,
         Outcome::Halted,
         Outcome::OutOfFrames,
+        Outcome::Locked,
         Outcome::Fault(FaultKind::NoTtbr),
         Outcome::Fault(FaultKind::NoL0),
         Outcome::Fault(FaultKind::NoL1),
@@ -365,6 +368,7 @@ impl Outcome {
             Outcome::Panic => "panic",
             Outcome::Halted => "halted",
             Outcome::OutOfFrames => "out-of-frames",
+            Outcome::Locked => "locked",
             Outcome::Fault(FaultKind::NoTtbr) => "fault:no-ttbr",
             Outcome::Fault(FaultKind::NoL0) => "fault:no-l0",
             Outcome::Fault(FaultKind::NoL1) => "fault:no-l1",
