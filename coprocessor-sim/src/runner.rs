@@ -759,28 +759,25 @@ impl Run {
 
     fn rpc(&self, device: &str, call: &RpcCall, via: Via) -> Outcomes {
         let (dev, _, dart) = self.device(device)?;
-        let msg: [u8; wire::SLOT_BYTES] = match call {
-            RpcCall::Raw { bytes } => {
-                let mut m = [0u8; wire::SLOT_BYTES];
-                let n = bytes.len().min(wire::SLOT_BYTES);
-                m[..n].copy_from_slice(&bytes[..n]);
-                m
-            }
+        // A raw message shorter than a slot is zero-padded; one longer does
+        // not fit a slot and is handed to the service whole (below).
+        let msg: Result<[u8; wire::SLOT_BYTES], &[u8]> = match call {
+            RpcCall::Raw { bytes } => wire::slot_message(bytes).map_err(|_| bytes.as_slice()),
             RpcCall::Map { handle, offset, len, iova, perm } => {
                 // An unknown name is a handle nobody was granted.
                 let h = self.names.lock().handles.get(handle).copied().unwrap_or(u32::MAX);
-                wire::encode_request(
+                Ok(wire::encode_request(
                     1,
                     &Request::Map { handle: h, offset: *offset, len: *len, iova: self.address(iova)?, perm: *perm },
-                )
+                ))
             }
             RpcCall::Unmap { iova, len } => {
-                wire::encode_request(1, &Request::Unmap { iova: self.address(iova)?, len: *len })
+                Ok(wire::encode_request(1, &Request::Unmap { iova: self.address(iova)?, len: *len }))
             }
-            RpcCall::MapPa { pa, len, iova, perm } => wire::encode_request(
+            RpcCall::MapPa { pa, len, iova, perm } => Ok(wire::encode_request(
                 1,
                 &Request::MapPa { pa: self.address(pa)?, len: *len, iova: self.address(iova)?, perm: *perm },
-            ),
+            )),
         };
         let mut rings = self.rings.lock();
         let ring = match rings.get(&dev) {
@@ -789,6 +786,16 @@ impl Run {
                 let r = self.attach_ring(dev, dart)?;
                 rings.insert(dev, r);
                 r
+            }
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            // Too long for a slot: never cut to fit. The service sees the
+            // whole message and refuses it (`bad-message`, counted); the
+            // ring and everything else stay as they were.
+            Err(whole) => {
+                drop(rings);
+                return self.soc.service.handle_message(dev, whole).1.map_err(rpc_err);
             }
         };
         // The device writes the message and bumps the head, by DMA.
@@ -892,6 +899,13 @@ impl Run {
                 let pa = self.soc.frames.pa_of(self.frame_ref(r)?).map_err(frame_err)?;
                 Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
             }
+            MmioValue::DeviceTtbr(device) => {
+                let [f] = self.frames_of(&Target::Ttbr(device.clone()))?[..] else {
+                    return Err(fail("bad-range", format!("`{device}` has no single top table")));
+                };
+                let pa = self.soc.frames.pa_of(f).map_err(frame_err)?;
+                Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
+            }
         }
     }
 
@@ -908,6 +922,9 @@ impl Run {
         }
         if all || inv == Invariant::CountsConsistent {
             self.check_counts()?;
+            for d in &self.soc.darts {
+                d.check_provenance().map_err(|e| fail("invariant-violated", e))?;
+            }
         }
         if all || inv == Invariant::IotlbCoherent {
             for d in &self.soc.darts {

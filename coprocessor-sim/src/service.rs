@@ -13,7 +13,18 @@
 //! - an RPC unmap only covers pages that coprocessor mapped through its own
 //!   grants; anything else, its ring or kernel-made mappings included, is
 //!   `not-mapped`;
-//! - `revoke` unmaps every mapping made through the handle.
+//! - `revoke` unmaps every mapping made through the handle;
+//! - ownership is decided from what the tables hold **now**: the service
+//!   maps with [`Dart::map_owned`] and records the returned [`MapId`] per
+//!   page beside the handle; an RPC unmap and a revoke go through
+//!   [`Dart::unmap_owned`], which removes a page only while the leaf the
+//!   device's stream reaches there still carries that id. After a TTBR
+//!   re-point, a TCR.FOUR_LEVEL toggle, or a kernel unmap and re-map
+//!   (through this stream or a sibling sharing its tables, even of the same
+//!   frame with the same permission), the page is `not-mapped` to the
+//!   device and stays mapped. An RPC unmap is all or nothing (every page
+//!   must still be the device's: [`OwnedScope::Whole`]); a revoke removes
+//!   the pages that still are and leaves the rest ([`OwnedScope::Matching`]).
 //!
 //! Ring messages are copied out of shared memory **once** into a private
 //! buffer, and only that copy is decoded and validated: a coprocessor that
@@ -26,7 +37,7 @@
 
 use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
 use crate::soc::Device;
-use dart::{Dart, DartError, EventKind};
+use dart::{Dart, DartError, EventKind, MapId, OwnedScope};
 use frame_table::{Frame, FrameTable, FrameType, Perm};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -113,8 +124,10 @@ struct Ring {
 struct State {
     next_handle: u32,
     grants: HashMap<u32, Grant>,
-    /// Pages mapped through RPC: (device, IOVA page) → handle.
-    rpc_pages: BTreeMap<(usize, u64), u32>,
+    /// Pages mapped through RPC: (device, IOVA page) → (handle, the id the
+    /// DART gave that map's PTEs). A record only says what to ask the DART
+    /// about: whether the page is still the device's is the DART's answer.
+    rpc_pages: BTreeMap<(usize, u64), (u32, MapId)>,
     rings: HashMap<usize, Ring>,
 }
 
@@ -168,18 +181,23 @@ impl MapperService {
             return Err(RpcError::NotGranted { reason: format!("handle {handle} is not granted") });
         };
         let (dev, dart) = self.device(g.device)?;
-        let pages: Vec<u64> =
-            s.rpc_pages.iter().filter(|(&(d, _), &h)| d == g.device && h == handle).map(|(&(_, p), _)| p).collect();
+        let pages: Vec<(u64, MapId)> = s
+            .rpc_pages
+            .range((g.device, 0)..=(g.device, u64::MAX))
+            .filter(|(_, &(h, _))| h == handle)
+            .map(|(&(_, p), &(_, id))| (p, id))
+            .collect();
         let ps = self.page_size();
         let mut unmapped = 0;
-        for run in runs(&pages, ps) {
-            match dart.unmap(dev.stream, run.0, run.1) {
+        // Each page goes only if it is still the one this handle mapped.
+        for (start, owners) in runs(&pages, ps) {
+            match dart.unmap_owned(dev.stream, start, &owners, OwnedScope::Matching) {
                 Ok(n) => unmapped += n,
                 Err(DartError::NotMapped { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        for p in pages {
+        for (p, _) in pages {
             s.rpc_pages.remove(&(g.device, p));
         }
         s.grants.remove(&handle);
@@ -230,9 +248,9 @@ impl MapperService {
                     return Err(bad(iova, "outside the coprocessor's IOVA window"));
                 }
                 let frames = &g.frames[(offset / ps) as usize..(off_end / ps) as usize];
-                dart.map(dev.stream, iova, frames, perm, None)?;
+                let id = dart.map_owned(dev.stream, iova, frames, perm, None)?;
                 for i in 0..frames.len() as u64 {
-                    s.rpc_pages.insert((device, iova + i * ps), handle);
+                    s.rpc_pages.insert((device, iova + i * ps), (handle, id));
                 }
                 Ok(())
             }
@@ -246,10 +264,22 @@ impl MapperService {
                 }
                 iova.checked_add(len).ok_or(bad("iova + len overflows"))?;
                 let pages = len / ps;
-                if !(0..pages).all(|i| s.rpc_pages.contains_key(&(device, iova + i * ps))) {
-                    return Err(RpcError::NotMapped { iova, len });
+                // Stops at the first page without a record, so it costs at
+                // most the records there are, whatever `len` says.
+                let mut owners = Vec::new();
+                for i in 0..pages {
+                    match s.rpc_pages.get(&(device, iova + i * ps)) {
+                        Some(&(_, id)) => owners.push(id),
+                        None => return Err(RpcError::NotMapped { iova, len }),
+                    }
                 }
-                dart.unmap(dev.stream, iova, len)?;
+                // All or nothing, and only while every page is still the
+                // device's mapping in the tables its stream walks now.
+                match dart.unmap_owned(dev.stream, iova, &owners, OwnedScope::Whole) {
+                    Ok(_) => {}
+                    Err(DartError::NotMapped { .. }) => return Err(RpcError::NotMapped { iova, len }),
+                    Err(e) => return Err(e.into()),
+                }
                 for i in 0..pages {
                     s.rpc_pages.remove(&(device, iova + i * ps));
                 }
@@ -347,9 +377,12 @@ impl MapperService {
         Ok(n)
     }
 
-    /// Pages coprocessor `device` mapped through RPC, with their handles.
+    /// Pages coprocessor `device` mapped through RPC and the service still
+    /// has records of, with their handles. (A record names a page the
+    /// device's stream may no longer reach as its own mapping: the DART
+    /// decides that, [`Dart::map_id`].)
     pub fn rpc_pages(&self, device: usize) -> Vec<(u64, u32)> {
-        self.state.lock().rpc_pages.range((device, 0)..=(device, u64::MAX)).map(|(&(_, p), &h)| (p, h)).collect()
+        self.state.lock().rpc_pages.range((device, 0)..=(device, u64::MAX)).map(|(&(_, p), &(h, _))| (p, h)).collect()
     }
 }
 
@@ -382,13 +415,14 @@ pub fn ring_layout(page_size: u64) -> RingLayout {
     RingLayout::new(slots).unwrap_or(RingLayout { slots: 1 })
 }
 
-/// Contiguous runs `(start, len)` of sorted page addresses.
-fn runs(pages: &[u64], ps: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &p in pages {
+/// Contiguous runs of sorted pages: each run's first page and the ids of
+/// its pages, in order.
+fn runs(pages: &[(u64, MapId)], ps: u64) -> Vec<(u64, Vec<MapId>)> {
+    let mut out: Vec<(u64, Vec<MapId>)> = Vec::new();
+    for &(p, id) in pages {
         match out.last_mut() {
-            Some((start, len)) if *start + *len == p => *len += ps,
-            _ => out.push((p, ps)),
+            Some((start, ids)) if start.checked_add(ids.len() as u64 * ps) == Some(p) => ids.push(id),
+            _ => out.push((p, vec![id])),
         }
     }
     out

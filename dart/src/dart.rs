@@ -744,6 +744,16 @@ impl Dart {
     }
 }
 
+/// Whether a configuration change writes TCR, which the DART's lock
+/// guards ([`Dart::update_stream_config`]), or only the enable bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TcrWrite {
+    /// A TCR write: refused while locked.
+    Gated,
+    /// An enable-register write: not locked.
+    Ungated,
+}
+
 /// # Registers
 ///
 /// The stream state a driver programs (streams' configuration, TTBRs, the
@@ -756,25 +766,34 @@ impl Dart {
         Ok(self.stream(sid)?.config())
     }
 
-    /// Sets stream `sid`'s configuration. Bypass on an untrusted stream is
-    /// refused (`bypass-denied`) and changes nothing. Kills the stream's IOTLB
-    /// entries (a changed configuration must not be served from the old one).
+    /// Sets stream `sid`'s configuration (its TCR and enable bit). Refused,
+    /// changing nothing: on a locked DART (`locked`, whatever the value: the
+    /// call programs TCR, whose writes the lock drops; [`Dart::set_enabled`]
+    /// is not locked), and bypass on an untrusted stream (`bypass-denied`).
+    /// Kills the stream's IOTLB entries (a changed configuration must not be
+    /// served from the old one).
     pub fn set_stream_config(&self, sid: u32, config: StreamConfig) -> Result<(), DartError> {
-        self.update_stream_config(sid, |_| config).map(drop)
+        self.update_stream_config(sid, TcrWrite::Gated, |_| config).map(drop)
     }
 
     /// Replaces stream `sid`'s configuration `c` with `f(c)`, atomically
-    /// with respect to every other configuration change (read-modify-write
-    /// under the mapper lock), with [`Dart::set_stream_config`]'s checks.
+    /// with respect to every other configuration change and to the lock bit
+    /// (read-modify-write under the mapper lock, which lock-bit writes also
+    /// take), with [`Dart::set_stream_config`]'s checks; with
+    /// [`TcrWrite::Gated`], refused (`locked`) while the DART is locked.
     /// Returns the new configuration.
     pub(crate) fn update_stream_config(
         &self,
         sid: u32,
+        tcr: TcrWrite,
         f: impl FnOnce(StreamConfig) -> StreamConfig,
     ) -> Result<StreamConfig, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
         let mut m = self.mapper.lock();
+        if tcr == TcrWrite::Gated && self.mmio.tcr_ttbr_locked() {
+            return Err(DartError::Locked { sid, register: crate::error::LockedRegister::Tcr });
+        }
         let config = f(st.config());
         if config.bypass && !st.trusted {
             return Err(DartError::BypassDenied { sid });
@@ -786,14 +805,17 @@ impl Dart {
         Ok(config)
     }
 
-    /// Enables or disables stream `sid`, keeping the rest of its configuration.
+    /// Enables or disables stream `sid`, keeping the rest of its
+    /// configuration. (The enable registers are not behind the lock.)
     pub fn set_enabled(&self, sid: u32, enabled: bool) -> Result<(), DartError> {
-        self.update_stream_config(sid, |c| StreamConfig { enabled, ..c }).map(drop)
+        self.update_stream_config(sid, TcrWrite::Ungated, |c| StreamConfig { enabled, ..c }).map(drop)
     }
 
-    /// Turns bypass on or off for stream `sid` (refused for untrusted streams).
+    /// Turns bypass (TCR.BYPASS_DART) on or off for stream `sid`: refused
+    /// on a locked DART (`locked`) and for untrusted streams
+    /// (`bypass-denied`), changing nothing.
     pub fn set_bypass(&self, sid: u32, bypass: bool) -> Result<(), DartError> {
-        self.update_stream_config(sid, |c| StreamConfig { bypass, ..c }).map(drop)
+        self.update_stream_config(sid, TcrWrite::Gated, |c| StreamConfig { bypass, ..c }).map(drop)
     }
 
     /// The table TTBR `idx` of stream `sid` names, if valid.
@@ -806,8 +828,10 @@ impl Dart {
     }
 
     /// Points TTBR `idx` of stream `sid` at `table` (or invalidates it with
-    /// `None`). A table that is not a `dart-table` frame owned by this DART is
-    /// an invariant breach handled by the SoC's violation mode (SPEC §2).
+    /// `None`). Refused on a locked DART (`locked`), before the target is
+    /// looked at, changing nothing. A table that is not a `dart-table` frame
+    /// owned by this DART is an invariant breach handled by the SoC's
+    /// violation mode (SPEC §2).
     pub fn set_ttbr(&self, sid: u32, idx: usize, table: Option<u64>) -> Result<(), DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
@@ -815,6 +839,9 @@ impl Dart {
             return Err(DartError::BadRange { iova: idx as u64, len: 0, reason: "no such TTBR index" });
         }
         let mut m = self.mapper.lock();
+        if self.mmio.tcr_ttbr_locked() {
+            return Err(DartError::Locked { sid, register: crate::error::LockedRegister::Ttbr { index: idx } });
+        }
         if let Some(pa) = table {
             m.check_ttbr_target(self, pa)?;
         }

@@ -59,6 +59,20 @@ pub enum DartError {
         /// The TTBR's table address.
         pa: u64,
     },
+    /// A change of a stream's TCR or TTBR asked of a DART whose
+    /// configuration is locked (t8020 CONFIG.LOCK, t8110 PROTECT
+    /// LOCK_TCR_TTBR): the typed calls that program those registers
+    /// ([`crate::Dart::set_stream_config`], [`crate::Dart::set_bypass`],
+    /// [`crate::Dart::set_ttbr`], and a [`crate::Dart::map`] that would
+    /// give a stream its first table) are refused, as the registers drop
+    /// the same writes.
+    #[error("stream {sid}: {register} is locked (CONFIG.LOCK / PROTECT LOCK_TCR_TTBR)")]
+    Locked {
+        /// The stream.
+        sid: u32,
+        /// The register the call would have written.
+        register: LockedRegister,
+    },
     /// A bad configuration value.
     #[error("bad DART configuration: {reason}")]
     Config {
@@ -83,8 +97,30 @@ impl DartError {
             DartError::NotMapped { .. } => "not-mapped",
             DartError::BypassDenied { .. } => "bypass-denied",
             DartError::ForeignTtbr { .. } => "forbidden-type",
+            DartError::Locked { .. } => "locked",
             DartError::Frame(e) => e.kind(),
             DartError::Fault(f) => f.kind.kind(),
+        }
+    }
+}
+
+/// The register a [`DartError::Locked`] call would have written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockedRegister {
+    /// The stream's TCR (translate, bypass, four-level).
+    Tcr,
+    /// The stream's TTBR `index`.
+    Ttbr {
+        /// Which TTBR (0..4 on t8020/t6000, 0 on t8110).
+        index: usize,
+    },
+}
+
+impl std::fmt::Display for LockedRegister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockedRegister::Tcr => f.write_str("TCR"),
+            LockedRegister::Ttbr { index } => write!(f, "TTBR {index}"),
         }
     }
 }

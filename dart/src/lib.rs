@@ -14,12 +14,15 @@
 //! - **Kernel side**: the validated mapper ([`Dart::map`], [`Dart::unmap`],
 //!   [`Dart::flush`]) is the only writer of the tables and takes every
 //!   frame's DART count, with the frame-type policy check, before the PTE
-//!   that points at it exists. The vm-memory [`iommu`] adapter (a VMM's
+//!   that points at it exists. [`Dart::map_owned`] and
+//!   [`Dart::unmap_owned`] let a mapping service decide ownership from what
+//!   the tables hold now ([`MapId`]). The vm-memory [`iommu`] adapter (a VMM's
 //!   `IommuMemory`) and the [`vfio`] adapter are kernel-side too.
 //! - **Registers**: drivers program it through its MMIO register file
 //!   ([`Dart::mmio_read`], [`Dart::mmio_write`]; layouts and model in
 //!   [`regs`]), which reads and writes the same stream state as the typed
-//!   calls ([`Dart::set_ttbr`], [`Dart::set_stream_config`], …).
+//!   calls ([`Dart::set_ttbr`], [`Dart::set_stream_config`], …); once the
+//!   DART is locked, both refuse TCR/TTBR changes ([`DartError::Locked`]).
 //! - **Inspection**: counters ([`stats`] snapshots), the IOTLB's live
 //!   entries, mappings, DART counts, events and the invariant checks;
 //!   read-only.
@@ -76,13 +79,14 @@ mod walk;
 mod walk_cache;
 
 pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
-pub use error::DartError;
+pub use error::{DartError, LockedRegister};
 pub use events::{Event, EventKind, EventLog, WatchRange};
 pub use fault::{ErrorLatch, Fault, FaultKind};
 /// The vm-memory this crate is built on (0.18), so embedders import one version.
 pub use frame_table::vm_memory;
 pub use hold::SliceHold;
 pub use iommu::{stream_memory, StreamIommu, StreamMemory};
+pub use mapper::{MapId, OwnedScope};
 pub use port::{PortMemory, PortSlices, StreamPort};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use stream::StreamConfig;

@@ -17,17 +17,28 @@
 //!   it to "pending invalidation" (deferred, released by the flush that
 //!   covers every stream that could still cache it);
 //! - a table is freed only once it is empty, unlinked, named by no TTBR, and
-//!   the same invalidation has passed.
+//!   the same invalidation has passed;
+//! - provenance: `Mapper::provenance` holds `slot → id` exactly while the
+//!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`]
+//!   call that returned `id` wrote. The mapper writes a leaf only into an
+//!   empty slot, and every path that clears a leaf ([`Dart::unmap`],
+//!   [`Dart::unmap_owned`]) drops its entry in the same critical section,
+//!   so an entry never outlives its PTE and a later PTE at the same place
+//!   (even a bit-identical one) never inherits it.
+//!
+//! Mapping provenance (who wrote a leaf, so a mapping service can tell its
+//! client's mapping from whatever the tables hold there now) is described on
+//! [`MapId`].
 
 use crate::dart::{Dart, Invalidation};
-use crate::error::DartError;
+use crate::error::{DartError, LockedRegister};
 use crate::events::EventKind;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
 use crate::stream::{clear_stream, has_stream, set_stream, streams_in, StreamState};
 use crate::variant::Geometry;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 
@@ -101,6 +112,65 @@ impl TableMap {
     }
 }
 
+/// Who wrote a leaf PTE: the id a [`Dart::map_owned`] call returned, unique
+/// per call over the DART's lifetime.
+///
+/// # Mapping provenance (SPEC §4, "decides ownership from what the tables hold now")
+///
+/// A mapping service that records "device D mapped IOVA X" cannot tell,
+/// later, whether what X reaches is still that mapping: the kernel may have
+/// re-pointed the stream's TTBR, toggled TCR.FOUR_LEVEL (so X walks other
+/// entries), shared the tables with a sibling stream and unmapped and
+/// re-mapped X through it (a PTE bit-identical to the device's). So the DART
+/// itself remembers who wrote each leaf: [`Dart::map_owned`] returns a
+/// `MapId` (fresh per call, from a counter under the mapper lock) and records
+/// it per leaf, keyed by the PTE's physical location (table frame + index),
+/// so the record follows the tables through sharing, TTBR re-points and
+/// geometry changes, and dies with the PTE: every path that clears a leaf
+/// drops it in the same critical section, and a later PTE at the same place
+/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`] then
+/// removes, under the same lock, only pages whose leaf, reached through the
+/// stream's tables *now*, still carries the id the caller names:
+/// - [`OwnedScope::Whole`] (an RPC unmap; SPEC R6, all or nothing): every
+///   page of the range must carry its id, or nothing is unmapped and the
+///   first page that does not is `not-mapped`;
+/// - [`OwnedScope::Matching`] (a revoke): the pages that carry their id are
+///   unmapped, the others stay as they are; `not-mapped` only if none did.
+///
+/// A page the stream no longer reaches as the owner's mapping stays mapped
+/// (SPEC §4): where its PTE still exists, out of the stream's reach, it is
+/// the kernel's to clear. The ids live beside the tables, never in PTE bits
+/// (the tables stay bit-exact with what Linux and m1n1 build), and the DMA
+/// path never reads them. [`Dart::map_id`] reads the id a page carries;
+/// [`Dart::check_provenance`] checks that every recorded id names a valid
+/// leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MapId(u64);
+
+impl MapId {
+    /// The id as a number (ids start at 1 and grow by one per map call).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for MapId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "map#{}", self.0)
+    }
+}
+
+/// Which pages of its range [`Dart::unmap_owned`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OwnedScope {
+    /// All or nothing: every page must still carry its id; otherwise nothing
+    /// is unmapped and the first page that does not is `not-mapped`.
+    Whole,
+    /// Each page on its own: those that still carry their id are unmapped,
+    /// the rest are left alone; `not-mapped` only if no page was unmapped.
+    Matching,
+}
+
 /// What [`Dart::plan_map`] found: the tables a map must create, and, for a
 /// single page whose tables all exist, its leaf PTE's address and the leaf
 /// table's frame (the map writes there instead of walking again).
@@ -143,9 +213,31 @@ pub(crate) struct Mapper {
     /// ones an unmap must look at for TTBRs that reach the tables it
     /// changed, rather than every stream of the DART.
     with_ttbr: [u64; 4],
+    /// Leaf PTEs written by [`Dart::map_owned`], by the PTE's physical
+    /// address, with the id of the call that wrote them (module docs:
+    /// "provenance").
+    provenance: FxHashMap<u64, MapId>,
+    /// The last [`MapId`] handed out (0: none yet).
+    last_id: u64,
 }
 
 impl Mapper {
+    /// A fresh mapping id, or a refusal once all 2^64 - 1 are spent (an id
+    /// is never handed out twice).
+    fn next_map_id(&mut self) -> Result<MapId, DartError> {
+        let id = self.last_id.checked_add(1).ok_or(DartError::Config { reason: "mapping ids exhausted".into() })?;
+        self.last_id = id;
+        Ok(MapId(id))
+    }
+
+    /// Drops the provenance of the leaf at `slot`, which is being cleared.
+    #[inline]
+    fn forget_leaf(&mut self, slot: u64) {
+        if !self.provenance.is_empty() {
+            self.provenance.remove(&slot);
+        }
+    }
+
     /// Records that stream `sid`'s TTBR or configuration changed (see
     /// `moved`).
     pub(crate) fn moved(&mut self, sid: u32) {
@@ -222,7 +314,8 @@ fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
 ///
 /// The only writer of the translation tables. `map` takes every frame's DART
 /// count, with the frame-type policy check, before the PTE that points at it
-/// exists; `unmap` and `flush` clear, invalidate and wait for the DMA in
+/// exists; on a locked DART it still maps under existing TTBRs, but a map
+/// that would give a stream its first table (a TTBR write) is `locked`; `unmap` and `flush` clear, invalidate and wait for the DMA in
 /// flight before they release those counts (slices a port handed out keep
 /// their own counts: [`crate::hold`]).
 impl Dart {
@@ -253,6 +346,37 @@ impl Dart {
         frames: &[Frame],
         perm: Perm,
         subpage: Option<(u64, u64)>,
+    ) -> Result<(), DartError> {
+        self.map_inner(sid, iova, frames, perm, subpage, None)
+    }
+
+    /// [`Dart::map`], and every leaf it writes carries a fresh [`MapId`],
+    /// which it returns: [`Dart::unmap_owned`] with that id removes these
+    /// pages only while their PTEs are still the ones this call wrote (see
+    /// [`MapId`]). A mapping service maps a client's requests this way.
+    pub fn map_owned(
+        &self,
+        sid: u32,
+        iova: u64,
+        frames: &[Frame],
+        perm: Perm,
+        subpage: Option<(u64, u64)>,
+    ) -> Result<MapId, DartError> {
+        let mut id = MapId(0);
+        self.map_inner(sid, iova, frames, perm, subpage, Some(&mut id))?;
+        Ok(id)
+    }
+
+    /// [`Dart::map`]; with `owned`, takes a fresh id under the mapper lock,
+    /// records it for every leaf written and stores it in `owned`.
+    fn map_inner(
+        &self,
+        sid: u32,
+        iova: u64,
+        frames: &[Frame],
+        perm: Perm,
+        subpage: Option<(u64, u64)>,
+        owned: Option<&mut MapId>,
     ) -> Result<(), DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
@@ -298,6 +422,18 @@ impl Dart {
         // Plan: refuse overlaps, count the tables to create, find a
         // one-page map's leaf slot.
         let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
+        // A stream without a root gets one by a TTBR write, which a locked
+        // DART refuses (the lock bit changes only under this lock).
+        if plan.tables > 0 && self.mmio.tcr_ttbr_locked() {
+            let (first, last) = (geo.ttbr_index(iova), geo.ttbr_index(iova + (len - page)));
+            if let Some(index) = (first..=last).find(|&i| st.ttbr(i).is_none()) {
+                return Err(DartError::Locked { sid, register: LockedRegister::Ttbr { index } });
+            }
+        }
+        let id = match owned {
+            Some(_) => Some(m.next_map_id()?),
+            None => None,
+        };
         let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
@@ -318,12 +454,21 @@ impl Dart {
             (Some((slot, table)), &[pte]) => {
                 self.ptes.store(slot, pte);
                 m.tables.count_entry(table);
+                if let Some(id) = id {
+                    m.provenance.insert(slot, id);
+                }
             }
             _ => {
                 for (i, &pte) in leaves.iter().enumerate() {
-                    self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
+                    let slot = self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
+                    if let Some(id) = id {
+                        m.provenance.insert(slot, id);
+                    }
                 }
             }
+        }
+        if let (Some(out), Some(id)) = (owned, id) {
+            *out = id;
         }
         self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
         drop(m);
@@ -375,8 +520,9 @@ impl Dart {
         Ok(MapPlan { tables: missing.len() as u64, leaf_slot })
     }
 
-    /// Writes one leaf, creating tables from `pool` on the way. The plan
-    /// guaranteed the slot is free and the pool is large enough.
+    /// Writes one leaf, creating tables from `pool` on the way, and returns
+    /// the leaf's slot. The plan guaranteed the slot is free and the pool is
+    /// large enough.
     fn install(
         &self,
         m: &mut Mapper,
@@ -385,7 +531,7 @@ impl Dart {
         iova: u64,
         leaf_pte: u64,
         pool: &mut Vec<Frame>,
-    ) {
+    ) -> u64 {
         let idx = geo.ttbr_index(iova);
         let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
             let f = pool.pop().expect("plan counted every table");
@@ -407,13 +553,9 @@ impl Dart {
                 m.tables.count_entry(tf);
             }
         };
-        for level in 0..geo.levels {
+        let leaf_level = geo.levels.saturating_sub(1);
+        for level in 0..leaf_level {
             let slot = table + 8 * geo.index(iova, level) as u64;
-            if level + 1 == geo.levels {
-                self.ptes.store(slot, leaf_pte);
-                count_entry(m, table);
-                return;
-            }
             let pte = self.ptes.load(slot).unwrap_or(0);
             table = match self.pte_format().decode_table(self.page_shift(), pte) {
                 Some(next) => next,
@@ -426,6 +568,10 @@ impl Dart {
                 }
             };
         }
+        let slot = table + 8 * geo.index(iova, leaf_level) as u64;
+        self.ptes.store(slot, leaf_pte);
+        count_entry(m, table);
+        slot
     }
 
     /// Unmaps `[iova, iova + len)` of stream `sid`: clears the leaf PTEs and
@@ -434,6 +580,33 @@ impl Dart {
     /// moves them to "pending invalidation" until a flush. Returns the pages
     /// unmapped; `not-mapped` if none was.
     pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
+        self.unmap_inner(sid, iova, len, None)
+    }
+
+    /// [`Dart::unmap`] of the pages `[iova, iova + owners.len() pages)` of
+    /// stream `sid` whose leaf, reached through the stream's tables as they
+    /// are now, still carries the id `owners[i]` names (page `i`'s id from
+    /// [`Dart::map_owned`]). With [`OwnedScope::Whole`] every page must, or
+    /// nothing is unmapped and the first page that does not is `not-mapped`;
+    /// with [`OwnedScope::Matching`] the others are left mapped and only if
+    /// none matched is the call `not-mapped`. The check and the unmap are
+    /// one step under the mapper lock: a PTE cleared, re-written or moved
+    /// out of reach (TTBR, TCR, shared tables) by anyone since is never
+    /// removed. Returns the pages unmapped.
+    pub fn unmap_owned(&self, sid: u32, iova: u64, owners: &[MapId], scope: OwnedScope) -> Result<u64, DartError> {
+        let len = (owners.len() as u64).saturating_mul(1 << self.page_shift());
+        self.unmap_inner(sid, iova, len, Some((owners, scope)))
+    }
+
+    /// [`Dart::unmap`]; with `owned`, [`Dart::unmap_owned`]'s check (`len`
+    /// is then `owners.len()` pages).
+    fn unmap_inner(
+        &self,
+        sid: u32,
+        iova: u64,
+        len: u64,
+        owned: Option<(&[MapId], OwnedScope)>,
+    ) -> Result<u64, DartError> {
         self.frames.check_running()?;
         let st = self.stream(sid)?;
         let config = st.config();
@@ -451,6 +624,15 @@ impl Dart {
         }
         let fmt = self.pte_format();
         let shift = self.page_shift();
+        if let Some((owners, OwnedScope::Whole)) = owned {
+            let page = geo.page_size();
+            for (i, id) in owners.iter().enumerate() {
+                let va = iova + i as u64 * page; // `check_range`: no overflow
+                if self.leaf_slot(&m, sid, st, geo, va).and_then(|slot| m.provenance.get(&slot)) != Some(id) {
+                    return Err(DartError::NotMapped { sid, iova: va, len: page });
+                }
+            }
+        }
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
@@ -480,6 +662,14 @@ impl Dart {
                     table = fmt.decode_table(shift, self.ptes.load(slot).unwrap_or(0));
                     continue;
                 }
+                if let Some((owners, _)) = owned {
+                    // A page whose leaf is not (or no longer) the owner's
+                    // stays as it is. (`Whole` checked every page above.)
+                    let i = ((va - iova) >> geo.page_shift) as usize;
+                    if m.provenance.get(&slot) != owners.get(i) {
+                        break;
+                    }
+                }
                 let Ok((tf, info)) = m.table_mut(self, sid, pa, level, geo) else { break };
                 if !touched.contains(&pa) {
                     touched.push(pa);
@@ -490,7 +680,9 @@ impl Dart {
                     released.push(f);
                 }
                 info.live = info.live.saturating_sub(1);
-                if info.live == 0 {
+                let emptied = info.live == 0;
+                m.forget_leaf(slot);
+                if emptied {
                     above_leaf |= self.retire_emptied(&mut m, tf, &parents, &mut retired);
                 }
             }
@@ -564,6 +756,24 @@ impl Dart {
             invalidation: self.invalidation().name(),
         });
         Ok(pages)
+    }
+
+    /// The slot of the valid leaf PTE that stream `sid`'s tables, as they
+    /// are now, give `iova` with geometry `geo`, if the walk stays in tables
+    /// this mapper owns at the levels it built them for.
+    fn leaf_slot(&self, m: &Mapper, sid: u32, st: &StreamState, geo: Geometry, iova: u64) -> Option<u64> {
+        let fmt = self.pte_format();
+        let mut table = st.ttbr(geo.ttbr_index(iova))?;
+        for level in 0..geo.levels {
+            m.table(self, sid, table, level, geo).ok()?;
+            let slot = table + 8 * geo.index(iova, level) as u64;
+            let pte = self.ptes.load(slot).unwrap_or(0);
+            if level + 1 == geo.levels {
+                return fmt.decode_leaf(self.page_shift(), pte).map(|_| slot);
+            }
+            table = fmt.decode_table(self.page_shift(), pte)?;
+        }
+        None
     }
 
     /// Unlinks the emptied leaf table `t` (below `parents`, root first) and
@@ -861,6 +1071,42 @@ impl Dart {
         }
         drop(m);
         out
+    }
+
+    /// The [`MapId`] the leaf stream `sid` reaches at `iova` now carries:
+    /// `None` if no valid leaf is there or a plain [`Dart::map`] wrote it.
+    pub fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
+        let st = self.stream(sid)?;
+        let m = self.mapper.lock();
+        let geo = self.geometry_for(st.config());
+        if iova >= geo.iova_limit() {
+            return Ok(None);
+        }
+        Ok(self
+            .leaf_slot(&m, sid, st, geo, iova & !(geo.page_size() - 1))
+            .and_then(|slot| m.provenance.get(&slot))
+            .copied())
+    }
+
+    /// Checks the provenance invariant (module docs): every recorded slot
+    /// holds a valid leaf in a leaf table this mapper owns. Returns a
+    /// description of the first breach.
+    pub fn check_provenance(&self) -> Result<(), String> {
+        let m = self.mapper.lock();
+        let page_mask = (1u64 << self.page_shift()) - 1;
+        for (&slot, id) in &m.provenance {
+            let in_leaf_table = self
+                .frames
+                .frame_of(slot & !page_mask)
+                .ok()
+                .and_then(|t| m.tables.get(t))
+                .is_some_and(|info| info.leaf);
+            let valid = self.pte_format().decode_leaf(self.page_shift(), self.ptes.load(slot).unwrap_or(0)).is_some();
+            if !(in_leaf_table && valid) {
+                return Err(format!("{}: {id} is recorded for PTE {slot:#x}, which holds no leaf", self.name()));
+            }
+        }
+        Ok(())
     }
 
     /// Frames this DART owns as tables.

@@ -58,7 +58,7 @@
 //! `perm` is one byte: bit 0 read, bit 1 write; only 1 (`r`), 2 (`w`) and
 //! 3 (`rw`) are accepted.
 //!
-//! `status` is 0 for ok, otherwise the refusal's kind code (1..=15, see
+//! `status` is 0 for ok, otherwise the refusal's kind code (1..=16, see
 //! [`KIND_NAMES`]); any other value is refused by [`decode_response`].
 //!
 //! # Decoding order
@@ -338,7 +338,7 @@ pub struct Response {
 
 /// Refusal kind names; the kind code of `KIND_NAMES[i]` is `i + 1` (0 is
 /// `ok` on the wire). These codes are stable: append, never reorder.
-pub const KIND_NAMES: [&str; 15] = [
+pub const KIND_NAMES: [&str; 16] = [
     "forbidden-type",
     "mapping-limit",
     "frame-busy",
@@ -354,9 +354,10 @@ pub const KIND_NAMES: [&str; 15] = [
     "halted",
     "panic",
     "out-of-frames",
+    "locked",
 ];
 
-/// The stable wire code (1..=15) of a refusal kind name.
+/// The stable wire code (1..=16) of a refusal kind name.
 pub fn kind_code(name: &str) -> Option<u16> {
     KIND_NAMES.iter().position(|k| *k == name).map(|i| i as u16 + 1)
 }
@@ -601,6 +602,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), WireError> {
     Ok((seq, req))
 }
 
+/// The slot a device writes to post the message `bytes`: the bytes, then
+/// zeros to the end of the slot. A message longer than a slot does not fit
+/// one and is never cut to fit ([`WireError::Long`]): its tail may be
+/// exactly what makes it mean something else (SPEC §4).
+pub fn slot_message(bytes: &[u8]) -> Result<[u8; SLOT_BYTES], WireError> {
+    let mut slot = [0u8; SLOT_BYTES];
+    slot.get_mut(..bytes.len()).ok_or(WireError::Long { len: bytes.len() })?.copy_from_slice(bytes);
+    Ok(slot)
+}
+
 /// The `seq` field of a slot as written, without any validation, if `bytes`
 /// is long enough to hold it. Lets the service echo `seq` in the
 /// `bad-message` response to a slot that does not decode.
@@ -722,6 +733,7 @@ mod tests {
             ("halted", 13),
             ("panic", 14),
             ("out-of-frames", 15),
+            ("locked", 16),
         ];
         for (name, code) in expected {
             assert_eq!(kind_code(name), Some(code), "{name}");
@@ -730,7 +742,7 @@ mod tests {
         assert_eq!(kind_code("ok"), None);
         assert_eq!(kind_code("nope"), None);
         assert_eq!(kind_name(0), None);
-        assert_eq!(kind_name(16), None);
+        assert_eq!(kind_name(17), None);
         assert_eq!(kind_name(u16::MAX), None);
         assert_eq!(Status::refused("halted"), Some(Status::Refused(13)));
         assert_eq!(Status::Ok.name(), Some("ok"));
@@ -945,7 +957,7 @@ mod tests {
 
     #[test]
     fn bad_status() {
-        for found in [16u16, 0x100, u16::MAX] {
+        for found in [17u16, 0x100, u16::MAX] {
             let mut r = RESPONSE_REFUSED_BYTES;
             r[16..18].copy_from_slice(&found.to_le_bytes());
             assert_eq!(decode_response(&r), Err(WireError::BadStatus { found }));
@@ -982,6 +994,23 @@ mod tests {
         assert_eq!(raw_seq(&b), Some(7));
         assert_eq!(raw_seq(&b[..11]), None);
         assert_eq!(raw_seq(&[]), None);
+    }
+
+    // ---- posting a message into a slot ---------------------------------------
+
+    #[test]
+    fn a_message_fills_one_slot_or_is_long_never_cut() {
+        assert_eq!(slot_message(&MAP_BYTES), Ok(MAP_BYTES));
+        let mut short = [0u8; SLOT_BYTES];
+        short[..3].copy_from_slice(&[1, 2, 3]);
+        assert_eq!(slot_message(&[1, 2, 3]), Ok(short));
+        assert_eq!(slot_message(&[]), Ok([0u8; SLOT_BYTES]));
+        let mut long = MAP_BYTES.to_vec();
+        long.push(0xff);
+        assert_eq!(slot_message(&long), Err(WireError::Long { len: 65 }));
+        assert_eq!(slot_message(&vec![0u8; 1 << 20]), Err(WireError::Long { len: 1 << 20 }));
+        // What the service makes of the same 65 bytes.
+        assert_eq!(decode_request(&long), Err(WireError::Long { len: 65 }));
     }
 
     // ---- ring layout --------------------------------------------------------

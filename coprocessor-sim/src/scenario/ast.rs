@@ -279,6 +279,10 @@ pub enum MmioValue {
     /// `ttbr:NAME[i]`: that frame's address encoded as the DART variant's
     /// TTBR register value (valid bit included).
     Ttbr(FrameRef),
+    /// `ttbr:DEVICE`: the table TTBR 0 of that device's stream names now,
+    /// encoded the same way (so a driver can point one stream at another's
+    /// tables, as Linux shares a domain's tables across a device group).
+    DeviceTtbr(String),
 }
 
 impl fmt::Display for MmioValue {
@@ -287,6 +291,7 @@ impl fmt::Display for MmioValue {
             MmioValue::Int(v) => write!(f, "{v:#x}"),
             MmioValue::Pa(frame) => write!(f, "pa:{frame}"),
             MmioValue::Ttbr(frame) => write!(f, "ttbr:{frame}"),
+            MmioValue::DeviceTtbr(device) => write!(f, "ttbr:{device}"),
         }
     }
 }
@@ -332,13 +337,15 @@ pub enum Outcome {
     Halted,
     /// `out-of-frames`.
     OutOfFrames,
+    /// `locked`: a TCR/TTBR change asked of a DART whose lock is set.
+    Locked,
     /// `fault:CODE`: the DMA faulted.
     Fault(FaultKind),
 }
 
 impl Outcome {
     /// Every outcome, in the order of SPEC §6.
-    pub const ALL: [Outcome; 26] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::Ok,
         Outcome::Any,
         Outcome::ForbiddenType,
@@ -356,6 +363,7 @@ impl Outcome {
         Outcome::Panic,
         Outcome::Halted,
         Outcome::OutOfFrames,
+        Outcome::Locked,
         Outcome::Fault(FaultKind::NoTtbr),
         Outcome::Fault(FaultKind::NoL0),
         Outcome::Fault(FaultKind::NoL1),
@@ -388,6 +396,7 @@ impl Outcome {
             Outcome::Panic => "panic",
             Outcome::Halted => "halted",
             Outcome::OutOfFrames => "out-of-frames",
+            Outcome::Locked => "locked",
             Outcome::Fault(FaultKind::NoTtbr) => "fault:no-ttbr",
             Outcome::Fault(FaultKind::NoL0) => "fault:no-l0",
             Outcome::Fault(FaultKind::NoL1) => "fault:no-l1",
@@ -576,7 +585,10 @@ pub enum RpcCall {
         /// `perm`.
         perm: Perm,
     },
-    /// `call = "raw"`: these bytes, written into the ring as a message.
+    /// `call = "raw"`: these bytes, written into the ring as a message
+    /// (zero-padded to a slot). Bytes that do not fit one slot are never
+    /// cut to fit: the service refuses the whole message (`bad-message`)
+    /// and the ring is not written.
     Raw {
         /// `bytes` (hex data).
         bytes: Vec<u8>,

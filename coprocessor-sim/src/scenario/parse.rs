@@ -519,7 +519,7 @@ impl<'f> Field<'f> {
         match self.value() {
             Value::Int(v) => Ok(MmioValue::Int(self.int_to_u64(*v)?)),
             Value::Str(s) => parse_mmio_value(s).map_err(|d| self.err_detail(d)),
-            _ => Err(self.wrong_type("an integer or a string \"ttbr:NAME[i]\" / \"pa:NAME[i]\"")),
+            _ => Err(self.wrong_type("an integer or a string \"ttbr:NAME[i]\" / \"ttbr:DEVICE\" / \"pa:NAME[i]\"")),
         }
     }
 
@@ -653,7 +653,10 @@ fn parse_address(s: &str) -> std::result::Result<Address, String> {
 fn parse_mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
     let bad_ref = |e: String| format!("bad value `{}`: {e}", shorten(s));
     if let Some(rest) = s.strip_prefix("ttbr:") {
-        return parse_frame_ref(rest).map(MmioValue::Ttbr).map_err(bad_ref);
+        return match parse_indexed(rest).map_err(bad_ref)? {
+            (buffer, Some(index)) => Ok(MmioValue::Ttbr(FrameRef { buffer, index })),
+            (device, None) => Ok(MmioValue::DeviceTtbr(device)),
+        };
     }
     if let Some(rest) = s.strip_prefix("pa:") {
         return parse_frame_ref(rest).map(MmioValue::Pa).map_err(bad_ref);
@@ -661,9 +664,10 @@ fn parse_mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
     match parse_uint(s) {
         Ok(v) => Ok(MmioValue::Int(v)),
         Err(UintError::Overflow) => Err(format!("`{}` is out of range (at most {:#x})", shorten(s), u64::MAX)),
-        Err(UintError::Invalid) => {
-            Err(format!("bad value `{}`: expected an integer, \"ttbr:NAME[i]\" or \"pa:NAME[i]\"", shorten(s)))
-        }
+        Err(UintError::Invalid) => Err(format!(
+            "bad value `{}`: expected an integer, \"ttbr:NAME[i]\", \"ttbr:DEVICE\" or \"pa:NAME[i]\"",
+            shorten(s)
+        )),
     }
 }
 
@@ -1229,5 +1233,8 @@ pub(super) mod tests_support {
     }
     pub fn counter(s: &str) -> std::result::Result<CounterRef, String> {
         parse_counter(s)
+    }
+    pub fn mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
+        parse_mmio_value(s)
     }
 }

@@ -567,6 +567,13 @@ fn string_syntaxes() {
     assert_eq!(address("pa:b[2]"), Ok(Address::Pa(frame("b", 2))));
     assert!(address("pa:b").unwrap_err().contains("a frame index `[i]` is needed"));
     assert!(address("0x1_0000_0000_0000_0000").unwrap_err().contains("out of range"));
+    assert_eq!(mmio_value("ttbr:t[1]"), Ok(MmioValue::Ttbr(frame("t", 1))));
+    assert_eq!(mmio_value("ttbr:dcp"), Ok(MmioValue::DeviceTtbr("dcp".into())));
+    assert_eq!(MmioValue::DeviceTtbr("dcp".into()).to_string(), "ttbr:dcp");
+    assert_eq!(mmio_value("pa:t[0]"), Ok(MmioValue::Pa(frame("t", 0))));
+    for bad in ["ttbr:", "ttbr:a b", "ttbr:t[", "pa:t", "x:y", "0xzz"] {
+        assert!(mmio_value(bad).is_err(), "{bad:?} accepted");
+    }
     assert_eq!(counter("d.maps").unwrap(), CounterRef { dart: "d".into(), stream: None, name: "maps".into() });
     assert_eq!(
         counter("d.rpc_refused.not-granted").unwrap(),
@@ -679,9 +686,14 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(&step("op = \"free\"\ntarget = \"secret[x]\"\n"), 4, "bad target `secret[x]`");
     assert_err(&step("op = \"free\"\ntarget = \"pa:secret[0]\"\n"), 4, "unknown prefix `pa:`");
     assert_err(
-        &step("op = \"mmio-write\"\ndart = \"dart0\"\noffset = 0\nvalue = \"ttbr:t\"\n"),
+        &step("op = \"mmio-write\"\ndart = \"dart0\"\noffset = 0\nvalue = \"ttbr:t[\"\n"),
         6,
-        "a frame index `[i]` is needed",
+        "bad value `ttbr:t[`: missing `]` at the end",
+    );
+    assert_err(
+        &step("op = \"mmio-write\"\ndart = \"dart0\"\noffset = 0\nvalue = \"ttbr:\"\n"),
+        6,
+        "bad value `ttbr:`: the name is empty",
     );
     assert_err(&step("op = \"unmap\"\ndevice = \"d\"\niova = \"pa:\"\nlen = 1\n"), 5, "bad address `pa:`");
     // 7. Negative and out-of-range integers.

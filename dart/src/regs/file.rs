@@ -6,7 +6,7 @@ use super::{
     decode_access, decode_ttbr, encode_ttbr, error_encode, params, reg_at, t8020, t8110, tcr_decode, tcr_encode,
     MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome, Reg, MMIO_SIZE,
 };
-use crate::dart::Dart;
+use crate::dart::{Dart, TcrWrite};
 use crate::error::DartError;
 use crate::fault::FaultKind;
 use crate::stream::StreamConfig;
@@ -73,7 +73,10 @@ impl MmioState {
         variant == Variant::T8110 && self.error_mask.load(Relaxed) & (1 << kind.error_bit(variant, write)) != 0
     }
 
-    fn tcr_ttbr_locked(&self) -> bool {
+    /// Whether TCR/TTBR writes are locked. Every write of the lock bit
+    /// holds the mapper lock, so a caller holding it sees the lock stand
+    /// still until its change is made.
+    pub(crate) fn tcr_ttbr_locked(&self) -> bool {
         self.protect.load(Relaxed) & LOCK_TCR_TTBR != 0
     }
 }
@@ -282,6 +285,7 @@ impl Dart {
                 Done
             }
             Reg::Config if t8020::CONFIG_LOCK.is_set(value) => {
+                let _m = self.mapper.lock();
                 s.protect.fetch_or(LOCK_TCR_TTBR, Relaxed);
                 Done
             }
@@ -289,10 +293,12 @@ impl Dart {
             Reg::Config if s.tcr_ttbr_locked() => Locked,
             Reg::Config => Done,
             Reg::Protect => {
+                let _m = self.mapper.lock();
                 s.protect.fetch_or(value & t8110::PROTECT_BITS.mask(), Relaxed);
                 Done
             }
             Reg::Unprotect => {
+                let _m = self.mapper.lock();
                 let asked = value & t8110::PROTECT_BITS.mask();
                 let stuck = s.protect_lock.load(Relaxed);
                 let before = s.protect.fetch_and(!(asked & !stuck), Relaxed);
@@ -309,15 +315,19 @@ impl Dart {
             Reg::StreamsEnable => self.write_enables(0, |_, bit| bit, value)?,
             Reg::EnableStreams(w) => self.write_enables(w, |old, bit| old || bit, value)?,
             Reg::DisableStreams(w) => self.write_enables(w, |old, bit| old && !bit, value)?,
-            Reg::Tcr(_) | Reg::Ttbr(..) if s.tcr_ttbr_locked() => Locked,
-            Reg::Tcr(sid) => {
-                self.update_stream_config(sid, |c| tcr_decode(v, value, c))?;
-                Done
-            }
-            Reg::Ttbr(sid, idx) => {
-                self.set_ttbr(sid, idx, decode_ttbr(v, self.page_shift(), value))?;
-                Done
-            }
+            // The lock is checked under the mapper lock, with the change
+            // (`update_stream_config`, `set_ttbr`); the register drops a
+            // locked write where the typed call returns `locked`.
+            Reg::Tcr(sid) => match self.update_stream_config(sid, TcrWrite::Gated, |c| tcr_decode(v, value, c)) {
+                Ok(_) => Done,
+                Err(DartError::Locked { .. }) => Locked,
+                Err(e) => return Err(e),
+            },
+            Reg::Ttbr(sid, idx) => match self.set_ttbr(sid, idx, decode_ttbr(v, self.page_shift(), value)) {
+                Ok(()) => Done,
+                Err(DartError::Locked { .. }) => Locked,
+                Err(e) => return Err(e),
+            },
             Reg::Unknown => Unknown,
         })
     }
@@ -337,7 +347,7 @@ impl Dart {
             let (old, bit) = (st.config().enabled, value & (1 << b) != 0);
             let enabled = next(old, bit);
             if enabled != old {
-                self.update_stream_config(sid, |c| StreamConfig { enabled, ..c })?;
+                self.update_stream_config(sid, TcrWrite::Ungated, |c| StreamConfig { enabled, ..c })?;
             }
         }
         Ok(MmioOutcome::Done)

@@ -52,7 +52,13 @@
 //!   are ignored.
 //! - Lock: t8020 CONFIG (0x60) LOCK bit 15; t8110 PROTECT (0x200)
 //!   LOCK_TCR_TTBR bit 0. Once set, TCR and TTBR writes are ignored
-//!   (`Ok`, counted as [`MmioOutcome::Locked`]).
+//!   (`Ok`, counted as [`MmioOutcome::Locked`]), and the typed calls that
+//!   program the same registers ([`Dart::set_stream_config`],
+//!   [`Dart::set_bypass`], [`Dart::set_ttbr`], and a [`Dart::map`] that
+//!   would give a stream its first table) return
+//!   [`DartError::Locked`] and change nothing.
+//!   Enables, flushes and page-table updates under existing TTBRs are not
+//!   locked.
 //!
 //! **Outcomes.** A misaligned or out-of-window offset is an error
 //! ([`MmioError::Misaligned`], [`MmioError::OutOfRange`]). An offset with no
@@ -73,7 +79,10 @@
 //! **Serialization.** Register accesses that read-modify-write state
 //! (enables, TCR, TTBR, STREAM_SELECT, commands, lock bits) hold the DART's
 //! register lock, taken before the mapper lock (order: register lock →
-//! mapper lock → error latch). PARAMS and the error registers need no
+//! mapper lock → error latch). A write that sets or clears the lock bit
+//! also holds the mapper lock, under which every TCR/TTBR change (typed or
+//! by register) checks the lock: the check and the change are one step.
+//! PARAMS and the error registers need no
 //! register lock and take none, so an interrupt handler running inside the
 //! interrupt callback (on the faulting DMA thread) can read and clear ERROR
 //! while another thread holds the register lock waiting for DMA in flight.
@@ -107,9 +116,6 @@
 //!   clears them except bits written to PROTECT_LOCK (0x208), which stick.
 //!   Only LOCK_TCR_TTBR (bit 0) has an effect. UNPROTECT reads 0. t8020
 //!   CONFIG.LOCK is sticky (writing 0 does not unlock); other CONFIG bits read 0.
-//! - The lock gates register writes only: the high-level API
-//!   ([`Dart::set_stream_config`], [`Dart::set_ttbr`], [`Dart::map`]) is the
-//!   kernel's (monitor's) own path and is not subject to it.
 //! - A TTBR written with VALID clear reads back 0 (its address bits are
 //!   not kept). STREAM_SELECT keeps all 32 bits written; bits of streams the
 //!   instance lacks select nothing.
@@ -122,6 +128,7 @@
 //! [`StreamConfig`]: crate::StreamConfig
 //! [`Dart::set_stream_config`]: crate::Dart::set_stream_config
 //! [`Dart::set_ttbr`]: crate::Dart::set_ttbr
+//! [`Dart::set_bypass`]: crate::Dart::set_bypass
 //! [`Dart::flush`]: crate::Dart::flush
 //! [`Dart::error`]: crate::Dart::error
 //! [`Dart::clear_error`]: crate::Dart::clear_error
