@@ -595,18 +595,10 @@ impl Run {
                 self.names.lock().buffers.insert(name.clone(), got);
                 Ok(())
             }
-            Op::Retype { target, ty } => {
-                for f in self.frames_of(target)? {
-                    ft.retype(f, *ty).map_err(frame_err)?;
-                }
-                Ok(())
-            }
-            Op::Free { target } => {
-                for f in self.frames_of(target)? {
-                    ft.free(f).map_err(frame_err)?;
-                }
-                Ok(())
-            }
+            // Through the service: refused while a live grant names a frame
+            // (R7), and all or nothing over the buffer's frames (R6).
+            Op::Retype { target, ty } => self.soc.service.kernel_retype(&self.frames_of(target)?, *ty).map_err(rpc_err),
+            Op::Free { target } => self.soc.service.kernel_free(&self.frames_of(target)?).map_err(rpc_err),
             Op::CpuMap { target, space, perm } => {
                 let frames = self.frames_of(target)?;
                 let access = if *space == Space::Kernel { Access::CpuKernel } else { Access::CpuUser };

@@ -25,6 +25,12 @@
 //!   device and stays mapped. An RPC unmap is all or nothing (every page
 //!   must still be the device's: [`OwnedScope::Whole`]); a revoke removes
 //!   the pages that still are and leaves the rest ([`OwnedScope::Matching`]).
+//! - grants hold their frames (SPEC §2 R7): the kernel side frees and
+//!   retypes through [`MapperService::kernel_free`] and
+//!   [`MapperService::kernel_retype`], which refuse (`frame-busy`, in both
+//!   `on_violation` modes: a refusal, not a breach) while a live grant
+//!   names any of the frames; and a grant may not name a `free` frame
+//!   (`forbidden-type`), which would be the next owner's memory.
 //!
 //! Ring messages are copied out of shared memory **once** into a private
 //! buffer, and only that copy is decoded and validated: a coprocessor that
@@ -33,14 +39,20 @@
 //!
 //! All service state is under one `parking_lot` mutex, held across the DART
 //! map or unmap it guards, so an RPC map racing a revoke of the same handle
-//! can never leave a mapping behind.
+//! can never leave a mapping behind. The same mutex is held across the
+//! grant check and the frame-table free or retype of
+//! [`MapperService::kernel_free`] / [`MapperService::kernel_retype`], and
+//! across the type check and insertion of [`MapperService::grant`]: a grant
+//! racing a free either lands first (and the free is refused) or finds the
+//! frames freed (and is refused). The frame table's own multi-frame free is
+//! all or nothing (R6), so a refused call changes no frame.
 
 use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
 use crate::soc::Device;
 use dart::{Dart, DartError, EventKind, MapId, OwnedScope};
 use frame_table::{Frame, FrameTable, FrameType, Perm};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Why the service refused a request.
@@ -84,6 +96,14 @@ pub enum RpcError {
     /// No such coprocessor.
     #[error("no coprocessor #{0}")]
     NoSuchDevice(usize),
+    /// A kernel-side free or retype of a frame that a live grant names (R7).
+    #[error("{frame} is named by live grant {handle}: revoke it first")]
+    GrantedFrame {
+        /// The frame (the lowest one a grant names).
+        frame: Frame,
+        /// The grant's handle (the lowest one naming that frame).
+        handle: u32,
+    },
     /// The DART (or frame table) refused.
     #[error(transparent)]
     Dart(#[from] DartError),
@@ -99,6 +119,7 @@ impl RpcError {
             RpcError::NotMapped { .. } => "not-mapped",
             RpcError::BadMessage(_) => "bad-message",
             RpcError::NoSuchDevice(_) => "no-such-device",
+            RpcError::GrantedFrame { .. } => "frame-busy",
             RpcError::Dart(e) => e.kind(),
         }
     }
@@ -159,6 +180,11 @@ impl MapperService {
     }
 
     /// Grants `frames` to coprocessor `device` with at most `perm`; returns the handle.
+    ///
+    /// A `free` frame cannot be granted (`forbidden-type`): it belongs to
+    /// nobody, and its next owner's data would be reachable through the
+    /// handle. The check and the insertion are under the state lock, as the
+    /// kernel-side free is, so no free slips in between (R7).
     pub fn grant(&self, device: usize, frames: Vec<Frame>, perm: Perm) -> Result<u32, RpcError> {
         self.frames.check_running().map_err(|e| RpcError::Dart(e.into()))?;
         self.device(device)?;
@@ -166,6 +192,17 @@ impl MapperService {
             return Err(RpcError::BadRange { start: 0, len: 0, reason: "a grant needs frames and a permission" });
         }
         let mut s = self.state.lock();
+        for &frame in &frames {
+            let ty = self.frames.state(frame).map_err(|e| RpcError::Dart(e.into()))?.ty();
+            if ty == FrameType::Free {
+                return Err(RpcError::Dart(DartError::Frame(frame_table::Error::ForbiddenType {
+                    frame,
+                    ty,
+                    access: frame_table::Access::Dart,
+                    perm,
+                })));
+            }
+        }
         let handle = s.next_handle;
         s.next_handle = s.next_handle.wrapping_add(1).max(1);
         s.grants.insert(handle, Grant { device, frames, perm });
@@ -202,6 +239,29 @@ impl MapperService {
         }
         s.grants.remove(&handle);
         Ok(unmapped)
+    }
+
+    /// The kernel's free of `frames` (a buffer or one of its frames), all or
+    /// nothing: refused with [`RpcError::GrantedFrame`] (`frame-busy`, in
+    /// both `on_violation` modes) while a live grant names any of them
+    /// (R7: revoke first), else the frame table's
+    /// [`FrameTable::free_all`] (R2, R6), under the state lock that
+    /// [`MapperService::grant`] and [`MapperService::revoke`] take.
+    pub fn kernel_free(&self, frames: &[Frame]) -> Result<(), RpcError> {
+        self.frames.check_running().map_err(|e| RpcError::Dart(e.into()))?;
+        let s = self.state.lock();
+        ungranted(&s, frames)?;
+        self.frames.free_all(frames).map_err(|e| RpcError::Dart(e.into()))
+    }
+
+    /// The kernel's retype of `frames` to `to`, all or nothing: as
+    /// [`MapperService::kernel_free`], with the frame table's
+    /// [`FrameTable::retype_all`] (R1, R6).
+    pub fn kernel_retype(&self, frames: &[Frame], to: FrameType) -> Result<(), RpcError> {
+        self.frames.check_running().map_err(|e| RpcError::Dart(e.into()))?;
+        let s = self.state.lock();
+        ungranted(&s, frames)?;
+        self.frames.retype_all(frames, to).map_err(|e| RpcError::Dart(e.into()))
     }
 
     /// Handles one decoded request from coprocessor `device`.
@@ -383,6 +443,22 @@ impl MapperService {
     /// decides that, [`Dart::map_id`].)
     pub fn rpc_pages(&self, device: usize) -> Vec<(u64, u32)> {
         self.state.lock().rpc_pages.range((device, 0)..=(device, u64::MAX)).map(|(&(_, p), &(h, _))| (p, h)).collect()
+    }
+}
+
+/// `Ok` if no live grant of `s` names any of `frames`; else the lowest such
+/// frame, with the lowest handle naming it (R7). Costs the granted frames,
+/// not physical memory.
+fn ungranted(s: &State, frames: &[Frame]) -> Result<(), RpcError> {
+    let named: HashSet<Frame> = frames.iter().copied().collect();
+    let hit = s
+        .grants
+        .iter()
+        .flat_map(|(&handle, g)| g.frames.iter().filter(|f| named.contains(f)).map(move |&frame| (frame, handle)))
+        .min();
+    match hit {
+        Some((frame, handle)) => Err(RpcError::GrantedFrame { frame, handle }),
+        None => Ok(()),
     }
 }
 

@@ -17,15 +17,38 @@
 //!   check), copy, and drop the pin. Retype, free and claim wait (spin with
 //!   backoff) while pins are held, so the type cannot change under a copy.
 //! - *type changes* (allocation, retype, free) go through a *claim*: a CAS
-//!   that makes the change's checks, sets the `claimed` flag and writes the
-//!   new type (an allocation's claim, made before its type is chosen, keeps
-//!   `free`). From then on the change is decided, and its holder alone
-//!   updates the frame's bit in the device-reachable map ([`crate::reach`]),
-//!   zero-fills the frame if it leaves `free`, and publishes the new type
-//!   with a CAS that drops the claim ([`FrameCell::complete`]). A claimed
-//!   frame is never retyped, freed or pinned, and takes no mapping: a map the
-//!   new type forbids is refused at once, anything else waits for the
-//!   publish (a short, bounded step).
+//!   that makes the change's checks and sets the `claimed` flag, keeping the
+//!   old type in the word. A claim can still be given back
+//!   ([`FrameCell::cancel`], the old word again); once the holder decides the
+//!   change (every frame of the call claimed), it alone updates the frame's
+//!   bit in the device-reachable map ([`crate::reach`]), zero-fills the frame
+//!   if it leaves `free`, and publishes the new type with a CAS that drops
+//!   the claim ([`FrameCell::complete`]). A claimed frame is never retyped,
+//!   freed or pinned, and takes no mapping: a map its old type forbids is
+//!   refused at once (it is refused whether the change is given back or
+//!   not), anything else waits until the claim is published or cancelled (a
+//!   short, bounded step).
+//! - *several frames in one call* (`free NAME`, `retype NAME`: R6) are
+//!   changed all or nothing by [`claim_all`]:
+//!   1. the frames are taken in ascending frame order;
+//!   2. each is claimed (its checks and the claim in one CAS, step above);
+//!   3. at the first refusal, the claims already taken are cancelled in
+//!      reverse order and the call fails: no frame changed, and since a
+//!      claimed word shows its old type, no other thread saw a new one;
+//!   4. otherwise every frame is claimed and the change is decided: each is
+//!      completed (reach bit, scrub, publish).
+//!
+//!   A map of frame k racing the free of frames `[0..n)` either lands
+//!   before k is claimed (the free is refused at k and gives every claim
+//!   back: the map is the only change) or meets the claim and waits (the
+//!   free then publishes `free`, and the map is refused on it).
+//!
+//!   *No deadlock.* A claimer waits (step 2) only for pins and other claims
+//!   on the frame it is claiming, never on one it holds; a pin holder
+//!   ([`crate::FramePin`], pinned in ascending order too) waits only for
+//!   claims on frames above those it pinned; an allocation's claim never
+//!   waits, and a map waiting on a claim holds no claim or pin. Every wait
+//!   points upwards in frame order, so no cycle of waits exists.
 //!
 //! Orderings: successful CASes are `AcqRel` and loads `Acquire`, so a thread
 //! that observes a type also observes the memory writes (scrub, aperture
@@ -195,8 +218,10 @@ impl FrameCell {
     }
 
     /// Claims a frame for a retype (R1): the transition, no-mapping and no-pin
-    /// checks in one CAS that sets the claim and the new type. Returns the
-    /// type left; the caller finishes with [`FrameCell::complete`].
+    /// checks in one CAS that sets the claim (the word keeps the old type).
+    /// Returns the type left; the caller finishes with
+    /// [`FrameCell::complete`] or gives the claim back with
+    /// [`FrameCell::cancel`].
     pub(crate) fn retype(&self, to: FrameType) -> Result<FrameType, Refusal> {
         let mut from = FrameType::Free;
         self.transition(|s| {
@@ -216,14 +241,15 @@ impl FrameCell {
             if s.pins() != 0 {
                 return Step::Wait;
             }
-            Step::Set(FrameState::of_type(to).with_claimed(true))
+            Step::Set(claimed_word(from, to))
         })?;
         Ok(from)
     }
 
-    /// Claims a frame for a free (R2): only at zero counts, never twice.
-    /// Returns the type left; the caller finishes with
-    /// [`FrameCell::complete`] to `free`.
+    /// Claims a frame for a free (R2): only at zero counts, never twice. The
+    /// word keeps the old type. Returns the type left; the caller finishes
+    /// with [`FrameCell::complete`] to `free` or gives the claim back with
+    /// [`FrameCell::cancel`].
     pub(crate) fn free(&self) -> Result<FrameType, Refusal> {
         let mut from = FrameType::Free;
         self.transition(|s| {
@@ -244,7 +270,7 @@ impl FrameCell {
                 return Step::Wait;
             }
             from = ty;
-            Step::Set(FrameState::FREE.with_claimed(true))
+            Step::Set(claimed_word(ty, FrameType::Free))
         })?;
         Ok(from)
     }
@@ -310,6 +336,20 @@ impl FrameCell {
         })
     }
 
+    /// Gives back a claim taken by [`FrameCell::retype`] or
+    /// [`FrameCell::free`] on a frame of type `from`: the word is unclaimed
+    /// `from` again, as before the claim (a claimed word has no counts and
+    /// no pins: every other transition waits or is refused on it).
+    pub(crate) fn cancel(&self, from: FrameType) {
+        // Only the claimer changes a claimed word: this cannot fail.
+        let _ = self.transition(|s| {
+            if !s.claimed() {
+                return Step::Refuse(Refusal::Transition { from: s.ty() });
+            }
+            Step::Set(FrameState::of_type(from))
+        });
+    }
+
     /// Takes a pin for an aperture copy or a bypassed DART access, with the
     /// policy check of `access` and `perm` in the same CAS.
     pub(crate) fn pin(&self, access: Access, perm: Perm) -> Result<FrameState, Refusal> {
@@ -337,6 +377,60 @@ impl FrameCell {
         // cannot borrow from the fields above it.
         self.0.fetch_sub(FrameState::PIN_UNIT, Ordering::Release);
     }
+}
+
+/// The word a retype or free claim installs on a frame of type `from`
+/// changing to `to`: `from`, claimed (step 2 of the multi-frame protocol).
+#[cfg(not(all(loom, feature = "loom-broken-claim")))]
+const fn claimed_word(from: FrameType, _to: FrameType) -> FrameState {
+    FrameState::of_type(from).with_claimed(true)
+}
+
+/// The deliberately broken claim (`loom-broken-claim`, loom only): the claim
+/// shows the new type at once, so a map racing a multi-frame change that is
+/// then given back is refused on a type the frame never ends up with. The
+/// loom model [`loom_tests::map_races_multi_frame_free`] catches it.
+#[cfg(all(loom, feature = "loom-broken-claim"))]
+const fn claimed_word(_from: FrameType, to: FrameType) -> FrameState {
+    FrameState::of_type(to).with_claimed(true)
+}
+
+/// A multi-frame claim refused at one frame; every earlier claim has been
+/// given back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimRefused {
+    /// The position (in the caller's order) of the frame that refused.
+    pub(crate) at: usize,
+    /// Why.
+    pub(crate) refusal: Refusal,
+    /// The types of the frames before it, whose claims were cancelled.
+    pub(crate) cancelled: Vec<FrameType>,
+}
+
+/// Steps 2 and 3 of the multi-frame protocol (R6): claims every cell of
+/// `cells` in order with `claim` ([`FrameCell::free`] or
+/// [`FrameCell::retype`]), and at the first refusal cancels the claims
+/// already taken, in reverse order. On success returns each frame's old
+/// type, for [`FrameCell::complete`]. The caller passes the cells in
+/// ascending frame order, each once.
+pub(crate) fn claim_all<'a>(
+    cells: impl IntoIterator<Item = &'a FrameCell>,
+    mut claim: impl FnMut(&FrameCell) -> Result<FrameType, Refusal>,
+) -> Result<Vec<(&'a FrameCell, FrameType)>, ClaimRefused> {
+    let mut claimed: Vec<(&FrameCell, FrameType)> = Vec::new();
+    for (at, cell) in cells.into_iter().enumerate() {
+        match claim(cell) {
+            Ok(from) => claimed.push((cell, from)),
+            Err(refusal) => {
+                for &(c, from) in claimed.iter().rev() {
+                    c.cancel(from);
+                }
+                let cancelled = claimed.iter().map(|&(_, from)| from).collect();
+                return Err(ClaimRefused { at, refusal, cancelled });
+            }
+        }
+    }
+    Ok(claimed)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -474,26 +568,48 @@ mod loom_tests {
     }
 
     /// Two maps race a free: the counts never get lost (both maps land, or
-    /// the free lands first and neither map does).
+    /// the free lands first and neither map does, or it lands between
+    /// them). The maps share one thread: a map that meets the free's claim
+    /// waits for its publish, and two threads waiting on one claim let loom
+    /// schedule them against each other forever (each yield hands over to
+    /// the other, which costs no preemption), an unfair schedule no real
+    /// scheduler keeps up. Two maps racing each other are
+    /// [`two_maps_count_exactly`].
     #[test]
     fn two_maps_race_free() {
         loom::model(|| {
             let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
-            let maps: Vec<_> = (0..2)
-                .map(|_| {
-                    let cell = cell.clone();
-                    thread::spawn(move || cell.acquire(Access::Dart, Perm::R).is_ok())
-                })
-                .collect();
+            let maps = {
+                let cell = cell.clone();
+                thread::spawn(move || [0, 1].map(|_| cell.acquire(Access::Dart, Perm::R).is_ok()))
+            };
             let freed = cell.free().is_ok();
             if freed {
                 cell.complete(FrameType::UserData, FrameType::Free, &ReachMap::new(1), 0, || {});
             }
-            let mapped = maps.into_iter().map(|h| h.join().unwrap()).filter(|&m| m).count() as u64;
+            let mapped = maps.join().unwrap().into_iter().filter(|&m| m).count() as u64;
             let s = cell.load();
             assert_consistent(s);
             assert_eq!(u64::from(s.counts().dart), mapped, "lost count: {s:?}");
             assert!(!(freed && mapped > 0), "free and a map both succeeded: {s:?}");
+        });
+    }
+
+    /// Two maps on two threads race each other's CAS: both land, and the
+    /// count is exactly two.
+    #[test]
+    fn two_maps_count_exactly() {
+        loom::model(|| {
+            let cell = Arc::new(FrameCell::new(FrameState::of_type(FrameType::UserData)));
+            let other = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.acquire(Access::Dart, Perm::R).is_ok())
+            };
+            assert!(cell.acquire(Access::Dart, Perm::R).is_ok());
+            assert!(other.join().unwrap());
+            let s = cell.load();
+            assert_consistent(s);
+            assert_eq!((s.ty(), s.counts().dart), (FrameType::UserData, 2), "lost count: {s:?}");
         });
     }
 
@@ -567,5 +683,75 @@ mod loom_tests {
             assert_eq!((s.ty(), s.claimed()), (want, false));
             assert_eq!(reach.get(0), device_reachable(want));
         });
+    }
+
+    /// A free of two `user-data` frames (the real [`claim_all`], then
+    /// [`FrameCell::complete`]) races a device that maps frame 1, then frame
+    /// 0 (R6). Frame 1 decides: either the free claims it first, and then
+    /// both maps are refused on `free`, or the map lands first, the free is
+    /// refused at frame 1 and gives frame 0 back, and both maps land. A map
+    /// refused on `free` while the free is given back would have seen a
+    /// half-done free: the deliberately broken claim (`loom-broken-claim`)
+    /// shows it.
+    fn multi_frame_free_model() {
+        loom::model(|| {
+            let cells = Arc::new([0, 1].map(|_| FrameCell::new(FrameState::of_type(FrameType::UserData))));
+            let reach = ReachMap::new(2);
+            reach.set(0, true);
+            reach.set(1, true);
+            let mapper = {
+                let cells = cells.clone();
+                thread::spawn(move || {
+                    [1, 0].map(|i| match cells[i].acquire(Access::Dart, Perm::R) {
+                        Ok(_) => true,
+                        Err(Refusal::Forbidden(FrameType::Free)) => false,
+                        Err(r) => panic!("map of frame {i}: {r:?}"),
+                    })
+                })
+            };
+            let freed = match claim_all(cells.iter(), FrameCell::free) {
+                Ok(claimed) => {
+                    for (i, (cell, from)) in claimed.into_iter().enumerate() {
+                        cell.complete(from, FrameType::Free, &reach, i, || {});
+                    }
+                    true
+                }
+                Err(e) => {
+                    // Refused at frame 0 (both maps landed first) or at
+                    // frame 1, giving frame 0's claim back.
+                    let want = if e.at == 0 { vec![] } else { vec![FrameType::UserData] };
+                    assert_eq!((e.at, e.cancelled), (e.at.min(1), want));
+                    false
+                }
+            };
+            let [mapped1, mapped0] = mapper.join().unwrap();
+            let states = cells.each_ref().map(|c| c.load());
+            for s in states {
+                assert_consistent(s);
+            }
+            assert!(
+                (freed && !mapped0 && !mapped1) || (!freed && mapped0 && mapped1),
+                "a map saw a half-done free: freed {freed}, maps {mapped0} {mapped1}, {states:?}"
+            );
+            let want = if freed { FrameType::Free } else { FrameType::UserData };
+            for (i, s) in states.iter().enumerate() {
+                assert_eq!((s.ty(), s.claimed(), s.counts().dart), (want, false, u32::from(!freed)), "frame {i}");
+                assert_eq!(reach.get(i), !freed, "reach bit of frame {i}");
+            }
+        });
+    }
+
+    #[cfg(not(feature = "loom-broken-claim"))]
+    #[test]
+    fn map_races_multi_frame_free() {
+        multi_frame_free_model();
+    }
+
+    /// The broken claim (new type shown at once) is caught by the same model.
+    #[cfg(feature = "loom-broken-claim")]
+    #[test]
+    #[should_panic(expected = "a map saw a half-done free")]
+    fn broken_claim_is_caught() {
+        multi_frame_free_model();
     }
 }

@@ -16,7 +16,10 @@
 //! every other transition on it waits or is refused, so its bit and its
 //! type have one writer. The claimer:
 //! 1. claims the frame (a CAS that also makes the type change's checks:
-//!    R1 transition, no mapping, no pin, and writes the new type);
+//!    R1 transition, no mapping, no pin; the word keeps the old type). A
+//!    multi-frame change claims all its frames before step 2 and, if one
+//!    refuses, gives the claims back (the old word again): the bits were
+//!    never touched;
 //! 2. clears the bit if the old type was reachable;
 //! 3. scrubs the frame if it leaves `free`;
 //! 4. sets the bit if the new type is reachable;

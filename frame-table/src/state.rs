@@ -8,8 +8,12 @@
 //! ```
 //!
 //! - `type`: [`FrameType`] code.
-//! - `CLM` (claimed): a `free` frame that an allocation or a retype has taken
-//!   and is scrubbing; nothing else may touch it until it gets its new type.
+//! - `CLM` (claimed): a type change (allocation, retype, free) holds the
+//!   frame. The word keeps the old type until the change publishes the new
+//!   one or gives the claim back (a multi-frame change refused at a later
+//!   frame, R6); meanwhile nothing else may change the word (see
+//!   `frame-table/src/cell.rs`, `# Protocol`). This flag is also the
+//!   multi-frame change's reservation: R6 needs no further bit.
 //! - `HOL` (hole): a frame number inside the table's span that no memory
 //!   region backs. It never changes.
 //! - `pins`: aperture copies and bypassed DART accesses in progress. They are
@@ -152,8 +156,8 @@ impl FrameState {
         self.0
     }
 
-    /// The frame's type. A claimed frame shows the type it is changing to
-    /// (`free` for one an allocation claimed).
+    /// The frame's type. A claimed frame shows the type it is changing
+    /// from, until the change is published.
     pub const fn ty(self) -> FrameType {
         match FrameType::from_code(TYPE.get(self.0) as u8) {
             Some(t) => t,
@@ -163,8 +167,9 @@ impl FrameState {
     }
 
     /// Whether a type change (allocation, retype or free) has claimed this
-    /// frame: its type is still the old one, and the change is being finished
-    /// (device-reachable bit, scrub, publish) by the claimer alone.
+    /// frame: its type is still the old one, and the change is being
+    /// finished (device-reachable bit, scrub, publish) or given back by the
+    /// claimer alone.
     pub const fn claimed(self) -> bool {
         CLAIMED.get(self.0) != 0
     }

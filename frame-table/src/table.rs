@@ -6,7 +6,7 @@
 //! numbers, the free list (a slow-path `parking_lot` mutex: allocation is not a
 //! hot path), scrubbing, and what to do about an invariant breach.
 
-use crate::cell::{FrameCell, Refusal};
+use crate::cell::{claim_all, ClaimRefused, FrameCell, Refusal};
 use crate::error::{Error, Violation};
 use crate::memory::{check_regions, map_regions, ConfigError, FrameSize, Region, DEFAULT_DRAM_BASE};
 use crate::observer::{FrameEvent, FrameObserver, ObserverSlot};
@@ -16,6 +16,7 @@ use crate::state::{Counter, FrameState};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::types::{Frame, FrameType};
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -95,6 +96,8 @@ impl Drop for FramePin<'_> {
 ///   allows them, and the type only changes when it has none (R1–R3);
 /// - counters never wrap (R4);
 /// - a frame leaves `free` zero-filled (R5);
+/// - a retype or free of several frames changes every one of them or none,
+///   and no other thread sees a frame of it changed before all are (R6);
 /// - an invariant breach is handled by the [`OnViolation`] mode, never by a
 ///   Rust panic; once halted, every operation returns [`Error::Halted`].
 #[derive(Debug)]
@@ -431,42 +434,121 @@ impl FrameTable {
 
     /// Retypes `frame` to `to` (R1): only the SPEC §2 transitions, only with no
     /// mapping of any kind (else an invariant breach). From `free` the frame is
-    /// scrubbed first.
+    /// scrubbed first. [`FrameTable::retype_all`] of one frame.
     pub fn retype(&self, frame: Frame, to: FrameType) -> Result<(), Error> {
-        self.check_running()?;
-        let cell = self.cell(frame)?;
-        if to == FrameType::Free {
-            let from = cell.load().ty();
-            return Err(Error::BadTransition { frame, from, to });
-        }
-        // Raised before the claim: a frame may leave `free` here.
-        self.touched.fetch_max(frame.0 as u64 + 1, Ordering::AcqRel);
-        let from = cell.retype(to).map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, to))?;
-        if from == FrameType::Free {
-            self.free_count.fetch_sub(1, Ordering::Relaxed);
-        }
-        cell.complete(from, to, &self.reach, frame.index(), || self.scrub(frame));
-        self.observer.emit(|| FrameEvent::Retype { frame, pa: self.pa_unchecked(frame), from, to });
-        Ok(())
+        self.retype_all(&[frame], to)
     }
 
     /// Frees `frame` (R2): only with no mapping of any kind, pending DART
     /// invalidations included (else an invariant breach).
+    /// [`FrameTable::free_all`] of one frame.
     pub fn free(&self, frame: Frame) -> Result<(), Error> {
+        self.free_all(&[frame])
+    }
+
+    /// Retypes every frame of `frames` to `to`, all or nothing (R1, R6): each
+    /// frame's transition must be allowed and the frame unmapped; the first
+    /// frame (in ascending frame order) that is not makes the whole call
+    /// fail and changes no frame (`frame-table/src/cell.rs`, `# Protocol`).
+    /// Frames leaving `free` are scrubbed.
+    ///
+    /// Errors: `BadRange` for an empty list or a frame named twice,
+    /// `OutOfRange`, `BadTransition` (also for `to == free`: frames return
+    /// there only by [`FrameTable::free_all`]), and for a mapped frame the
+    /// violation mode's answer: `FrameBusy` in `reject` mode, `Panic` in
+    /// `panic` mode. A halted retype changed nothing either: every frame
+    /// keeps its type and counts, and the table records the breach.
+    pub fn retype_all(&self, frames: &[Frame], to: FrameType) -> Result<(), Error> {
         self.check_running()?;
-        let cell = self.cell(frame)?;
-        let from = cell.free().map_err(|r| self.refused(frame, r, Access::CpuKernel, Perm::NONE, FrameType::Free))?;
-        cell.complete(from, FrameType::Free, &self.reach, frame.index(), || {});
+        let order = self.ascending(frames)?;
+        if to == FrameType::Free {
+            let frame = order[0];
+            let from = self.cells[frame.index()].load().ty();
+            return Err(Error::BadTransition { frame, from, to });
+        }
+        // Raised before the claims: a frame may leave `free` here, and the
+        // checks visit only the touched prefix.
+        if let Some(last) = order.last() {
+            self.touched.fetch_max(last.0 as u64 + 1, Ordering::AcqRel);
+        }
+        let claimed = claim_all(order.iter().map(|f| &self.cells[f.index()]), |c| c.retype(to))
+            .map_err(|e| self.claim_refused(&order, e, to))?;
+        let from_free = claimed.iter().filter(|&&(_, from)| from == FrameType::Free).count() as u64;
+        self.free_count.fetch_sub(from_free, Ordering::Relaxed);
+        for (&frame, &(cell, from)) in order.iter().zip(&claimed) {
+            cell.complete(from, to, &self.reach, frame.index(), || self.scrub(frame));
+        }
+        for (&frame, &(_, from)) in order.iter().zip(&claimed) {
+            self.observer.emit(|| FrameEvent::Retype { frame, pa: self.pa_unchecked(frame), from, to });
+        }
+        Ok(())
+    }
+
+    /// Frees every frame of `frames`, all or nothing (R2, R6): each frame
+    /// must be allocated and have no mapping of any kind, pending DART
+    /// invalidations included; the first frame (in ascending frame order)
+    /// that does not makes the whole call fail and changes no frame.
+    ///
+    /// Errors: `BadRange` for an empty list or a frame named twice,
+    /// `OutOfRange`, `BadTransition` for a frame already `free`, and for a
+    /// mapped frame the violation mode's answer: `FrameBusy` in `reject`
+    /// mode, `Panic` in `panic` mode. A halted free changed nothing either:
+    /// every frame keeps its type and counts (none of them is `free`), and
+    /// the table records the breach.
+    pub fn free_all(&self, frames: &[Frame]) -> Result<(), Error> {
+        self.check_running()?;
+        let order = self.ascending(frames)?;
+        let claimed = claim_all(order.iter().map(|f| &self.cells[f.index()]), FrameCell::free)
+            .map_err(|e| self.claim_refused(&order, e, FrameType::Free))?;
+        for (&frame, &(cell, from)) in order.iter().zip(&claimed) {
+            cell.complete(from, FrameType::Free, &self.reach, frame.index(), || {});
+        }
         {
             let mut list = self.free_list.lock();
-            list.push(frame.0);
-            let free = self.free_count.fetch_add(1, Ordering::Relaxed) + 1;
+            list.extend(order.iter().map(|f| f.0));
+            let free = self.free_count.fetch_add(order.len() as u64, Ordering::Relaxed) + order.len() as u64;
             if list.len() as u64 > 2 * free + 64 {
                 self.compact_free_list(&mut list);
             }
         }
-        self.observer.emit(|| FrameEvent::Free { frame, pa: self.pa_unchecked(frame), from });
+        for (&frame, &(_, from)) in order.iter().zip(&claimed) {
+            self.observer.emit(|| FrameEvent::Free { frame, pa: self.pa_unchecked(frame), from });
+        }
         Ok(())
+    }
+
+    /// `frames` in ascending order (step 1 of the multi-frame protocol),
+    /// checked: not empty, every frame in the table, none named twice.
+    fn ascending(&self, frames: &[Frame]) -> Result<Vec<Frame>, Error> {
+        if frames.is_empty() {
+            return Err(Error::BadRange { start: 0, len: 0, reason: "a retype or free needs at least one frame" });
+        }
+        for &f in frames {
+            self.cell(f)?;
+        }
+        let mut order = frames.to_vec();
+        order.sort_unstable();
+        if let Some(w) = order.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::BadRange {
+                start: u64::from(w[0].0),
+                len: 1,
+                reason: "a frame is named twice in one retype or free",
+            });
+        }
+        Ok(order)
+    }
+
+    /// The error of a multi-frame claim refused at `e.at` (all claims
+    /// already given back). Frames whose cancelled claim was on `free` go
+    /// back on the free list: an allocation that met the claim dropped the
+    /// frame's entry as stale.
+    fn claim_refused(&self, order: &[Frame], e: ClaimRefused, to: FrameType) -> Error {
+        let back: Vec<u32> =
+            order.iter().zip(&e.cancelled).filter(|&(_, &from)| from == FrameType::Free).map(|(f, _)| f.0).collect();
+        if !back.is_empty() {
+            self.free_list.lock().extend(back);
+        }
+        self.refused(order[e.at], e.refusal, Access::CpuKernel, Perm::NONE, to)
     }
 
     /// Drops the free list's stale entries (frames retyped straight out of
@@ -531,11 +613,20 @@ impl FrameTable {
     /// Pins `frames` for one access of `access` (`Aperture` or `Dart` for a
     /// bypassed DMA) with `perm`: each frame's policy is checked in the same
     /// atomic step that pins it, and its type cannot change until the pin
-    /// drops. All or nothing.
+    /// drops. All or nothing. The frames are pinned in ascending order, as
+    /// multi-frame retypes and frees claim them (no cycle of waits:
+    /// `frame-table/src/cell.rs`, `# Protocol`).
     pub fn pin(&self, frames: &[Frame], access: Access, perm: Perm) -> Result<FramePin<'_>, Error> {
         self.check_running()?;
-        let mut pin = FramePin { table: self, frames: Vec::with_capacity(frames.len()) };
-        for &f in frames {
+        let order: Cow<'_, [Frame]> = if frames.is_sorted() {
+            Cow::Borrowed(frames)
+        } else {
+            let mut sorted = frames.to_vec();
+            sorted.sort_unstable();
+            Cow::Owned(sorted)
+        };
+        let mut pin = FramePin { table: self, frames: Vec::with_capacity(order.len()) };
+        for &f in order.iter() {
             let cell = self.cell(f)?;
             cell.pin(access, perm).map_err(|r| self.refused(f, r, access, perm, FrameType::Free))?;
             pin.frames.push(f);
