@@ -35,8 +35,8 @@
 //! - [`mini`]: a small private SoC per worker, alternately in `panic` and
 //!   `reject` mode, where multi-frame free and retype name a busy frame: a
 //!   refusal in reject mode, a halt in panic mode (after which nothing moves
-//!   and a fresh SoC replaces it, counted as a halt), and a *partial change*
-//!   finding whenever a refused request changed some frames (SPEC §2 R6).
+//!   and a fresh SoC replaces it, counted as a halt); a refused request that
+//!   changed some of its frames is a *partial change* violation (SPEC §2 R6).
 //!
 //! # The shadow
 //!
@@ -193,6 +193,8 @@ pub enum OpKind {
     ReachCheck,
     /// Free of an own deferred-unmapped, unflushed frame (must be refused).
     FreePending,
+    /// Kernel free of frames a live grant names (R7: must be refused).
+    FreeGranted,
     /// Map, unmap, DMA or flush on a worker's mini SoC ([`mini`]).
     MiniWork,
     /// Reject-mode multi-frame free naming a busy frame (must be refused).
@@ -207,7 +209,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 35] = [
+    pub const ALL: [OpKind; 36] = [
         OpKind::Map,
         OpKind::Unmap,
         OpKind::RpcMap,
@@ -238,6 +240,7 @@ impl OpKind {
         OpKind::LockedWrite,
         OpKind::ReachCheck,
         OpKind::FreePending,
+        OpKind::FreeGranted,
         OpKind::MiniWork,
         OpKind::MultiFree,
         OpKind::MultiRetype,
@@ -278,6 +281,7 @@ impl OpKind {
             OpKind::LockedWrite => "locked-write",
             OpKind::ReachCheck => "reach-check",
             OpKind::FreePending => "free-pending",
+            OpKind::FreeGranted => "free-granted",
             OpKind::MiniWork => "mini-work",
             OpKind::MultiFree => "multi-free",
             OpKind::MultiRetype => "multi-retype",
@@ -310,6 +314,8 @@ pub struct Violations {
     pub count_mismatches: u64,
     /// A quiescent invariant check failed.
     pub invariant_failures: u64,
+    /// A refused multi-frame free or retype changed some of its frames (R6).
+    pub partial_changes: u64,
     /// The first few violations, described.
     pub first: Vec<String>,
 }
@@ -317,7 +323,11 @@ pub struct Violations {
 impl Violations {
     /// All classes summed.
     pub fn total(&self) -> u64 {
-        self.unreachable_access + self.lost_writes + self.count_mismatches + self.invariant_failures
+        self.unreachable_access
+            + self.lost_writes
+            + self.count_mismatches
+            + self.invariant_failures
+            + self.partial_changes
     }
 }
 
@@ -342,12 +352,6 @@ pub struct StressReport {
     pub refused_breaches: u64,
     /// Panic-mode mini SoCs halted by a breach (each replaced by a fresh one).
     pub halts: u64,
-    /// Refused multi-frame requests that changed some of their frames
-    /// (SPEC §2 R6 finding, not a violation until R6's all-or-nothing call
-    /// exists: [`mini`] rule 4).
-    pub partial_changes: u64,
-    /// The first few partial changes, described.
-    pub partial_first: Vec<String>,
     /// Violations.
     pub violations: Violations,
 }
@@ -381,22 +385,16 @@ impl fmt::Display for StressReport {
             self.checks,
             self.refused_breaches
         )?;
-        writeln!(
-            f,
-            "panic-mode halts {} (a fresh mini SoC after each), multi-frame partial changes {} (R6 finding)",
-            self.halts, self.partial_changes
-        )?;
-        for d in &self.partial_first {
-            writeln!(f, "  {d}")?;
-        }
+        writeln!(f, "panic-mode halts {} (a fresh mini SoC after each)", self.halts)?;
         let v = &self.violations;
         writeln!(
             f,
-            "violations: unreachable-access {}, lost-write {}, count-mismatch {}, invariant {} (total {})",
+            "violations: unreachable-access {}, lost-write {}, count-mismatch {}, invariant {}, partial-change {} (total {})",
             v.unreachable_access,
             v.lost_writes,
             v.count_mismatches,
             v.invariant_failures,
+            v.partial_changes,
             v.total()
         )?;
         for d in &v.first {
@@ -458,8 +456,6 @@ struct Shared {
     mini_breaches: AtomicU64,
     /// Panic-mode mini SoC halts.
     halts: AtomicU64,
-    /// Partial changes (count, first descriptions).
-    partial: Mutex<(u64, Vec<String>)>,
 }
 
 impl Shared {
@@ -658,6 +654,19 @@ impl<'a> Worker<'a> {
         }
         let (kind, result) = match m.handle {
             Some(h) => {
+                // R7: while the grant lives, the kernel may not free its
+                // frames (refused, nothing changes), mapped or not.
+                let before: Vec<_> = m.frames.iter().map(|&f| self.shared.soc.frames.state(f).ok()).collect();
+                let freed = self.shared.soc.service.kernel_free(&m.frames);
+                self.count(OpKind::FreeGranted, freed.is_ok());
+                let after: Vec<_> = m.frames.iter().map(|&f| self.shared.soc.frames.state(f).ok()).collect();
+                match freed {
+                    Err(ref e) if e.kind() == "frame-busy" && before == after => {}
+                    other => self.shared.violation(
+                        |v| &mut v.count_mismatches,
+                        format!("worker {}: free of granted {:?} gave {other:?}", self.id, m.frames),
+                    ),
+                }
                 let r = self.shared.soc.service.handle(self.device, &Request::Unmap { iova, len });
                 let revoked = self.shared.soc.service.revoke(h);
                 (
@@ -675,14 +684,13 @@ impl<'a> Worker<'a> {
             );
             return;
         }
-        // Strict unmap returned: the counts are released, the frames free at once.
-        for &f in &m.frames {
-            if let Err(e) = self.shared.soc.frames.free(f) {
-                self.shared.violation(
-                    |v| &mut v.count_mismatches,
-                    format!("worker {}: {f} not freeable after its unmap: {e}", self.id),
-                );
-            }
+        // Strict unmap (and revoke) returned: the counts are released, the
+        // frames free at once, all of them in one kernel call.
+        if let Err(e) = self.shared.soc.service.kernel_free(&m.frames) {
+            self.shared.violation(
+                |v| &mut v.count_mismatches,
+                format!("worker {}: {:?} not freeable after its unmap: {e}", self.id, m.frames),
+            );
         }
     }
 
@@ -960,6 +968,9 @@ fn check_quiescent(shared: &Shared) -> Vec<String> {
         if let Err(e) = d.check_iotlb_coherent() {
             out.push(format!("iotlb-coherent: {e}"));
         }
+        if let Err(e) = d.check_provenance() {
+            out.push(format!("provenance: {e}"));
+        }
         for (f, (live, pending)) in d.dart_counts() {
             let e = dart.entry(f).or_default();
             e.0 += live;
@@ -1050,7 +1061,6 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         minis: (0..config.threads).map(|_| Mutex::new(None)).collect(),
         mini_breaches: AtomicU64::new(0),
         halts: AtomicU64::new(0),
-        partial: Mutex::new((0, Vec::new())),
     });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(config.seconds);
@@ -1117,11 +1127,7 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
     report.refused_breaches =
         shared.soc.frames.violations() + shared.mini_breaches.load(Ordering::Relaxed) + live_minis;
     report.halts = shared.halts.load(Ordering::Relaxed);
-    {
-        let p = shared.partial.lock();
-        report.partial_changes = p.0;
-        report.partial_first = p.1.clone();
-    }
+    {}
     if let Some(v) = shared.soc.frames.halted() {
         shared.violation(|x| &mut x.invariant_failures, format!("the system halted: {v}"));
     }
@@ -1218,10 +1224,13 @@ mod tests {
         assert_eq!(report.ops[&OpKind::FlushedRead].ok, 0, "{report}");
         // Every refusal the rules demand.
         assert_eq!(report.ops[&OpKind::FreePending].ok, 0, "{report}");
+        assert_eq!(report.ops[&OpKind::FreeGranted].ok, 0, "{report}");
         assert_eq!(report.ops[&OpKind::MultiFree].ok, 0, "{report}");
         assert_eq!(report.ops[&OpKind::MultiRetype].ok, 0, "{report}");
         assert_eq!(report.ops[&OpKind::PanicBreach].ok, 0, "{report}");
         assert_eq!(report.ops[&OpKind::Halted].ok, 0, "{report}");
+        // Typed TCR/TTBR calls on a locked DART are refused (`locked`).
+        assert!(report.ops[&OpKind::LockedWrite].refused > 0, "{report}");
         // Each panic-mode breach halted its mini SoC, which was replaced.
         assert_eq!(report.halts, report.ops[&OpKind::PanicBreach].refused, "{report}");
         assert!(report.halts > 0, "{report}");

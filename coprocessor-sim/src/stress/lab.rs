@@ -59,9 +59,8 @@
 //!    mismatch**.
 //! 5. **Locks gate TCR/TTBR writes.** While a lab DART is locked, a TCR or
 //!    TTBR register write returns `Ok` and changes nothing; the typed calls
-//!    [`Dart::set_ttbr`] / [`Dart::set_stream_config`] either return the
-//!    `locked` error and change nothing, or (the behaviour before that error
-//!    existed) apply the change. The shadow reads the TTBRs and the
+//!    [`Dart::set_ttbr`] / [`Dart::set_stream_config`] return the `locked`
+//!    error and change nothing (SPEC §3). The shadow reads the TTBRs and the
 //!    configuration back after every such write, checks that the outcome is
 //!    one of these, and follows it. Enables are not lock-gated. Anything
 //!    else is an **invariant** failure.
@@ -645,7 +644,8 @@ impl Worker<'_> {
         let legal = match (&result, locked, by_reg) {
             (Ok(()), false, _) => now == pa,
             (Ok(()), true, true) => now == old,
-            (Ok(()), true, false) => now == pa,
+            // A typed call that went through a lock.
+            (Ok(()), true, false) => false,
             (Err(k), true, false) => k == "locked" && now == old,
             (Err(_), _, _) => false,
         };
@@ -742,8 +742,10 @@ impl Worker<'_> {
         let enabled_kept = now.as_ref().is_ok_and(|c| c.enabled == enabled && !c.bypass);
         let legal = enabled_kept
             && match (&result, locked, by_reg) {
-                (Ok(()), false, _) | (Ok(()), true, false) => got == translate,
+                (Ok(()), false, _) => got == translate,
                 (Ok(()), true, true) => got == old,
+                // A typed call that went through a lock.
+                (Ok(()), true, false) => false,
                 (Err(k), true, false) => k == "locked" && got == old,
                 (Err(_), _, _) => false,
             };

@@ -22,13 +22,8 @@
 //! 3. **The busy frame is untouched** in both modes (its type and counts as
 //!    before): otherwise a **count mismatch**.
 //! 4. **All or nothing** (SPEC §2 R6): no idle frame of a refused request
-//!    may have changed. The frame table has only one-frame `free` and
-//!    `retype`, so the request is the kernel's loop over the list that stops
-//!    at the first refusal (`multi_free`, `multi_retype`, as the scenario
-//!    runner's `free NAME` does), and idle frames before the busy one *do*
-//!    change. Each such request counts one **partial change** finding, kept
-//!    apart from the violations until R6's all-or-nothing call lands (then
-//!    `multi_free` / `multi_retype` call it and the count must be 0).
+//!    may have changed ([`FrameTable::free_all`] / [`FrameTable::retype_all`]);
+//!    one that did is a **partial change** violation.
 //! 5. A mini SoC that did not halt is retired after 96 operations,
 //!    and checked at every quiescent check like the main one
 //!    (`counts-consistent` against its DART and the worker's shadow,
@@ -150,17 +145,6 @@ impl MiniSoc {
         }
         out
     }
-}
-
-/// The kernel's multi-frame free as it is today: one frame after another,
-/// stopping at the first refusal (module rule 4).
-fn multi_free(ft: &FrameTable, list: &[Frame]) -> Result<(), frame_table::Error> {
-    list.iter().try_for_each(|&f| ft.free(f))
-}
-
-/// The kernel's multi-frame retype as it is today (see `multi_free`).
-fn multi_retype(ft: &FrameTable, list: &[Frame], to: FrameType) -> Result<(), frame_table::Error> {
-    list.iter().try_for_each(|&f| ft.retype(f, to))
 }
 
 impl Worker<'_> {
@@ -299,8 +283,7 @@ impl Worker<'_> {
         list.insert(self.rng.gen_range(0..=list.len()), target);
         let before: Vec<_> = list.iter().map(|&f| m.frames.state(f).ok()).collect();
         let retype = self.rng.gen_bool(0.5);
-        let r =
-            if retype { multi_retype(&m.frames, &list, FrameType::KernelShared) } else { multi_free(&m.frames, &list) };
+        let r = if retype { m.frames.retype_all(&list, FrameType::KernelShared) } else { m.frames.free_all(&list) };
         let name = m.dart.name().to_string();
         let what = if retype { "retype" } else { "free" };
         let panic = m.mode == OnViolation::Panic;
@@ -334,14 +317,13 @@ impl Worker<'_> {
             .map(|(&f, _)| f)
             .collect();
         if !changed.is_empty() {
-            let mut p = self.shared.partial.lock();
-            p.0 += 1;
-            if p.1.len() < 3 {
-                p.1.push(format!(
+            self.shared.violation(
+                |v| &mut v.partial_changes,
+                format!(
                     "{name} ({}): a refused multi-frame {what} of {list:?} (busy {target} at position {at}) changed {changed:?}",
                     if panic { "panic" } else { "reject" }
-                ));
-            }
+                ),
+            );
         }
         if panic {
             self.after_halt(m, &idle);
