@@ -142,7 +142,7 @@ impl StartLine {
         let mut spins = 0u32;
         while self.arrived.load(Ordering::SeqCst) < target {
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) {
+            if spins.is_multiple_of(1 << 14) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
