@@ -588,7 +588,7 @@ fn scenario_inputs() {
         (
             format!("{dart}streams = 100000\n"),
             5,
-            "`streams` in dart `d` must be between 1 and 256 for t8110, got 100000".into(),
+            "`streams` in dart `d`: 100000 streams is above the limit of 256".into(),
         ),
         (
             format!("{dart}iotlb_entries = 9223372036854775807\n"),

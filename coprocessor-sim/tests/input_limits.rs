@@ -100,6 +100,24 @@ fn cases() -> Vec<(String, usize, String, String, Limit, u64, u64)> {
             MAX_COPROCESSORS as u64,
         ),
         (
+            "name = \"x\"\n[[dart]]\nname = \"d\"\nvariant = \"t8020\"\nstreams = 17\n".to_string(),
+            5,
+            "`streams` in dart `d`: 17 streams is above the limit of 16".to_string(),
+            "name = \"x\"\n[[dart]]\nname = \"d\"\nvariant = \"t8020\"\nstreams = 16\n".to_string(),
+            Limit::Streams,
+            17,
+            16,
+        ),
+        (
+            "name = \"x\"\n[[dart]]\nname = \"d\"\nstreams = 257\n".to_string(),
+            4,
+            "`streams` in dart `d`: 257 streams is above the limit of 256".to_string(),
+            "name = \"x\"\n[[dart]]\nname = \"d\"\nstreams = 256\n".to_string(),
+            Limit::Streams,
+            257,
+            256,
+        ),
+        (
             format!("name = \"x\"\n[[dart]]\nname = \"d\"\niotlb_entries = {}\n", MAX_IOTLB_ENTRIES + 1),
             4,
             format!(

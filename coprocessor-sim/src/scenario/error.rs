@@ -47,6 +47,9 @@ pub enum Limit {
     Darts,
     /// `[[coprocessor]]` sections.
     Coprocessors,
+    /// `[[dart]] streams`: the variant's stream count (16 for t8020 and
+    /// t6000, 256 for t8110).
+    Streams,
     /// `[[dart]] iotlb_entries`.
     IotlbEntries,
     /// Frames of one `alloc`.
@@ -71,6 +74,7 @@ impl fmt::Display for Limit {
             Limit::Frames => "frames of memory",
             Limit::Darts => "DARTs",
             Limit::Coprocessors => "coprocessors",
+            Limit::Streams => "streams",
             Limit::IotlbEntries => "IOTLB entries",
             Limit::AllocFrames => "frames in one alloc",
             Limit::ReadBytes => "bytes in one read or hold",

@@ -815,8 +815,8 @@ fn parse_darts(cx: &Cx, field: Option<Field<'_>>) -> Result<Vec<DartConfig>> {
         let max = variant.max_streams();
         let streams = match dart.get("streams") {
             Some(f) => {
-                let n = f.u64()?;
-                if n == 0 || n > u64::from(max) {
+                let n = f.u64_at_most(Limit::Streams, u64::from(max))?;
+                if n == 0 {
                     return Err(f.err(format_args!("must be between 1 and {max} for {variant}, got {n}")));
                 }
                 n as u32

@@ -774,13 +774,13 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(
         "name = \"x\"\n[[dart]]\nname = \"d\"\nstreams = 300\n",
         4,
-        "`streams` in dart `d` must be between 1 and 256 for t8110, got 300",
+        "`streams` in dart `d`: 300 streams is above the limit of 256",
     );
     assert_err("name = \"x\"\n[[dart]]\nname = \"d\"\nstreams = 0\n", 4, "must be between 1 and 256");
     assert_err(
         "name = \"x\"\n[[dart]]\nname = \"d\"\nvariant = \"t8020\"\nstreams = 17\n",
         5,
-        "must be between 1 and 16 for t8020, got 17",
+        "17 streams is above the limit of 16",
     );
     assert_err(
         "name = \"x\"\n[[dart]]\nname = \"d\"\niotlb_entries = 0\n",
