@@ -1,11 +1,12 @@
-//! The `dartemu` command line (SPEC §7), as a library so tests can drive it.
+//! `dartemu` and `dartemu run` (SPEC §7): finding the scenario files,
+//! running them with the instrumentation flags, and the verdict table.
 
 use crate::report::write_run_report;
-use crate::runner::{run_scenario, run_scenario_recorded, Base, RunRecord, ScenarioResult};
-use crate::scenario::{load_scenario, ScenarioError};
+use crate::trace::{write_events, write_trace};
+use coprocessor_sim::runner::{run_scenario, run_scenario_recorded, Base, RunRecord, ScenarioResult};
+use coprocessor_sim::scenario::{load_scenario, ScenarioError};
 use dart::events::{CapacityError, EventLog};
-use dart::trace_event::{chrome_trace, TraceRun};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -89,34 +90,6 @@ pub fn run_instrumented(files: &[PathBuf], base: Base, inst: &Instrument) -> Res
         write_run_report(dir, &records, dropped).map_err(out_err(dir))?;
     }
     Ok(records.into_iter().map(|r| r.result).collect())
-}
-
-/// Writes every event of `records` as one JSON object per line, with the
-/// scenario file in `run`.
-pub fn write_events(path: &Path, records: &[RunRecord]) -> std::io::Result<()> {
-    let mut out = BufWriter::new(std::fs::File::create(path)?);
-    for r in records {
-        let run = serde_json::to_string(&r.result.file.display().to_string()).map_err(std::io::Error::other)?;
-        for e in &r.events {
-            // `{"run":…,` then the event's own fields, in their order.
-            let line = e.to_json_line();
-            writeln!(out, "{{\"run\":{run},{}", line.strip_prefix('{').unwrap_or("}"))?;
-        }
-    }
-    out.flush()
-}
-
-/// Writes the Chrome trace-event JSON of `records` (one group of tracks per scenario).
-pub fn write_trace(path: &Path, records: &[RunRecord]) -> std::io::Result<()> {
-    let labels: Vec<String> = records.iter().map(|r| r.result.file.display().to_string()).collect();
-    let runs: Vec<TraceRun<'_>> = records
-        .iter()
-        .zip(&labels)
-        .map(|(r, label)| TraceRun { label, events: &r.events, counters: &r.samples, slices: &r.steps })
-        .collect();
-    let mut out = BufWriter::new(std::fs::File::create(path)?);
-    serde_json::to_writer(&mut out, &chrome_trace(&runs)).map_err(std::io::Error::other)?;
-    out.flush()
 }
 
 /// Finds the `*.toml` files of `paths` (files as given, folders searched

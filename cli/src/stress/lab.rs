@@ -69,7 +69,7 @@
 //!    the shadow's reach: any difference is an **invariant** failure.
 
 use super::{pattern_bytes, OpKind, Shared, Worker};
-use crate::soc::SocError;
+use coprocessor_sim::soc::SocError;
 use dart::regs::{t8020, t8110};
 use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, StreamPort, Variant};
 use frame_table::{Frame, FrameTable, FrameType, Perm};

@@ -1,8 +1,9 @@
 //! `dartemu`: run DART compromise scenarios (SPEC §7).
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use coprocessor_sim::cli::{catalogue_dir, collect, print_table, run_instrumented, Instrument};
 use coprocessor_sim::runner::Base;
+use dartemu::run::{catalogue_dir, collect, print_table, run_instrumented, Instrument};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -92,7 +93,7 @@ fn bench(
     json: bool,
     report: Option<&std::path::Path>,
 ) -> ExitCode {
-    use coprocessor_sim::throughput;
+    use dartemu::bench as throughput;
     let run = throughput::parse_workloads(workload).and_then(|workloads| {
         opts.workloads = workloads;
         let figures = throughput::bench(&opts, json, &mut std::io::stdout().lock(), &mut std::io::stderr())?;
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
             (paths, json, if default_soc { Base::DefaultSoc } else { Base::Spec }, instrument)
         }
         Some(Command::Stress { seconds, threads, seed }) => {
-            return coprocessor_sim::stress::main(&coprocessor_sim::stress::StressConfig { seconds, threads, seed })
+            return dartemu::stress::main(&dartemu::stress::StressConfig { seconds, threads, seed })
         }
         Some(Command::Bench { workload, threads, seconds, rounds, json, baseline, report, iotlb_entries }) => {
             let opts = dartemu_bench::BenchOptions {

@@ -71,9 +71,9 @@
 pub mod lab;
 pub mod mini;
 
-use crate::rpc::wire::{self, Request};
-use crate::scenario::OnViolation;
-use crate::soc::{Soc, SocError};
+use coprocessor_sim::rpc::wire::{self, Request};
+use coprocessor_sim::scenario::OnViolation;
+use coprocessor_sim::soc::{Soc, SocError};
 use dart::{Dart, Dir};
 use frame_table::{Counter, Frame, FrameType, Perm};
 use parking_lot::{Mutex, RwLock};
