@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use coprocessor_sim::runner::Base;
+use coprocessor_sim::scenario::run::Base;
 use dartemu::run::{catalogue_dir, collect, print_table, run_instrumented, Instrument};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 //! no font file) of faults by code and IOTLB hit rate per stream; for
 //! `dartemu bench`, `bench.json` and a throughput plot.
 
-use coprocessor_sim::runner::RunRecord;
+use coprocessor_sim::scenario::run::RunRecord;
 use dart::stats::{Counter, CounterSet, FAULT_CODES};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;

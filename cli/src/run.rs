@@ -3,7 +3,7 @@
 
 use crate::report::write_run_report;
 use crate::trace::{write_events, write_trace};
-use coprocessor_sim::runner::{run_scenario, run_scenario_recorded, Base, RunRecord, ScenarioResult};
+use coprocessor_sim::scenario::run::{run_scenario, run_scenario_recorded, Base, RunRecord, ScenarioResult};
 use coprocessor_sim::scenario::{load_scenario, ScenarioError};
 use dart::events::{CapacityError, EventLog};
 use std::io::Write;

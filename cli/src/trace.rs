@@ -2,7 +2,7 @@
 //! trace-event JSON) for recorded runs; the events themselves are recorded by
 //! the scenario runner and laid out by [`dart::trace_event`].
 
-use coprocessor_sim::runner::RunRecord;
+use coprocessor_sim::scenario::run::RunRecord;
 use dart::trace_event::{chrome_trace, TraceRun};
 use std::io::{BufWriter, Write};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! unreadable scenarios, and the shipped catalogue passing (moved here from
 //! `coprocessor-sim/tests/runner.rs`).
 
-use coprocessor_sim::runner::Base;
+use coprocessor_sim::scenario::run::Base;
 use dartemu::run::{collect, run_files};
 use std::path::Path;
 use std::process::Command;

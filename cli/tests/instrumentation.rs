@@ -2,7 +2,7 @@
 //! from `coprocessor-sim/tests/instrumentation.rs`, which keeps the runner's
 //! event recording and the Chrome trace of the catalogue).
 
-use coprocessor_sim::runner::Base;
+use coprocessor_sim::scenario::run::Base;
 use dartemu::run::{catalogue_dir, run_instrumented, Instrument};
 use serde_json::Value;
 use std::path::PathBuf;

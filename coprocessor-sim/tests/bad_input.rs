@@ -12,10 +12,10 @@
 //! | `parse_scenario` / `load_scenario` | empty, NUL, huge numbers, bad page size, a huge read, missing file, a folder |
 //! | `Coprocessor::call` | a huge DMA read |
 
-use coprocessor_sim::coprocessor::{Command, Coprocessor, Reply};
+use coprocessor_sim::rpc::service::{MapperService, RpcError};
 use coprocessor_sim::rpc::wire::{self, Request, WireError};
 use coprocessor_sim::scenario::{load_scenario, parse_scenario, MAX_READ_BYTES};
-use coprocessor_sim::service::{MapperService, RpcError};
+use coprocessor_sim::soc::coprocessor::{Command, Coprocessor, Reply};
 use coprocessor_sim::soc::Device;
 use dart::{Dart, DartConfig, DartError, StreamConfig, Variant};
 use frame_table::{

@@ -4,8 +4,8 @@
 //! phase. That `--events`, `--trace` and `--report` write what they promise:
 //! `cli/tests/instrumentation.rs`.
 
-use coprocessor_sim::runner::{run_scenario_recorded, Base, RunRecord};
 use coprocessor_sim::scenario::load_scenario;
+use coprocessor_sim::scenario::run::{run_scenario_recorded, Base, RunRecord};
 use dart::trace_event::{chrome_trace, TraceRun};
 use dart::{EventKind, EventLog};
 use serde_json::Value;

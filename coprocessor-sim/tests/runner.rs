@@ -2,11 +2,11 @@
 //! right step, with the right actual outcome). The shipped catalogue and the
 //! CLI's exit status and output: `cli/tests/cli.rs`.
 
-use coprocessor_sim::runner::{run_scenario, Base};
 use coprocessor_sim::scenario::parse_scenario;
+use coprocessor_sim::scenario::run::{run_scenario, Base};
 use std::path::Path;
 
-fn run(text: &str) -> coprocessor_sim::runner::ScenarioResult {
+fn run(text: &str) -> coprocessor_sim::scenario::run::ScenarioResult {
     run_scenario(&parse_scenario(text, Path::new("t.toml")).unwrap(), Base::Spec)
 }
 
@@ -397,7 +397,7 @@ threads = [
 /// once for the device-reachable map.
 #[test]
 fn a_check_on_a_terabyte_soc_visits_only_the_frames_in_use() {
-    use coprocessor_sim::runner::run_scenario_recorded;
+    use coprocessor_sim::scenario::run::run_scenario_recorded;
     let text = "name = \"t\"
 [soc]
 memory_mib = 1048576

@@ -15,6 +15,12 @@ use dart::{DartError, SliceHold, StreamPort};
 use frame_table::Perm;
 use std::thread::JoinHandle;
 
+/// Largest accepted `len` of one `dma-read`, `cpu-read` or `hold` step (the
+/// read buffer is allocated before the access; 64 race threads reading at
+/// once stay within 1 GiB), and of a [`Command::DmaRead`]. One of the
+/// scenario input limits, re-exported by [`crate::scenario`].
+pub const MAX_READ_BYTES: u64 = 1 << 24;
+
 /// What a coprocessor is told to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -99,7 +105,7 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
     let r = || -> Result<Vec<u8>, DartError> {
         match cmd {
             Command::DmaRead { iova, len } => {
-                if len > crate::scenario::MAX_READ_BYTES {
+                if len > MAX_READ_BYTES {
                     return Err(DartError::BadRange {
                         iova,
                         len,
@@ -139,7 +145,7 @@ fn execute(port: &StreamPort, holds: &mut Vec<SliceHold>, cmd: Command) -> Reply
                 Ok(Vec::new())
             }
             Command::Hold { iova, len, perm } => {
-                if len > crate::scenario::MAX_READ_BYTES {
+                if len > MAX_READ_BYTES {
                     return Err(DartError::BadRange {
                         iova,
                         len,

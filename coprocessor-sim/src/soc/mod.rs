@@ -1,12 +1,16 @@
 //! A SoC: physical memory and its frame table, DARTs, and the coprocessors
 //! (devices) that sit behind them, each owning one stream.
 
-use crate::coprocessor::Coprocessor;
-use crate::scenario::{self, CoprocessorConfig, DartVariant, SocConfig};
-use crate::service::MapperService;
-use dart::{Dart, DartConfig, DartError, EventKind, EventLog, Invalidation, StreamConfig, StreamPort};
+pub mod config;
+pub mod coprocessor;
+
+pub use crate::device::Device;
+
+use crate::rpc::service::MapperService;
+use config::{CoprocessorConfig, SocConfig};
+use coprocessor::Coprocessor;
+use dart::{Dart, DartConfig, DartError, EventKind, EventLog, Invalidation, StreamConfig, StreamPort, Variant};
 use frame_table::{FrameEvent, FrameObserver, FrameTable, FrameTableConfig};
-use std::ops::Range;
 use std::sync::Arc;
 
 /// Errors building a SoC.
@@ -41,21 +45,6 @@ pub enum SocError {
     },
 }
 
-/// A coprocessor's place in the SoC.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Device {
-    /// Its name (`ane`, `disp`, …).
-    pub name: String,
-    /// Index of its DART in [`Soc::darts`].
-    pub dart: usize,
-    /// Its stream on that DART.
-    pub stream: u32,
-    /// Whether its stream may bypass translation.
-    pub trusted: bool,
-    /// IOVA window for RPC maps, `[start, end)`.
-    pub window: Range<u64>,
-}
-
 /// The emulated system.
 #[derive(Debug)]
 pub struct Soc {
@@ -80,7 +69,7 @@ impl Soc {
     /// enabled and translating; tables are made on first use.
     pub fn new(
         soc: &SocConfig,
-        darts: &[scenario::DartConfig],
+        darts: &[config::DartConfig],
         coprocessors: &[CoprocessorConfig],
     ) -> Result<Soc, SocError> {
         let frames = Arc::new(FrameTable::new(
@@ -131,9 +120,9 @@ impl Soc {
     /// The default SoC of the main job: 256 MiB, 16 KiB pages, `dart-ane`
     /// (t8110), `dart-disp` (t6000), `dart-usb` (t8020), coprocessors `ane`,
     /// `disp`, `usb` and a trusted `sep` (on `dart-ane`).
-    pub fn default_soc() -> (SocConfig, Vec<scenario::DartConfig>, Vec<CoprocessorConfig>) {
+    pub fn default_soc() -> (SocConfig, Vec<config::DartConfig>, Vec<CoprocessorConfig>) {
         let soc = SocConfig { memory_mib: 256, ..SocConfig::default() };
-        let dart = |name: &str, variant| scenario::DartConfig {
+        let dart = |name: &str, variant| config::DartConfig {
             name: name.into(),
             variant,
             streams: 16,
@@ -141,17 +130,14 @@ impl Soc {
             iotlb_entries: 256,
             line: 0,
         };
-        let darts = vec![
-            dart("dart-ane", DartVariant::T8110),
-            dart("dart-disp", DartVariant::T6000),
-            dart("dart-usb", DartVariant::T8020),
-        ];
+        let darts =
+            vec![dart("dart-ane", Variant::T8110), dart("dart-disp", Variant::T6000), dart("dart-usb", Variant::T8020)];
         let dev = |name: &str, dart: &str, stream, trusted| CoprocessorConfig {
             name: name.into(),
             dart: dart.into(),
             stream,
             trusted,
-            window: scenario::DEFAULT_WINDOW,
+            window: config::DEFAULT_WINDOW,
             line: 0,
         };
         let devices = vec![

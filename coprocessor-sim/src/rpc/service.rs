@@ -47,8 +47,8 @@
 //! frames freed (and is refused). The frame table's own multi-frame free is
 //! all or nothing (R6), so a refused call changes no frame.
 
+use crate::device::Device;
 use crate::rpc::wire::{self, Request, Response, RingLayout, Status, WireError};
-use crate::soc::Device;
 use dart::{Dart, DartError, EventKind, MapId, OwnedScope};
 use frame_table::{Frame, FrameTable, FrameType, Perm};
 use parking_lot::Mutex;

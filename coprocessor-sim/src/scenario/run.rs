@@ -12,12 +12,12 @@
 //! into a slot with DMA and bumps the ring head; the service copies the slot
 //! out once, decodes, validates and answers.
 
-use crate::coprocessor::{Command, Reply};
+use crate::rpc::service::RpcError;
 use crate::rpc::wire::{self, Request};
 use crate::scenario::{
     Address, Check, FrameRef, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, Space, Step, Target,
 };
-use crate::service::RpcError;
+use crate::soc::coprocessor::{Command, Reply};
 use crate::soc::Soc;
 use dart::stats::{Counter as DartCounter, StatsSnapshot};
 use dart::trace_event::{CounterSample, RunSlice};
