@@ -1,8 +1,8 @@
 //! Honest coprocessor behaviours on their own threads, data checked at the
 //! physical frames; and a scripted compromised one stopped by the DART.
 
-use coprocessor_sim::coprocessor::{Command, Reply};
 use coprocessor_sim::scenario::SocConfig;
+use coprocessor_sim::soc::coprocessor::{Command, Reply};
 use coprocessor_sim::soc::Soc;
 use dart::FaultKind;
 use frame_table::vm_memory::{Bytes, GuestAddress};

@@ -5,8 +5,8 @@
 //! first. Each test asserts the exact error, then every frame's type and
 //! counts, the halt state and the violation count.
 
+use coprocessor_sim::rpc::service::RpcError;
 use coprocessor_sim::scenario::{CoprocessorConfig, DartConfig, DartVariant, Invalidation, SocConfig};
-use coprocessor_sim::service::RpcError;
 use coprocessor_sim::soc::Soc;
 use dart::DartError;
 use frame_table::{Access, Counts, Error, Frame, FrameType, OnViolation, Perm, Violation};

@@ -5,8 +5,8 @@
 //! `wire::slot_message` / `MapperService::handle_message` pair:
 //! scenarios/ring-raw-oversized.toml.)
 
+use coprocessor_sim::rpc::service::{MapperService, RpcError};
 use coprocessor_sim::rpc::wire::{self, Request, WireError};
-use coprocessor_sim::service::{MapperService, RpcError};
 use coprocessor_sim::soc::Device;
 use dart::{Dart, DartConfig, StreamConfig, Variant};
 use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};

@@ -8,8 +8,8 @@
 //! ring, mapped with the two-level geometry, is out of its own reach, so the
 //! catalogue scenario (rpc-stale-four-level-t8110.toml) shows the revoke.
 
+use coprocessor_sim::rpc::service::{MapperService, RpcError};
 use coprocessor_sim::rpc::wire::Request;
-use coprocessor_sim::service::{MapperService, RpcError};
 use coprocessor_sim::soc::Device;
 use dart::{Dart, DartConfig, StreamConfig, Variant};
 use frame_table::{Counter, Frame, FrameTable, FrameTableConfig, FrameType, Perm};

@@ -1,13 +1,12 @@
-//! The scenario runner's verdicts: shipped scenarios pass, scenarios built
-//! to fail do fail (at the right step, with the right actual outcome), and
-//! the CLI's exit status and output say so.
+//! The scenario runner's verdicts: scenarios built to fail do fail (at the
+//! right step, with the right actual outcome). The shipped catalogue and the
+//! CLI's exit status and output: `cli/tests/cli.rs`.
 
-use coprocessor_sim::runner::{run_scenario, Base};
 use coprocessor_sim::scenario::parse_scenario;
+use coprocessor_sim::scenario::run::{run_scenario, Base};
 use std::path::Path;
-use std::process::Command;
 
-fn run(text: &str) -> coprocessor_sim::runner::ScenarioResult {
+fn run(text: &str) -> coprocessor_sim::scenario::run::ScenarioResult {
     run_scenario(&parse_scenario(text, Path::new("t.toml")).unwrap(), Base::Spec)
 }
 
@@ -284,59 +283,6 @@ expect = \"no-such-device\"
     assert!(r.passed(), "{r:#?}");
 }
 
-fn dartemu(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dartemu")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-}
-
-#[test]
-fn cli_exit_status_and_reports() {
-    let dir = std::env::temp_dir().join(format!("dartemu-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.toml");
-    std::fs::write(&good, format!("{HEAD}\n[[step]]\nop = \"check\"\ninvariant = \"all\"\n")).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, format!("{HEAD}\n[[step]]\nop = \"free\"\ntarget = \"buf\"\nexpect = \"frame-busy\"\n"))
-        .unwrap();
-    let broken = dir.join("broken.toml");
-    std::fs::write(&broken, "name = \"x\"\n[[step]]\nop = \"alloc\"\nname = \"b\"\ntype = \"user-data\"\nfrmes = 1\n")
-        .unwrap();
-
-    let ok = dartemu(&["run", good.to_str().unwrap()]);
-    assert_eq!(ok.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("1 passed, 0 failed"));
-
-    let failing = dartemu(&["run", good.to_str().unwrap(), bad.to_str().unwrap()]);
-    assert_eq!(failing.status.code(), Some(1));
-    let out = String::from_utf8_lossy(&failing.stdout);
-    assert!(out.contains("FAIL"), "{out}");
-    assert!(out.contains("bad.toml:9: step 2 (free): expected frame-busy, got ok"), "{out}");
-    assert!(out.contains("1 passed, 1 failed"), "{out}");
-
-    let unreadable = dartemu(&["run", dir.to_str().unwrap()]);
-    assert_eq!(unreadable.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&unreadable.stderr);
-    assert!(err.contains("broken.toml:6:") && err.contains("frmes"), "{err}");
-
-    let json = dartemu(&["run", "--json", good.to_str().unwrap()]);
-    assert_eq!(json.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v[0]["steps"][1]["actual"], "ok");
-    assert_eq!(v[0]["name"], "t");
-
-    let missing = dartemu(&["run", "/no/such/path"]);
-    assert_eq!(missing.status.code(), Some(2));
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn the_shipped_catalogue_passes() {
-    let files = coprocessor_sim::cli::collect(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")]).unwrap();
-    assert!(!files.is_empty());
-    for r in coprocessor_sim::cli::run_files(&files, Base::DefaultSoc).unwrap() {
-        assert!(r.passed(), "{}: {:#?}", r.file.display(), r.steps.iter().filter(|s| !s.passed).collect::<Vec<_>>());
-    }
-}
-
 #[test]
 fn mmio_steps_drive_the_register_model() {
     // t8110 (dart0 default): TTBR(1) at 0x1400 + 4; PARAMS4 at 0x0c holds the stream count.
@@ -451,7 +397,7 @@ threads = [
 /// once for the device-reachable map.
 #[test]
 fn a_check_on_a_terabyte_soc_visits_only_the_frames_in_use() {
-    use coprocessor_sim::runner::run_scenario_recorded;
+    use coprocessor_sim::scenario::run::run_scenario_recorded;
     let text = "name = \"t\"
 [soc]
 memory_mib = 1048576

@@ -14,7 +14,7 @@
 
 use arbitrary::Arbitrary;
 use coprocessor_sim::rpc::wire::{self, Request};
-use coprocessor_sim::service::MapperService;
+use coprocessor_sim::rpc::service::MapperService;
 use coprocessor_sim::soc::Device;
 use dart::{Dart, DartConfig, Invalidation, StreamConfig, Variant};
 use frame_table::{Counter, Frame, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};

@@ -5,7 +5,7 @@
 //! with a verdict per step.
 #![no_main]
 
-use coprocessor_sim::runner::{run_scenario, Base};
+use coprocessor_sim::scenario::run::{run_scenario, Base};
 use coprocessor_sim::scenario::parse_scenario;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Scenario files (SPEC §6): a typed AST and its parser.
+//! Scenario files (SPEC §6): a typed AST, its parser and the runner ([`run`]).
 //!
 //! [`parse_scenario`] turns TOML text into a [`Scenario`] with every default
 //! applied, or a [`ScenarioError`] that names the file, the 1-based line and
@@ -42,6 +42,7 @@
 mod ast;
 mod error;
 mod parse;
+pub mod run;
 #[cfg(test)]
 mod tests;
 
