@@ -266,9 +266,8 @@ fn spin(stop: &AtomicBool, mut op: impl FnMut() -> Result<(), BenchError>) -> Re
 /// 64x64->128-bit multiply and one xor per number, with a single word of
 /// state. Every operation of both dartemu and the baseline pays for one
 /// number, so the lighter the generator, the less of each measured
-/// operation is the harness's own (WyRand costs about 0.26 ns less per
-/// operation than `rand`'s `SmallRng`, xoshiro256++, on the README's
-/// machine).
+/// operation is the harness's own (WyRand is lighter than `rand`'s
+/// `SmallRng`, xoshiro256++).
 pub type HarnessRng = fastrand::Rng;
 
 /// A random number in `[0, range)`: a multiply and a shift (Lemire's
