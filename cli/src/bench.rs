@@ -57,56 +57,61 @@ fn header(out: &mut dyn Write, spread: bool) -> std::io::Result<()> {
     )
 }
 
-/// Runs `opts`, printing a progress line on `err` while it runs, then the
-/// figures on `out` (a table, or JSON Lines with `json`). Returns the figures.
+/// Runs `opts` with a progress bar on standard error (drawn as `mode`
+/// says: nothing when it is not a terminal, unless forced), then writes the
+/// figures: as JSON Lines on `json` when given, and as a table on `table`.
+/// Returns the figures.
 ///
-/// With more than one round, the progress line names the round (`round
+/// With more than one round, the progress bar names the round (`round
 /// 2/5`) and the table gains a `spread` column: the fastest and slowest
 /// rounds' ns/op (`min–max`) beside the median round's.
 pub fn bench(
     opts: &BenchOptions,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
+    json: Option<&mut dyn Write>,
+    table: &mut dyn Write,
+    mode: crate::progress::Mode,
 ) -> Result<Vec<Figure>, BenchError> {
     opts.check()?;
-    let _ = writeln!(
-        err,
-        "dartemu bench: building the SPEC §8 system (1 GiB mapped in 16 KiB pages, {} IOTLB entries)…",
-        opts.iotlb_entries
+    let bar = mode.bar(
+        (opts.workloads.len() * opts.threads.len() * opts.rounds * if opts.baseline { 2 } else { 1 }) as u64,
+        "[{elapsed_precise}] {bar:30} {pos}/{len} measurements  {msg}",
     );
+    bar.set_message(format!(
+        "building the SPEC §8 system (1 GiB mapped in 16 KiB pages, {} IOTLB entries)",
+        opts.iotlb_entries
+    ));
+    bar.tick();
     let sys = BenchSystem::new(dart::Variant::T8110, opts.iotlb_entries)?;
     let mut progress = |p: Progress| {
         let round = if p.rounds > 1 { format!("round {}/{} ", p.round, p.rounds) } else { String::new() };
-        let _ = write!(
-            err,
-            "\r[{}/{}] {round}{} {} threads={} {:.1}/{:.1} s   ",
-            p.done + 1,
-            p.total,
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "{round}{} {} threads={} {:.1}/{:.1} s",
             p.workload,
             p.implementation.name(),
             p.threads,
             p.elapsed,
             p.seconds
-        );
-        let _ = err.flush();
+        ));
     };
     let figures = dartemu_bench::run(&sys, opts, &mut progress, &mut |_| {})?;
-    // Clears the progress line (longer by its `round N/M` with rounds).
-    let _ = writeln!(err, "\r{:width$}\r", "", width = if opts.rounds > 1 { 80 } else { 60 });
+    bar.set_position(bar.length().unwrap_or(0));
+    bar.finish();
     let io = |e: std::io::Error| BenchError::Options(format!("writing results: {e}"));
-    if json {
+    if let Some(out) = json {
         for f in &figures {
             serde_json::to_writer(&mut *out, f).map_err(|e| BenchError::Options(format!("writing results: {e}")))?;
             writeln!(out).map_err(io)?;
         }
-    } else {
-        let spread = opts.rounds > 1;
-        header(out, spread).map_err(io)?;
-        for f in &figures {
-            row(out, f, spread).map_err(io)?;
-        }
+        out.flush().map_err(io)?;
     }
+    let spread = opts.rounds > 1;
+    header(table, spread).map_err(io)?;
+    for f in &figures {
+        row(table, f, spread).map_err(io)?;
+    }
+    table.flush().map_err(io)?;
     Ok(figures)
 }
 

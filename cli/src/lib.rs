@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod stress;

@@ -294,6 +294,22 @@ pub fn run_report_json(records: &[RunRecord], events_dropped: u64) -> Value {
     })
 }
 
+/// The files of a run report folder.
+pub const RUN_REPORT_FILES: [&str; 3] = ["report.json", "faults-by-code.svg", "iotlb-hit-rate.svg"];
+
+/// The files of a `dartemu bench` report folder.
+pub const BENCH_REPORT_FILES: [&str; 2] = ["bench.json", "throughput.svg"];
+
+/// Makes `dir` (with its parents) and creates each of `files` in it, so an
+/// unwritable report folder is found before anything runs.
+pub fn check_report_dir(dir: &Path, files: &[&str]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for f in files {
+        std::fs::File::create(dir.join(f))?;
+    }
+    Ok(())
+}
+
 /// Writes `report.json`, `faults-by-code.svg` and `iotlb-hit-rate.svg`
 /// into `dir` (made if missing). Returns the files written.
 pub fn write_run_report(dir: &Path, records: &[RunRecord], events_dropped: u64) -> std::io::Result<Vec<PathBuf>> {

@@ -456,6 +456,9 @@ struct Shared {
     mini_breaches: AtomicU64,
     /// Panic-mode mini SoC halts.
     halts: AtomicU64,
+    /// Operations done so far (each worker adds its count every
+    /// [`OPS_BATCH`] operations), for the progress display.
+    ops_done: AtomicU64,
 }
 
 impl Shared {
@@ -1028,9 +1031,30 @@ fn run_checks(shared: &Shared) {
     }
 }
 
+/// Operations a worker does between two additions to the shared count.
+const OPS_BATCH: u64 = 1024;
+
+/// Where a stress run is, about four times a second, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StressTick {
+    /// Operations done (to within [`OPS_BATCH`] per worker).
+    pub ops: u64,
+    /// Quiescent invariant checks done.
+    pub checks: u64,
+    /// Breaches refused so far.
+    pub breaches: u64,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
 /// Runs the stress for `config.seconds` with `config.threads` workers and
 /// returns the report (its [`Violations::total`] must be zero).
 pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
+    run_stress_with(config, &mut |_| {})
+}
+
+/// [`run_stress`], calling `tick` after every quiescent check.
+pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) -> Result<StressReport, StressError> {
     if config.threads == 0 || config.threads > MAX_THREADS {
         return Err(StressError::BadThreads { threads: config.threads, max: MAX_THREADS });
     }
@@ -1061,6 +1085,7 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
         minis: (0..config.threads).map(|_| Mutex::new(None)).collect(),
         mini_breaches: AtomicU64::new(0),
         halts: AtomicU64::new(0),
+        ops_done: AtomicU64::new(0),
     });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(config.seconds);
@@ -1079,6 +1104,12 @@ pub fn run_stress(config: &StressConfig) -> Result<StressReport, StressError> {
             std::thread::sleep(Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now())));
             run_checks(&shared);
             report.checks += 1;
+            tick(StressTick {
+                ops: shared.ops_done.load(Ordering::Relaxed),
+                checks: report.checks,
+                breaches: shared.soc.frames.violations() + shared.mini_breaches.load(Ordering::Relaxed),
+                elapsed: started.elapsed(),
+            });
         }
         shared.stop.store(true, Ordering::Relaxed);
         let mut all: Vec<BTreeMap<OpKind, OpCount>> = Vec::new();
@@ -1155,9 +1186,15 @@ fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> B
         labs,
         mini_gen: id as u64,
     };
+    let mut batch = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let _op = shared.gate.read();
         w.step();
+        batch += 1;
+        if batch == OPS_BATCH {
+            shared.ops_done.fetch_add(batch, Ordering::Relaxed);
+            batch = 0;
+        }
     }
     // Leave nothing mapped: unmap and free everything (checked by the final check).
     let _op = shared.gate.read();
@@ -1168,10 +1205,17 @@ fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> B
     w.ops
 }
 
-/// The `dartemu stress` command: runs, prints the report, and returns exit
-/// status 0 (no violation), 1 (violations) or 2 (bad arguments).
-pub fn main(config: &StressConfig) -> std::process::ExitCode {
-    match run_stress(config) {
+/// The `dartemu stress` command: runs with a progress bar on standard
+/// error (as `mode` says), prints the report, and returns exit status 0 (no
+/// violation), 1 (violations) or 2 (bad arguments).
+pub fn main(config: &StressConfig, mode: crate::progress::Mode) -> std::process::ExitCode {
+    let bar = mode.bar(config.seconds, "[{elapsed_precise}] {bar:30} {pos}/{len} s  {wide_msg}");
+    let run = run_stress_with(config, &mut |t| {
+        bar.set_position(t.elapsed.as_secs().min(config.seconds));
+        bar.set_message(format!("{} operations, {} checks, {} breaches refused", t.ops, t.checks, t.breaches));
+    });
+    bar.finish();
+    match run {
         Ok(report) => {
             print!("{report}");
             if report.violations.total() == 0 {
