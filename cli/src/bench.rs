@@ -117,15 +117,13 @@ pub fn bench(
 
 /// Writes `bench.json` (every figure, with its rounds' spread and paired
 /// ratios) and `throughput.svg` ([`crate::report`]) for `figures` into
-/// `dir`; baseline rows are labelled `WORKLOAD (vm-memory)`.
+/// `dir`; each row names its workload and implementation.
 pub fn write_report(dir: &std::path::Path, figures: &[Figure]) -> Result<(), BenchError> {
     let rows: Vec<crate::report::ThroughputPoint> = figures
         .iter()
         .map(|f| crate::report::ThroughputPoint {
-            workload: match f.implementation {
-                dartemu_bench::Implementation::Dartemu => f.workload.clone(),
-                dartemu_bench::Implementation::VmMemory => format!("{} (vm-memory)", f.workload),
-            },
+            workload: f.workload.clone(),
+            implementation: f.implementation.name().to_owned(),
             threads: f.threads as u32,
             mops: f.mops,
         })

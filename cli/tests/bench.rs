@@ -11,6 +11,7 @@ fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
     let dir = std::env::temp_dir().join(format!("dartemu-bench-report-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dartemu"))
+        .env("DARTEMU_PROGRESS", "always")
         .args([
             "bench",
             "--report",
@@ -29,7 +30,8 @@ fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert!(stderr.contains("round 2/2"), "no round in the progress line: {stderr:?}");
+    assert!(stderr.contains("round 2/2"), "no round in the progress bar: {stderr:?}");
+    assert!(stderr.contains("4/4 measurements"), "{stderr:?}");
     let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let impls: Vec<_> = lines.iter().map(|f| (f["workload"].as_str().unwrap(), f["impl"].as_str().unwrap())).collect();
     assert_eq!(impls, [("translate-hot", "dartemu"), ("translate-hot", "vm-memory")], "{stdout}");
@@ -51,7 +53,9 @@ fn rounds_report_the_median_with_its_spread_and_paired_ratios() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
     assert_eq!(report["figures"], Value::Array(lines.clone()), "{report}");
     let rows: Vec<_> = report["throughput"].as_array().unwrap().iter().map(|r| r["workload"].clone()).collect();
-    assert_eq!(rows, ["translate-hot", "translate-hot (vm-memory)"], "{report}");
+    assert_eq!(rows, ["translate-hot", "translate-hot"], "{report}");
+    let imps: Vec<_> = report["throughput"].as_array().unwrap().iter().map(|r| r["implementation"].clone()).collect();
+    assert_eq!(imps, ["dartemu", "vm-memory"], "{report}");
     assert!(std::fs::read_to_string(dir.join("throughput.svg")).unwrap().starts_with("<svg"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,7 @@
 //! `coprocessor-sim/tests/runner.rs`).
 
 use coprocessor_sim::scenario::run::Base;
-use dartemu::run::{collect, run_files};
+use dartemu::run::{collect, load_all, run_files};
 use std::path::Path;
 use std::process::Command;
 
@@ -44,10 +44,14 @@ fn cli_exit_status_and_reports() {
     assert!(out.contains("bad.toml:9: step 2 (free): expected frame-busy, got ok"), "{out}");
     assert!(out.contains("1 passed, 1 failed"), "{out}");
 
+    // A folder with one broken file: the error, the others still run, exit 2.
     let unreadable = dartemu(&["run", dir.to_str().unwrap()]);
     assert_eq!(unreadable.status.code(), Some(2));
     let err = String::from_utf8_lossy(&unreadable.stderr);
     assert!(err.contains("broken.toml:6:") && err.contains("frmes"), "{err}");
+    let out = String::from_utf8_lossy(&unreadable.stdout);
+    assert!(out.contains("good.toml") && out.contains("bad.toml") && out.contains("1 passed, 1 failed"), "{out}");
+    assert!(out.contains("1 file was not run: unreadable"), "{out}");
 
     let json = dartemu(&["run", "--json", good.to_str().unwrap()]);
     assert_eq!(json.status.code(), Some(0));
@@ -62,8 +66,11 @@ fn cli_exit_status_and_reports() {
 
 #[test]
 fn the_shipped_catalogue_passes() {
-    let files = collect(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")]).unwrap();
-    assert!(!files.is_empty());
+    let found = collect(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")]);
+    assert!(found.errors.is_empty() && !found.sources.is_empty(), "{found:?}");
+    let (scenarios, errors) = load_all(&found.sources);
+    assert!(errors.is_empty(), "{errors:?}");
+    let files: Vec<_> = scenarios.iter().map(|s| s.file.clone()).collect();
     for r in run_files(&files, Base::DefaultSoc).unwrap() {
         assert!(r.passed(), "{}: {:#?}", r.file.display(), r.steps.iter().filter(|s| !s.passed).collect::<Vec<_>>());
     }

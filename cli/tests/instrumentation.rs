@@ -3,12 +3,15 @@
 //! event recording and the Chrome trace of the catalogue).
 
 use coprocessor_sim::scenario::run::Base;
-use dartemu::run::{catalogue_dir, run_instrumented, Instrument};
+use coprocessor_sim::scenario::{load_scenario, Scenario};
+use dartemu::report::RUN_REPORT_FILES as FILES;
+use dartemu::run::{run_instrumented, Outputs};
+use indicatif::ProgressBar;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::Path;
 
-fn watch_scenario() -> PathBuf {
-    catalogue_dir().join("trace-watch-ring.toml")
+fn watch_scenario() -> Scenario {
+    load_scenario(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/trace-watch-ring.toml")).unwrap()
 }
 
 #[test]
@@ -16,13 +19,15 @@ fn cli_writes_events_trace_and_report() {
     let dir = std::env::temp_dir().join(format!("dartemu-instr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let inst = Instrument {
+    let inst = Outputs {
         events: Some(dir.join("e.jsonl")),
         trace: Some(dir.join("t.json")),
         report: Some(dir.join("report")),
-        event_capacity: 4096,
+        event_capacity: Some(4096),
+        json: None,
     };
-    let results = run_instrumented(&[watch_scenario()], Base::Spec, &inst).unwrap();
+    let mut outs = inst.open(&FILES).unwrap();
+    let results = run_instrumented(&[watch_scenario()], Base::Spec, &mut outs, &ProgressBar::hidden()).unwrap();
     assert!(results.iter().all(|r| r.passed()));
 
     let lines: Vec<Value> = std::fs::read_to_string(dir.join("e.jsonl"))
@@ -46,10 +51,12 @@ fn cli_writes_events_trace_and_report() {
     assert_eq!(report["totals"]["events_dropped"], 0);
     for svg in ["faults-by-code.svg", "iotlb-hit-rate.svg"] {
         let text = std::fs::read_to_string(dir.join("report").join(svg)).unwrap();
-        assert!(text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && text.trim_end().ends_with("</svg>"));
+        assert!(text.starts_with("<svg ") && text.contains("xmlns=\"http://www.w3.org/2000/svg\""), "{text}");
+        assert!(text.trim_end().ends_with("</svg>") && !text.contains("<script"), "{text}");
     }
-    // A bad capacity is an error, and nothing runs.
-    let bad = Instrument { event_capacity: 0, ..inst };
-    assert!(run_instrumented(&[watch_scenario()], Base::Spec, &bad).is_err());
+    // A bad capacity is an error before anything runs.
+    let bad = Outputs { event_capacity: Some(0), ..inst };
+    let e = bad.open(&FILES).unwrap_err().to_string();
+    assert!(e.starts_with("--event-capacity: event log capacity 0 is not in 1..="), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
