@@ -1037,7 +1037,7 @@ const OPS_BATCH: u64 = 1024;
 /// Where a stress run is, about four times a second, for a progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StressTick {
-    /// Operations done (to within [`OPS_BATCH`] per worker).
+    /// Operations done (to within 1024 per worker: each adds its count in batches).
     pub ops: u64,
     /// Quiescent invariant checks done.
     pub checks: u64,
