@@ -45,8 +45,10 @@ use crate::mapper::Mapper;
 use crate::phys;
 use crate::pte::{Leaf, PteFormat};
 use crate::stats::Stats;
-use crate::stream::{StreamConfig, StreamState};
+use crate::stream::StreamState;
 use crate::tlb_value;
+use crate::types::StreamConfig;
+pub(crate) use crate::types::{Dir, Invalidation, Span};
 use crate::variant::{Geometry, Variant};
 use crate::walk::Walker;
 use crate::walk_cache::WalkCache;
@@ -55,35 +57,6 @@ use frame_table::{Access, Frame, FrameTable, Perm};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use std::sync::Arc;
-
-/// When `unmap` invalidates (SPEC §3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Invalidation {
-    /// `unmap` clears, invalidates, waits for DMA in flight, then releases.
-    #[default]
-    Strict,
-    /// `unmap` clears and queues; stale IOTLB entries serve until a flush.
-    Deferred,
-}
-
-impl Invalidation {
-    /// Both modes.
-    pub const ALL: [Invalidation; 2] = [Invalidation::Strict, Invalidation::Deferred];
-
-    /// Scenario-file spelling: `strict` or `deferred`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Invalidation::Strict => "strict",
-            Invalidation::Deferred => "deferred",
-        }
-    }
-}
-
-impl std::fmt::Display for Invalidation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// How to build a [`Dart`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,26 +92,6 @@ impl DartConfig {
             trusted: Vec::new(),
         }
     }
-}
-
-/// Direction of a DMA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Dir {
-    /// Device reads memory.
-    Read,
-    /// Device writes memory.
-    Write,
-}
-
-/// A run of IOVA space that translates to contiguous physical memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Span {
-    /// First IOVA.
-    pub iova: u64,
-    /// First physical address.
-    pub pa: u64,
-    /// Bytes.
-    pub len: u64,
 }
 
 /// The result of [`Dart::translate`]: physical spans, valid while it lives
@@ -368,7 +321,7 @@ impl Dart {
                 let hit = self.fast(st, sid, iova, len, dir, lane);
                 (guard, hit)
             }
-            None => (self.inflight.enter(sid, crate::stream::region_bit(iova)), None),
+            None => (self.inflight.enter(sid, crate::types::region_bit(iova)), None),
         }
     }
 
@@ -601,7 +554,7 @@ impl Dart {
     /// ([`InFlight::fence_for`](crate::inflight::InFlight::fence_for)).
     #[inline]
     fn fence_beyond_first_region(&self, sid: u32, iova: u64, len: u64) {
-        let beyond = crate::stream::region_mask(iova, len) & !crate::stream::region_bit(iova);
+        let beyond = crate::types::region_mask(iova, len) & !crate::types::region_bit(iova);
         if beyond != 0 {
             self.inflight.fence_for(sid, beyond);
         }

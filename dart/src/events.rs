@@ -37,9 +37,10 @@
 //! flush, fault, MMIO) and, on the DMA path, exactly one `Relaxed` load of a
 //! flag that is set only while a watch range exists.
 
-use crate::dart::{Dart, Dir, Span};
+use crate::dart::Dart;
 use crate::error::DartError;
 use crate::fault::Fault;
+use crate::types::{Dir, Span};
 use crossbeam::queue::ArrayQueue;
 use frame_table::{FrameEvent, Violation};
 use parking_lot::RwLock;

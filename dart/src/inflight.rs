@@ -68,7 +68,7 @@
 //! (a `lock`-prefixed RMW, ~5 ns here). Readers on exclusive slots skip it
 //! unless an unmap may have changed what they are about to read. The
 //! tracker keeps *fence flags* per stream, one bit per IOVA region (the
-//! regions of the IOTLB generations, `crate::stream::region_bit`), and
+//! regions of the IOTLB generations, `crate::types::region_bit`), and
 //! one `flagged` bit that is set while any of them may be. A reader
 //! enters for the region of its first byte: it opens its section with a
 //! plain `load` + `store` and a compiler fence, then loads `flagged` and,
@@ -506,7 +506,7 @@ impl InFlight {
     }
 
     /// Enters a DMA of stream `sid` that starts in the IOVA regions
-    /// `regions` (a mask of `crate::stream::region_bit`s; [`ALL_REGIONS`]
+    /// `regions` (a mask of `crate::types::region_bit`s; [`ALL_REGIONS`]
     /// for any). Everything of those regions read after this call and used
     /// before the guard drops is covered by later `synchronize` calls; a
     /// DMA that goes on into other regions calls [`InFlight::fence_for`]
@@ -522,13 +522,13 @@ impl InFlight {
     /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
     /// `iova`, by a thread whose exclusive slot is `i`, as
     /// `crate::slot::held` returned it (so owned by the calling thread):
-    /// for that byte's region (`crate::stream::region_bit`), which is
+    /// for that byte's region (`crate::types::region_bit`), which is
     /// worked out only if a burst has flagged some region. The hit path's
     /// entry: computing the mask up front cost it seven instructions of
     /// 116 (`op_count translate-hot`).
     #[inline]
     pub(crate) fn enter_exclusive_at(&self, i: usize, sid: u32, iova: u64) -> DmaGuard<'_> {
-        self.enter_exclusive(i, sid, || crate::stream::region_bit(iova))
+        self.enter_exclusive(i, sid, || crate::types::region_bit(iova))
     }
 
     /// [`InFlight::enter`] for a thread that holds no slot number yet (its
@@ -683,7 +683,7 @@ impl InFlight {
     /// invalidation that changed only every region of the streams in the
     /// bitmap `streams` (bit `sid % 64` of word `sid / 64`), except for
     /// stream `sid` of `narrowed = Some((sid, regions))`, whose regions
-    /// `regions` only (a region mask, `crate::stream::region_mask`).
+    /// `regions` only (a region mask, `crate::types::region_mask`).
     /// Readers of the other regions and streams are not made to fence
     /// meanwhile (see "Unfenced readers"): the caller guarantees that
     /// nothing they may read was changed or freed.
@@ -757,7 +757,7 @@ impl InFlight {
     /// (and start the burst if none is on).
     fn flag(&self, w: &mut Writer, streams: &[u64; 4], narrowed: Option<(u32, u64)>) -> bool {
         let mut uncovered = false;
-        for s in crate::stream::streams_in(*streams).map(|s| s % MAX_STREAMS) {
+        for s in crate::types::streams_in(*streams).map(|s| s % MAX_STREAMS) {
             let mask = match narrowed {
                 Some((sid, regions)) if sid as usize % MAX_STREAMS == s => regions,
                 _ => ALL_REGIONS,
@@ -1175,7 +1175,7 @@ mod tests {
     /// region 1 enters fenced.
     #[test]
     fn a_dma_fences_for_the_flagged_regions_it_reaches() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{Dart, DartConfig, Dir, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
         assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");

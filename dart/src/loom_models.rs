@@ -61,7 +61,7 @@ const PAGE_SHIFT: u32 = 14;
 
 /// The first page of the next IOTLB generation region: unmapping it bumps
 /// another generation than [`PAGE`]'s.
-const OTHER_REGION_PAGE: u64 = 1 << (crate::stream::GEN_REGION_SHIFT - PAGE_SHIFT);
+const OTHER_REGION_PAGE: u64 = 1 << (crate::types::GEN_REGION_SHIFT - PAGE_SHIFT);
 
 /// The DMA path of `Dart::translate_into` on one page, with the walk reduced
 /// to its last PTE load: the generation is read before the IOTLB probe and

@@ -30,12 +30,13 @@
 //! client's mapping from whatever the tables hold there now) is described on
 //! [`MapId`].
 
-use crate::dart::{Dart, Invalidation};
+use crate::dart::Dart;
 use crate::error::{DartError, LockedRegister};
 use crate::events::EventKind;
 use crate::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
-use crate::stream::{clear_stream, has_stream, set_stream, streams_in, StreamState};
+use crate::stream::StreamState;
+use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation};
 use crate::variant::Geometry;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -831,7 +832,7 @@ impl Dart {
             if let Some(st) = self.streams.get(s) {
                 match unmapped {
                     Some((sid, iova, len, above_leaf)) if sid as usize == s => {
-                        let range = crate::stream::region_mask(iova, len);
+                        let range = crate::types::region_mask(iova, len);
                         st.bump_gens_before_synchronize(range);
                         if !above_leaf {
                             narrowed = Some((sid, range));
@@ -1206,7 +1207,7 @@ mod tests {
     /// leaf (one that spans many regions).
     #[test]
     fn strict_unmaps_fence_the_regions_they_change_and_all_when_a_middle_table_goes() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{DartConfig, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig};
         let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());
@@ -1239,7 +1240,7 @@ mod tests {
     /// (of any stream) makes every region of it fence, and only the next.
     #[test]
     fn the_invalidation_after_a_ttbr_or_config_change_fences_all_that_streams_regions() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{DartConfig, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig};
         let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());

@@ -17,10 +17,11 @@
 //!
 //! [`Bytes`]: frame_table::vm_memory::Bytes
 
-use crate::dart::{Dart, Dir, Span, Translation};
+use crate::dart::{Dart, Translation};
 use crate::error::DartError;
 use crate::fault::FaultKind;
 use crate::hold::SliceHold;
+use crate::types::{Dir, Span};
 use frame_table::vm_memory::guest_memory::{Error as GuestMemoryError, GuestMemorySliceIterator};
 use frame_table::vm_memory::{
     GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap, Permissions, VolatileSlice,

@@ -17,8 +17,8 @@
 //! value from a decoded [`Leaf`]; the decoder's tests check that the two
 //! agree on every PTE.
 
-use crate::dart::Dir;
 use crate::pte::{Leaf, Subpage};
+use crate::types::Dir;
 
 /// Device writes are allowed.
 pub(crate) const W: u64 = 1 << 32;

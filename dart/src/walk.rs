@@ -20,8 +20,9 @@ use crate::dart::Dart;
 use crate::fault::FaultKind;
 use crate::phys::HostTable;
 use crate::pte::PteDecoder;
-use crate::stream::{StreamConfig, StreamState};
+use crate::stream::StreamState;
 use crate::tlb_value;
+use crate::types::StreamConfig;
 use crate::variant::{Geometry, Variant};
 use crate::walk_cache::WalkCache;
 use frame_table::FrameType;
@@ -326,7 +327,7 @@ mod tests {
             for shift in [12, 14] {
                 for four in [false, true] {
                     let plan = WalkPlan::new(Geometry::new(variant, shift, four));
-                    assert!(plan.block_shift <= crate::stream::GEN_REGION_SHIFT, "{variant:?} 2^{shift} four={four}");
+                    assert!(plan.block_shift <= crate::types::GEN_REGION_SHIFT, "{variant:?} 2^{shift} four={four}");
                 }
             }
         }

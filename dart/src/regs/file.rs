@@ -9,7 +9,7 @@ use super::{
 use crate::dart::{Dart, TcrWrite};
 use crate::error::DartError;
 use crate::fault::FaultKind;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::Variant;
 use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};

@@ -144,7 +144,7 @@ pub(crate) use file::MmioState;
 
 use crate::error::DartError;
 use crate::fault::Fault;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::Variant;
 use std::fmt;
 
