@@ -42,9 +42,9 @@
 //! `--features loom-broken-ordering`.
 
 use crate::hold::Holds;
+use crate::hw::pte::PTE_VALID;
 use crate::inflight::InFlight;
 use crate::iotlb::Iotlb;
-use crate::pte::PTE_VALID;
 use crate::stream::StreamState;
 use crate::sync::{AtomicU64, Ordering};
 use crate::walk_cache::WalkCache;

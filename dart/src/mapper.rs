@@ -33,7 +33,7 @@
 use crate::dart::Dart;
 use crate::error::{DartError, LockedRegister};
 use crate::events::EventKind;
-use crate::pte::{Leaf, PteError, Subpage};
+use crate::hw::pte::{Leaf, PteError, Subpage};
 use crate::stats::Counter;
 use crate::stream::StreamState;
 use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation};
@@ -511,7 +511,7 @@ impl Dart {
                 let pte = self.ptes.load(slot).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = self.pte_format().decode_table(self.page_shift(), pte);
-                } else if crate::pte::PteFormat::is_valid(pte) {
+                } else if crate::hw::pte::PteFormat::is_valid(pte) {
                     return Err(DartError::IovaInUse { sid, iova: va });
                 } else if n == 1 {
                     leaf_slot = Some((slot, tf));
@@ -943,7 +943,7 @@ impl Dart {
     /// this DART's mapper — and returns its physical address. No TTBR names
     /// it yet: this is the page-table root a driver allocates for a domain
     /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
-    /// their TTBR registers (value: [`crate::regs::encode_ttbr`]) or with
+    /// their TTBR registers (value: [`crate::hw::regs::encode_ttbr`]) or with
     /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
     /// fills it, and every stream pointed at it shares the mappings. (A
     /// stream with no TTBR gets a root of its own on its first map.)

@@ -18,10 +18,10 @@
 
 use crate::dart::Dart;
 use crate::fault::FaultKind;
+use crate::hw::pte::PteDecoder;
+use crate::hw::tlb_value;
 use crate::phys::HostTable;
-use crate::pte::PteDecoder;
 use crate::stream::StreamState;
-use crate::tlb_value;
 use crate::types::StreamConfig;
 use crate::variant::{Geometry, Variant};
 use crate::walk_cache::WalkCache;
@@ -110,7 +110,7 @@ impl Dart {
     /// for `iova`, through the walk cache of the caller's lane `lane` (its
     /// DMA guard's; [`crate::walk_cache`]). Checks that every table it reads
     /// is a `dart-table` frame and that the leaf's frame may be reached by a
-    /// DART. Returns the leaf as the IOTLB caches it ([`crate::tlb_value`]),
+    /// DART. Returns the leaf as the IOTLB caches it ([`crate::hw::tlb_value`]),
     /// decoded straight from the PTE.
     ///
     /// Faults: `NoTtbr` beyond the geometry's IOVA limit or when the TTBR is

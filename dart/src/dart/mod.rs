@@ -37,16 +37,18 @@
 //! *Faults* never move data: every page of an access is translated and
 //! checked before the first byte is copied.
 
+mod mmio;
+
 use crate::error::DartError;
 use crate::fault::{ErrorLatch, Fault, FaultKind};
+use crate::hw::pte::{Leaf, PteFormat};
+use crate::hw::tlb_value;
 use crate::inflight::InFlight;
 use crate::iotlb::{Iotlb, Place};
 use crate::mapper::Mapper;
 use crate::phys;
-use crate::pte::{Leaf, PteFormat};
 use crate::stats::Stats;
 use crate::stream::StreamState;
-use crate::tlb_value;
 use crate::types::StreamConfig;
 pub(crate) use crate::types::{Dir, Invalidation, Span};
 use crate::variant::{Geometry, Variant};
@@ -154,7 +156,7 @@ pub struct Dart {
     pub(crate) mapper: CachePadded<Mutex<Mapper>>,
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
-    pub(crate) mmio: crate::regs::MmioState,
+    pub(crate) mmio: mmio::MmioState,
     /// The walker's PTE loads (host pointers into `frames`' memory).
     pub(crate) ptes: phys::PteLoader,
     /// The walker's precomputed geometries and PTE decoding.
@@ -662,7 +664,7 @@ impl Dart {
             mapper: CachePadded::new(Mutex::new(Mapper::default())),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
-            mmio: crate::regs::MmioState::new(),
+            mmio: mmio::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
             walker: Walker::new(v, frames.frame_size().shift()),
             walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),

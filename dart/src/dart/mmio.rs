@@ -2,13 +2,13 @@
 //! entry points that read and write registers (see the [module
 //! docs](super) for the model).
 
-use super::{
+use super::{Dart, TcrWrite};
+use crate::error::DartError;
+use crate::fault::FaultKind;
+use crate::hw::regs::{
     decode_access, decode_ttbr, encode_ttbr, error_encode, params, reg_at, t8020, t8110, tcr_decode, tcr_encode,
     MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome, Reg, MMIO_SIZE,
 };
-use crate::dart::{Dart, TcrWrite};
-use crate::error::DartError;
-use crate::fault::FaultKind;
 use crate::types::StreamConfig;
 use crate::variant::Variant;
 use parking_lot::{Mutex, RwLock};
@@ -94,11 +94,11 @@ fn check_offset(offset: u64) -> Result<u32, MmioError> {
 
 /// # Registers: MMIO
 ///
-/// The register file a driver programs (layouts in [`crate::regs`]), over
+/// The register file a driver programs (layouts in [`crate::hw::regs`]), over
 /// the same stream state as the typed register calls above.
 impl Dart {
     /// Reads the 32-bit register at byte `offset` (SPEC §3; see
-    /// [`crate::regs`] for the register maps). An offset with no emulated
+    /// [`crate::hw::regs`] for the register maps). An offset with no emulated
     /// register reads 0. Errors: a misaligned offset, one beyond
     /// [`MMIO_SIZE`], or a halted system.
     pub fn mmio_read(&self, offset: u64) -> Result<u32, MmioError> {
