@@ -49,14 +49,12 @@
 //! ```
 #![deny(missing_docs)]
 
-mod barrier;
 mod dart;
 mod error;
 pub mod events;
 pub mod fault;
 pub mod hold;
 mod hw;
-mod inflight;
 pub mod iommu;
 mod iotlb;
 #[cfg(all(test, loom))]
@@ -65,7 +63,6 @@ mod mapper;
 mod phys;
 pub mod port;
 pub use hw::{pte, regs};
-mod slot;
 pub mod stats;
 mod stream;
 mod sync;

@@ -222,6 +222,8 @@ pub(crate) struct Mapper {
     last_id: u64,
 }
 
+impl crate::sync::WriterLock for Mapper {}
+
 impl Mapper {
     /// A fresh mapping id, or a refusal once all 2^64 - 1 are spent (an id
     /// is never handed out twice).
@@ -471,7 +473,7 @@ impl Dart {
         if let (Some(out), Some(id)) = (owned, id) {
             *out = id;
         }
-        self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
+        self.stats.add_serialized(&*m, Some(sid), Counter::Maps, n);
         drop(m);
         self.emit_since(traced, || EventKind::Map {
             stream: sid,
@@ -747,7 +749,7 @@ impl Dart {
                 }
             }
         }
-        self.stats.add_serialized(&m, Some(sid), Counter::Unmaps, pages);
+        self.stats.add_serialized(&*m, Some(sid), Counter::Unmaps, pages);
         drop(m);
         self.emit_since(traced, || EventKind::Unmap {
             stream: sid,
@@ -814,7 +816,7 @@ impl Dart {
     /// them all. The caller holds the mapper lock (`m`).
     ///
     /// The wait makes the readers of what changed fence meanwhile
-    /// ([`InFlight::synchronize_regions`](crate::inflight::InFlight::synchronize_regions)):
+    /// ([`InFlight::synchronize_regions`](crate::sync::inflight::InFlight::synchronize_regions)):
     /// for `sid`, those of `[iova, iova + len)`'s regions, or of all its
     /// regions when `above_leaf` (a table above the leaf was retired: it
     /// spans many regions, and a reader of any may be walking through it);

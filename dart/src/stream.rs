@@ -84,7 +84,7 @@ impl StreamState {
     }
 
     /// Kills every IOTLB entry of this stream (`SeqCst`: ordered before the
-    /// in-flight tracker's scan; see [`crate::inflight`]).
+    /// in-flight tracker's scan; see [`crate::sync::inflight`]).
     pub(crate) fn bump_gen(&self) {
         for gen in self.gens.iter() {
             gen.fetch_add(1, Ordering::SeqCst);
@@ -98,7 +98,7 @@ impl StreamState {
     /// time); `Release` still publishes the cleared PTEs to a DMA that reads
     /// the new generation; and `synchronize`'s leading `SeqCst` fence orders
     /// the store before the tracker's scan, which is all the scan's argument
-    /// needs (see `crate::inflight`, "Idle writers").
+    /// needs (see `crate::sync::inflight`, "Idle writers").
     pub(crate) fn bump_gen_before_synchronize(&self) {
         self.bump_gens_before_synchronize(u64::MAX);
     }

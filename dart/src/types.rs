@@ -129,7 +129,7 @@ pub(crate) const fn region(iova: u64) -> usize {
 }
 
 /// `iova`'s region as a region mask: bit [`region`]`(iova)`. The in-flight
-/// tracker's fence flags use these masks ([`crate::inflight`]).
+/// tracker's fence flags use these masks ([`crate::sync::inflight`]).
 #[inline]
 pub(crate) const fn region_bit(iova: u64) -> u64 {
     1 << region(iova)

@@ -216,7 +216,7 @@ impl Dart {
     /// geometry, or a block the row does not hold.
     #[inline(always)]
     pub(crate) fn touch_address(&self, sid: u32, st: &StreamState, iova: u64) -> Option<usize> {
-        let (lane, config) = (crate::slot::held()?, st.translating_config()?);
+        let (lane, config) = (crate::sync::slot::held()?, st.translating_config()?);
         let plan = self.walker.plan(config);
         if iova >= plan.iova_limit {
             return None;
@@ -287,7 +287,7 @@ mod tests {
             let (pte_x, pte_next) = (host + 8 * 5, host + 8 * 6);
 
             // No DMA on this thread yet: no slot, so no row to read.
-            assert_eq!(crate::slot::held(), None);
+            assert_eq!(crate::sync::slot::held(), None);
             assert_eq!(d.touch_address(1, st, x), None);
 
             // A DMA claims a slot and its walk fills the row: the touch

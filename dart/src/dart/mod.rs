@@ -13,7 +13,7 @@
 //! `SeqCst` fence then orders, always under the mapper lock.
 //!
 //! *Who reads.* DMA threads, with no lock: enter the in-flight tracker
-//! ([`crate::inflight`], two plain stores to a per-thread section word), load the
+//! ([`crate::sync::inflight`], two plain stores to a per-thread section word), load the
 //! stream configuration and generation, probe the IOTLB (a seqlock read), on
 //! a miss walk the tables with `Acquire` loads, check permission and
 //! subpage, copy, leave.
@@ -43,12 +43,12 @@ use crate::error::DartError;
 use crate::fault::{ErrorLatch, Fault, FaultKind};
 use crate::hw::pte::{Leaf, PteFormat};
 use crate::hw::tlb_value;
-use crate::inflight::InFlight;
 use crate::iotlb::{Iotlb, Place};
 use crate::mapper::Mapper;
 use crate::phys;
 use crate::stats::Stats;
 use crate::stream::StreamState;
+use crate::sync::inflight::InFlight;
 use crate::types::StreamConfig;
 pub(crate) use crate::types::{Dir, Invalidation, Span};
 use crate::variant::{Geometry, Variant};
@@ -104,7 +104,7 @@ impl DartConfig {
 /// compiler can keep a returned translation in registers.
 #[derive(Debug)]
 pub struct Translation<'a> {
-    _inflight: crate::inflight::DmaGuard<'a>,
+    _inflight: crate::sync::inflight::DmaGuard<'a>,
     /// The only span, when there is one.
     first: Span,
     /// Every span, when there are several.
@@ -316,8 +316,8 @@ impl Dart {
         iova: u64,
         len: u64,
         dir: Dir,
-    ) -> (crate::inflight::DmaGuard<'_>, Option<Span>) {
-        match crate::slot::held() {
+    ) -> (crate::sync::inflight::DmaGuard<'_>, Option<Span>) {
+        match crate::sync::slot::held() {
             Some(lane) => {
                 let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
                 let hit = self.fast(st, sid, iova, len, dir, lane);
@@ -553,7 +553,7 @@ impl Dart {
     /// Before the general path translates `[iova, iova + len)`: the DMA
     /// entered the in-flight tracker for `iova`'s region only, so it fences
     /// if a burst of unmaps flagged another region the range reaches
-    /// ([`InFlight::fence_for`](crate::inflight::InFlight::fence_for)).
+    /// ([`InFlight::fence_for`](crate::sync::inflight::InFlight::fence_for)).
     #[inline]
     fn fence_beyond_first_region(&self, sid: u32, iova: u64, len: u64) {
         let beyond = crate::types::region_mask(iova, len) & !crate::types::region_bit(iova);
@@ -667,7 +667,7 @@ impl Dart {
             mmio: mmio::MmioState::new(),
             ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
             walker: Walker::new(v, frames.frame_size().shift()),
-            walk_cache: WalkCache::new(crate::slot::EXCLUSIVE),
+            walk_cache: WalkCache::new(crate::sync::slot::EXCLUSIVE),
             trace: crate::events::DartTrace::default(),
             holds: Arc::new(crate::hold::Holds::new(frames.clone())),
             frames,
@@ -756,7 +756,7 @@ impl Dart {
         st.set_config(config);
         m.moved(sid);
         st.bump_gen();
-        self.walk_cache.invalidate(&m);
+        self.walk_cache.invalidate(&*m);
         Ok(config)
     }
 
@@ -804,7 +804,7 @@ impl Dart {
         m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));
         m.moved(sid);
         st.bump_gen();
-        self.walk_cache.invalidate(&m);
+        self.walk_cache.invalidate(&*m);
         Ok(())
     }
 
@@ -956,14 +956,14 @@ mod tests {
         let seen = std::thread::scope(|s| {
             s.spawn(|| {
                 if slotless {
-                    crate::slot::act_as_overflow_thread();
+                    crate::sync::slot::act_as_overflow_thread();
                 }
                 let spans = || dart.translate(1, 0x4010, 8, Dir::Read).map(|t| t.spans().to_vec());
                 let reads = [spans(), spans()];
                 let write = dart.translate(1, 0x4010, 8, Dir::Write).map(|t| *t.first());
                 let mut buf = [0u8; 8];
                 let dma = (dart.dma_read(1, 0x4010, &mut buf).map(|()| buf), dart.dma_write(1, 0x4010, &[0; 8]));
-                Seen { reads, write, dma, held: crate::slot::held() }
+                Seen { reads, write, dma, held: crate::sync::slot::held() }
             })
             .join()
             .unwrap()

@@ -223,7 +223,7 @@
 //! be modelled by loom (whose models enter on given slots, see
 //! `InFlight::enter_as`).
 
-use crate::slot::{self, EXCLUSIVE};
+use crate::sync::slot::{self, EXCLUSIVE};
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -489,7 +489,7 @@ impl Default for InFlight {
 impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
-        let for_good = !crate::barrier::available();
+        let for_good = !crate::sync::barrier::available();
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
@@ -521,7 +521,7 @@ impl InFlight {
 
     /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
     /// `iova`, by a thread whose exclusive slot is `i`, as
-    /// `crate::slot::held` returned it (so owned by the calling thread):
+    /// `crate::sync::slot::held` returned it (so owned by the calling thread):
     /// for that byte's region (`crate::types::region_bit`), which is
     /// worked out only if a burst has flagged some region. The hit path's
     /// entry: computing the mask up front cost it seven instructions of
@@ -700,7 +700,7 @@ impl InFlight {
         let mut w = self.writer.lock();
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
         if high > 0 && !w.for_good && self.flag(&mut w, streams, narrowed) {
-            if crate::barrier::process_wide() {
+            if crate::sync::barrier::process_wide() {
                 if w.burst.is_none() {
                     w.burst = Some(Burst::new());
                 }
@@ -1036,7 +1036,7 @@ mod tests {
 
     #[test]
     fn fenced_readers_end_a_burst_that_no_unmap_ends() {
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let f = InFlight::new();
         drop(f.enter(0, ALL_REGIONS)); // an exclusive slot has entered: bursts apply
         f.synchronize();
@@ -1064,7 +1064,7 @@ mod tests {
     /// needs no new barrier; the burst's end clears every flag.
     #[test]
     fn a_burst_fences_the_readers_of_the_regions_it_invalidates_only() {
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let (a, b) = (1u64 << 3, 1u64 << 7);
         let f = InFlight::new();
         drop(f.enter(1, a)); // an exclusive slot has entered: bursts apply
@@ -1178,7 +1178,7 @@ mod tests {
         use crate::types::region_bit;
         use crate::{Dart, DartConfig, Dir, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
         let d = Dart::new(frames.clone(), DartConfig::new("f", Variant::T8110)).unwrap();
         d.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
