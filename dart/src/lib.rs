@@ -51,10 +51,11 @@
 
 mod dart;
 mod error;
-pub mod events;
 pub mod fault;
 pub mod hold;
 mod hw;
+mod observe;
+pub use observe::{events, stats, trace_event};
 pub mod iommu;
 mod iotlb;
 #[cfg(all(test, loom))]
@@ -63,12 +64,10 @@ mod mapper;
 mod phys;
 pub mod port;
 pub use hw::{pte, regs};
-pub mod stats;
 mod stream;
 mod sync;
 #[cfg(feature = "test-utils")]
 pub mod testing;
-pub mod trace_event;
 mod types;
 pub mod variant;
 pub mod vfio;

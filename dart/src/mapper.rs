@@ -32,9 +32,9 @@
 
 use crate::dart::Dart;
 use crate::error::{DartError, LockedRegister};
-use crate::events::EventKind;
 use crate::hw::pte::{Leaf, PteError, Subpage};
-use crate::stats::Counter;
+use crate::observe::events::EventKind;
+use crate::observe::stats::Counter;
 use crate::stream::StreamState;
 use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation};
 use crate::variant::Geometry;
@@ -413,7 +413,7 @@ impl Dart {
             leaves.push(self.pte_format().encode_leaf(self.page_shift(), &leaf).map_err(|e| pte_error(iova, len, e))?);
         }
 
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         // The configuration again, under the lock that configuration
         // changes take: the tables are built for the geometry the stream
@@ -475,7 +475,7 @@ impl Dart {
         }
         self.stats.add_serialized(&*m, Some(sid), Counter::Maps, n);
         drop(m);
-        self.emit_since(traced, || EventKind::Map {
+        self.trace.emit_since(traced, || EventKind::Map {
             stream: sid,
             iova,
             pages: n,
@@ -615,7 +615,7 @@ impl Dart {
         let config = st.config();
         let mut geo = self.geometry_for(config);
         self.check_range(geo, iova, len)?;
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         // The configuration again, under the lock that configuration
         // changes take: a geometry read before it may be stale, and its
@@ -751,7 +751,7 @@ impl Dart {
         }
         self.stats.add_serialized(&*m, Some(sid), Counter::Unmaps, pages);
         drop(m);
-        self.emit_since(traced, || EventKind::Unmap {
+        self.trace.emit_since(traced, || EventKind::Unmap {
             stream: sid,
             iova,
             len,
@@ -916,7 +916,7 @@ impl Dart {
     /// [`Dart::flush`] of the streams in the bitmap `mask` (bit `sid` of
     /// word `sid / 64`; bits of streams the DART lacks are ignored).
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         self.invalidate(&mut m, &mask, None);
         let items = std::mem::take(&mut m.pending);
@@ -936,7 +936,7 @@ impl Dart {
             }
         }
         drop(m);
-        self.emit_since(traced, || EventKind::Flush {
+        self.trace.emit_since(traced, || EventKind::Flush {
             streams: (0..self.stream_count()).filter(|&s| has_stream(&mask, s)).collect(),
         });
     }

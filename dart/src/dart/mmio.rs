@@ -194,9 +194,9 @@ impl Dart {
         if let Some(observer) = observer {
             observer(&MmioAccess { seq, variant: self.variant(), offset, value, dir, outcome });
         }
-        self.emit(|| {
+        self.trace.emit(|| {
             let d = decode_access(self.variant(), offset, value);
-            crate::events::EventKind::Mmio {
+            crate::observe::events::EventKind::Mmio {
                 dir: if dir == MmioDir::Read { "read" } else { "write" },
                 offset,
                 value,

@@ -45,8 +45,9 @@ use crate::hw::pte::{Leaf, PteFormat};
 use crate::hw::tlb_value;
 use crate::iotlb::{Iotlb, Place};
 use crate::mapper::Mapper;
+use crate::observe::events::{EventLog, WatchRange};
+use crate::observe::stats::Stats;
 use crate::phys;
-use crate::stats::Stats;
 use crate::stream::StreamState;
 use crate::sync::inflight::InFlight;
 use crate::types::StreamConfig;
@@ -138,7 +139,6 @@ pub type InterruptFn = dyn Fn(&Fault) + Send + Sync;
 
 /// A software DART.
 pub struct Dart {
-    name: String,
     variant: Variant,
     format: PteFormat,
     page_shift: u32,
@@ -163,7 +163,7 @@ pub struct Dart {
     pub(crate) walker: Walker,
     /// The leaf tables recent walks reached, per DMA thread.
     pub(crate) walk_cache: WalkCache,
-    pub(crate) trace: crate::events::DartTrace,
+    pub(crate) trace: crate::observe::events::DartTrace,
     /// The slice holds outstanding on each frame ([`crate::hold`]).
     pub(crate) holds: Arc<crate::hold::Holds>,
 }
@@ -171,7 +171,7 @@ pub struct Dart {
 impl std::fmt::Debug for Dart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dart")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("variant", &self.variant)
             .field("streams", &self.streams.len())
             .field("invalidation", &self.invalidation)
@@ -234,8 +234,8 @@ impl Dart {
                 }
                 off += n;
             }
-            if self.watching() {
-                self.trace_dma(sid, iova, Dir::Read, spans, buf);
+            if self.trace.watching() {
+                self.trace.dma(sid, iova, Dir::Read, spans, buf);
             }
             true
         })
@@ -254,8 +254,8 @@ impl Dart {
                 }
                 off += n;
             }
-            if self.watching() {
-                self.trace_dma(sid, iova, Dir::Write, spans, data);
+            if self.trace.watching() {
+                self.trace.dma(sid, iova, Dir::Write, spans, data);
             }
             true
         })
@@ -608,7 +608,7 @@ impl Dart {
         self.stats.fault(Some(sid), kind.code());
         if self.mmio.error_masked(self.variant, kind, fault.write) {
             // ERROR_MASK: the DMA still fails, but nothing latches.
-            self.emit(|| crate::events::EventKind::fault(&fault, false));
+            self.trace.emit(|| crate::observe::events::EventKind::fault(&fault, false));
             return DartError::Fault(fault);
         }
         let newly = {
@@ -621,7 +621,7 @@ impl Dart {
                 false
             }
         };
-        self.emit(|| crate::events::EventKind::fault(&fault, newly));
+        self.trace.emit(|| crate::observe::events::EventKind::fault(&fault, newly));
         if newly {
             let cb = self.interrupt.read().clone();
             if let Some(cb) = cb {
@@ -651,7 +651,6 @@ impl Dart {
         }
         let streams = (0..config.streams).map(|sid| StreamState::new(config.trusted.contains(&sid))).collect();
         Ok(Dart {
-            name: config.name,
             variant: v,
             format: v.pte_format(),
             page_shift: frames.frame_size().shift(),
@@ -668,7 +667,7 @@ impl Dart {
             ptes: phys::PteLoader::new(frames.memory(), frames.frame_size().bytes()),
             walker: Walker::new(v, frames.frame_size().shift()),
             walk_cache: WalkCache::new(crate::sync::slot::EXCLUSIVE),
-            trace: crate::events::DartTrace::default(),
+            trace: crate::observe::events::DartTrace::new(config.name),
             holds: Arc::new(crate::hold::Holds::new(frames.clone())),
             frames,
         })
@@ -682,10 +681,10 @@ impl Dart {
     /// Counts one RPC request a mapping service received from a device on
     /// stream `sid` (`rpc_requests`), and, if it refused it, the refusal
     /// (`rpc_refused` and `rpc_refused.KIND`; a kind outside
-    /// [`crate::stats::REFUSAL_KINDS`] counts as `other`). Kernel side: the
+    /// [`crate::observe::stats::REFUSAL_KINDS`] counts as `other`). Kernel side: the
     /// service calls it; devices have no way to it.
     pub fn account_rpc(&self, sid: u32, refused: Option<&str>) {
-        self.stats.add(Some(sid), crate::stats::Counter::RpcRequests, 1);
+        self.stats.add(Some(sid), crate::observe::stats::Counter::RpcRequests, 1);
         if let Some(kind) = refused {
             self.stats.rpc_refused(Some(sid), kind);
         }
@@ -832,13 +831,13 @@ impl Dart {
 /// # Inspection
 ///
 /// Read-only views: identity and geometry, counters (snapshots through
-/// [`crate::stats::Stats::snapshot`]), the IOTLB's live entries, and (below)
+/// [`crate::observe::stats::Stats::snapshot`]), the IOTLB's live entries, and (below)
 /// mappings, DART counts and the invariant checks. Nothing here changes the
 /// DART.
 impl Dart {
     /// Instance name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.trace.source()
     }
 
     /// Hardware variant.
@@ -922,6 +921,61 @@ impl Dart {
     #[inline]
     pub(crate) fn geometry_for(&self, c: StreamConfig) -> Geometry {
         Geometry::new(self.variant, self.page_shift, c.four_level)
+    }
+}
+
+/// # Inspection: events and watches
+///
+/// Where this DART records what it does (an [`EventLog`]), and the IOVA
+/// ranges whose accesses it records one by one.
+impl Dart {
+    /// Attaches (or with `None` detaches) the event log this DART records
+    /// into. Several DARTs (and a frame table) may share one log.
+    pub fn set_event_log(&self, log: Option<Arc<EventLog>>) {
+        self.trace.set_log(log);
+    }
+
+    /// The attached event log.
+    pub fn event_log(&self) -> Option<Arc<EventLog>> {
+        self.trace.log()
+    }
+
+    /// Watches `[iova, iova + len)` of stream `sid`: every DMA through
+    /// [`Dart::dma_read`]/[`Dart::dma_write`] touching it is recorded (with
+    /// up to [`DMA_DATA_CAP`](crate::observe::events::DMA_DATA_CAP) bytes of data)
+    /// while a log is attached and enabled. Refused (`bad-range`,
+    /// `NoSuchStream`) for an empty or overflowing range or a stream the
+    /// DART lacks; then nothing changes.
+    pub fn watch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
+        self.check_watch(sid, iova, len)?;
+        self.trace.watch(WatchRange { stream: sid, iova, len });
+        Ok(())
+    }
+
+    /// Stops watching exactly the range [`Dart::watch`] was given; `bad-range`
+    /// if it is not watched.
+    pub fn unwatch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
+        self.check_watch(sid, iova, len)?;
+        if !self.trace.unwatch(WatchRange { stream: sid, iova, len }) {
+            return Err(DartError::BadRange { iova, len, reason: "no such watch range" });
+        }
+        Ok(())
+    }
+
+    /// The watched ranges, in the order they were added.
+    pub fn watches(&self) -> Vec<WatchRange> {
+        self.trace.watches()
+    }
+
+    fn check_watch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
+        self.stream(sid)?;
+        if len == 0 {
+            return Err(DartError::BadRange { iova, len, reason: "empty watch range" });
+        }
+        if iova.checked_add(len).is_none() {
+            return Err(DartError::BadRange { iova, len, reason: "IOVA range overflows" });
+        }
+        Ok(())
     }
 }
 
