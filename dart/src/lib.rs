@@ -57,22 +57,18 @@ mod hw;
 mod observe;
 pub use observe::{events, stats, trace_event};
 pub mod iommu;
-mod iotlb;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod mapper;
-mod phys;
 pub mod port;
 pub use hw::{pte, regs};
-mod stream;
 mod sync;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+mod translate;
 mod types;
 pub mod variant;
 pub mod vfio;
-mod walk;
-mod walk_cache;
 
 pub use dart::{Dart, DartConfig, InterruptFn, Translation};
 pub use error::{DartError, LockedRegister};

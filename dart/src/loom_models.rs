@@ -43,11 +43,11 @@
 
 use crate::hold::Holds;
 use crate::hw::pte::PTE_VALID;
-use crate::iotlb::Iotlb;
-use crate::stream::StreamState;
 use crate::sync::inflight::InFlight;
 use crate::sync::{AtomicU64, Ordering};
-use crate::walk_cache::WalkCache;
+use crate::translate::iotlb::Iotlb;
+use crate::translate::stream::StreamState;
+use crate::translate::walk_cache::WalkCache;
 use frame_table::{Access, Counter, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};
 use loom::thread;
 use std::sync::Arc;

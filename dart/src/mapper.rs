@@ -35,7 +35,7 @@ use crate::error::{DartError, LockedRegister};
 use crate::hw::pte::{Leaf, PteError, Subpage};
 use crate::observe::events::EventKind;
 use crate::observe::stats::Counter;
-use crate::stream::StreamState;
+use crate::translate::stream::StreamState;
 use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation};
 use crate::variant::Geometry;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
@@ -263,23 +263,23 @@ impl Mapper {
     /// anything else is an invariant breach (SPEC §2), reported to the frame
     /// table's violation mode.
     pub(crate) fn check_ttbr_target(&self, dart: &Dart, pa: u64) -> Result<(), DartError> {
-        let frames = &dart.frames;
+        let frames = &dart.frames();
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
-            dart.stats.add_serialized(self, None, Counter::Violations, 1);
+            dart.stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
         let owned =
             frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
         if !owned {
-            dart.stats.add_serialized(self, None, Counter::Violations, 1);
+            dart.stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         Ok(())
     }
 
     fn table(&self, dart: &Dart, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
-        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        let f = dart.frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok(f),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
@@ -295,7 +295,7 @@ impl Mapper {
         level: u32,
         geo: Geometry,
     ) -> Result<(Frame, &mut TableInfo), DartError> {
-        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        let f = dart.frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get_mut(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok((f, info)),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
@@ -381,7 +381,7 @@ impl Dart {
         subpage: Option<(u64, u64)>,
         owned: Option<&mut MapId>,
     ) -> Result<(), DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let st = self.stream(sid)?;
         let config = st.config();
         let mut geo = self.geometry_for(config);
@@ -408,7 +408,7 @@ impl Dart {
         };
         let mut leaves: SmallVec<[u64; 4]> = SmallVec::new();
         for &f in frames {
-            let pa = self.frames.pa_of(f)?;
+            let pa = self.device().frames().pa_of(f)?;
             let leaf = Leaf { pa, read: perm.read(), write: perm.write(), subpage: sp };
             leaves.push(self.pte_format().encode_leaf(self.page_shift(), &leaf).map_err(|e| pte_error(iova, len, e))?);
         }
@@ -440,9 +440,9 @@ impl Dart {
         let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
-            if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
+            if let Err(e) = self.device().frames().acquire(f, Access::Dart, perm) {
                 for &g in &frames[..i] {
-                    let _ = self.frames.release(g, FrameCounter::Dart);
+                    let _ = self.device().frames().release(g, FrameCounter::Dart);
                 }
                 for t in pool {
                     self.release_table(t);
@@ -455,7 +455,7 @@ impl Dart {
             // (nothing changed it since: the lock is held, and acquiring
             // counts writes no table).
             (Some((slot, table)), &[pte]) => {
-                self.ptes.store(slot, pte);
+                self.device().ptes().store(slot, pte);
                 m.tables.count_entry(table);
                 if let Some(id) = id {
                     m.provenance.insert(slot, id);
@@ -473,13 +473,13 @@ impl Dart {
         if let (Some(out), Some(id)) = (owned, id) {
             *out = id;
         }
-        self.stats.add_serialized(&*m, Some(sid), Counter::Maps, n);
+        self.device().stats().add_serialized(&*m, Some(sid), Counter::Maps, n);
         drop(m);
         self.trace.emit_since(traced, || EventKind::Map {
             stream: sid,
             iova,
             pages: n,
-            pa: self.frames.pa_of(frames[0]).unwrap_or(0),
+            pa: self.device().frames().pa_of(frames[0]).unwrap_or(0),
             perm: perm.name(),
         });
         Ok(())
@@ -510,7 +510,7 @@ impl Dart {
                 };
                 let tf = m.table(self, sid, pa, level, geo)?;
                 let slot = pa + 8 * geo.index(va, level) as u64;
-                let pte = self.ptes.load(slot).unwrap_or(0);
+                let pte = self.device().ptes().load(slot).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = self.pte_format().decode_table(self.page_shift(), pte);
                 } else if crate::hw::pte::PteFormat::is_valid(pte) {
@@ -539,7 +539,7 @@ impl Dart {
         let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
             let f = pool.pop().expect("plan counted every table");
             m.tables.insert(f, TableInfo { level, leaf: level + 1 == geo.levels, live: 0 });
-            self.frames.pa_of(f).unwrap_or(0)
+            self.device().frames().pa_of(f).unwrap_or(0)
         };
         let mut table = match st.ttbr(idx) {
             Some(pa) => pa,
@@ -552,27 +552,27 @@ impl Dart {
         };
         // One more valid entry in the (owned, planned) table at `table`.
         let count_entry = |m: &mut Mapper, table: u64| {
-            if let Ok(tf) = self.frames.frame_of(table) {
+            if let Ok(tf) = self.device().frames().frame_of(table) {
                 m.tables.count_entry(tf);
             }
         };
         let leaf_level = geo.levels.saturating_sub(1);
         for level in 0..leaf_level {
             let slot = table + 8 * geo.index(iova, level) as u64;
-            let pte = self.ptes.load(slot).unwrap_or(0);
+            let pte = self.device().ptes().load(slot).unwrap_or(0);
             table = match self.pte_format().decode_table(self.page_shift(), pte) {
                 Some(next) => next,
                 None => {
                     let pa = new_table(m, level + 1);
                     let desc = self.pte_format().encode_table(self.page_shift(), pa).unwrap_or(0);
-                    self.ptes.store(slot, desc);
+                    self.device().ptes().store(slot, desc);
                     count_entry(m, table);
                     pa
                 }
             };
         }
         let slot = table + 8 * geo.index(iova, leaf_level) as u64;
-        self.ptes.store(slot, leaf_pte);
+        self.device().ptes().store(slot, leaf_pte);
         count_entry(m, table);
         slot
     }
@@ -610,7 +610,7 @@ impl Dart {
         len: u64,
         owned: Option<(&[MapId], OwnedScope)>,
     ) -> Result<u64, DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let st = self.stream(sid)?;
         let config = st.config();
         let mut geo = self.geometry_for(config);
@@ -662,7 +662,7 @@ impl Dart {
                         touched.push(pa);
                     }
                     parents.push((tf, slot));
-                    table = fmt.decode_table(shift, self.ptes.load(slot).unwrap_or(0));
+                    table = fmt.decode_table(shift, self.device().ptes().load(slot).unwrap_or(0));
                     continue;
                 }
                 if let Some((owners, _)) = owned {
@@ -677,9 +677,9 @@ impl Dart {
                 if !touched.contains(&pa) {
                     touched.push(pa);
                 }
-                let Some(leaf) = fmt.decode_leaf(shift, self.ptes.load(slot).unwrap_or(0)) else { break };
-                self.ptes.store(slot, 0);
-                if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                let Some(leaf) = fmt.decode_leaf(shift, self.device().ptes().load(slot).unwrap_or(0)) else { break };
+                self.device().ptes().store(slot, 0);
+                if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
                     released.push(f);
                 }
                 info.live = info.live.saturating_sub(1);
@@ -701,7 +701,7 @@ impl Dart {
         let touched = touched.as_slice();
         let mut reaching = 0;
         for s in streams_in(m.with_ttbr) {
-            let Some(other) = self.streams.get(s) else { continue };
+            let Some(other) = self.device().streams().get(s) else { continue };
             let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
             if n > 0 {
                 set_stream(&mut affected, s as u32);
@@ -722,7 +722,7 @@ impl Dart {
             Invalidation::Strict => {
                 self.invalidate(&mut m, &affected, unmapped);
                 for f in released {
-                    let _ = self.frames.release(f, FrameCounter::Dart);
+                    let _ = self.device().frames().release(f, FrameCounter::Dart);
                 }
                 for t in retired {
                     self.free_table(&mut m, t);
@@ -731,7 +731,7 @@ impl Dart {
             Invalidation::Deferred => {
                 let mut now: SmallVec<[Frame; 4]> = SmallVec::new();
                 for f in released {
-                    match self.frames.defer_dart(f) {
+                    match self.device().frames().defer_dart(f) {
                         Ok(_) => m.pending.push(PendingItem { what: Pending::Frame(f), streams: affected }),
                         Err(_) => now.push(f),
                     }
@@ -744,12 +744,12 @@ impl Dart {
                     // (its tables stay pending until a flush of all regions).
                     self.invalidate(&mut m, &affected, unmapped);
                     for f in now {
-                        let _ = self.frames.release(f, FrameCounter::Dart);
+                        let _ = self.device().frames().release(f, FrameCounter::Dart);
                     }
                 }
             }
         }
-        self.stats.add_serialized(&*m, Some(sid), Counter::Unmaps, pages);
+        self.device().stats().add_serialized(&*m, Some(sid), Counter::Unmaps, pages);
         drop(m);
         self.trace.emit_since(traced, || EventKind::Unmap {
             stream: sid,
@@ -770,7 +770,7 @@ impl Dart {
         for level in 0..geo.levels {
             m.table(self, sid, table, level, geo).ok()?;
             let slot = table + 8 * geo.index(iova, level) as u64;
-            let pte = self.ptes.load(slot).unwrap_or(0);
+            let pte = self.device().ptes().load(slot).unwrap_or(0);
             if level + 1 == geo.levels {
                 return fmt.decode_leaf(self.page_shift(), pte).map(|_| slot);
             }
@@ -793,8 +793,8 @@ impl Dart {
     ) -> bool {
         let mut above_leaf = false;
         for (depth, &(parent, slot)) in parents.iter().enumerate().rev() {
-            self.ptes.store(slot, 0);
-            self.walk_cache.invalidate(m);
+            self.device().ptes().store(slot, 0);
+            self.device().walk_cache().invalidate(m);
             m.tables.remove(t);
             retired.push(t);
             let Some(info) = m.tables.get_mut(parent) else { return above_leaf };
@@ -831,7 +831,7 @@ impl Dart {
     fn invalidate(&self, m: &mut Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
         let mut narrowed = None;
         for s in streams_in(*mask) {
-            if let Some(st) = self.streams.get(s) {
+            if let Some(st) = self.device().streams().get(s) {
                 match unmapped {
                     Some((sid, iova, len, above_leaf)) if sid as usize == s => {
                         let range = crate::types::region_mask(iova, len);
@@ -842,7 +842,7 @@ impl Dart {
                     }
                     _ => st.bump_gen_before_synchronize(),
                 }
-                self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
+                self.device().stats().add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
             }
         }
         let mut fenced = *mask;
@@ -853,7 +853,7 @@ impl Dart {
         if narrowed.is_some_and(|(sid, _)| has_stream(&m.moved, sid)) {
             narrowed = None;
         }
-        self.inflight.synchronize_regions(&fenced, narrowed);
+        self.device().inflight().synchronize_regions(&fenced, narrowed);
         m.moved = [0; 4];
     }
 
@@ -861,9 +861,9 @@ impl Dart {
     /// allocated, orphaned, until the DART is dropped: never recycled while
     /// a walk could start from it).
     fn free_table(&self, m: &mut Mapper, t: Frame) {
-        let pa = self.frames.pa_of(t).unwrap_or(u64::MAX);
+        let pa = self.device().frames().pa_of(t).unwrap_or(u64::MAX);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        let named = self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
+        let named = self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
         if named {
             m.orphans.push(t);
         } else {
@@ -875,14 +875,14 @@ impl Dart {
     /// [`frame_table::FrameTable::hold_table`]): from here until
     /// [`Dart::release_table`], freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
-        let pool = self.frames.alloc(FrameType::DartTable, n)?;
+        let pool = self.device().frames().alloc(FrameType::DartTable, n)?;
         for (i, &t) in pool.iter().enumerate() {
-            if let Err(e) = self.frames.hold_table(t) {
+            if let Err(e) = self.device().frames().hold_table(t) {
                 for &u in &pool[..i] {
-                    let _ = self.frames.release(u, FrameCounter::Dart);
+                    let _ = self.device().frames().release(u, FrameCounter::Dart);
                 }
                 for &u in &pool {
-                    let _ = self.frames.free(u);
+                    let _ = self.device().frames().free(u);
                 }
                 return Err(e.into());
             }
@@ -892,15 +892,15 @@ impl Dart {
 
     /// Drops the DART's hold on a table frame nothing can walk any more, and frees it.
     fn release_table(&self, t: Frame) {
-        let _ = self.frames.release(t, FrameCounter::Dart);
-        let _ = self.frames.free(t);
+        let _ = self.device().frames().release(t, FrameCounter::Dart);
+        let _ = self.device().frames().free(t);
     }
 
     /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
     /// die, DMA in flight is waited for, and the deferred unmaps this flush
     /// covers complete (their frames leave "pending invalidation").
     pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         if let Some(s) = sid {
             self.stream(s)?;
         }
@@ -930,7 +930,7 @@ impl Dart {
             }
             match item.what {
                 Pending::Frame(f) => {
-                    let _ = self.frames.release(f, FrameCounter::PendingInvalidation);
+                    let _ = self.device().frames().release(f, FrameCounter::PendingInvalidation);
                 }
                 Pending::Table(t) => self.free_table(&mut m, t),
             }
@@ -950,11 +950,11 @@ impl Dart {
     /// fills it, and every stream pointed at it shares the mappings. (A
     /// stream with no TTBR gets a root of its own on its first map.)
     pub fn alloc_root_table(&self) -> Result<u64, DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let f = self.alloc_tables(1)?[0];
         m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
-        Ok(self.frames.pa_of(f)?)
+        Ok(self.device().frames().pa_of(f)?)
     }
 
     /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
@@ -962,10 +962,10 @@ impl Dart {
     /// the DMA that may still be walking it has finished. Anything else is
     /// refused (`bad-range`) and changes nothing.
     pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
-        let Ok(f) = self.frames.frame_of(pa) else { return refuse("not a root table of this DART") };
+        let Ok(f) = self.device().frames().frame_of(pa) else { return refuse("not a root table of this DART") };
         match m.tables.get(f) {
             Some(info) if info.level == 0 && pa & ((1 << self.page_shift()) - 1) == 0 => {
                 if info.live > 0 {
@@ -975,12 +975,12 @@ impl Dart {
             _ => return refuse("not a root table of this DART"),
         }
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
+        if self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
             return refuse("a TTBR still names the root table");
         }
         m.tables.remove(f);
         // A DMA that loaded the TTBR before it changed may still be walking.
-        self.inflight.synchronize();
+        self.device().inflight().synchronize();
         self.release_table(f);
         Ok(())
     }
@@ -1008,8 +1008,8 @@ impl Dart {
     }
 
     fn collect_leaves(&self, m: &Mapper, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
-        let Ok(tf) = self.frames.frame_of(table) else { return };
-        let ok = self.frames.state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
+        let Ok(tf) = self.device().frames().frame_of(table) else { return };
+        let ok = self.device().frames().state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
         if !ok || level >= geo.levels {
             return;
         }
@@ -1023,7 +1023,7 @@ impl Dart {
         }
         let shift = geo.page_shift + (geo.levels - 1 - level) * geo.bits_per_level();
         for i in 0..geo.entries_per_table() {
-            let pte = self.ptes.load(table + 8 * i).unwrap_or(0);
+            let pte = self.device().ptes().load(table + 8 * i).unwrap_or(0);
             let va = base | (i << shift);
             if level + 1 < geo.levels {
                 if let Some(next) = self.pte_format().decode_table(self.page_shift(), pte) {
@@ -1047,11 +1047,11 @@ impl Dart {
             if !info.leaf {
                 continue;
             }
-            let Ok(base) = self.frames.pa_of(tf) else { continue };
+            let Ok(base) = self.device().frames().pa_of(tf) else { continue };
             for i in 0..entries {
-                let pte = self.ptes.load(base + 8 * i).unwrap_or(0);
+                let pte = self.device().ptes().load(base + 8 * i).unwrap_or(0);
                 if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
-                    if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                    if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
                         out.entry(f).or_default().0 += 1;
                     }
                 }
@@ -1099,12 +1099,15 @@ impl Dart {
         let page_mask = (1u64 << self.page_shift()) - 1;
         for (&slot, id) in &m.provenance {
             let in_leaf_table = self
-                .frames
+                .frames()
                 .frame_of(slot & !page_mask)
                 .ok()
                 .and_then(|t| m.tables.get(t))
                 .is_some_and(|info| info.leaf);
-            let valid = self.pte_format().decode_leaf(self.page_shift(), self.ptes.load(slot).unwrap_or(0)).is_some();
+            let valid = self
+                .pte_format()
+                .decode_leaf(self.page_shift(), self.device().ptes().load(slot).unwrap_or(0))
+                .is_some();
             if !(in_leaf_table && valid) {
                 return Err(format!("{}: {id} is recorded for PTE {slot:#x}, which holds no leaf", self.name()));
             }
@@ -1124,7 +1127,7 @@ impl Dart {
     /// leaf check) agrees with every frame's type. Returns a description of
     /// the first breach.
     pub fn check_restricted_unreachable(&self) -> Result<(), String> {
-        if let Err(wrong) = self.frames.reach_map_consistent() {
+        if let Err(wrong) = self.device().frames().reach_map_consistent() {
             let shown: Vec<String> = wrong.iter().take(8).map(|f| f.to_string()).collect();
             return Err(format!(
                 "{}: the device-reachable map disagrees with the type of {} frame(s): {}",
@@ -1133,8 +1136,8 @@ impl Dart {
                 shown.join(", ")
             ));
         }
-        let tlb = self.iotlb_entries_by_stream();
-        for (sid, st) in self.streams.iter().enumerate() {
+        let tlb = self.device().iotlb_entries_by_stream();
+        for (sid, st) in self.device().streams().iter().enumerate() {
             let cached = tlb.get(sid).map_or(&[][..], Vec::as_slice);
             let sid = sid as u32;
             let c = st.config();
@@ -1152,7 +1155,7 @@ impl Dart {
     }
 
     fn check_reachable(&self, sid: u32, iova: u64, pa: u64, what: &str) -> Result<(), String> {
-        let ty = self.frames.frame_of(pa).and_then(|f| self.frames.state(f)).map(|s| s.ty());
+        let ty = self.device().frames().frame_of(pa).and_then(|f| self.device().frames().state(f)).map(|s| s.ty());
         match ty {
             Ok(t) if frame_table::policy::device_reachable(t) => Ok(()),
             Ok(t) => {
@@ -1170,7 +1173,7 @@ impl Dart {
         if self.invalidation() == Invalidation::Deferred {
             return Ok(());
         }
-        let tlb = self.iotlb_entries_by_stream();
+        let tlb = self.device().iotlb_entries_by_stream();
         for (sid, cached) in (0..self.stream_count()).zip(&tlb) {
             if cached.is_empty() {
                 continue;
@@ -1222,7 +1225,7 @@ mod tests {
         dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
         dart.map(1, p5, &data[1..], Perm::RW, None).unwrap();
         assert!(dart.translate(1, p1, 8, crate::Dir::Read).is_ok());
-        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        let calls = || std::mem::take(&mut *dart.device().inflight().synchronized.lock());
         // The configuration change's first invalidation names the stream
         // whole (see the next test).
         dart.flush(Some(1)).unwrap();
@@ -1252,7 +1255,7 @@ mod tests {
         }
         let data = frames.alloc(FrameType::UserData, 4).unwrap();
         let p1 = 1u64 << 25;
-        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        let calls = || std::mem::take(&mut *dart.device().inflight().synchronized.lock());
         // The configuration changes above: the first unmap names streams 1
         // and 2 whole.
         dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
@@ -1303,10 +1306,14 @@ mod tests {
         assert_eq!(dart.translate(1, page, 8, Dir::Read).map(|t| t.spans()[0].pa), Ok(pa));
         let live: Vec<u64> = dart.iotlb_entries(1).unwrap().into_iter().map(|(iova, _)| iova).collect();
         assert_eq!(live, [alias]);
-        dart.inflight.synchronized.lock().clear();
+        dart.device().inflight().synchronized.lock().clear();
 
         assert_eq!(dart.unmap(1, page, 0x1000), Ok(1));
-        assert_eq!(*dart.inflight.synchronized.lock(), [([0b10, 0, 0, 0], None)], "every region of stream 1");
+        assert_eq!(
+            *dart.device().inflight().synchronized.lock(),
+            [([0b10, 0, 0, 0], None)],
+            "every region of stream 1"
+        );
         assert!(dart.iotlb_entries(1).unwrap().is_empty(), "the alias's entry died with the page's");
         for iova in [page, alias] {
             match dart.translate(1, iova, 8, Dir::Read) {

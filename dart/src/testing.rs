@@ -6,7 +6,7 @@
 /// evict it once every `EVICT_EVERY` times (the IOTLB's bimodal insertion):
 /// a working set that fits but finds the slots held by live entries takes
 /// about this many misses per page to move in.
-pub const EVICT_EVERY: u32 = crate::iotlb::EVICT_EVERY;
+pub const EVICT_EVERY: u32 = crate::translate::iotlb::EVICT_EVERY;
 
 /// The largest IOTLB, in entries (also [`crate::DartConfig::MAX_IOTLB_ENTRIES`]).
-pub const MAX_IOTLB_ENTRIES: usize = crate::iotlb::Iotlb::MAX_ENTRIES;
+pub const MAX_IOTLB_ENTRIES: usize = crate::translate::iotlb::Iotlb::MAX_ENTRIES;

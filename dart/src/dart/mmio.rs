@@ -156,7 +156,7 @@ impl Dart {
             Ok(off) => {
                 let reg = reg_at(self.variant(), self.stream_count(), off);
                 let guard = (!reg.lock_free()).then(|| s.serial.lock());
-                let r = match self.frames.check_running() {
+                let r = match self.frames().check_running() {
                     Err(e) => Err(DartError::from(e)),
                     Ok(()) => match write {
                         None => Ok(self.reg_read(reg)),

@@ -125,7 +125,7 @@
 //! frame mapped there too is still mapped). (A large DMA may prefetch a
 //! leaf PTE's line before it enters, from its walk-cache row, whatever
 //! the generation: a prefetch reads nothing, and the DMA then enters and
-//! walks as every reader does; `crate::walk_cache`, "Touches".)
+//! walks as every reader does; `crate::translate::walk_cache`, "Touches".)
 //!
 //! Bits are set only under the writer mutex, so a burst's end cannot
 //! clear a bit between its setting and the barrier that covers it. A burst
@@ -313,7 +313,7 @@ pub struct InFlight {
     /// The shared counters of phase 0 and phase 1.
     shared: [CachePadded<AtomicU64>; 2],
     /// Per stream (index `sid % MAX_STREAMS`), the IOVA regions whose
-    /// readers must fence: bit `r` for the region `crate::stream::region`
+    /// readers must fence: bit `r` for the region `crate::translate::stream::region`
     /// numbers `r`. Set for the regions a burst of unmaps invalidates
     /// (and all of them while the process-wide barrier is unavailable);
     /// written only under the writer mutex.
@@ -1189,9 +1189,9 @@ mod tests {
         d.map(1, elsewhere, &data[2..], Perm::RW, None).unwrap();
         let mut buf = vec![0u8; 2 * page as usize];
         d.dma_read(1, elsewhere, &mut buf[..64]).unwrap(); // a slot entered: bursts apply
-        d.inflight.synchronize_regions(&[2, 0, 0, 0], Some((1, region_bit(first1))));
-        assert_eq!(d.inflight.fenced[1].load(Ordering::Relaxed), region_bit(first1));
-        assert!(d.inflight.flagged.load(Ordering::Relaxed));
+        d.device().inflight().synchronize_regions(&[2, 0, 0, 0], Some((1, region_bit(first1))));
+        assert_eq!(d.device().inflight().fenced[1].load(Ordering::Relaxed), region_bit(first1));
+        assert!(d.device().inflight().flagged.load(Ordering::Relaxed));
 
         let (entries, fences) = fences_so_far();
         d.dma_read(1, elsewhere, &mut buf[..64]).unwrap();
