@@ -44,6 +44,12 @@ pub(crate) struct MmioState {
     bad_offset: AtomicU64,
 }
 
+impl crate::mapper::RegisterLock for MmioState {
+    fn tcr_ttbr_locked(&self) -> bool {
+        MmioState::tcr_ttbr_locked(self)
+    }
+}
+
 /// The lock bit inside `MmioState::protect`.
 const LOCK_TCR_TTBR: u32 = t8110::PROTECT_TTBR_TCR.mask();
 
@@ -256,7 +262,7 @@ impl Dart {
             Reg::StreamCommand if t8020::STREAM_COMMAND_INVALIDATE.is_set(value) => {
                 let select = u64::from(s.stream_select.load(Relaxed));
                 let all = (1u64 << self.stream_count()) - 1;
-                self.flush_streams([select & all, 0, 0, 0]);
+                self.kernel().flush_streams([select & all, 0, 0, 0]);
                 Done
             }
             Reg::StreamCommand => Ignored,

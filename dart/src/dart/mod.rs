@@ -42,7 +42,7 @@ mod mmio;
 use crate::error::DartError;
 use crate::fault::{ErrorLatch, Fault, FaultKind};
 use crate::hw::pte::{Leaf, PteFormat};
-use crate::mapper::Mapper;
+use crate::mapper::{Kernel, MapId, Mapper, OwnedScope};
 use crate::observe::events::{EventLog, WatchRange};
 use crate::observe::stats::Stats;
 use crate::translate::phys;
@@ -51,9 +51,9 @@ pub use crate::translate::Translation;
 use crate::translate::{Raise, Translator};
 use crate::types::{Dir, Invalidation, StreamConfig};
 use crate::variant::{Geometry, Variant};
-use crossbeam_utils::CachePadded;
-use frame_table::{Frame, FrameTable};
+use frame_table::{Frame, FrameTable, Perm};
 use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How to build a [`Dart`].
@@ -102,9 +102,8 @@ pub struct Dart {
     /// The device side: streams, IOTLB, in-flight tracker, walk cache,
     /// PTE loads, counters.
     device: Translator,
-    /// On a line of its own: map and unmap write it while DMA threads read
-    /// the fields around it on every access.
-    pub(crate) mapper: CachePadded<Mutex<Mapper>>,
+    /// The kernel side: the only writer of the tables.
+    mapper: Mapper,
     error: Mutex<ErrorLatch>,
     interrupt: RwLock<Option<Arc<InterruptFn>>>,
     pub(crate) mmio: mmio::MmioState,
@@ -204,9 +203,8 @@ impl Dart {
         })
     }
 
-    /// The device side (the port, the adapters and the mapper reach the
-    /// streams, tables and tracker through it).
-    #[inline]
+    /// The device side, for tests that look inside it.
+    #[cfg(test)]
     pub(crate) fn device(&self) -> &Translator {
         &self.device
     }
@@ -264,7 +262,7 @@ impl Dart {
             variant: v,
             format: v.pte_format(),
             invalidation: config.invalidation,
-            mapper: CachePadded::new(Mutex::new(Mapper::default())),
+            mapper: Mapper::new(v, config.invalidation),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
             mmio: mmio::MmioState::new(),
@@ -296,6 +294,158 @@ impl Dart {
     /// before `free` or `retype` never breaches R2 through a held slice.
     pub fn slice_holds(&self, frame: Frame) -> u64 {
         self.holds.on(frame)
+    }
+}
+
+/// # Kernel side: the mapper
+///
+/// The only writer of the translation tables. `map` takes every frame's DART
+/// count, with the frame-type policy check, before the PTE that points at it
+/// exists; on a locked DART it still maps under existing TTBRs, but a map
+/// that would give a stream its first table (a TTBR write) is `locked`;
+/// `unmap` and `flush` clear, invalidate and wait for the DMA in flight
+/// before they release those counts (slices a port handed out keep their
+/// own counts: [`crate::hold`]).
+impl Dart {
+    /// The kernel side, lent the components it writes through.
+    #[inline]
+    pub(crate) fn kernel(&self) -> Kernel<'_> {
+        Kernel { mapper: &self.mapper, dev: &self.device, trace: &self.trace, holds: &self.holds, regs: &self.mmio }
+    }
+
+    /// Maps `frames` at `iova` (one page each, in order) in stream `sid` with
+    /// `perm`, optionally limited to the byte range `subpage` = `[start, end)`
+    /// of a single frame. Each frame's DART count is taken with its policy
+    /// check before its PTE is written; on any refusal nothing is left behind
+    /// (no count, no PTE, no table).
+    pub fn map(
+        &self,
+        sid: u32,
+        iova: u64,
+        frames: &[Frame],
+        perm: Perm,
+        subpage: Option<(u64, u64)>,
+    ) -> Result<(), DartError> {
+        self.kernel().map(sid, iova, frames, perm, subpage)
+    }
+
+    /// [`Dart::map`], and every leaf it writes carries a fresh [`MapId`],
+    /// which it returns: [`Dart::unmap_owned`] with that id removes these
+    /// pages only while their PTEs are still the ones this call wrote (see
+    /// [`MapId`]). A mapping service maps a client's requests this way.
+    pub fn map_owned(
+        &self,
+        sid: u32,
+        iova: u64,
+        frames: &[Frame],
+        perm: Perm,
+        subpage: Option<(u64, u64)>,
+    ) -> Result<MapId, DartError> {
+        self.kernel().map_owned(sid, iova, frames, perm, subpage)
+    }
+
+    /// Unmaps `[iova, iova + len)` of stream `sid`: clears the leaf PTEs and
+    /// frees emptied tables. Strict mode invalidates, waits for DMA in flight
+    /// and releases the frames' DART counts before returning; deferred mode
+    /// moves them to "pending invalidation" until a flush. Returns the pages
+    /// unmapped; `not-mapped` if none was.
+    pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
+        self.kernel().unmap(sid, iova, len)
+    }
+
+    /// [`Dart::unmap`] of the pages `[iova, iova + owners.len() pages)` of
+    /// stream `sid` whose leaf, reached through the stream's tables as they
+    /// are now, still carries the id `owners[i]` names (page `i`'s id from
+    /// [`Dart::map_owned`]). With [`OwnedScope::Whole`] every page must, or
+    /// nothing is unmapped and the first page that does not is `not-mapped`;
+    /// with [`OwnedScope::Matching`] the others are left mapped and only if
+    /// none matched is the call `not-mapped`. The check and the unmap are
+    /// one step under the mapper lock: a PTE cleared, re-written or moved
+    /// out of reach (TTBR, TCR, shared tables) by anyone since is never
+    /// removed. Returns the pages unmapped.
+    pub fn unmap_owned(&self, sid: u32, iova: u64, owners: &[MapId], scope: OwnedScope) -> Result<u64, DartError> {
+        self.kernel().unmap_owned(sid, iova, owners, scope)
+    }
+
+    /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
+    /// die, DMA in flight is waited for, and the deferred unmaps this flush
+    /// covers complete (their frames leave "pending invalidation").
+    pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
+        self.kernel().flush(sid)
+    }
+
+    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
+    /// this DART's mapper — and returns its physical address. No TTBR names
+    /// it yet: this is the page-table root a driver allocates for a domain
+    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
+    /// their TTBR registers (value: [`crate::hw::regs::encode_ttbr`]) or with
+    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
+    /// fills it, and every stream pointed at it shares the mappings. (A
+    /// stream with no TTBR gets a root of its own on its first map.)
+    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
+        self.kernel().alloc_root_table()
+    }
+
+    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
+    /// got on its first map) once it is empty and no TTBR names it, after
+    /// the DMA that may still be walking it has finished. Anything else is
+    /// refused (`bad-range`) and changes nothing.
+    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
+        self.kernel().free_root_table(pa)
+    }
+}
+
+/// # Inspection: mappings, counts and invariants
+///
+/// Read-only, under the mapper lock: what the tables map, which frames they
+/// and the outstanding invalidations and slice holds count, and the checks
+/// the runner and tests assert after every step.
+impl Dart {
+    /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
+    pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
+        self.kernel().mappings(sid)
+    }
+
+    /// Per frame: valid leaf PTEs in this DART's tables plus its hold on each
+    /// of its own table frames and its ports' slice holds, and pending
+    /// invalidations. What the frame table's DART counts must equal when
+    /// every DART of the SoC is summed.
+    pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
+        self.kernel().dart_counts()
+    }
+
+    /// The [`MapId`] the leaf stream `sid` reaches at `iova` now carries:
+    /// `None` if no valid leaf is there or a plain [`Dart::map`] wrote it.
+    pub fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
+        self.kernel().map_id(sid, iova)
+    }
+
+    /// Checks the provenance invariant (module docs): every recorded slot
+    /// holds a valid leaf in a leaf table this mapper owns. Returns a
+    /// description of the first breach.
+    pub fn check_provenance(&self) -> Result<(), String> {
+        self.kernel().check_provenance()
+    }
+
+    /// Frames this DART owns as tables.
+    pub fn table_frames(&self) -> Vec<Frame> {
+        self.kernel().table_frames()
+    }
+
+    /// Checks `restricted-unreachable` for this DART: every valid PTE any
+    /// TTBR reaches names a frame whose type allows DART access (tables:
+    /// `dart-table`), every live IOTLB entry too, no untrusted stream
+    /// bypasses, and the frame table's device-reachable map (the walker's
+    /// leaf check) agrees with every frame's type. Returns a description of
+    /// the first breach.
+    pub fn check_restricted_unreachable(&self) -> Result<(), String> {
+        self.kernel().check_restricted_unreachable()
+    }
+
+    /// Checks `iotlb-coherent` (meaningful in strict mode, when no map or
+    /// unmap is running): every live IOTLB entry equals its PTE.
+    pub fn check_iotlb_coherent(&self) -> Result<(), String> {
+        self.kernel().check_iotlb_coherent()
     }
 }
 
@@ -398,7 +548,7 @@ impl Dart {
             return Err(DartError::Locked { sid, register: crate::error::LockedRegister::Ttbr { index: idx } });
         }
         if let Some(pa) = table {
-            m.check_ttbr_target(self, pa)?;
+            m.check_ttbr_target(&self.kernel(), pa)?;
         }
         st.set_ttbr(idx, table);
         m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));

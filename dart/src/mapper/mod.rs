@@ -18,7 +18,7 @@
 //!   covers every stream that could still cache it);
 //! - a table is freed only once it is empty, unlinked, named by no TTBR, and
 //!   the same invalidation has passed;
-//! - provenance: `Mapper::provenance` holds `slot → id` exactly while the
+//! - provenance: `MapperState::provenance` holds `slot → id` exactly while the
 //!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`]
 //!   call that returned `id` wrote. The mapper writes a leaf only into an
 //!   empty slot, and every path that clears a leaf ([`Dart::unmap`],
@@ -30,15 +30,18 @@
 //! client's mapping from whatever the tables hold there now) is described on
 //! [`MapId`].
 
-use crate::dart::Dart;
 use crate::error::{DartError, LockedRegister};
-use crate::hw::pte::{Leaf, PteError, Subpage};
-use crate::observe::events::EventKind;
+use crate::hold::Holds;
+use crate::hw::pte::{Leaf, PteError, PteFormat, Subpage};
+use crate::observe::events::{DartTrace, EventKind};
 use crate::observe::stats::Counter;
 use crate::translate::stream::StreamState;
-use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation};
-use crate::variant::Geometry;
+use crate::translate::Translator;
+use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation, StreamConfig};
+use crate::variant::{Geometry, Variant};
+use crossbeam_utils::CachePadded;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -196,9 +199,9 @@ struct PendingItem {
     streams: [u64; 4],
 }
 
-/// The mapper's state (under the DART's mapper lock).
+/// The mapper's state (under its lock).
 #[derive(Debug, Default)]
-pub(crate) struct Mapper {
+pub(crate) struct MapperState {
     tables: TableMap,
     pending: Vec<PendingItem>,
     /// Emptied tables a TTBR still named when they were retired: kept (and
@@ -222,9 +225,9 @@ pub(crate) struct Mapper {
     last_id: u64,
 }
 
-impl crate::sync::WriterLock for Mapper {}
+impl crate::sync::WriterLock for MapperState {}
 
-impl Mapper {
+impl MapperState {
     /// A fresh mapping id, or a refusal once all 2^64 - 1 are spent (an id
     /// is never handed out twice).
     fn next_map_id(&mut self) -> Result<MapId, DartError> {
@@ -258,48 +261,142 @@ impl Mapper {
     }
 }
 
-impl Mapper {
+impl MapperState {
     /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
     /// anything else is an invariant breach (SPEC §2), reported to the frame
     /// table's violation mode.
-    pub(crate) fn check_ttbr_target(&self, dart: &Dart, pa: u64) -> Result<(), DartError> {
-        let frames = &dart.frames();
+    pub(crate) fn check_ttbr_target(&self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
+        let frames = &k.device().frames();
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
-            dart.stats().add_serialized(self, None, Counter::Violations, 1);
+            k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
         let owned =
-            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
+            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << k.page_shift()) - 1) == 0;
         if !owned {
-            dart.stats().add_serialized(self, None, Counter::Violations, 1);
+            k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         Ok(())
     }
 
-    fn table(&self, dart: &Dart, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
-        let f = dart.frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+    fn table(&self, k: &Kernel<'_>, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
+        let f = k.device().frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok(f),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
         }
     }
 
-    /// [`Mapper::table`] with the table's bookkeeping, in one lookup.
+    /// [`MapperState::table`] with the table's bookkeeping, in one lookup.
     fn table_mut(
         &mut self,
-        dart: &Dart,
+        k: &Kernel<'_>,
         sid: u32,
         pa: u64,
         level: u32,
         geo: Geometry,
     ) -> Result<(Frame, &mut TableInfo), DartError> {
-        let f = dart.frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        let f = k.device().frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get_mut(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok((f, info)),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
         }
+    }
+}
+
+/// The kernel side's component: the mapper's state behind its lock, and the
+/// DART's fixed properties the mapper encodes tables with.
+pub(crate) struct Mapper {
+    /// On a line of its own: map and unmap write it while DMA threads read
+    /// the fields around it on every access.
+    state: CachePadded<Mutex<MapperState>>,
+    variant: Variant,
+    format: PteFormat,
+    invalidation: Invalidation,
+}
+
+impl Mapper {
+    /// A mapper with no table for a `variant` DART in `invalidation` mode.
+    pub(crate) fn new(variant: Variant, invalidation: Invalidation) -> Mapper {
+        Mapper {
+            state: CachePadded::new(Mutex::new(MapperState::default())),
+            variant,
+            format: variant.pte_format(),
+            invalidation,
+        }
+    }
+
+    /// Takes the mapper lock: every change to tables, TTBRs, stream
+    /// configurations and the register lock bit holds it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, MapperState> {
+        self.state.lock()
+    }
+}
+
+/// The register state the mapper consults under its lock: whether TCR and
+/// TTBR writes are locked (a map that would write a TTBR is then refused).
+pub(crate) trait RegisterLock {
+    /// Whether TCR/TTBR writes are locked. Every write of the lock bit
+    /// holds the mapper lock.
+    fn tcr_ttbr_locked(&self) -> bool;
+}
+
+/// The kernel side at work: the mapper and the components it writes through
+/// or reports to (the device side's streams, tables, tracker and counters;
+/// the event trace; the slice holds it counts; the register lock bit). A
+/// [`crate::Dart`] lends these for each kernel-side call.
+pub(crate) struct Kernel<'a> {
+    pub(crate) mapper: &'a Mapper,
+    pub(crate) dev: &'a Translator,
+    pub(crate) trace: &'a DartTrace,
+    pub(crate) holds: &'a Holds,
+    pub(crate) regs: &'a dyn RegisterLock,
+}
+
+impl Kernel<'_> {
+    #[inline]
+    fn device(&self) -> &Translator {
+        self.dev
+    }
+
+    #[inline]
+    fn page_shift(&self) -> u32 {
+        self.dev.page_shift()
+    }
+
+    #[inline]
+    fn pte_format(&self) -> PteFormat {
+        self.mapper.format
+    }
+
+    #[inline]
+    fn variant(&self) -> Variant {
+        self.mapper.variant
+    }
+
+    #[inline]
+    fn invalidation(&self) -> Invalidation {
+        self.mapper.invalidation
+    }
+
+    fn name(&self) -> &str {
+        self.trace.source()
+    }
+
+    #[inline]
+    fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
+        self.dev.stream(sid)
+    }
+
+    fn stream_count(&self) -> u32 {
+        self.dev.streams().len() as u32
+    }
+
+    #[inline]
+    fn geometry_for(&self, c: StreamConfig) -> Geometry {
+        Geometry::new(self.variant(), self.page_shift(), c.four_level)
     }
 }
 
@@ -321,7 +418,7 @@ fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
 /// that would give a stream its first table (a TTBR write) is `locked`; `unmap` and `flush` clear, invalidate and wait for the DMA in
 /// flight before they release those counts (slices a port handed out keep
 /// their own counts: [`crate::hold`]).
-impl Dart {
+impl Kernel<'_> {
     fn check_range(&self, geo: Geometry, iova: u64, len: u64) -> Result<(), DartError> {
         let page = geo.page_size();
         if len == 0 {
@@ -337,12 +434,8 @@ impl Dart {
         Ok(())
     }
 
-    /// Maps `frames` at `iova` (one page each, in order) in stream `sid` with
-    /// `perm`, optionally limited to the byte range `subpage` = `[start, end)`
-    /// of a single frame. Each frame's DART count is taken with its policy
-    /// check before its PTE is written; on any refusal nothing is left behind
-    /// (no count, no PTE, no table).
-    pub fn map(
+    /// [`Dart::map`](crate::Dart::map).
+    pub(crate) fn map(
         &self,
         sid: u32,
         iova: u64,
@@ -353,11 +446,8 @@ impl Dart {
         self.map_inner(sid, iova, frames, perm, subpage, None)
     }
 
-    /// [`Dart::map`], and every leaf it writes carries a fresh [`MapId`],
-    /// which it returns: [`Dart::unmap_owned`] with that id removes these
-    /// pages only while their PTEs are still the ones this call wrote (see
-    /// [`MapId`]). A mapping service maps a client's requests this way.
-    pub fn map_owned(
+    /// [`Dart::map_owned`](crate::Dart::map_owned).
+    pub(crate) fn map_owned(
         &self,
         sid: u32,
         iova: u64,
@@ -427,7 +517,7 @@ impl Dart {
         let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
         // A stream without a root gets one by a TTBR write, which a locked
         // DART refuses (the lock bit changes only under this lock).
-        if plan.tables > 0 && self.mmio.tcr_ttbr_locked() {
+        if plan.tables > 0 && self.regs.tcr_ttbr_locked() {
             let (first, last) = (geo.ttbr_index(iova), geo.ttbr_index(iova + (len - page)));
             if let Some(index) = (first..=last).find(|&i| st.ttbr(i).is_none()) {
                 return Err(DartError::Locked { sid, register: LockedRegister::Ttbr { index } });
@@ -490,7 +580,7 @@ impl Dart {
     /// single page whose tables all exist, also where its leaf goes.
     fn plan_map(
         &self,
-        m: &Mapper,
+        m: &MapperState,
         sid: u32,
         st: &StreamState,
         geo: Geometry,
@@ -528,7 +618,7 @@ impl Dart {
     /// large enough.
     fn install(
         &self,
-        m: &mut Mapper,
+        m: &mut MapperState,
         (sid, st): (u32, &StreamState),
         geo: Geometry,
         iova: u64,
@@ -536,7 +626,7 @@ impl Dart {
         pool: &mut Vec<Frame>,
     ) -> u64 {
         let idx = geo.ttbr_index(iova);
-        let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
+        let mut new_table = |m: &mut MapperState, level: u32| -> u64 {
             let f = pool.pop().expect("plan counted every table");
             m.tables.insert(f, TableInfo { level, leaf: level + 1 == geo.levels, live: 0 });
             self.device().frames().pa_of(f).unwrap_or(0)
@@ -551,7 +641,7 @@ impl Dart {
             }
         };
         // One more valid entry in the (owned, planned) table at `table`.
-        let count_entry = |m: &mut Mapper, table: u64| {
+        let count_entry = |m: &mut MapperState, table: u64| {
             if let Ok(tf) = self.device().frames().frame_of(table) {
                 m.tables.count_entry(tf);
             }
@@ -577,26 +667,19 @@ impl Dart {
         slot
     }
 
-    /// Unmaps `[iova, iova + len)` of stream `sid`: clears the leaf PTEs and
-    /// frees emptied tables. Strict mode invalidates, waits for DMA in flight
-    /// and releases the frames' DART counts before returning; deferred mode
-    /// moves them to "pending invalidation" until a flush. Returns the pages
-    /// unmapped; `not-mapped` if none was.
-    pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
+    /// [`Dart::unmap`](crate::Dart::unmap).
+    pub(crate) fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
         self.unmap_inner(sid, iova, len, None)
     }
 
-    /// [`Dart::unmap`] of the pages `[iova, iova + owners.len() pages)` of
-    /// stream `sid` whose leaf, reached through the stream's tables as they
-    /// are now, still carries the id `owners[i]` names (page `i`'s id from
-    /// [`Dart::map_owned`]). With [`OwnedScope::Whole`] every page must, or
-    /// nothing is unmapped and the first page that does not is `not-mapped`;
-    /// with [`OwnedScope::Matching`] the others are left mapped and only if
-    /// none matched is the call `not-mapped`. The check and the unmap are
-    /// one step under the mapper lock: a PTE cleared, re-written or moved
-    /// out of reach (TTBR, TCR, shared tables) by anyone since is never
-    /// removed. Returns the pages unmapped.
-    pub fn unmap_owned(&self, sid: u32, iova: u64, owners: &[MapId], scope: OwnedScope) -> Result<u64, DartError> {
+    /// [`Dart::unmap_owned`](crate::Dart::unmap_owned).
+    pub(crate) fn unmap_owned(
+        &self,
+        sid: u32,
+        iova: u64,
+        owners: &[MapId],
+        scope: OwnedScope,
+    ) -> Result<u64, DartError> {
         let len = (owners.len() as u64).saturating_mul(1 << self.page_shift());
         self.unmap_inner(sid, iova, len, Some((owners, scope)))
     }
@@ -764,7 +847,7 @@ impl Dart {
     /// The slot of the valid leaf PTE that stream `sid`'s tables, as they
     /// are now, give `iova` with geometry `geo`, if the walk stays in tables
     /// this mapper owns at the levels it built them for.
-    fn leaf_slot(&self, m: &Mapper, sid: u32, st: &StreamState, geo: Geometry, iova: u64) -> Option<u64> {
+    fn leaf_slot(&self, m: &MapperState, sid: u32, st: &StreamState, geo: Geometry, iova: u64) -> Option<u64> {
         let fmt = self.pte_format();
         let mut table = st.ttbr(geo.ttbr_index(iova))?;
         for level in 0..geo.levels {
@@ -786,7 +869,7 @@ impl Dart {
     /// make every reader of the stream fence ([`Dart::invalidate`]).
     fn retire_emptied(
         &self,
-        m: &mut Mapper,
+        m: &mut MapperState,
         mut t: Frame,
         parents: &[(Frame, u64)],
         retired: &mut SmallVec<[Frame; 4]>,
@@ -822,13 +905,13 @@ impl Dart {
     /// spans many regions, and a reader of any may be walking through it);
     /// for the other streams, all their regions; and all the regions of
     /// every stream whose TTBR or configuration changed since the last
-    /// invalidation (`Mapper::moved`, which this clears), whose DMA in
+    /// invalidation (`MapperState::moved`, which this clears), whose DMA in
     /// flight may still walk the tables it named before. A leaf table lies
     /// within one region (`walk`'s block is never wider than a region), and
     /// the caller narrows `sid` only when the one TTBR it walked from
     /// reaches what changed, so a reader of another region reads nothing
     /// this invalidation changed or frees.
-    fn invalidate(&self, m: &mut Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
+    fn invalidate(&self, m: &mut MapperState, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
         let mut narrowed = None;
         for s in streams_in(*mask) {
             if let Some(st) = self.device().streams().get(s) {
@@ -860,7 +943,7 @@ impl Dart {
     /// Frees a retired table unless a TTBR still names it (then it stays
     /// allocated, orphaned, until the DART is dropped: never recycled while
     /// a walk could start from it).
-    fn free_table(&self, m: &mut Mapper, t: Frame) {
+    fn free_table(&self, m: &mut MapperState, t: Frame) {
         let pa = self.device().frames().pa_of(t).unwrap_or(u64::MAX);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let named = self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
@@ -896,10 +979,8 @@ impl Dart {
         let _ = self.device().frames().free(t);
     }
 
-    /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
-    /// die, DMA in flight is waited for, and the deferred unmaps this flush
-    /// covers complete (their frames leave "pending invalidation").
-    pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
+    /// [`Dart::flush`](crate::Dart::flush).
+    pub(crate) fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
         self.device().frames().check_running()?;
         if let Some(s) = sid {
             self.stream(s)?;
@@ -941,15 +1022,8 @@ impl Dart {
         });
     }
 
-    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
-    /// this DART's mapper — and returns its physical address. No TTBR names
-    /// it yet: this is the page-table root a driver allocates for a domain
-    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
-    /// their TTBR registers (value: [`crate::hw::regs::encode_ttbr`]) or with
-    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
-    /// fills it, and every stream pointed at it shares the mappings. (A
-    /// stream with no TTBR gets a root of its own on its first map.)
-    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
+    /// [`Dart::alloc_root_table`](crate::Dart::alloc_root_table).
+    pub(crate) fn alloc_root_table(&self) -> Result<u64, DartError> {
         self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let f = self.alloc_tables(1)?[0];
@@ -957,11 +1031,8 @@ impl Dart {
         Ok(self.device().frames().pa_of(f)?)
     }
 
-    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
-    /// got on its first map) once it is empty and no TTBR names it, after
-    /// the DMA that may still be walking it has finished. Anything else is
-    /// refused (`bad-range`) and changes nothing.
-    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
+    /// [`Dart::free_root_table`](crate::Dart::free_root_table).
+    pub(crate) fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
         self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
@@ -991,9 +1062,9 @@ impl Dart {
 /// Read-only, under the mapper lock: what the tables map, which frames they
 /// and the outstanding invalidations and slice holds count, and the checks
 /// the runner and tests assert after every step.
-impl Dart {
-    /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
-    pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
+impl Kernel<'_> {
+    /// [`Dart::mappings`](crate::Dart::mappings).
+    pub(crate) fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
         let geo = self.geometry_for(st.config());
         let m = self.mapper.lock();
@@ -1007,7 +1078,15 @@ impl Dart {
         Ok(out)
     }
 
-    fn collect_leaves(&self, m: &Mapper, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
+    fn collect_leaves(
+        &self,
+        m: &MapperState,
+        geo: Geometry,
+        table: u64,
+        level: u32,
+        base: u64,
+        out: &mut Vec<(u64, Leaf)>,
+    ) {
         let Ok(tf) = self.device().frames().frame_of(table) else { return };
         let ok = self.device().frames().state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
         if !ok || level >= geo.levels {
@@ -1035,11 +1114,8 @@ impl Dart {
         }
     }
 
-    /// Per frame: valid leaf PTEs in this DART's tables plus its hold on each
-    /// of its own table frames and its ports' slice holds, and pending
-    /// invalidations. What the frame table's DART counts must equal when
-    /// every DART of the SoC is summed.
-    pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
+    /// [`Dart::dart_counts`](crate::Dart::dart_counts).
+    pub(crate) fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
         let m = self.mapper.lock();
         let mut out: HashMap<Frame, (u64, u64)> = HashMap::new();
         let entries = 1u64 << (self.page_shift() - 3);
@@ -1076,9 +1152,8 @@ impl Dart {
         out
     }
 
-    /// The [`MapId`] the leaf stream `sid` reaches at `iova` now carries:
-    /// `None` if no valid leaf is there or a plain [`Dart::map`] wrote it.
-    pub fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
+    /// [`Dart::map_id`](crate::Dart::map_id).
+    pub(crate) fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
         let st = self.stream(sid)?;
         let m = self.mapper.lock();
         let geo = self.geometry_for(st.config());
@@ -1091,14 +1166,13 @@ impl Dart {
             .copied())
     }
 
-    /// Checks the provenance invariant (module docs): every recorded slot
-    /// holds a valid leaf in a leaf table this mapper owns. Returns a
-    /// description of the first breach.
-    pub fn check_provenance(&self) -> Result<(), String> {
+    /// [`Dart::check_provenance`](crate::Dart::check_provenance).
+    pub(crate) fn check_provenance(&self) -> Result<(), String> {
         let m = self.mapper.lock();
         let page_mask = (1u64 << self.page_shift()) - 1;
         for (&slot, id) in &m.provenance {
             let in_leaf_table = self
+                .device()
                 .frames()
                 .frame_of(slot & !page_mask)
                 .ok()
@@ -1115,18 +1189,13 @@ impl Dart {
         Ok(())
     }
 
-    /// Frames this DART owns as tables.
-    pub fn table_frames(&self) -> Vec<Frame> {
+    /// [`Dart::table_frames`](crate::Dart::table_frames).
+    pub(crate) fn table_frames(&self) -> Vec<Frame> {
         self.mapper.lock().tables.iter().map(|(t, _)| t).collect()
     }
 
-    /// Checks `restricted-unreachable` for this DART: every valid PTE any
-    /// TTBR reaches names a frame whose type allows DART access (tables:
-    /// `dart-table`), every live IOTLB entry too, no untrusted stream
-    /// bypasses, and the frame table's device-reachable map (the walker's
-    /// leaf check) agrees with every frame's type. Returns a description of
-    /// the first breach.
-    pub fn check_restricted_unreachable(&self) -> Result<(), String> {
+    /// [`Dart::check_restricted_unreachable`](crate::Dart::check_restricted_unreachable).
+    pub(crate) fn check_restricted_unreachable(&self) -> Result<(), String> {
         if let Err(wrong) = self.device().frames().reach_map_consistent() {
             let shown: Vec<String> = wrong.iter().take(8).map(|f| f.to_string()).collect();
             return Err(format!(
@@ -1167,9 +1236,8 @@ impl Dart {
         }
     }
 
-    /// Checks `iotlb-coherent` (meaningful in strict mode, when no map or
-    /// unmap is running): every live IOTLB entry equals its PTE.
-    pub fn check_iotlb_coherent(&self) -> Result<(), String> {
+    /// [`Dart::check_iotlb_coherent`](crate::Dart::check_iotlb_coherent).
+    pub(crate) fn check_iotlb_coherent(&self) -> Result<(), String> {
         if self.invalidation() == Invalidation::Deferred {
             return Ok(());
         }
@@ -1202,6 +1270,7 @@ impl Dart {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::Dart;
 
     fn info(level: u32, live: u32) -> TableInfo {
         TableInfo { level, leaf: level == 1, live }
@@ -1347,7 +1416,7 @@ mod tests {
         let v = 5u64 << 25;
         dart.map(1, v, &data, Perm::RW, None).unwrap();
 
-        let m = dart.mapper.lock();
+        let m = dart.kernel().mapper.lock();
         let d = dart.clone();
         let unmap = std::thread::spawn(move || d.unmap(1, v, 1 << 14));
         // Let the unmap read the configuration and block on the lock.
