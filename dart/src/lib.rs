@@ -39,7 +39,7 @@
 //! ```
 //! ```compile_fail,E0603
 //! // The IOTLB module is private.
-//! use dart::iotlb::Iotlb;
+//! use dart::translate::iotlb::Iotlb;
 //! ```
 //! ```compile_fail,E0624
 //! // Counters are read through snapshots; only the DART counts.

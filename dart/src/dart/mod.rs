@@ -628,7 +628,7 @@ impl Dart {
 
     /// Counters.
     pub fn stats(&self) -> &Stats {
-        &self.device.stats()
+        self.device.stats()
     }
 
     /// The IOTLB's capacity: `iotlb_entries` rounded up to a power of two

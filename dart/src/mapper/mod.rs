@@ -19,10 +19,10 @@
 //! - a table is freed only once it is empty, unlinked, named by no TTBR, and
 //!   the same invalidation has passed;
 //! - provenance: `MapperState::provenance` holds `slot → id` exactly while the
-//!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`]
+//!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`](crate::Dart::map_owned)
 //!   call that returned `id` wrote. The mapper writes a leaf only into an
-//!   empty slot, and every path that clears a leaf ([`Dart::unmap`],
-//!   [`Dart::unmap_owned`]) drops its entry in the same critical section,
+//!   empty slot, and every path that clears a leaf ([`Dart::unmap`](crate::Dart::unmap),
+//!   [`Dart::unmap_owned`](crate::Dart::unmap_owned)) drops its entry in the same critical section,
 //!   so an entry never outlives its PTE and a later PTE at the same place
 //!   (even a bit-identical one) never inherits it.
 //!
@@ -116,7 +116,7 @@ impl TableMap {
     }
 }
 
-/// Who wrote a leaf PTE: the id a [`Dart::map_owned`] call returned, unique
+/// Who wrote a leaf PTE: the id a [`Dart::map_owned`](crate::Dart::map_owned) call returned, unique
 /// per call over the DART's lifetime.
 ///
 /// # Mapping provenance (SPEC §4, "decides ownership from what the tables hold now")
@@ -126,13 +126,13 @@ impl TableMap {
 /// re-pointed the stream's TTBR, toggled TCR.FOUR_LEVEL (so X walks other
 /// entries), shared the tables with a sibling stream and unmapped and
 /// re-mapped X through it (a PTE bit-identical to the device's). So the DART
-/// itself remembers who wrote each leaf: [`Dart::map_owned`] returns a
+/// itself remembers who wrote each leaf: [`Dart::map_owned`](crate::Dart::map_owned) returns a
 /// `MapId` (fresh per call, from a counter under the mapper lock) and records
 /// it per leaf, keyed by the PTE's physical location (table frame + index),
 /// so the record follows the tables through sharing, TTBR re-points and
 /// geometry changes, and dies with the PTE: every path that clears a leaf
 /// drops it in the same critical section, and a later PTE at the same place
-/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`] then
+/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`](crate::Dart::unmap_owned) then
 /// removes, under the same lock, only pages whose leaf, reached through the
 /// stream's tables *now*, still carries the id the caller names:
 /// - [`OwnedScope::Whole`] (an RPC unmap; SPEC R6, all or nothing): every
@@ -145,8 +145,8 @@ impl TableMap {
 /// (SPEC §4): where its PTE still exists, out of the stream's reach, it is
 /// the kernel's to clear. The ids live beside the tables, never in PTE bits
 /// (the tables stay bit-exact with what Linux and m1n1 build), and the DMA
-/// path never reads them. [`Dart::map_id`] reads the id a page carries;
-/// [`Dart::check_provenance`] checks that every recorded id names a valid
+/// path never reads them. [`Dart::map_id`](crate::Dart::map_id) reads the id a page carries;
+/// [`Dart::check_provenance`](crate::Dart::check_provenance) checks that every recorded id names a valid
 /// leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MapId(u64);
@@ -164,7 +164,7 @@ impl std::fmt::Display for MapId {
     }
 }
 
-/// Which pages of its range [`Dart::unmap_owned`] removes.
+/// Which pages of its range [`Dart::unmap_owned`](crate::Dart::unmap_owned) removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OwnedScope {
     /// All or nothing: every page must still carry its id; otherwise nothing
@@ -175,7 +175,7 @@ pub enum OwnedScope {
     Matching,
 }
 
-/// What [`Dart::plan_map`] found: the tables a map must create, and, for a
+/// What [`Dart::plan_map`](crate::Dart::plan_map) found: the tables a map must create, and, for a
 /// single page whose tables all exist, its leaf PTE's address and the leaf
 /// table's frame (the map writes there instead of walking again).
 struct MapPlan {
@@ -211,13 +211,13 @@ pub(crate) struct MapperState {
     /// last made all their readers fence (bit `sid % 64` of word
     /// `sid / 64`): a DMA of theirs in flight may still walk the tables
     /// they named before, from any region, so the next invalidation waits
-    /// for every region of theirs ([`Dart::invalidate`]).
+    /// for every region of theirs ([`Dart::invalidate`](crate::Dart::invalidate)).
     moved: [u64; 4],
     /// Streams with at least one valid TTBR (same bit layout): the only
     /// ones an unmap must look at for TTBRs that reach the tables it
     /// changed, rather than every stream of the DART.
     with_ttbr: [u64; 4],
-    /// Leaf PTEs written by [`Dart::map_owned`], by the PTE's physical
+    /// Leaf PTEs written by [`Dart::map_owned`](crate::Dart::map_owned), by the PTE's physical
     /// address, with the id of the call that wrote them (module docs:
     /// "provenance").
     provenance: FxHashMap<u64, MapId>,
@@ -460,7 +460,7 @@ impl Kernel<'_> {
         Ok(id)
     }
 
-    /// [`Dart::map`]; with `owned`, takes a fresh id under the mapper lock,
+    /// [`Dart::map`](crate::Dart::map); with `owned`, takes a fresh id under the mapper lock,
     /// records it for every leaf written and stores it in `owned`.
     fn map_inner(
         &self,
@@ -684,7 +684,7 @@ impl Kernel<'_> {
         self.unmap_inner(sid, iova, len, Some((owners, scope)))
     }
 
-    /// [`Dart::unmap`]; with `owned`, [`Dart::unmap_owned`]'s check (`len`
+    /// [`Dart::unmap`](crate::Dart::unmap); with `owned`, [`Dart::unmap_owned`](crate::Dart::unmap_owned)'s check (`len`
     /// is then `owners.len()` pages).
     fn unmap_inner(
         &self,
@@ -722,7 +722,7 @@ impl Kernel<'_> {
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
-        // Whether a table above a leaf was retired ([`Dart::invalidate`]).
+        // Whether a table above a leaf was retired ([`Dart::invalidate`](crate::Dart::invalidate)).
         let mut above_leaf = false;
         let mut va = iova;
         let end = iova + len; // `check_range`: no overflow
@@ -866,7 +866,7 @@ impl Kernel<'_> {
     /// every parent it leaves empty, up to (not including) the root,
     /// retiring each. Whether it retired a table above the leaf: such a
     /// table spans more than one IOVA region, so its invalidation must
-    /// make every reader of the stream fence ([`Dart::invalidate`]).
+    /// make every reader of the stream fence ([`Dart::invalidate`](crate::Dart::invalidate)).
     fn retire_emptied(
         &self,
         m: &mut MapperState,
@@ -956,7 +956,7 @@ impl Kernel<'_> {
 
     /// Allocates `n` table frames and takes the DART's hold on each (see
     /// [`frame_table::FrameTable::hold_table`]): from here until
-    /// [`Dart::release_table`], freeing or retyping one is an invariant breach.
+    /// [`Dart::release_table`](crate::Dart::release_table), freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
         let pool = self.device().frames().alloc(FrameType::DartTable, n)?;
         for (i, &t) in pool.iter().enumerate() {
@@ -994,7 +994,7 @@ impl Kernel<'_> {
         Ok(())
     }
 
-    /// [`Dart::flush`] of the streams in the bitmap `mask` (bit `sid` of
+    /// [`Dart::flush`](crate::Dart::flush) of the streams in the bitmap `mask` (bit `sid` of
     /// word `sid / 64`; bits of streams the DART lacks are ignored).
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
         let traced = self.trace.start();
