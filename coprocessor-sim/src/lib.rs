@@ -1,5 +1,6 @@
 //! Simulated coprocessors, the kernel's mapper service and scenarios.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod coprocessor;

@@ -49,14 +49,17 @@
 //! ```
 #![deny(missing_docs)]
 
+mod adapters;
 mod dart;
 mod error;
 pub mod fault;
 pub mod hold;
 mod hw;
+pub use adapters::iommu;
+#[cfg(feature = "vfio")]
+pub use adapters::vfio;
 mod observe;
 pub use observe::{events, stats, trace_event};
-pub mod iommu;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod mapper;
@@ -68,7 +71,6 @@ pub mod testing;
 mod translate;
 mod types;
 pub mod variant;
-pub mod vfio;
 
 pub use dart::{Dart, DartConfig, InterruptFn, Translation};
 pub use error::{DartError, LockedRegister};
@@ -83,4 +85,5 @@ pub use port::{PortMemory, PortSlices, StreamPort};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
 pub use types::{Dir, Invalidation, Span, StreamConfig};
 pub use variant::{Geometry, Variant};
+#[cfg(feature = "vfio")]
 pub use vfio::{DartVfioDomain, VfioDomainError};

@@ -331,7 +331,7 @@ impl GuestMemory for PortMemory {
         let (spans, hold) = self
             .port
             .hold_spans(addr.0, len, access)
-            .map_err(|e| GuestMemoryError::IommuError(crate::iommu::to_iommu_error(addr.0, len, &e)))?;
+            .map_err(|e| GuestMemoryError::IommuError(crate::adapters::iommu::to_iommu_error(addr.0, len, &e)))?;
         self.slices(&spans, &hold)
     }
 }
