@@ -175,7 +175,7 @@ pub enum OwnedScope {
     Matching,
 }
 
-/// What [`Dart::plan_map`](crate::Dart::plan_map) found: the tables a map must create, and, for a
+/// What [`Kernel::plan_map`] found: the tables a map must create, and, for a
 /// single page whose tables all exist, its leaf PTE's address and the leaf
 /// table's frame (the map writes there instead of walking again).
 struct MapPlan {
@@ -211,7 +211,7 @@ pub(crate) struct MapperState {
     /// last made all their readers fence (bit `sid % 64` of word
     /// `sid / 64`): a DMA of theirs in flight may still walk the tables
     /// they named before, from any region, so the next invalidation waits
-    /// for every region of theirs ([`Dart::invalidate`](crate::Dart::invalidate)).
+    /// for every region of theirs ([`Kernel::invalidate`]).
     moved: [u64; 4],
     /// Streams with at least one valid TTBR (same bit layout): the only
     /// ones an unmap must look at for TTBRs that reach the tables it
@@ -722,7 +722,7 @@ impl Kernel<'_> {
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
-        // Whether a table above a leaf was retired ([`Dart::invalidate`](crate::Dart::invalidate)).
+        // Whether a table above a leaf was retired ([`Kernel::invalidate`]).
         let mut above_leaf = false;
         let mut va = iova;
         let end = iova + len; // `check_range`: no overflow
@@ -866,7 +866,7 @@ impl Kernel<'_> {
     /// every parent it leaves empty, up to (not including) the root,
     /// retiring each. Whether it retired a table above the leaf: such a
     /// table spans more than one IOVA region, so its invalidation must
-    /// make every reader of the stream fence ([`Dart::invalidate`](crate::Dart::invalidate)).
+    /// make every reader of the stream fence ([`Kernel::invalidate`]).
     fn retire_emptied(
         &self,
         m: &mut MapperState,
@@ -956,7 +956,7 @@ impl Kernel<'_> {
 
     /// Allocates `n` table frames and takes the DART's hold on each (see
     /// [`frame_table::FrameTable::hold_table`]): from here until
-    /// [`Dart::release_table`](crate::Dart::release_table), freeing or retyping one is an invariant breach.
+    /// [`Kernel::release_table`], freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
         let pool = self.device().frames().alloc(FrameType::DartTable, n)?;
         for (i, &t) in pool.iter().enumerate() {

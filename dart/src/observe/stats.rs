@@ -518,8 +518,8 @@ impl Stats {
     /// `_held` (the lock's contents) witnesses: maps, unmaps, invalidations
     /// and the TTBR violations the mapper finds. Every writer of the mapper's stripe holds that lock,
     /// so a `Relaxed` load + store loses no increment, and the count needs
-    /// neither the thread's slot number nor its cold stripe: a few
-    /// instructions instead of [`Stats::add`]'s few dozen.
+    /// neither the thread's slot number nor its cold stripe (cheaper than
+    /// [`Stats::add`]).
     #[inline]
     pub(crate) fn add_serialized(
         &self,

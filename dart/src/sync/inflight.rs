@@ -65,7 +65,7 @@
 //! # Unfenced readers (asymmetric fences), region by region
 //!
 //! The `SeqCst` RMW is the one costly instruction on the read side
-//! (a `lock`-prefixed RMW, ~5 ns here). Readers on exclusive slots skip it
+//! (a `lock`-prefixed RMW). Readers on exclusive slots skip it
 //! unless an unmap may have changed what they are about to read. The
 //! tracker keeps *fence flags* per stream, one bit per IOVA region (the
 //! regions of the IOTLB generations, `crate::types::region_bit`), and
@@ -78,9 +78,8 @@
 //! `mfence`). (`flagged` is set before a burst's first barrier and
 //! cleared after its end cleared the bits, so reading it clear says no
 //! bit is set; outside bursts an entry loads that one flag, and the
-//! region's mask is not even worked out: checking once, after the store,
-//! rather than also before it to choose between a store and a swap, took
-//! 4 instructions off `op_count translate-hot`'s 126.) (`Acquire`, not
+//! region's mask is not even worked out; the flag is checked once, after
+//! the store, not also before it to choose between a store and a swap.) (`Acquire`, not
 //! `Relaxed`, so that a bit a burst's end cleared with `Release` brings the burst's bumps and
 //! cleared PTEs with it, and the DMA's loads cannot be performed before
 //! it on a weakly ordered machine; on x86-64 both are a plain load.) A
@@ -110,7 +109,7 @@
 //! A reader of a region the call did not name may enter unfenced even in
 //! a burst, and the scan may miss it: that is safe because the caller
 //! names every region in which a DMA may read what it changed or frees.
-//! A strict unmap (the mapper's `Dart::invalidate`) names the regions of
+//! A strict unmap (the mapper's `Kernel::invalidate`) names the regions of
 //! its range for its stream (a leaf table lies within one region); every
 //! region of its stream when it retires a table above a leaf (which spans
 //! many, and a reader of any may be walking through it) or when another
@@ -156,12 +155,10 @@
 //! # Which regions a burst flags
 //!
 //! Flagging only what each call names would cost a barrier for every
-//! region or stream a burst reaches after its first call: unmaps spread
-//! over streams and regions paid 2.5 times the barriers of one flag for
-//! everything, and a fifth of `dartemu stress`'s throughput. Flagging
-//! everything would make every reader fence while any unmap goes on,
-//! though most DMA never reads what the unmaps change (`translate-churn`:
-//! 43% of the reader's time on the fence). So a burst flags a
+//! region or stream a burst reaches after its first call, many times the
+//! barriers of one flag for everything when unmaps spread over streams and
+//! regions. Flagging everything would make every reader fence while any
+//! unmap goes on, though most DMA never reads what the unmaps change. So a burst flags a
 //! *prediction*, and widens when the prediction fails:
 //!
 //! - A burst starts (its first call, and its barrier) by flagging what
@@ -523,9 +520,8 @@ impl InFlight {
     /// `iova`, by a thread whose exclusive slot is `i`, as
     /// `crate::sync::slot::held` returned it (so owned by the calling thread):
     /// for that byte's region (`crate::types::region_bit`), which is
-    /// worked out only if a burst has flagged some region. The hit path's
-    /// entry: computing the mask up front cost it seven instructions of
-    /// 116 (`op_count translate-hot`).
+    /// worked out only if a burst has flagged some region (the hit path's
+    /// entry, which should not pay for the mask up front).
     #[inline]
     pub(crate) fn enter_exclusive_at(&self, i: usize, sid: u32, iova: u64) -> DmaGuard<'_> {
         self.enter_exclusive(i, sid, || crate::types::region_bit(iova))

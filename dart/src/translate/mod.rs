@@ -205,20 +205,11 @@ impl Translator {
         out
     }
 
-    /// Translates `[iova, iova + len)` of stream `sid` for `dir`, returning
-    /// physical spans that stay valid while the [`Translation`] lives. A
-    /// bypassed stream is refused here (`BypassDenied`: bypass has no
-    /// translation to hand out; use [`Dart::dma_read`]/[`Dart::dma_write`]).
-    ///
-    /// A one-page access whose page the IOTLB holds costs a few nanoseconds.
-    /// In a loop that hot, `match` the result rather than `?`-converting the
-    /// error: the `?` machinery moves the whole 64-byte `Result` through
-    /// memory in a way that stalls on store forwarding (measured: 15 ns per
-    /// hit with `?` against 6 with `match`).
-    ///
-    /// Always inlined, so that the caller's `match` sees the hit path's
-    /// translation in registers (the compiler did inline it into the
-    /// bench's worker, but not into a larger function).
+    /// [`Dart::translate`](crate::Dart::translate): the stream, the
+    /// in-flight entry and the hit path, else the general path. Always
+    /// inlined, so that the caller's `match` sees the hit path's
+    /// translation in registers (the compiler does not inline it into a
+    /// large caller on its own).
     #[inline(always)]
     pub(crate) fn translate(
         faults: &impl Raise,
@@ -243,8 +234,8 @@ impl Translator {
     /// running, whose page the IOTLB holds under the stream's current
     /// generation or a walk finds (and the IOTLB then caches), granting
     /// `dir` on the whole page. Returns its span, counted; `None` sends the
-    /// caller to the general path ([`Dart::admit`], then
-    /// [`Dart::translate_pages`]), which redoes every check and reports the
+    /// caller to the general path ([`Translator::admit`], then
+    /// [`Translator::translate_pages`]), which redoes every check and reports the
     /// error, so both paths give the same answer. The caller holds a DMA
     /// in-flight guard on exclusive slot `lane` (the counters' row), entered
     /// before this reads the generation; a thread without a slot takes the
@@ -282,7 +273,7 @@ impl Translator {
     /// On the thread's slot number (below `EXCLUSIVE`, which the compiler
     /// then knows when it indexes the slot's counters): the entry for
     /// `iova`'s region, its mask worked out only if a burst has flagged
-    /// some region, and [`Dart::fast`]. On a thread without one: the entry
+    /// some region, and [`Translator::fast`]. On a thread without one: the entry
     /// that claims one or takes a shared counter, and `None`, for the
     /// general path.
     #[inline(always)]
@@ -310,13 +301,10 @@ impl Translator {
     /// as a miss and a walk); `None` (nothing cached, nothing counted) on a
     /// fault or a narrower grant, for the general path to redo and report.
     ///
-    /// Inlined into the fast path: as a call it saved and restored six
-    /// registers and passed eight arguments for every random translation
-    /// (`translate` 16.5 -> 13.5 ns, medians of 8 alternating runs), and
-    /// the hit path measured no slower without the call (`translate-hot`
-    /// 4.48 -> 4.34 ns). Filling the looked-up place instead of finding
-    /// the slot again: `translate` 13.6 -> 12.9 ns, `translate-hot` 4.41 ->
-    /// 4.48 ns (+1.6%, medians of 8 and 10).
+    /// Inlined into the fast path: as a call it saves and restores
+    /// registers and passes eight arguments for every miss, and the hit
+    /// path does not get slower for it. It fills the place the lookup
+    /// found rather than finding the slot again.
     #[inline]
     fn fill(
         &self,
@@ -429,10 +417,10 @@ impl Translator {
     /// The error of an access to stream `sid` that does not exist, after
     /// the checks that come first (the system runs, the range is sane).
     ///
-    /// [`Dart::translate`] and [`Dart::access`] each open with the stream
-    /// lookup and the in-flight entry written out: a shared prelude
-    /// returning `Result<(stream, guard), _>` measured 4% slower on
-    /// `translate-hot` (the guard travels through memory).
+    /// [`Translator::translate`] and [`Translator::access`] each open with
+    /// the stream lookup and the in-flight entry written out: a shared
+    /// prelude returning `Result<(stream, guard), _>` would move the guard
+    /// through memory on the hit path.
     #[cold]
     pub(crate) fn refuse_stream(&self, sid: u32, iova: u64, len: u64) -> DartError {
         match self.frames.check_running().map_err(DartError::from).and_then(|()| self.check_access(iova, len)) {
@@ -463,13 +451,12 @@ impl Translator {
         Ok(c)
     }
 
-    /// [`Dart::translate`] past the hit path: the translation's spans (the
-    /// first, and all of them when there are several). It returns the
+    /// [`Translator::translate`] past the hit path: the translation's spans
+    /// (the first, and all of them when there are several). It returns the
     /// spans rather than the whole [`Translation`] so that its result
     /// lives in memory of its own: written through the same return slot
-    /// as the hit path's, it made the hit path store its translation
-    /// there too (`op_count translate-hot`: 6 stores per hit, and 6% of
-    /// the hit's time in `dartemu bench`).
+    /// as the hit path's, it would make the hit path store its translation
+    /// there too.
     #[inline(never)]
     fn translate_general(
         faults: &impl Raise,
@@ -511,7 +498,7 @@ impl Translator {
             return Err(this.refuse_stream(sid, iova, len));
         };
         if cfg!(target_arch = "x86_64") && len >= crate::translate::walk::TOUCH_MIN_LEN {
-            // Decides nothing (`Dart::touch_leaf`): starts the leaf PTE's miss
+            // Decides nothing (`Translator::touch_leaf`): starts the leaf PTE's miss
             // before the in-flight entry and the IOTLB probe.
             this.touch_leaf(sid, st, iova);
         }

@@ -45,7 +45,7 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
 /// observe, never faults and never races, whatever `addr` is (freed,
 /// reused, or not mapped at all). Only on x86-64; elsewhere it does
 /// nothing (the AArch64 instruction needs `asm!` that this machine, with
-/// only the x86-64 target, cannot build), and `Dart::access` does not
+/// only the x86-64 target, cannot build), and `Translator::access` does not
 /// even look for the address.
 #[inline(always)]
 pub(crate) fn prefetch(addr: usize) {

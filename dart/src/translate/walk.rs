@@ -186,21 +186,14 @@ impl Translator {
     /// "Touches").
     ///
     /// Why: a DMA's copy is a long run of loads and stores, and the next
-    /// DMA's walk comes some hundred instructions into it; while the copy
-    /// before it has not retired, the leaf PTE's load may not even issue,
-    /// and in the loop of `dma4k` the line has left the caches. Issued
-    /// first, the miss overlaps the copy's tail, as `raw4k`'s lookup of the
-    /// physical address does. (A load of `raw4k`'s physical address placed
-    /// 160 independent instructions later cost it about 100 ns a read.)
-    /// Measured first as a load (`dma4k` ÷ `raw4k` 0.905 → 0.937 and 0.909
-    /// → 0.937, two sets of 10 alternating runs of each binary, medians of
-    /// `bench --workload dma4k,raw4k --rounds 5 --seconds 0.3`), then as
-    /// this prefetch, which unlike a load cannot race with whatever reuses
-    /// a freed table's frame (one set of 8: 0.877 without a touch, 0.935
-    /// with either). It costs 1–2 ns (64-byte DMAs that hit the IOTLB went
-    /// from 18.2 to 19.1–20.1 ns with the load), so only DMAs of
-    /// [`TOUCH_MIN_LEN`] bytes or more make it. Only on x86-64 (see
-    /// [`crate::translate::phys::prefetch`]): elsewhere `Translator::access` skips it.
+    /// DMA's walk comes well into it; while the copy before it has not
+    /// retired, the leaf PTE's load may not even issue, and in a loop of
+    /// long DMAs the line has left the caches. Issued first, the miss
+    /// overlaps the copy's tail. A prefetch rather than a load: unlike a
+    /// load it cannot race with whatever reuses a freed table's frame. It
+    /// is not free, so only DMAs of [`TOUCH_MIN_LEN`] bytes or more make it.
+    /// Only on x86-64 (see [`crate::translate::phys::prefetch`]): elsewhere
+    /// `Translator::access` skips it.
     #[inline(always)]
     pub(crate) fn touch_leaf(&self, sid: u32, st: &StreamState, iova: u64) {
         if let Some(addr) = self.touch_address(sid, st, iova) {
@@ -320,7 +313,7 @@ mod tests {
 
     /// Every leaf table maps IOVAs of one region only (its block is never
     /// wider than a region), so an unmap that retires one need only fence
-    /// the readers of that region (`Dart::invalidate`).
+    /// the readers of that region (`Kernel::invalidate`).
     #[test]
     fn a_leaf_table_lies_within_one_region() {
         for variant in [Variant::T8020, Variant::T6000, Variant::T8110] {

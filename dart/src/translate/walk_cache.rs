@@ -61,7 +61,7 @@
 //! under any generation. A prefetch reads nothing: the entry may be dead
 //! and its table freed or reused, and the DMA still enters, checks the
 //! generation and walks as above. It only starts the line's miss early
-//! (see `Dart::touch_leaf`).
+//! (see `Translator::touch_leaf`).
 //!
 //! *What it keeps checking.* A walk through an entry still checks that the
 //! leaf's frame is device-reachable, as a full walk does. It does not
