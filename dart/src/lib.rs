@@ -27,6 +27,24 @@
 //!   entries, mappings, DART counts, events and the invariant checks;
 //!   read-only.
 //!
+//! # Layout
+//!
+//! Modules depend only on the ones listed before them (no import cycle):
+//!
+//! 1. leaves, vocabulary only: `types` ([`Dir`], [`Span`], [`StreamConfig`],
+//!    IOVA regions), [`variant`], [`fault`], `error`;
+//! 2. `hw`: the hardware's formats, encode and decode only ([`pte`], [`regs`]);
+//! 3. `sync`: the concurrency protocol (atomics, slots, the in-flight
+//!    tracker, the membarrier barrier);
+//! 4. `observe`: counters, events, trace export ([`stats`], [`events`],
+//!    [`trace_event`]); [`hold`]: slice holds;
+//! 5. `translate`: the device side, the only reader of the tables (streams,
+//!    IOTLB, walk, walk cache, physical loads);
+//! 6. `mapper`: the kernel side, the only writer (map, unmap, flush, tables,
+//!    invalidation, provenance), writing through the device side's streams;
+//! 7. `dart`: [`Dart`], those components composed, and its fault raising and
+//!    register file; [`port`] and the adapters ([`iommu`], `vfio`) on top.
+//!
 //! The IOTLB, the in-flight tracker, the walk cache and the counters'
 //! mutators are private: no public path plants a translation or forges a
 //! count. These do not compile:
