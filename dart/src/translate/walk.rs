@@ -154,8 +154,8 @@ impl Translator {
                 // from owner to owner through the slot mutex, so a lookup
                 // sees the last fill's key, generation and table together;
                 // an entry never filled has key 0, which no lookup matches.
-                // The table lies in this DART's physical memory, mapped
-                // while the DART lives; and the entry is live (its
+                // The table lies in the memory this loader holds a handle
+                // of, so it stays mapped; and the entry is live (its
                 // generation is the current one), so the table is still
                 // one (`crate::translate::walk_cache`, the protocol), whose PTEs only
                 // atomic accesses touch.
