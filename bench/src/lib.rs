@@ -9,6 +9,7 @@
 //! - [`mod@run`]: threads, timing and the figures (SPEC §8's JSON fields).
 //! - [`buffer`]: the page-aligned buffer every reading workload copies into.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod baseline;
 pub mod buffer;

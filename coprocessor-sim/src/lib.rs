@@ -14,6 +14,7 @@
 //! `rpc`, and both use `device`. The `dartemu` command line is the `dartemu`
 //! crate (`cli/`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod device;
 pub mod rpc;

@@ -4,9 +4,20 @@
 //! cut into table indices lives here: stream count, TTBRs per stream and the
 //! IOVA bits that choose one, levels, PTE format and output address width.
 
-use crate::pte::PteFormat;
 use std::fmt;
 use std::str::FromStr;
+
+/// A page-table entry format: which DART generation's bit layout to use
+/// (its encoding and decoding are in [`crate::pte`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PteFormat {
+    /// DART1 (Apple t8020): PA in place at bits \[35:12\], 36-bit output
+    /// addresses, `SP_DIS` bit for whole-page mappings. See [`crate::pte::dart1`].
+    Dart1,
+    /// DART2 (t6000, t8110): PA >> 4 at bits \[37:10\] (\[37:8\] with 4 KiB
+    /// pages), 42-bit output addresses. See [`crate::pte::dart2`].
+    Dart2,
+}
 
 /// A DART hardware variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

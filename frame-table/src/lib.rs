@@ -17,6 +17,7 @@
 //! assert_eq!(err.kind(), "forbidden-type");
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod cell;
 mod error;

@@ -75,8 +75,9 @@
 //!   pass-through on the physical memory: that is the embedder's choice, not
 //!   a DART feature, and this adapter cannot see it.
 
-use crate::dart::{Dart, Dir, Translation};
+use crate::dart::{Dart, Translation};
 use crate::error::DartError;
+use crate::types::Dir;
 use frame_table::vm_memory::iommu::{self, IotlbIterator, IovaRange};
 use frame_table::vm_memory::{GuestAddress, GuestMemoryMmap, Iommu, IommuMemory, Iotlb, Permissions};
 use std::ops::Deref;
