@@ -1,4 +1,4 @@
-//! `dartemu`: run DART compromise scenarios (SPEC §7).
+//! `dartemu`: run DART compromise scenarios (docs/design.md §7).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -32,13 +32,13 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Scenarios without their own `[[dart]]`/`[[coprocessor]]` run on the
-        /// main job's default SoC instead of SPEC §6's `dart0`/`dev0`.
+        /// main job's default SoC instead of docs/design.md §6's `dart0`/`dev0`.
         #[arg(long)]
         default_soc: bool,
         #[command(flatten)]
         instrument: Instrument,
     },
-    /// Run the DMA throughput workloads (SPEC §8).
+    /// Run the DMA throughput workloads (docs/design.md §8).
     Bench {
         /// `all`, or a comma-separated list of workloads.
         #[arg(long, default_value = "all")]

@@ -1,4 +1,4 @@
-//! `dartemu` and `dartemu run` (SPEC §7): finding the scenario files,
+//! `dartemu` and `dartemu run` (docs/design.md §7): finding the scenario files,
 //! running them with the instrumentation flags, and the verdict table.
 
 use crate::report::write_run_report;
@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The instrumentation flags of a run (SPEC §5, §7).
+/// The instrumentation flags of a run (docs/design.md §5, §7).
 #[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instrument {
     /// Write every event (map, unmap, flush, fault, RPC, frame events,

@@ -5,7 +5,7 @@
 //!   coprocessors ([`soc::coprocessor`]);
 //! - [`rpc`]: the kernel's mapper service ([`rpc::service`]: grants,
 //!   validation, the rings it serves) and its wire format ([`rpc::wire`]);
-//! - [`scenario`]: scenario files (SPEC §6), their parser and their runner
+//! - [`scenario`]: scenario files (docs/design.md §6), their parser and their runner
 //!   ([`scenario::run`]);
 //! - [`device`]: a coprocessor's place in the SoC, known to both the SoC and
 //!   the service.

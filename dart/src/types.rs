@@ -4,7 +4,7 @@
 //! IOVA regions (the granularity of IOTLB generations and of the in-flight
 //! tracker's fence flags) and stream sets. No behaviour, no state.
 
-/// When `unmap` invalidates (SPEC §3).
+/// When `unmap` invalidates (docs/design.md §3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Invalidation {
     /// `unmap` clears, invalidates, waits for DMA in flight, then releases.

@@ -1,4 +1,4 @@
-//! DART hardware variants and their translation geometry (SPEC §3).
+//! DART hardware variants and their translation geometry (docs/design.md §3).
 //!
 //! Everything that differs between t8020, t6000 and t8110 in how an IOVA is
 //! cut into table indices lives here: stream count, TTBRs per stream and the
@@ -107,7 +107,7 @@ impl FromStr for Variant {
 /// ```
 ///
 /// At 16 KiB that is IOVA\[37:36\] TTBR, IOVA\[46:36\] L0, IOVA\[35:25\] L1,
-/// IOVA\[24:14\] L2 (SPEC §3). The 4 KiB layout (9 bits per level, TTBR select
+/// IOVA\[24:14\] L2 (docs/design.md §3). The 4 KiB layout (9 bits per level, TTBR select
 /// at IOVA\[31:30\]) is *inferred* by the same rule; no public source shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Geometry {

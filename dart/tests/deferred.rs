@@ -1,4 +1,4 @@
-//! Deferred (lazy) invalidation, SPEC §3: a DMA after `unmap` but before the
+//! Deferred (lazy) invalidation, docs/design.md §3: a DMA after `unmap` but before the
 //! flush may still succeed through a stale IOTLB entry; freeing the frame
 //! before the flush is the R2 breach (halts in `panic` mode, `frame-busy` in
 //! `reject` mode); after the flush the DMA faults `no-pte` and the free

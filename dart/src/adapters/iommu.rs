@@ -41,7 +41,7 @@
 //! [`Permissions::ReadWrite`]), plus one `rangemap` insert per physical span
 //! (a heap allocation for the first) and the lookup that builds the
 //! iterator. `cargo bench -p dart --bench iommu` measures it against
-//! `Dart::dma_read` for a 4 KiB read; the README records the numbers.
+//! `Dart::dma_read` for a 4 KiB read; docs/performance.md describes how.
 //!
 //! The alternative, a long-lived `Iotlb` published by epoch or `ArcSwap`,
 //! would save the `rangemap` insert on hits but must be kept coherent with

@@ -103,7 +103,7 @@ fn check_offset(offset: u64) -> Result<u32, MmioError> {
 /// The register file a driver programs (layouts in [`crate::hw::regs`]), over
 /// the same stream state as the typed register calls above.
 impl Dart {
-    /// Reads the 32-bit register at byte `offset` (SPEC §3; see
+    /// Reads the 32-bit register at byte `offset` (docs/design.md §3; see
     /// [`crate::hw::regs`] for the register maps). An offset with no emulated
     /// register reads 0. Errors: a misaligned offset, one beyond
     /// [`MMIO_SIZE`], or a halted system.

@@ -32,7 +32,7 @@
 //! PTEs did not change. Only then are the frames' DART counts released, so a frame can be
 //! freed or retyped only when nothing can reach it. Deferred mode skips the
 //! bump and the wait: stale IOTLB entries keep serving until a flush, and the
-//! frames stay counted as "pending invalidation" until then (SPEC §3).
+//! frames stay counted as "pending invalidation" until then (docs/design.md §3).
 //!
 //! *Faults* never move data: every page of an access is translated and
 //! checked before the first byte is copied.
@@ -536,7 +536,7 @@ impl Dart {
     /// `None`). Refused on a locked DART (`locked`), before the target is
     /// looked at, changing nothing. A table that is not a `dart-table` frame
     /// owned by this DART is an invariant breach handled by the SoC's
-    /// violation mode (SPEC §2).
+    /// violation mode (docs/design.md §2).
     pub fn set_ttbr(&self, sid: u32, idx: usize, table: Option<u64>) -> Result<(), DartError> {
         self.device.frames().check_running()?;
         let st = self.stream(sid)?;

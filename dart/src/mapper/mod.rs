@@ -119,7 +119,7 @@ impl TableMap {
 /// Who wrote a leaf PTE: the id a [`Dart::map_owned`](crate::Dart::map_owned) call returned, unique
 /// per call over the DART's lifetime.
 ///
-/// # Mapping provenance (SPEC §4, "decides ownership from what the tables hold now")
+/// # Mapping provenance (docs/design.md §4, "decides ownership from what the tables hold now")
 ///
 /// A mapping service that records "device D mapped IOVA X" cannot tell,
 /// later, whether what X reaches is still that mapping: the kernel may have
@@ -135,14 +135,14 @@ impl TableMap {
 /// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`](crate::Dart::unmap_owned) then
 /// removes, under the same lock, only pages whose leaf, reached through the
 /// stream's tables *now*, still carries the id the caller names:
-/// - [`OwnedScope::Whole`] (an RPC unmap; SPEC R6, all or nothing): every
+/// - [`OwnedScope::Whole`] (an RPC unmap; docs/design.md R6, all or nothing): every
 ///   page of the range must carry its id, or nothing is unmapped and the
 ///   first page that does not is `not-mapped`;
 /// - [`OwnedScope::Matching`] (a revoke): the pages that carry their id are
 ///   unmapped, the others stay as they are; `not-mapped` only if none did.
 ///
 /// A page the stream no longer reaches as the owner's mapping stays mapped
-/// (SPEC §4): where its PTE still exists, out of the stream's reach, it is
+/// (docs/design.md §4): where its PTE still exists, out of the stream's reach, it is
 /// the kernel's to clear. The ids live beside the tables, never in PTE bits
 /// (the tables stay bit-exact with what Linux and m1n1 build), and the DMA
 /// path never reads them. [`Dart::map_id`](crate::Dart::map_id) reads the id a page carries;
@@ -263,7 +263,7 @@ impl MapperState {
 
 impl MapperState {
     /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
-    /// anything else is an invariant breach (SPEC §2), reported to the frame
+    /// anything else is an invariant breach (docs/design.md §2), reported to the frame
     /// table's violation mode.
     pub(crate) fn check_ttbr_target(&self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
         let frames = &k.device().frames();

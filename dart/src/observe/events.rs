@@ -1,4 +1,4 @@
-//! The event trace (SPEC §5): what happened inside the DARTs and the frame
+//! The event trace (docs/design.md §5): what happened inside the DARTs and the frame
 //! table, in order, bounded, off by default.
 //!
 //! # What is recorded
@@ -143,7 +143,7 @@ pub enum EventKind {
         /// The type it had.
         from: &'static str,
     },
-    /// An invariant breach (SPEC §2), in either violation mode.
+    /// An invariant breach (docs/design.md §2), in either violation mode.
     Violation {
         /// `free-mapped`, `retype-mapped`, `ttbr-not-table` or `ttbr-foreign`.
         kind: &'static str,

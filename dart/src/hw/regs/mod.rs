@@ -1,4 +1,4 @@
-//! The DART's MMIO register file (SPEC §3 "Streams and registers").
+//! The DART's MMIO register file (docs/design.md §3 "Streams and registers").
 //!
 //! # The model
 //!
