@@ -1,4 +1,4 @@
-//! Criterion benches of the SPEC §8 operations on the SPEC §8 system
+//! Criterion benches of the docs/design.md §8 operations on the docs/design.md §8 system
 //! ([`dartemu_bench::BenchSystem`]: 1 GiB mapped in 16 KiB pages to shuffled
 //! frames), one operation per iteration:
 //!
@@ -25,7 +25,7 @@ fn random_iova(rng: &mut SmallRng, align: u64) -> u64 {
 }
 
 fn benches(c: &mut Criterion) {
-    let sys = BenchSystem::new(dart::Variant::T8110, 256).expect("the SPEC §8 system builds");
+    let sys = BenchSystem::new(dart::Variant::T8110, 256).expect("the docs/design.md §8 system builds");
     let d = &*sys.dart;
     let mut rng = SmallRng::seed_from_u64(7);
 

@@ -1,5 +1,5 @@
 //! Where `dma4k`'s time goes against `raw4k`: variants of one 4 KiB read
-//! at a random IOVA of the SPEC §8 system, measured in alternation in one
+//! at a random IOVA of the docs/design.md §8 system, measured in alternation in one
 //! thread (one process, so the machine's state moves all of them alike).
 //!
 //! ```text

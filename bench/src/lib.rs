@@ -1,4 +1,4 @@
-//! The DMA throughput workloads of SPEC §8, the vm-memory baseline they are
+//! The DMA throughput workloads of docs/design.md §8, the vm-memory baseline they are
 //! compared with, and the runner behind `dartemu bench`.
 //!
 //! - [`system`]: the fixed system every workload runs on (1 GiB mapped in
@@ -6,9 +6,10 @@
 //! - [`workload`]: the workloads by name.
 //! - [`baseline`]: what a user would pick instead: vm-memory's `IommuMemory`
 //!   over a `RwLock`ed, fully populated vm-memory `Iotlb`.
-//! - [`mod@run`]: threads, timing and the figures (SPEC §8's JSON fields).
+//! - [`mod@run`]: threads, timing and the figures (docs/design.md §8's JSON fields).
 //! - [`buffer`]: the page-aligned buffer every reading workload copies into.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod baseline;
 pub mod buffer;

@@ -73,7 +73,7 @@ impl Implementation {
     }
 }
 
-/// One reported figure: SPEC §8's fields plus which implementation, the
+/// One reported figure: docs/design.md §8's fields plus which implementation, the
 /// ratio to the baseline measured in the same run and, over the rounds,
 /// the spread.
 ///

@@ -1,4 +1,4 @@
-//! The system every SPEC §8 workload runs on, built the same way each time
+//! The system every docs/design.md §8 workload runs on, built the same way each time
 //! so that figures compare across tools and runs.
 //!
 //! - 1 GiB of mapped memory in 16 KiB frames: every IOVA page of
@@ -68,7 +68,7 @@ pub enum BenchError {
     Options(String),
 }
 
-/// The SPEC §8 system: a frame table, a DART with stream [`STREAM`] mapped
+/// The docs/design.md §8 system: a frame table, a DART with stream [`STREAM`] mapped
 /// as described in the module documentation, and the frames of each window.
 pub struct BenchSystem {
     /// The frame table (physical memory).

@@ -1,9 +1,9 @@
-//! The throughput workloads of SPEC §8, by name.
+//! The throughput workloads of docs/design.md §8, by name.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// One SPEC §8 workload.
+/// One docs/design.md §8 workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
     /// Translate an 8-byte read at a uniformly random IOVA of the 1 GiB mapping.
@@ -24,7 +24,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// Every workload, in SPEC order.
+    /// Every workload, in docs/design.md §8's order.
     pub const ALL: [Workload; 7] = [
         Workload::Translate,
         Workload::TranslateHot,
@@ -35,7 +35,7 @@ impl Workload {
         Workload::Dma4kVmMemory,
     ];
 
-    /// SPEC spelling.
+    /// docs/design.md spelling.
     pub const fn name(self) -> &'static str {
         match self {
             Workload::Translate => "translate",
@@ -63,7 +63,7 @@ impl fmt::Display for Workload {
     }
 }
 
-/// A workload name that is not one of SPEC §8's.
+/// A workload name that is not one of docs/design.md §8's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown workload `{name}` (expected one of: translate, translate-hot, translate-churn, dma4k, raw4k, mapunmap, dma4k-vm-memory, all)")]
 pub struct UnknownWorkload {

@@ -1,10 +1,10 @@
-//! `dartemu bench` (SPEC §8): runs the throughput workloads of
+//! `dartemu bench` (docs/design.md §8): runs the throughput workloads of
 //! [`dartemu_bench`] and prints a table or JSON Lines.
 
 use dartemu_bench::{BenchError, BenchOptions, BenchSystem, Figure, Progress, Workload};
 use std::io::Write;
 
-/// Parses `--workload`: `all`, or a comma-separated list of SPEC §8 names.
+/// Parses `--workload`: `all`, or a comma-separated list of docs/design.md §8 names.
 pub fn parse_workloads(spec: &str) -> Result<Vec<Workload>, BenchError> {
     if spec == "all" {
         return Ok(Workload::ALL.to_vec());
@@ -77,7 +77,7 @@ pub fn bench(
         "[{elapsed_precise}] {bar:30} {pos}/{len} measurements  {msg}",
     );
     bar.set_message(format!(
-        "building the SPEC §8 system (1 GiB mapped in 16 KiB pages, {} IOTLB entries)",
+        "building the docs/design.md §8 system (1 GiB mapped in 16 KiB pages, {} IOTLB entries)",
         opts.iotlb_entries
     ));
     bar.tick();

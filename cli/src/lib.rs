@@ -1,4 +1,4 @@
-//! The `dartemu` command line (SPEC §7), as a library so tests can drive it:
+//! The `dartemu` command line (docs/design.md §7), as a library so tests can drive it:
 //! the run command's verdict table and instrumentation ([`run`]), the
 //! event and Chrome-trace files ([`trace`]), the SVG reports ([`report`]),
 //! `dartemu bench` ([`bench`](mod@bench)) and `dartemu stress` ([`stress`]).

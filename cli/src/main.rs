@@ -1,4 +1,4 @@
-//! `dartemu`: run DART compromise scenarios (SPEC §7).
+//! `dartemu`: run DART compromise scenarios (docs/design.md §7).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -42,7 +42,7 @@ struct Cli {
 
 /// The `--workload` names, for `--help`.
 const WORKLOADS_HELP: &str =
-    "Workloads (SPEC §8): translate, translate-hot, translate-churn, dma4k, raw4k, mapunmap,\n\
+    "Workloads (docs/design.md §8): translate, translate-hot, translate-churn, dma4k, raw4k, mapunmap,\n\
 dma4k-vm-memory (dma4k through vm-memory's IommuMemory over dartemu's DART), or all.";
 
 #[derive(Subcommand)]
@@ -55,11 +55,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Scenarios without their own `[[dart]]`/`[[coprocessor]]` run on the
-        /// main job's default SoC instead of SPEC §6's `dart0`/`dev0`.
+        /// main job's default SoC instead of docs/design.md §6's `dart0`/`dev0`.
         #[arg(long)]
         default_soc: bool,
     },
-    /// Run the DMA throughput workloads (SPEC §8).
+    /// Run the DMA throughput workloads (docs/design.md §8).
     #[command(after_help = format!("{WORKLOADS_HELP}\n\n{AFTER_HELP}"))]
     Bench {
         /// `all`, or a comma-separated list of workloads (listed below).

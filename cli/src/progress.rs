@@ -1,4 +1,4 @@
-//! Progress on standard error (SPEC §7): an `indicatif` bar when standard
+//! Progress on standard error (docs/design.md §7): an `indicatif` bar when standard
 //! error is a terminal, nothing otherwise. `DARTEMU_PROGRESS` overrides the
 //! choice: `always` draws the bar even when standard error is piped (the
 //! tests use it), `never` draws nothing, `auto` (or unset) decides by the

@@ -1,4 +1,4 @@
-//! Run reports (SPEC §5): `report.json` with every scenario's counters, and
+//! Run reports (docs/design.md §5): `report.json` with every scenario's counters, and
 //! self-contained SVG plots drawn with `plotters` (no script, no external
 //! asset, no font file) of faults by code and IOTLB hit rate per stream;
 //! for `dartemu bench`, `bench.json` and a throughput plot.

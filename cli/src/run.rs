@@ -1,4 +1,4 @@
-//! `dartemu` and `dartemu run` (SPEC §7): finding the scenario files (on
+//! `dartemu` and `dartemu run` (docs/design.md §7): finding the scenario files (on
 //! disk or embedded in the binary), opening the output files before
 //! anything runs, running the scenarios with the instrumentation options,
 //! and the verdict table.
@@ -158,7 +158,7 @@ pub fn run_files(files: &[PathBuf], base: Base) -> Result<Vec<ScenarioResult>, S
     Ok(scenarios.iter().map(|s| run_scenario(s, base)).collect())
 }
 
-/// The output options (SPEC §5, §7). They are global: they mean the same
+/// The output options (docs/design.md §5, §7). They are global: they mean the same
 /// before or after the command. `-` is standard output for `--events`,
 /// `--trace` and `--json`; at most one of them may be `-`.
 #[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]

@@ -36,7 +36,7 @@
 //!   `reject` mode, where multi-frame free and retype name a busy frame: a
 //!   refusal in reject mode, a halt in panic mode (after which nothing moves
 //!   and a fresh SoC replaces it, counted as a halt); a refused request that
-//!   changed some of its frames is a *partial change* violation (SPEC §2 R6).
+//!   changed some of its frames is a *partial change* violation (docs/design.md §2 R6).
 //!
 //! # The shadow
 //!

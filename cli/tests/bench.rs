@@ -1,4 +1,4 @@
-//! `dartemu bench`, end to end. One run only: every run builds the SPEC §8
+//! `dartemu bench`, end to end. One run only: every run builds the docs/design.md §8
 //! system (1 GiB mapped), which takes seconds, so this runs the cheapest
 //! workload for the shortest time that still exercises rounds and the
 //! baseline.

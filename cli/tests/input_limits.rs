@@ -1,4 +1,4 @@
-//! SPEC §4 "Input limits" at the command line: `dartemu run` on a file just
+//! docs/design.md §4 "Input limits" at the command line: `dartemu run` on a file just
 //! above any limit exits 2 with the parser's `file:line: reason` (moved here
 //! from `coprocessor-sim/tests/input_limits.rs`, whose cases it shares).
 

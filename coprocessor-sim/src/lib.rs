@@ -5,7 +5,7 @@
 //!   coprocessors ([`soc::coprocessor`]);
 //! - [`rpc`]: the kernel's mapper service ([`rpc::service`]: grants,
 //!   validation, the rings it serves) and its wire format ([`rpc::wire`]);
-//! - [`scenario`]: scenario files (SPEC §6), their parser and their runner
+//! - [`scenario`]: scenario files (docs/design.md §6), their parser and their runner
 //!   ([`scenario::run`]);
 //! - [`device`]: a coprocessor's place in the SoC, known to both the SoC and
 //!   the service.
@@ -14,6 +14,7 @@
 //! `rpc`, and both use `device`. The `dartemu` command line is the `dartemu`
 //! crate (`cli/`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod device;
 pub mod rpc;

@@ -1,4 +1,4 @@
-//! SPEC §4 "Input limits": every size a scenario file can name, one above
+//! docs/design.md §4 "Input limits": every size a scenario file can name, one above
 //! its limit, is refused with the limit typed in the error (which size, the
 //! value, the limit) and named in its `file:line: reason`. A value at the
 //! limit is accepted. That the CLI exits 2 with that message:

@@ -1,5 +1,5 @@
 //! A message that does not fit one ring slot is `bad-message`, never a
-//! truncated request (SPEC §4): 64 bytes of a valid map are served, the same
+//! truncated request (docs/design.md §4): 64 bytes of a valid map are served, the same
 //! 64 plus one byte are refused whole and change nothing but the refusal
 //! counters. (The scenario runner's `raw` call posts through the same
 //! `wire::slot_message` / `MapperService::handle_message` pair:

@@ -1,4 +1,4 @@
-//! The mapper service decides ownership from what the tables hold now (SPEC
+//! The mapper service decides ownership from what the tables hold now (docs/design.md
 //! §4): after the kernel re-points a TTBR, toggles TCR.FOUR_LEVEL, or unmaps
 //! and re-maps a page (here through a sibling stream sharing the tables), a
 //! device's RPC `unmap` and the kernel's `revoke` of its handle are
@@ -98,7 +98,7 @@ fn a_ttbr_repoint_leaves_the_new_tables_to_the_kernel() {
     s.dart.set_ttbr(1, 0, root2).unwrap();
     s.assert_device_owns_nothing_at(x, &s.fw);
     // The device's own pages stay in its old tables (no TTBR names them):
-    // SPEC §4, "the page is not-mapped to the device and stays mapped".
+    // docs/design.md §4, "the page is not-mapped to the device and stays mapped".
     assert_eq!(s.dart_counts(&s.grant), [1, 1]);
 }
 

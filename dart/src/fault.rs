@@ -1,5 +1,5 @@
 //! DMA faults: their kinds, the record the DART latches, and the ERROR
-//! register code bits per variant (SPEC §3).
+//! register code bits per variant (docs/design.md §3).
 
 use crate::variant::Variant;
 use std::fmt;
@@ -74,7 +74,7 @@ impl FaultKind {
 
     /// The ERROR register code bit of this fault on `variant`.
     ///
-    /// From SPEC §3 and Linux `apple-dart.c` / m1n1 `dart8020.py`,
+    /// From docs/design.md §3 and Linux `apple-dart.c` / m1n1 `dart8020.py`,
     /// `dart8110.py`. *Inferred* (no source says): `stream-disabled` uses the
     /// NO_TTBR bit; t8110 `subpage` uses the read or write fault bit;
     /// `forbidden-frame` uses the DAPF/APF reject bit (t8020 NO_DAPF_MATCH

@@ -1,6 +1,6 @@
 //! Slice holds: memory a [`crate::StreamPort`] hands out as
 //! [`vm_memory::VolatileSlice`]s keeps its frames counted as DART-reachable
-//! until the last slice derived from it is dropped (SPEC §4, "Slices hold
+//! until the last slice derived from it is dropped (docs/design.md §4, "Slices hold
 //! their frames").
 //!
 //! A slice outlives the translation that produced it: virtio-queue's

@@ -27,6 +27,24 @@
 //!   entries, mappings, DART counts, events and the invariant checks;
 //!   read-only.
 //!
+//! # Layout
+//!
+//! Modules depend only on the ones listed before them (no import cycle):
+//!
+//! 1. leaves, vocabulary only: `types` ([`Dir`], [`Span`], [`StreamConfig`],
+//!    IOVA regions), [`variant`], [`fault`], `error`;
+//! 2. `hw`: the hardware's formats, encode and decode only ([`pte`], [`regs`]);
+//! 3. `sync`: the concurrency protocol (atomics, slots, the in-flight
+//!    tracker, the membarrier barrier);
+//! 4. `observe`: counters, events, trace export ([`stats`], [`events`],
+//!    [`trace_event`]); [`hold`]: slice holds;
+//! 5. `translate`: the device side, the only reader of the tables (streams,
+//!    IOTLB, walk, walk cache, physical loads);
+//! 6. `mapper`: the kernel side, the only writer (map, unmap, flush, tables,
+//!    invalidation, provenance), writing through the device side's streams;
+//! 7. `dart`: [`Dart`], those components composed, and its fault raising and
+//!    register file; [`port`] and the adapters ([`iommu`], `vfio`) on top.
+//!
 //! The IOTLB, the in-flight tracker, the walk cache and the counters'
 //! mutators are private: no public path plants a translation or forges a
 //! count. These do not compile:
@@ -39,7 +57,7 @@
 //! ```
 //! ```compile_fail,E0603
 //! // The IOTLB module is private.
-//! use dart::iotlb::Iotlb;
+//! use dart::translate::iotlb::Iotlb;
 //! ```
 //! ```compile_fail,E0624
 //! // Counters are read through snapshots; only the DART counts.
@@ -49,36 +67,30 @@
 //! ```
 #![deny(missing_docs)]
 
-mod barrier;
+mod adapters;
 mod dart;
 mod error;
-pub mod events;
 pub mod fault;
 pub mod hold;
-mod inflight;
-pub mod iommu;
-mod iotlb;
+mod hw;
+pub use adapters::iommu;
+#[cfg(feature = "vfio")]
+pub use adapters::vfio;
+mod observe;
+pub use observe::{events, stats, trace_event};
 #[cfg(all(test, loom))]
 mod loom_models;
 mod mapper;
-mod phys;
 pub mod port;
-pub mod pte;
-pub mod regs;
-mod slot;
-pub mod stats;
-mod stream;
+pub use hw::{pte, regs};
 mod sync;
 #[cfg(feature = "test-utils")]
 pub mod testing;
-mod tlb_value;
-pub mod trace_event;
+mod translate;
+mod types;
 pub mod variant;
-pub mod vfio;
-mod walk;
-mod walk_cache;
 
-pub use dart::{Dart, DartConfig, Dir, InterruptFn, Invalidation, Span, Translation};
+pub use dart::{Dart, DartConfig, InterruptFn, Translation};
 pub use error::{DartError, LockedRegister};
 pub use events::{Event, EventKind, EventLog, WatchRange};
 pub use fault::{ErrorLatch, Fault, FaultKind};
@@ -89,6 +101,7 @@ pub use iommu::{stream_memory, StreamIommu, StreamMemory};
 pub use mapper::{MapId, OwnedScope};
 pub use port::{PortMemory, PortSlices, StreamPort};
 pub use regs::{decode_access, DecodedAccess, MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome};
-pub use stream::StreamConfig;
+pub use types::{Dir, Invalidation, Span, StreamConfig};
 pub use variant::{Geometry, Variant};
+#[cfg(feature = "vfio")]
 pub use vfio::{DartVfioDomain, VfioDomainError};

@@ -42,12 +42,12 @@
 //! `--features loom-broken-ordering`.
 
 use crate::hold::Holds;
-use crate::inflight::InFlight;
-use crate::iotlb::Iotlb;
-use crate::pte::PTE_VALID;
-use crate::stream::StreamState;
+use crate::hw::pte::PTE_VALID;
+use crate::sync::inflight::InFlight;
 use crate::sync::{AtomicU64, Ordering};
-use crate::walk_cache::WalkCache;
+use crate::translate::iotlb::Iotlb;
+use crate::translate::stream::StreamState;
+use crate::translate::walk_cache::WalkCache;
 use frame_table::{Access, Counter, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};
 use loom::thread;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ const PAGE_SHIFT: u32 = 14;
 
 /// The first page of the next IOTLB generation region: unmapping it bumps
 /// another generation than [`PAGE`]'s.
-const OTHER_REGION_PAGE: u64 = 1 << (crate::stream::GEN_REGION_SHIFT - PAGE_SHIFT);
+const OTHER_REGION_PAGE: u64 = 1 << (crate::types::GEN_REGION_SHIFT - PAGE_SHIFT);
 
 /// The DMA path of `Dart::translate_into` on one page, with the walk reduced
 /// to its last PTE load: the generation is read before the IOTLB probe and
@@ -121,8 +121,8 @@ fn strict_unmap_model(synchronize: bool, (dma_slot, unmapper_slot): (Option<usiz
             let (frames, pte, st, iotlb, inflight) =
                 (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
-                let outer = nested.then(|| inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS));
-                let _guard = inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS);
+                let outer = nested.then(|| inflight.enter_as(dma_slot, SID, crate::sync::inflight::ALL_REGIONS));
+                let _guard = inflight.enter_as(dma_slot, SID, crate::sync::inflight::ALL_REGIONS);
                 let translated = translate(&st, &iotlb, &pte);
                 if let Some(outer) = outer {
                     drop(outer);
@@ -152,11 +152,11 @@ fn strict_unmap_model(synchronize: bool, (dma_slot, unmapper_slot): (Option<usiz
 
         // After unmap returned: a new DMA reaches nothing.
         {
-            let _guard = inflight.enter_as(unmapper_slot, SID, crate::inflight::ALL_REGIONS);
+            let _guard = inflight.enter_as(unmapper_slot, SID, crate::sync::inflight::ALL_REGIONS);
             assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
         }
         dma.join().unwrap();
-        let _guard = inflight.enter_as(unmapper_slot, SID, crate::inflight::ALL_REGIONS);
+        let _guard = inflight.enter_as(unmapper_slot, SID, crate::sync::inflight::ALL_REGIONS);
         assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after unmap still translated");
     });
 }
@@ -220,7 +220,7 @@ fn two_strict_unmaps_model(dma_slot: Option<usize>) {
                 (frames.clone(), ptes.clone(), st.clone(), iotlb.clone(), inflight.clone());
             thread::spawn(move || {
                 for (i, page) in [(1, OTHER_REGION_PAGE), (0, PAGE)] {
-                    let _guard = inflight.enter_as(dma_slot, SID, crate::inflight::ALL_REGIONS);
+                    let _guard = inflight.enter_as(dma_slot, SID, crate::sync::inflight::ALL_REGIONS);
                     if let Some(p) = translate_page(&st, &iotlb, &ptes[i], page) {
                         assert_copy_reaches_mapped_frame(&frames, p);
                     }
@@ -351,7 +351,7 @@ fn table_retire_model(bump: bool) {
                 (frames.clone(), descriptor.clone(), cache.clone(), inflight.clone());
             thread::spawn(move || {
                 for _ in 0..2 {
-                    let guard = inflight.enter_as(Some(0), SID, crate::inflight::ALL_REGIONS);
+                    let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
                     if let Some(table) = walk_to_leaf_table(&cache, &descriptor, guard.lane()) {
                         assert_table_held(&frames, table);
                     }
@@ -361,7 +361,7 @@ fn table_retire_model(bump: bool) {
 
         descriptor.store(0, Ordering::Release);
         if bump {
-            cache.invalidate(&crate::mapper::Mapper::default());
+            cache.invalidate(&crate::sync::TestWriterLock);
         }
         inflight.synchronize();
         frames.release(t, Counter::Dart).unwrap();
@@ -370,7 +370,7 @@ fn table_retire_model(bump: bool) {
 
         dma.join().unwrap();
         // Slot 0 is this thread's now (its owner exited): its row says nothing.
-        let guard = inflight.enter_as(Some(0), SID, crate::inflight::ALL_REGIONS);
+        let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
         assert_eq!(
             walk_to_leaf_table(&cache, &descriptor, guard.lane()),
             None,
@@ -421,7 +421,7 @@ fn slice_hold_model(in_section: bool) {
             let (frames, pte, st, iotlb, inflight, holds) =
                 (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone(), holds.clone());
             thread::spawn(move || {
-                let guard = inflight.enter_as(None, SID, crate::inflight::ALL_REGIONS);
+                let guard = inflight.enter_as(None, SID, crate::sync::inflight::ALL_REGIONS);
                 let Some(p) = translate(&st, &iotlb, &pte) else {
                     return;
                 };

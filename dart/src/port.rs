@@ -17,10 +17,11 @@
 //!
 //! [`Bytes`]: frame_table::vm_memory::Bytes
 
-use crate::dart::{Dart, Dir, Span, Translation};
+use crate::dart::{Dart, Translation};
 use crate::error::DartError;
 use crate::fault::FaultKind;
 use crate::hold::SliceHold;
+use crate::types::{Dir, Span};
 use frame_table::vm_memory::guest_memory::{Error as GuestMemoryError, GuestMemorySliceIterator};
 use frame_table::vm_memory::{
     GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap, Permissions, VolatileSlice,
@@ -330,7 +331,7 @@ impl GuestMemory for PortMemory {
         let (spans, hold) = self
             .port
             .hold_spans(addr.0, len, access)
-            .map_err(|e| GuestMemoryError::IommuError(crate::iommu::to_iommu_error(addr.0, len, &e)))?;
+            .map_err(|e| GuestMemoryError::IommuError(crate::adapters::iommu::to_iommu_error(addr.0, len, &e)))?;
         self.slices(&spans, &hold)
     }
 }

@@ -1,12 +1,23 @@
-//! DART hardware variants and their translation geometry (SPEC §3).
+//! DART hardware variants and their translation geometry (docs/design.md §3).
 //!
 //! Everything that differs between t8020, t6000 and t8110 in how an IOVA is
 //! cut into table indices lives here: stream count, TTBRs per stream and the
 //! IOVA bits that choose one, levels, PTE format and output address width.
 
-use crate::pte::PteFormat;
 use std::fmt;
 use std::str::FromStr;
+
+/// A page-table entry format: which DART generation's bit layout to use
+/// (its encoding and decoding are in [`crate::pte`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PteFormat {
+    /// DART1 (Apple t8020): PA in place at bits \[35:12\], 36-bit output
+    /// addresses, `SP_DIS` bit for whole-page mappings. See [`crate::pte::dart1`].
+    Dart1,
+    /// DART2 (t6000, t8110): PA >> 4 at bits \[37:10\] (\[37:8\] with 4 KiB
+    /// pages), 42-bit output addresses. See [`crate::pte::dart2`].
+    Dart2,
+}
 
 /// A DART hardware variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,7 +107,7 @@ impl FromStr for Variant {
 /// ```
 ///
 /// At 16 KiB that is IOVA\[37:36\] TTBR, IOVA\[46:36\] L0, IOVA\[35:25\] L1,
-/// IOVA\[24:14\] L2 (SPEC §3). The 4 KiB layout (9 bits per level, TTBR select
+/// IOVA\[24:14\] L2 (docs/design.md §3). The 4 KiB layout (9 bits per level, TTBR select
 /// at IOVA\[31:30\]) is *inferred* by the same rule; no public source shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Geometry {

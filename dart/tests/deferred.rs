@@ -1,21 +1,23 @@
-//! Deferred (lazy) invalidation, SPEC §3: a DMA after `unmap` but before the
+//! Deferred (lazy) invalidation, docs/design.md §3: a DMA after `unmap` but before the
 //! flush may still succeed through a stale IOTLB entry; freeing the frame
 //! before the flush is the R2 breach (halts in `panic` mode, `frame-busy` in
 //! `reject` mode); after the flush the DMA faults `no-pte` and the free
 //! succeeds.
 
-use dart::{Dart, DartConfig, DartError, FaultKind, Invalidation, StreamConfig, Variant};
-use frame_table::{Counts, Error, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm, Violation};
+use dart::testing::Fixture;
+use dart::{Dart, DartError, FaultKind, Invalidation, StreamConfig, Variant};
+use frame_table::{Counts, Error, FrameTable, FrameType, OnViolation, Perm, Violation};
 use std::sync::Arc;
 
 const IOVA: u64 = 0x10_0000;
 
 fn setup(mode: OnViolation) -> (Arc<FrameTable>, Dart, frame_table::Frame) {
-    let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20).on_violation(mode)).unwrap());
-    let mut cfg = DartConfig::new("d", Variant::T6000);
-    cfg.invalidation = Invalidation::Deferred;
-    let d = Dart::new(frames.clone(), cfg).unwrap();
-    d.set_stream_config(2, StreamConfig::TRANSLATING).unwrap();
+    let (frames, d) = Fixture::new(Variant::T6000)
+        .name("d")
+        .on_violation(mode)
+        .invalidation(Invalidation::Deferred)
+        .translating(&[2])
+        .build();
     let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
     let keep = frames.alloc(FrameType::UserData, 1).unwrap();
     d.map(2, IOVA, &[f], Perm::RW, None).unwrap();

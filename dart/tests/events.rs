@@ -4,8 +4,9 @@
 //! (capped) data, and unwatched DMA nothing.
 
 use dart::events::{EventKind, DMA_DATA_CAP};
-use dart::{Dart, DartConfig, DartError, EventLog, StreamConfig, Variant, WatchRange};
-use frame_table::{FrameEvent, FrameTable, FrameTableConfig, FrameType, Perm};
+use dart::testing::Fixture;
+use dart::{Dart, DartError, EventLog, Variant, WatchRange};
+use frame_table::{FrameEvent, FrameTable, FrameType, Perm};
 use std::sync::Arc;
 
 const SID: u32 = 1;
@@ -13,11 +14,9 @@ const SID: u32 = 1;
 /// A t8110 DART over 4 MiB of 16 KiB frames, stream 1 translating, the
 /// frame table and the DART both recording into `log`.
 fn setup(log: &Arc<EventLog>) -> (Arc<FrameTable>, Dart) {
-    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20)).unwrap());
+    let (ft, dart) = Fixture::new(Variant::T8110).translating(&[SID]).build();
     let sink = log.clone();
     ft.set_observer(Some(Arc::new(move |e: &FrameEvent| sink.record("frames", EventKind::from_frame_event(e)))));
-    let dart = Dart::new(ft.clone(), DartConfig::new("dart0", Variant::T8110)).unwrap();
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
     dart.set_event_log(Some(log.clone()));
     (ft, dart)
 }

@@ -3,18 +3,16 @@
 //! walk, a subpage-restricted page, an access over two pages. For each
 //! access: the result, then every DMA-path counter of the stream.
 
-use dart::{Dart, DartConfig, DartError, Dir, FaultKind, StreamConfig, Variant};
-use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
+use dart::testing::Fixture;
+use dart::{Dart, DartError, Dir, FaultKind, Variant};
+use frame_table::{FrameTable, FrameType, Perm};
 use std::sync::Arc;
 
 const SID: u32 = 1;
 const PAGE: u64 = 0x4000;
 
 fn setup() -> (Arc<FrameTable>, Dart) {
-    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20)).unwrap());
-    let dart = Dart::new(ft.clone(), DartConfig::new("dart0", Variant::T8110)).unwrap();
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    (ft, dart)
+    Fixture::new(Variant::T8110).translating(&[SID]).build()
 }
 
 /// [`setup`] with one user-data page mapped at IOVA `PAGE` with `perm`;

@@ -8,8 +8,9 @@
 mod common;
 
 use dart::testing::EVICT_EVERY;
-use dart::{Dart, DartConfig, Dir, Invalidation, StreamConfig, Variant};
-use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
+use dart::testing::{map_page, Fixture};
+use dart::{Dart, Dir, Invalidation, Variant};
+use frame_table::{FrameTable, Perm};
 use std::sync::Arc;
 
 const SID: u32 = 1;
@@ -20,13 +21,10 @@ const A: u64 = 3 * PAGE;
 const B: u64 = (3 + 256) * PAGE;
 
 fn setup(mode: Invalidation) -> (Arc<FrameTable>, Dart) {
-    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(8 << 20)).unwrap());
-    let config = DartConfig { invalidation: mode, iotlb_entries: 256, ..DartConfig::new("dart0", Variant::T8110) };
-    let dart = Dart::new(ft.clone(), config).unwrap();
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let (ft, dart) =
+        Fixture::new(Variant::T8110).memory(8 << 20).invalidation(mode).iotlb_entries(256).translating(&[SID]).build();
     for iova in [A, B] {
-        let f = ft.alloc(FrameType::UserData, 1).unwrap();
-        dart.map(SID, iova, &f, Perm::RW, None).unwrap();
+        map_page(&ft, &dart, SID, iova, Perm::RW);
     }
     (ft, dart)
 }

@@ -1,6 +1,6 @@
 //! The DART's lock (t8020 CONFIG.LOCK, t8110 PROTECT LOCK_TCR_TTBR) guards
 //! the typed calls that program TCR and TTBR as it guards the registers
-//! (SPEC §3): once locked they return `DartError::Locked` naming the register
+//! (docs/design.md §3): once locked they return `DartError::Locked` naming the register
 //! and change nothing, a map that would write a stream's first TTBR is
 //! refused the same way, and enables and maps under existing TTBRs go on.
 //! t8110 UNPROTECT clears a PROTECT bit unless PROTECT_LOCK holds that bit.

@@ -1,4 +1,4 @@
-//! Mapping provenance (SPEC §4, "decides ownership from what the tables hold
+//! Mapping provenance (docs/design.md §4, "decides ownership from what the tables hold
 //! now"): `map_owned` gives its leaves an id, `unmap_owned` removes a page
 //! only while the leaf the stream reaches there still carries it. Each test
 //! moves the page out of the owner's hands by one route (a plain unmap and

@@ -1,9 +1,9 @@
-//! The MMIO register model (SPEC §3), driven the way Linux's
+//! The MMIO register model (docs/design.md §3), driven the way Linux's
 //! `drivers/iommu/apple-dart.c` drives the hardware.
 //!
 //! Everything the driver knows about the registers is written out here from
 //! the Linux source (`struct apple_dart_hw` and the `apple_dart_hw_*`
-//! sequences) and SPEC §3, not taken from the crate, so a wrong offset or bit
+//! sequences) and docs/design.md §3, not taken from the crate, so a wrong offset or bit
 //! in `dart::regs` fails these tests.
 
 use dart::{Dart, DartConfig, DartError, FaultKind, Invalidation, MmioError, MmioOutcome, StreamConfig, Variant};
@@ -115,7 +115,7 @@ fn hw(v: Variant) -> &'static Hw {
     }
 }
 
-/// SPEC §3's fault table: the ERROR code bit of each fault.
+/// docs/design.md §3's fault table: the ERROR code bit of each fault.
 fn code_bit(v: Variant, kind: FaultKind, write: bool) -> u32 {
     let t8110 = v == Variant::T8110;
     match kind {

@@ -37,7 +37,7 @@ struct Figures {
     bypassed_ok: u64,
 }
 
-/// Offsets worth hitting often on `v` (written out from SPEC §3).
+/// Offsets worth hitting often on `v` (written out from docs/design.md §3).
 fn hot_offsets(v: Variant) -> Vec<u64> {
     let mut o = vec![0x0, 0x4];
     if v == Variant::T8110 {
@@ -111,7 +111,7 @@ fn fuzz(variant: Variant, invalidation: Invalidation, seed: u64) -> Figures {
     d.map(2, IOVA, &user[8..12], Perm::R, None).unwrap();
     d.map(15, IOVA, &user[12..], Perm::RW, None).unwrap();
     let root1 = d.ttbr(1, 0).unwrap().unwrap();
-    // The register writes that re-attach stream 1 to its tables (SPEC §3
+    // The register writes that re-attach stream 1 to its tables (docs/design.md §3
     // offsets and bits), as a driver would after a reset.
     let reattach: [(u64, u32); 4] = match variant {
         Variant::T8110 => {

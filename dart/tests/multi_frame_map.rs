@@ -5,19 +5,16 @@
 //! every frame's type and counts, the frame table's free count (no table
 //! kept) and a DMA at the range.
 
-use dart::{Dart, DartConfig, DartError, FaultKind, StreamConfig, Variant};
-use frame_table::{Access, Counts, Error, Frame, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};
+use dart::testing::Fixture;
+use dart::{Dart, DartError, FaultKind, Variant};
+use frame_table::{Access, Counts, Error, Frame, FrameTable, FrameType, OnViolation, Perm};
 use std::sync::Arc;
 
 const IOVA: u64 = 0x10_0000;
 const SID: u32 = 1;
 
 fn setup() -> (Arc<FrameTable>, Dart) {
-    let frames =
-        Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20).on_violation(OnViolation::Reject)).unwrap());
-    let d = Dart::new(frames.clone(), DartConfig::new("d", Variant::T8110)).unwrap();
-    d.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    (frames, d)
+    Fixture::new(Variant::T8110).name("d").on_violation(OnViolation::Reject).translating(&[SID]).build()
 }
 
 fn assert_states(frames: &FrameTable, want: &[(Frame, FrameType, Counts)]) {

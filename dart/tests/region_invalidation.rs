@@ -6,8 +6,9 @@
 
 mod common;
 
-use dart::{Dart, DartConfig, DartError, Dir, FaultKind, Invalidation, StreamConfig, Variant};
-use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
+use dart::testing::{map_page, Fixture};
+use dart::{Dart, DartError, Dir, FaultKind, Invalidation, Variant};
+use frame_table::{FrameTable, Perm};
 use std::sync::Arc;
 
 const SID: u32 = 1;
@@ -19,13 +20,9 @@ const B: u64 = 0x8000;
 const C: u64 = REGION + 0xc000;
 
 fn setup(mode: Invalidation) -> (Arc<FrameTable>, Dart) {
-    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 20)).unwrap());
-    let dart =
-        Dart::new(ft.clone(), DartConfig { invalidation: mode, ..DartConfig::new("dart0", Variant::T8110) }).unwrap();
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let (ft, dart) = Fixture::new(Variant::T8110).invalidation(mode).translating(&[SID]).build();
     for iova in [A, B, C] {
-        let f = ft.alloc(FrameType::UserData, 1).unwrap();
-        dart.map(SID, iova, &f, Perm::RW, None).unwrap();
+        map_page(&ft, &dart, SID, iova, Perm::RW);
         dart.translate(SID, iova, 8, Dir::Read).unwrap();
     }
     (ft, dart)

@@ -8,9 +8,10 @@
 
 mod common;
 
-use dart::{Dart, DartConfig, DartError, Dir, FaultKind, Invalidation, StreamConfig, Variant};
+use dart::testing::Fixture;
+use dart::{Dart, DartError, Dir, FaultKind, Invalidation, Variant};
 use frame_table::vm_memory::{Bytes, GuestAddress};
-use frame_table::{Counts, Frame, FrameTable, FrameTableConfig, FrameType, Perm};
+use frame_table::{Counts, Frame, FrameTable, FrameType, Perm};
 use std::sync::Arc;
 
 const PAGE: u64 = 0x4000;
@@ -19,13 +20,7 @@ const X: u64 = 0x0200_0000 + 5 * PAGE;
 const Y: u64 = 0x0200_0000 + 6 * PAGE;
 
 fn setup(mode: Invalidation) -> (Arc<FrameTable>, Dart) {
-    let ft = Arc::new(FrameTable::new(FrameTableConfig::with_memory(8 << 20)).unwrap());
-    let config = DartConfig { invalidation: mode, ..DartConfig::new("dart0", Variant::T8110) };
-    let dart = Dart::new(ft.clone(), config).unwrap();
-    for sid in [1, 2] {
-        dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
-    }
-    (ft, dart)
+    Fixture::new(Variant::T8110).memory(8 << 20).invalidation(mode).translating(&[1, 2]).build()
 }
 
 fn on_fresh_thread(f: impl FnOnce() + Send + 'static) {

@@ -5,7 +5,7 @@ use crate::policy::{Access, Perm};
 use crate::state::{Counter, Counts};
 use crate::types::{Frame, FrameType};
 
-/// An invariant breach (SPEC §2): not a refused request but an operation that,
+/// An invariant breach (docs/design.md §2): not a refused request but an operation that,
 /// if carried out, would break the frame table's promise.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
@@ -83,7 +83,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The frame's type forbids this access (SPEC §2 policy matrix).
+    /// The frame's type forbids this access (docs/design.md §2 policy matrix).
     #[error("{access} {perm} access to {frame} of type {ty} is forbidden")]
     ForbiddenType {
         /// The frame.

@@ -5,7 +5,7 @@
 //! mappings, by a DART, or touched by the kernel's physical aperture. The
 //! [`FrameTable`] keeps each frame's type and mapping counts in one atomic word
 //! and changes it only by compare-and-swap, so that "check the policy and take
-//! the count" and "retype only at zero counts" are single atomic steps (SPEC §2).
+//! the count" and "retype only at zero counts" are single atomic steps (docs/design.md §2).
 //!
 //! ```
 //! use frame_table::{Access, Error, FrameTable, FrameTableConfig, FrameType, Perm};
@@ -17,6 +17,7 @@
 //! assert_eq!(err.kind(), "forbidden-type");
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod cell;
 mod error;

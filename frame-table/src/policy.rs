@@ -1,4 +1,4 @@
-//! The policy matrix of SPEC §2, as data: one row per frame type.
+//! The policy matrix of docs/design.md §2, as data: one row per frame type.
 //!
 //! Nothing else in the crate decides where a type may be mapped; every check
 //! reads [`POLICY`] through [`policy`].
@@ -152,7 +152,7 @@ const fn row(cpu_kernel: Perm, cpu_kernel_limit: u32, cpu_user: Perm, dart: Perm
     TypePolicy { cpu_kernel, cpu_kernel_limit, cpu_user, dart, aperture }
 }
 
-/// The policy matrix of SPEC §2, indexed by `FrameType as usize`.
+/// The policy matrix of docs/design.md §2, indexed by `FrameType as usize`.
 ///
 /// | type | CPU kernel | CPU user | DART | aperture |
 /// |---|---|---|---|---|

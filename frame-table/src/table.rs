@@ -1,5 +1,5 @@
 //! The frame table: physical memory plus one state word per frame, the
-//! operations of SPEC §2 (allocate, retype, free, map counts, aperture), and
+//! operations of docs/design.md §2 (allocate, retype, free, map counts, aperture), and
 //! the SoC's violation mode.
 //!
 //! The per-frame protocol is in [`crate::cell`]; this module adds frame
@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// What the SoC does about an invariant breach (SPEC §2).
+/// What the SoC does about an invariant breach (docs/design.md §2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnViolation {
     /// As SPTM: the emulated system halts, records why, and every later
@@ -432,7 +432,7 @@ impl FrameTable {
         Ok(claimed)
     }
 
-    /// Retypes `frame` to `to` (R1): only the SPEC §2 transitions, only with no
+    /// Retypes `frame` to `to` (R1): only the docs/design.md §2 transitions, only with no
     /// mapping of any kind (else an invariant breach). From `free` the frame is
     /// scrubbed first. [`FrameTable::retype_all`] of one frame.
     pub fn retype(&self, frame: Frame, to: FrameType) -> Result<(), Error> {

@@ -1,4 +1,4 @@
-//! SPEC §2's headline rules: kernel-restricted frames, read-only frames, and
+//! docs/design.md §2's headline rules: kernel-restricted frames, read-only frames, and
 //! the scrub on leaving `free` (R5).
 
 use frame_table::{

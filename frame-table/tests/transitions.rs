@@ -1,6 +1,6 @@
 //! Ownership-selftest style transition tests (after pKVM's
 //! `pkvm_ownership_selftest`): for every frame type and every operation of
-//! SPEC §2, the expected result, then the full expected state of the frame.
+//! docs/design.md §2, the expected result, then the full expected state of the frame.
 //!
 //! The expectations are written out here as literals, independently of the
 //! crate's `POLICY` table, so that a wrong row there fails this test.
@@ -54,7 +54,7 @@ const MAPS: [(Access, Perm); 7] = [
     (Access::Dart, Perm::RW),
 ];
 
-/// SPEC §2 table, one row per type in `TYPES` order: `y` allowed, `.` forbidden.
+/// docs/design.md §2 table, one row per type in `TYPES` order: `y` allowed, `.` forbidden.
 /// Columns: kernel r, kernel rw, user r, user rw, dart r, dart w, dart rw,
 /// aperture read, aperture write.
 const EXPECTED_ACCESS: [&str; 10] = [

@@ -283,7 +283,7 @@ fn deferred_unmap_keeps_serving_until_a_flush() {
     r.dart.map(1, BASE, &fr, Perm::RW, None).unwrap();
     r.mem.write_slice(&[7; 8], GuestAddress(BASE)).unwrap();
     assert_eq!(r.dart.unmap(1, BASE, PAGE), Ok(1));
-    // The stale IOTLB entry still serves (deferred mode, SPEC §3) and the
+    // The stale IOTLB entry still serves (deferred mode, docs/design.md §3) and the
     // frame is pending invalidation, not free to retype.
     let mut got = [0u8; 8];
     r.mem.read_slice(&mut got, GuestAddress(BASE)).unwrap();

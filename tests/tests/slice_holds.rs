@@ -1,4 +1,4 @@
-//! Slices hold their frames (SPEC §4, "The embedding boundary"): a device
+//! Slices hold their frames (docs/design.md §4, "The embedding boundary"): a device
 //! built on virtio-queue over a stream port keeps the frames of every
 //! `Reader`/`Writer` (and every slice of the port's vm-memory view) counted
 //! as DART-reachable until the slices drop, so a kernel that unmaps, frees

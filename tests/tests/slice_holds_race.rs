@@ -1,4 +1,4 @@
-//! Slices hold their frames, threaded (SPEC §4, "Slices hold their
+//! Slices hold their frames, threaded (docs/design.md §4, "Slices hold their
 //! frames"; issue requirement (c)).
 //!
 //! Two device threads use one mapped `user-data` frame through their

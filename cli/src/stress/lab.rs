@@ -60,7 +60,7 @@
 //! 5. **Locks gate TCR/TTBR writes.** While a lab DART is locked, a TCR or
 //!    TTBR register write returns `Ok` and changes nothing; the typed calls
 //!    [`Dart::set_ttbr`] / [`Dart::set_stream_config`] return the `locked`
-//!    error and change nothing (SPEC §3). The shadow reads the TTBRs and the
+//!    error and change nothing (docs/design.md §3). The shadow reads the TTBRs and the
 //!    configuration back after every such write, checks that the outcome is
 //!    one of these, and follows it. Enables are not lock-gated. Anything
 //!    else is an **invariant** failure.

@@ -21,7 +21,7 @@
 //!    then dropped and a fresh one built: a *halt*, counted.
 //! 3. **The busy frame is untouched** in both modes (its type and counts as
 //!    before): otherwise a **count mismatch**.
-//! 4. **All or nothing** (SPEC §2 R6): no idle frame of a refused request
+//! 4. **All or nothing** (docs/design.md §2 R6): no idle frame of a refused request
 //!    may have changed ([`FrameTable::free_all`] / [`FrameTable::retype_all`]);
 //!    one that did is a **partial change** violation.
 //! 5. A mini SoC that did not halt is retired after 96 operations,

@@ -1,4 +1,4 @@
-//! The kernel's mapper service (SPEC §4): grants, and the RPC that lets a
+//! The kernel's mapper service (docs/design.md §4): grants, and the RPC that lets a
 //! coprocessor map and unmap its granted buffers.
 //!
 //! The rules, each with its refusal kind:
@@ -25,7 +25,7 @@
 //!   device and stays mapped. An RPC unmap is all or nothing (every page
 //!   must still be the device's: [`OwnedScope::Whole`]); a revoke removes
 //!   the pages that still are and leaves the rest ([`OwnedScope::Matching`]).
-//! - grants hold their frames (SPEC §2 R7): the kernel side frees and
+//! - grants hold their frames (docs/design.md §2 R7): the kernel side frees and
 //!   retypes through [`MapperService::kernel_free`] and
 //!   [`MapperService::kernel_retype`], which refuse (`frame-busy`, in both
 //!   `on_violation` modes: a refusal, not a breach) while a live grant

@@ -1,4 +1,4 @@
-//! The binary wire format of the mapper service RPC (SPEC §4).
+//! The binary wire format of the mapper service RPC (docs/design.md §4).
 //!
 //! Everything is little-endian. This module only knows bytes: it computes ring
 //! offsets, encodes messages and decodes them. It never touches shared memory;
@@ -605,7 +605,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), WireError> {
 /// The slot a device writes to post the message `bytes`: the bytes, then
 /// zeros to the end of the slot. A message longer than a slot does not fit
 /// one and is never cut to fit ([`WireError::Long`]): its tail may be
-/// exactly what makes it mean something else (SPEC §4).
+/// exactly what makes it mean something else (docs/design.md §4).
 pub fn slot_message(bytes: &[u8]) -> Result<[u8; SLOT_BYTES], WireError> {
     let mut slot = [0u8; SLOT_BYTES];
     slot.get_mut(..bytes.len()).ok_or(WireError::Long { len: bytes.len() })?.copy_from_slice(bytes);

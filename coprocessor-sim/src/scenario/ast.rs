@@ -1,4 +1,4 @@
-//! The typed form of a scenario file (SPEC §6).
+//! The typed form of a scenario file (docs/design.md §6).
 //!
 //! Everything here is plain data: the parser ([`super::parse_scenario`]) fills
 //! it in with every default applied; the runner resolves the names it holds
@@ -15,7 +15,7 @@ pub use crate::soc::config::{
     DEFAULT_IOTLB_ENTRIES, DEFAULT_MEMORY_MIB, DEFAULT_STREAMS, DEFAULT_WINDOW,
 };
 
-// Input limits (SPEC §4 "Input limits"; scenarios/README.md lists them).
+// Input limits (docs/design.md §4 "Input limits"; scenarios/README.md lists them).
 // Every size a scenario file can name is bounded here, so that no file makes
 // the runner exhaust memory, spawn unbounded threads or run without end; the
 // parser refuses a value above its limit with the value and the limit.
@@ -205,7 +205,7 @@ impl fmt::Display for MmioValue {
     }
 }
 
-/// A DMA fault kind (SPEC §3), as written after `fault:` in `expect`: the DART's own.
+/// A DMA fault kind (docs/design.md §3), as written after `fault:` in `expect`: the DART's own.
 pub use dart::FaultKind;
 
 /// The outcome a step expects (`expect`), or that a step had.
@@ -253,7 +253,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, in the order of SPEC §6.
+    /// Every outcome, in the order of docs/design.md §6.
     pub const ALL: [Outcome; 27] = [
         Outcome::Ok,
         Outcome::Any,
@@ -345,7 +345,7 @@ impl FromStr for Outcome {
     }
 }
 
-/// An invariant a `check` step verifies (SPEC §6).
+/// An invariant a `check` step verifies (docs/design.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Invariant {
     /// No valid PTE, IOTLB entry or bypassed stream reaches a frame whose type
@@ -393,7 +393,7 @@ impl FromStr for Invariant {
     }
 }
 
-/// Basic counter names of SPEC §5 (the DART's own list). `faults` and
+/// Basic counter names of docs/design.md §5 (the DART's own list). `faults` and
 /// `rpc_refused` also take a `.CODE` / `.KIND` suffix.
 pub fn counter_names() -> impl Iterator<Item = &'static str> {
     dart::stats::Counter::ALL.into_iter().map(|c| c.name())
@@ -516,7 +516,7 @@ impl RpcCall {
     }
 }
 
-/// Every `op` name, in the order of SPEC §6.
+/// Every `op` name, in the order of docs/design.md §6.
 pub const OP_NAMES: [&str; 21] = [
     "alloc",
     "retype",
@@ -541,7 +541,7 @@ pub const OP_NAMES: [&str; 21] = [
     "watch",
 ];
 
-/// What a step does, with its fields (SPEC §6 table).
+/// What a step does, with its fields (docs/design.md §6 table).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// `alloc`: take frames from `free` and type them.

@@ -21,7 +21,7 @@ pub struct ScenarioError {
     pub limit: Option<LimitExceeded>,
 }
 
-/// A size a scenario names, above its documented limit (SPEC §4 "Input
+/// A size a scenario names, above its documented limit (docs/design.md §4 "Input
 /// limits"; the limits are the `MAX_*` constants of [`crate::scenario`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{value} {what} is above the limit of {limit}")]

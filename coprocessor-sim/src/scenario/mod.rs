@@ -1,4 +1,4 @@
-//! Scenario files (SPEC §6): a typed AST, its parser and the runner ([`run`]).
+//! Scenario files (docs/design.md §6): a typed AST, its parser and the runner ([`run`]).
 //!
 //! [`parse_scenario`] turns TOML text into a [`Scenario`] with every default
 //! applied, or a [`ScenarioError`] that names the file, the 1-based line and

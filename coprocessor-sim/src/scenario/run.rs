@@ -1,4 +1,4 @@
-//! The scenario runner (SPEC §6): builds the SoC a scenario describes, runs
+//! The scenario runner (docs/design.md §6): builds the SoC a scenario describes, runs
 //! its steps, compares every outcome with its `expect`, and reports.
 //!
 //! Names in steps (buffers, devices, handles, DARTs) are resolved here; an
@@ -197,7 +197,7 @@ impl ScenarioResult {
 /// Which SoC a scenario without its own `[[dart]]`/`[[coprocessor]]` gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Base {
-    /// SPEC §6 defaults: `dart0` (t8110) with `dev0` on stream 1.
+    /// docs/design.md §6 defaults: `dart0` (t8110) with `dev0` on stream 1.
     #[default]
     Spec,
     /// The main job's default SoC ([`Soc::default_soc`]).

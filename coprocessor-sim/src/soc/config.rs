@@ -1,5 +1,5 @@
 //! What a SoC is built from ([`super::Soc::new`]): the `[soc]`,
-//! `[[dart]]` and `[[coprocessor]]` sections of a scenario file (SPEC §6),
+//! `[[dart]]` and `[[coprocessor]]` sections of a scenario file (docs/design.md §6),
 //! with their defaults. The scenario parser fills these in and
 //! [`crate::scenario`] re-exports them.
 

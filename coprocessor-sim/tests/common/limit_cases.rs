@@ -1,4 +1,4 @@
-//! The scenario texts just above (and at) every SPEC §4 input limit, shared
+//! The scenario texts just above (and at) every docs/design.md §4 input limit, shared
 //! by `coprocessor-sim/tests/input_limits.rs` (the parser) and
 //! `cli/tests/input_limits.rs` (the `dartemu` binary's exit status).
 

@@ -11,9 +11,8 @@
 //!
 //! The expedited command needs a one-time registration per process; if the
 //! kernel (or a seccomp filter) refuses it, [`available`] is `false` and
-//! callers keep every reader on the fenced path. Cost measured on the
-//! development VM: about 0.3 µs with no other thread running, 1.4 µs with one
-//! busy thread (an IPI per CPU running a thread of the process).
+//! callers keep every reader on the fenced path. Its cost grows with the
+//! threads of the process that are running (an IPI per CPU running one).
 
 /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (linux/membarrier.h).
 #[cfg(all(target_os = "linux", not(loom)))]

@@ -106,16 +106,7 @@ fn pte_to_subpage(pte: u64) -> Subpage {
     Subpage { start: field_get(PTE_SUBPAGE_START, pte) as u16, end: field_get(PTE_SUBPAGE_END, pte) as u16 }
 }
 
-/// A page-table entry format: which DART generation's bit layout to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PteFormat {
-    /// DART1 (Apple t8020): PA in place at bits \[35:12\], 36-bit output
-    /// addresses, `SP_DIS` bit for whole-page mappings. See [`dart1`].
-    Dart1,
-    /// DART2 (t6000, t8110): PA >> 4 at bits \[37:10\] (\[37:8\] with 4 KiB
-    /// pages), 42-bit output addresses. See [`dart2`].
-    Dart2,
-}
+pub use crate::variant::PteFormat;
 
 /// A subpage-protection range: the part of a page a leaf PTE grants access
 /// to, in [`SUBPAGE_UNIT_BYTES`]-byte units, both ends inclusive.

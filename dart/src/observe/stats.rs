@@ -337,7 +337,7 @@ pub struct Stats {
     /// of stream `sid` (`sid < HIT_STREAMS`).
     /// A fixed-size array, so that the hit path's index by a slot number
     /// the compiler knows is below `EXCLUSIVE` needs no bounds check.
-    fast: Box<[FastRow; crate::slot::EXCLUSIVE]>,
+    fast: Box<[FastRow; crate::sync::slot::EXCLUSIVE]>,
     /// Cold stripes ([`Stats::add`]) by exclusive slot number, allocated on
     /// first use.
     cold: Box<[std::sync::OnceLock<ColdStripe>]>,
@@ -358,9 +358,10 @@ type FastRow = CachePadded<[AtomicU64; 2 * HIT_STREAMS]>;
 
 /// The fast-path rows of every exclusive slot, zeroed, built on the heap
 /// (all of them are 256 KiB, too much to build on a stack first).
-fn fast_rows() -> Box<[FastRow; crate::slot::EXCLUSIVE]> {
-    let rows: Box<[FastRow]> =
-        (0..crate::slot::EXCLUSIVE).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
+fn fast_rows() -> Box<[FastRow; crate::sync::slot::EXCLUSIVE]> {
+    let rows: Box<[FastRow]> = (0..crate::sync::slot::EXCLUSIVE)
+        .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+        .collect();
     match rows.try_into() {
         Ok(rows) => rows,
         // `rows` has exactly `EXCLUSIVE` rows, so this arm is never taken.
@@ -378,11 +379,11 @@ impl Stats {
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
         let hot_len = (streams * HOT).div_ceil(LANES) * LANES;
-        let hot = (0..crate::slot::EXCLUSIVE * hot_len / LANES)
+        let hot = (0..crate::sync::slot::EXCLUSIVE * hot_len / LANES)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
             .collect();
         let fast = fast_rows();
-        let cold = (0..crate::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
+        let cold = (0..crate::sync::slot::EXCLUSIVE).map(|_| std::sync::OnceLock::new()).collect();
         let serial = ColdStripe::new(streams);
         Stats { hot, hot_len, fast, cold, serial, blocks, stripe_len, streams }
     }
@@ -507,7 +508,7 @@ impl Stats {
             return;
         }
         let set = self.stream_set(stream);
-        match self.cold_stripe(crate::slot::current()) {
+        match self.cold_stripe(crate::sync::slot::current()) {
             Some(c) => c.add_counted(set, counter, n),
             None => self.bump(self.stripe_base(), set, counter.slot(), n),
         }
@@ -517,10 +518,16 @@ impl Stats {
     /// `_held` (the lock's contents) witnesses: maps, unmaps, invalidations
     /// and the TTBR violations the mapper finds. Every writer of the mapper's stripe holds that lock,
     /// so a `Relaxed` load + store loses no increment, and the count needs
-    /// neither the thread's slot number nor its cold stripe: a few
-    /// instructions instead of [`Stats::add`]'s few dozen.
+    /// neither the thread's slot number nor its cold stripe (cheaper than
+    /// [`Stats::add`]).
     #[inline]
-    pub(crate) fn add_serialized(&self, _held: &crate::mapper::Mapper, stream: Option<u32>, counter: Counter, n: u64) {
+    pub(crate) fn add_serialized(
+        &self,
+        _held: &impl crate::sync::WriterLock,
+        stream: Option<u32>,
+        counter: Counter,
+        n: u64,
+    ) {
         if cfg!(feature = "no-counters") {
             return;
         }
@@ -568,7 +575,7 @@ impl Stats {
                 *sum = sum.wrapping_add(self.load(base + i));
             }
         }
-        for slot in 0..crate::slot::EXCLUSIVE {
+        for slot in 0..crate::sync::slot::EXCLUSIVE {
             for sid in 0..self.streams {
                 let get = |k: usize| self.hot_cell(Some(slot), sid as u32, k).map_or(0, |c| c.load(Ordering::Relaxed));
                 let row = |k: usize| self.fast[slot].get(2 * sid + k).map_or(0, |c| c.load(Ordering::Relaxed));
@@ -611,7 +618,7 @@ impl Stats {
     fn bytes(&self) -> usize {
         std::mem::size_of_val::<[Block]>(&self.blocks)
             + std::mem::size_of_val::<[Block]>(&self.hot)
-            + std::mem::size_of_val::<[FastRow; crate::slot::EXCLUSIVE]>(&self.fast)
+            + std::mem::size_of_val::<[FastRow; crate::sync::slot::EXCLUSIVE]>(&self.fast)
             + self
                 .cold
                 .iter()
@@ -967,8 +974,8 @@ mod tests {
         stats.count_hit(3, 1);
         stats.count_walk(3, 1);
         stats.count_translation_in(Some(3), 1, 2, 3);
-        stats.count_hit(crate::slot::EXCLUSIVE, 2);
-        stats.count_walk(crate::slot::EXCLUSIVE, 2);
+        stats.count_hit(crate::sync::slot::EXCLUSIVE, 2);
+        stats.count_walk(crate::sync::slot::EXCLUSIVE, 2);
         stats.count_translation_in(None, 2, 1, 1);
         let snap = stats.snapshot();
         let get = |p: &str| snap.get(p).unwrap();
@@ -1040,7 +1047,7 @@ mod tests {
                         }
                         stats.fault(Some(t), "no-pte");
                         together.wait();
-                        crate::slot::current().is_some()
+                        crate::sync::slot::current().is_some()
                     })
                 })
                 .collect();
@@ -1060,7 +1067,7 @@ mod tests {
         let big = Stats::new(256);
         let before = big.bytes();
         big.add(Some(255), Counter::Unmaps, 1);
-        if crate::slot::current().is_some() && std::mem::size_of::<Block>() == 128 {
+        if crate::sync::slot::current().is_some() && std::mem::size_of::<Block>() == 128 {
             assert_eq!(big.bytes(), before + 26_752);
         }
         assert_eq!(big.snapshot().get("s255.unmaps"), Some(1));

@@ -41,7 +41,7 @@
 //! [`Permissions::ReadWrite`]), plus one `rangemap` insert per physical span
 //! (a heap allocation for the first) and the lookup that builds the
 //! iterator. `cargo bench -p dart --bench iommu` measures it against
-//! `Dart::dma_read` for a 4 KiB read; the README records the numbers.
+//! `Dart::dma_read` for a 4 KiB read; docs/performance.md describes how.
 //!
 //! The alternative, a long-lived `Iotlb` published by epoch or `ArcSwap`,
 //! would save the `rangemap` insert on hits but must be kept coherent with
@@ -75,8 +75,9 @@
 //!   pass-through on the physical memory: that is the embedder's choice, not
 //!   a DART feature, and this adapter cannot see it.
 
-use crate::dart::{Dart, Dir, Translation};
+use crate::dart::{Dart, Translation};
 use crate::error::DartError;
+use crate::types::Dir;
 use frame_table::vm_memory::iommu::{self, IotlbIterator, IovaRange};
 use frame_table::vm_memory::{GuestAddress, GuestMemoryMmap, Iommu, IommuMemory, Iotlb, Permissions};
 use std::ops::Deref;

@@ -24,7 +24,7 @@
 //! none needs no bump: no entry can name a block that did not walk.
 //!
 //! *Who writes entries.* Only the thread that owns the row: one row per
-//! exclusive slot number (`crate::slot`), used by the thread holding that
+//! exclusive slot number (`crate::sync::slot`), used by the thread holding that
 //! number, so an entry has one writer and one reader and is never torn by
 //! a concurrent fill (a number passes to a new thread through the slot free
 //! list's mutex, which orders the old owner's stores before the new owner's
@@ -45,7 +45,7 @@
 //! that read the bump, sees the cleared descriptor. An entry tagged with
 //! the new generation therefore names only tables linked after the change.
 //! That holds for the DMA the invalidation waits for or makes fence: the
-//! readers of the IOVA regions it names (`crate::inflight`, "Unfenced
+//! readers of the IOVA regions it names (`crate::sync::inflight`, "Unfenced
 //! readers"). A reader of another region may enter unfenced and miss the
 //! bump, but its entries are for its own block, which lies within its
 //! region, and name a leaf table nothing was unlinked from: unlinking a
@@ -61,7 +61,7 @@
 //! under any generation. A prefetch reads nothing: the entry may be dead
 //! and its table freed or reused, and the DMA still enters, checks the
 //! generation and walks as above. It only starts the line's miss early
-//! (see `Dart::touch_leaf`).
+//! (see `Translator::touch_leaf`).
 //!
 //! *What it keeps checking.* A walk through an entry still checks that the
 //! leaf's frame is device-reachable, as a full walk does. It does not
@@ -190,7 +190,7 @@ impl WalkCache {
     /// DART's mapper lock (`_held`), has just changed what a walk reads
     /// above the leaf (a descriptor cleared, a TTBR, a configuration), and
     /// frees nothing it unlinked before `InFlight::synchronize` returns.
-    pub(crate) fn invalidate(&self, _held: &crate::mapper::Mapper) {
+    pub(crate) fn invalidate(&self, _held: &impl crate::sync::WriterLock) {
         self.gen.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -198,13 +198,13 @@ impl WalkCache {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::mapper::Mapper;
+    use crate::sync::TestWriterLock;
 
     /// Each transition, then every entry it leaves visible.
     #[test]
     fn entries_live_until_the_generation_moves_and_only_in_their_row() {
         let cache = WalkCache::new(2);
-        let held = Mapper::default();
+        let held = TestWriterLock;
         let (a, b) = (WalkCache::key(1, 5), WalkCache::key(2, 5));
         let g = cache.gen();
         assert_eq!(g, 0);
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_peek_reads_its_key_s_entry_under_any_generation() {
         let cache = WalkCache::new(2);
-        let held = Mapper::default();
+        let held = TestWriterLock;
         let (a, b) = (WalkCache::key(1, 5), WalkCache::key(2, 5));
         let g = cache.gen();
         // Empty: nothing.

@@ -1,4 +1,4 @@
-//! The DART's MMIO register file (SPEC §3 "Streams and registers").
+//! The DART's MMIO register file (docs/design.md §3 "Streams and registers").
 //!
 //! # The model
 //!
@@ -136,15 +136,12 @@
 //! [`Dart::map`]: crate::Dart::map
 //! [`Dart::new`]: crate::Dart::new
 
-mod file;
 pub mod t8020;
 pub mod t8110;
 
-pub(crate) use file::MmioState;
-
 use crate::error::DartError;
 use crate::fault::Fault;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::Variant;
 use std::fmt;
 
@@ -210,13 +207,13 @@ pub struct NamedField {
 /// class-definition order.
 macro_rules! fields {
     ($(($name:literal, $hi:literal $(, $lo:literal)?)),* $(,)?) => {
-        &[$($crate::regs::NamedField {
+        &[$($crate::hw::regs::NamedField {
             name: $name,
             field: fields!(@f $hi $(, $lo)?),
         }),*]
     };
-    (@f $bit:literal) => { $crate::regs::Field::bit($bit) };
-    (@f $hi:literal, $lo:literal) => { $crate::regs::Field::new($hi, $lo) };
+    (@f $bit:literal) => { $crate::hw::regs::Field::bit($bit) };
+    (@f $hi:literal, $lo:literal) => { $crate::hw::regs::Field::new($hi, $lo) };
 }
 pub(crate) use fields;
 

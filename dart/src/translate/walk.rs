@@ -6,7 +6,7 @@
 //! them with `Release` stores under its lock, [`crate::mapper`]), the frame
 //! table's state words and device-reachable map. It takes no lock; the
 //! only thing it writes is its own thread's row of the walk cache
-//! ([`crate::walk_cache`]): which leaf table the IOVA's block reached, so
+//! ([`crate::translate::walk_cache`]): which leaf table the IOVA's block reached, so
 //! that the next walk of the block starts there. A walk racing an unmap may
 //! see the old or the new PTE, and [`crate::dart`]'s protocol makes either
 //! answer safe.
@@ -16,14 +16,15 @@
 //! DART's page size) is computed once, at [`Walker::new`]; a walk only
 //! indexes, loads and compares.
 
-use crate::dart::Dart;
+use super::Translator;
 use crate::fault::FaultKind;
-use crate::phys::HostTable;
-use crate::pte::PteDecoder;
-use crate::stream::{StreamConfig, StreamState};
-use crate::tlb_value;
+use crate::hw::pte::PteDecoder;
+use crate::hw::tlb_value;
+use crate::translate::phys::HostTable;
+use crate::translate::stream::StreamState;
+use crate::translate::walk_cache::WalkCache;
+use crate::types::StreamConfig;
 use crate::variant::{Geometry, Variant};
-use crate::walk_cache::WalkCache;
 use frame_table::FrameType;
 
 /// One [`Geometry`]'s walk, precomputed.
@@ -46,7 +47,7 @@ pub(crate) struct WalkPlan {
     /// The shift of the leaf table's index in the IOVA (the page shift).
     leaf_shift: u32,
     /// The shift of the IOVA's block: the bits above the leaf table's
-    /// index, which pick the leaf table ([`crate::walk_cache`]'s keys).
+    /// index, which pick the leaf table ([`crate::translate::walk_cache`]'s keys).
     block_shift: u32,
 }
 
@@ -98,18 +99,18 @@ impl Walker {
 }
 
 /// The shortest DMA (by the length asked for) that touches its leaf PTE
-/// before entering ([`Dart::touch_leaf`]): a DMA that copies 1 KiB or more
+/// before entering ([`Translator::touch_leaf`]): a DMA that copies 1 KiB or more
 /// spends far more than the touch's cost in its copy, and is likely one of
 /// a run of long copies whose tails the touch overlaps. The touch is
 /// wasted on a DMA that then hits the IOTLB or faults.
 pub(crate) const TOUCH_MIN_LEN: u64 = 1024;
 
-impl Dart {
+impl Translator {
     /// Walks stream `sid`'s tables (`st`, under its configuration `config`)
     /// for `iova`, through the walk cache of the caller's lane `lane` (its
-    /// DMA guard's; [`crate::walk_cache`]). Checks that every table it reads
+    /// DMA guard's; [`crate::translate::walk_cache`]). Checks that every table it reads
     /// is a `dart-table` frame and that the leaf's frame may be reached by a
-    /// DART. Returns the leaf as the IOTLB caches it ([`crate::tlb_value`]),
+    /// DART. Returns the leaf as the IOTLB caches it ([`crate::hw::tlb_value`]),
     /// decoded straight from the PTE.
     ///
     /// Faults: `NoTtbr` beyond the geometry's IOVA limit or when the TTBR is
@@ -143,7 +144,7 @@ impl Dart {
         let page = iova >> plan.leaf_shift;
         let pte = match self.walk_cache.lookup(lane, key, gen) {
             // Type-checked when the entry was filled, and still a
-            // `dart-table` frame (`crate::walk_cache`, "What it keeps
+            // `dart-table` frame (`crate::translate::walk_cache`, "What it keeps
             // checking").
             Some(bits) => {
                 // SAFETY: this DART's walk cache holds only what the arm
@@ -153,10 +154,10 @@ impl Dart {
                 // from owner to owner through the slot mutex, so a lookup
                 // sees the last fill's key, generation and table together;
                 // an entry never filled has key 0, which no lookup matches.
-                // The table lies in this DART's physical memory, mapped
-                // while the DART lives; and the entry is live (its
+                // The table lies in the memory this loader holds a handle
+                // of, so it stays mapped; and the entry is live (its
                 // generation is the current one), so the table is still
-                // one (`crate::walk_cache`, the protocol), whose PTEs only
+                // one (`crate::translate::walk_cache`, the protocol), whose PTEs only
                 // atomic accesses touch.
                 let table = unsafe { HostTable::from_bits(bits) };
                 // The loader takes the leaf index modulo the table itself.
@@ -181,29 +182,22 @@ impl Dart {
 
     /// Prefetches the leaf PTE that a walk of `iova` through the walk cache
     /// would read, if the calling thread's row holds the block: the line
-    /// [`Dart::touch_address`] names. Decides nothing (`crate::walk_cache`,
+    /// [`Translator::touch_address`] names. Decides nothing (`crate::translate::walk_cache`,
     /// "Touches").
     ///
     /// Why: a DMA's copy is a long run of loads and stores, and the next
-    /// DMA's walk comes some hundred instructions into it; while the copy
-    /// before it has not retired, the leaf PTE's load may not even issue,
-    /// and in the loop of `dma4k` the line has left the caches. Issued
-    /// first, the miss overlaps the copy's tail, as `raw4k`'s lookup of the
-    /// physical address does. (A load of `raw4k`'s physical address placed
-    /// 160 independent instructions later cost it about 100 ns a read.)
-    /// Measured first as a load (`dma4k` ÷ `raw4k` 0.905 → 0.937 and 0.909
-    /// → 0.937, two sets of 10 alternating runs of each binary, medians of
-    /// `bench --workload dma4k,raw4k --rounds 5 --seconds 0.3`), then as
-    /// this prefetch, which unlike a load cannot race with whatever reuses
-    /// a freed table's frame (one set of 8: 0.877 without a touch, 0.935
-    /// with either). It costs 1–2 ns (64-byte DMAs that hit the IOTLB went
-    /// from 18.2 to 19.1–20.1 ns with the load), so only DMAs of
-    /// [`TOUCH_MIN_LEN`] bytes or more make it. Only on x86-64 (see
-    /// [`crate::phys::prefetch`]): elsewhere `Dart::access` skips it.
+    /// DMA's walk comes well into it; while the copy before it has not
+    /// retired, the leaf PTE's load may not even issue, and in a loop of
+    /// long DMAs the line has left the caches. Issued first, the miss
+    /// overlaps the copy's tail. A prefetch rather than a load: unlike a
+    /// load it cannot race with whatever reuses a freed table's frame. It
+    /// is not free, so only DMAs of [`TOUCH_MIN_LEN`] bytes or more make it.
+    /// Only on x86-64 (see [`crate::translate::phys::prefetch`]): elsewhere
+    /// `Translator::access` skips it.
     #[inline(always)]
     pub(crate) fn touch_leaf(&self, sid: u32, st: &StreamState, iova: u64) {
         if let Some(addr) = self.touch_address(sid, st, iova) {
-            crate::phys::prefetch(addr);
+            crate::translate::phys::prefetch(addr);
         }
     }
 
@@ -215,7 +209,7 @@ impl Dart {
     /// geometry, or a block the row does not hold.
     #[inline(always)]
     pub(crate) fn touch_address(&self, sid: u32, st: &StreamState, iova: u64) -> Option<usize> {
-        let (lane, config) = (crate::slot::held()?, st.translating_config()?);
+        let (lane, config) = (crate::sync::slot::held()?, st.translating_config()?);
         let plan = self.walker.plan(config);
         if iova >= plan.iova_limit {
             return None;
@@ -258,7 +252,7 @@ impl Dart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DartConfig, DartError};
+    use crate::{Dart, DartConfig, DartError};
     use frame_table::{FrameTable, FrameTableConfig, Perm};
     use std::sync::Arc;
 
@@ -277,35 +271,35 @@ mod tests {
             let data = frames.alloc(FrameType::UserData, 1).unwrap();
             let (x, elsewhere) = (0x0200_0000 + 5 * PAGE, 0x0400_0000);
             d.map(1, x, &data, Perm::RW, None).unwrap();
-            let st = &d.streams[1];
+            let st = &d.device().streams()[1];
             // Where x's leaf PTE lies in host memory: PTE 5 of the table
             // that is not the root.
             let root = d.ttbr(1, 0).unwrap().unwrap();
             let leaf_table = d.table_frames().into_iter().map(|f| frames.pa_of(f).unwrap()).find(|&pa| pa != root);
-            let host = d.ptes.table(leaf_table.unwrap()).unwrap().to_bits() as usize;
+            let host = d.device().ptes().table(leaf_table.unwrap()).unwrap().to_bits() as usize;
             let (pte_x, pte_next) = (host + 8 * 5, host + 8 * 6);
 
             // No DMA on this thread yet: no slot, so no row to read.
-            assert_eq!(crate::slot::held(), None);
-            assert_eq!(d.touch_address(1, st, x), None);
+            assert_eq!(crate::sync::slot::held(), None);
+            assert_eq!(d.device().touch_address(1, st, x), None);
 
             // A DMA claims a slot and its walk fills the row: the touch
             // names x's leaf PTE, and the next page's in the same table.
             d.dma_read(1, x, &mut [0u8; 64]).unwrap();
-            assert_eq!(d.touch_address(1, st, x), Some(pte_x));
-            assert_eq!(d.touch_address(1, st, x + PAGE), Some(pte_next));
+            assert_eq!(d.device().touch_address(1, st, x), Some(pte_x));
+            assert_eq!(d.device().touch_address(1, st, x + PAGE), Some(pte_next));
             // Another block, and a stream that does not translate: nothing.
-            assert_eq!(d.touch_address(1, st, elsewhere), None);
-            assert_eq!(d.touch_address(2, &d.streams[2], x), None);
-            d.touch_leaf(1, st, x);
+            assert_eq!(d.device().touch_address(1, st, elsewhere), None);
+            assert_eq!(d.device().touch_address(2, &d.device().streams()[2], x), None);
+            d.device().touch_leaf(1, st, x);
 
             // The unmap retires the leaf table and moves the walk
             // generation: the row's entry is dead, and the touch still
             // names the retired table's line, but the DMA walks from the
             // TTBR and faults.
             d.unmap(1, x, PAGE).unwrap();
-            assert_eq!(d.touch_address(1, st, x), Some(pte_x), "a dead entry is still read");
-            d.touch_leaf(1, st, x);
+            assert_eq!(d.device().touch_address(1, st, x), Some(pte_x), "a dead entry is still read");
+            d.device().touch_leaf(1, st, x);
             let mut buf = [0xa5u8; 4096];
             match d.dma_read(1, x, &mut buf) {
                 Err(DartError::Fault(f)) => assert_eq!((f.kind, f.iova), (FaultKind::NoL1, x)),
@@ -319,14 +313,14 @@ mod tests {
 
     /// Every leaf table maps IOVAs of one region only (its block is never
     /// wider than a region), so an unmap that retires one need only fence
-    /// the readers of that region (`Dart::invalidate`).
+    /// the readers of that region (`Kernel::invalidate`).
     #[test]
     fn a_leaf_table_lies_within_one_region() {
         for variant in [Variant::T8020, Variant::T6000, Variant::T8110] {
             for shift in [12, 14] {
                 for four in [false, true] {
                     let plan = WalkPlan::new(Geometry::new(variant, shift, four));
-                    assert!(plan.block_shift <= crate::stream::GEN_REGION_SHIFT, "{variant:?} 2^{shift} four={four}");
+                    assert!(plan.block_shift <= crate::types::GEN_REGION_SHIFT, "{variant:?} 2^{shift} four={four}");
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use super::{fields, Described, Field, NamedField, Reg};
 use crate::fault::Fault;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::{Geometry, Variant};
 
 /// PARAMS1 (m1n1 PARAMS_0): read-only instance parameters.

@@ -65,10 +65,10 @@
 //! # Unfenced readers (asymmetric fences), region by region
 //!
 //! The `SeqCst` RMW is the one costly instruction on the read side
-//! (a `lock`-prefixed RMW, ~5 ns here). Readers on exclusive slots skip it
+//! (a `lock`-prefixed RMW). Readers on exclusive slots skip it
 //! unless an unmap may have changed what they are about to read. The
 //! tracker keeps *fence flags* per stream, one bit per IOVA region (the
-//! regions of the IOTLB generations, `crate::stream::region_bit`), and
+//! regions of the IOTLB generations, `crate::types::region_bit`), and
 //! one `flagged` bit that is set while any of them may be. A reader
 //! enters for the region of its first byte: it opens its section with a
 //! plain `load` + `store` and a compiler fence, then loads `flagged` and,
@@ -78,9 +78,8 @@
 //! `mfence`). (`flagged` is set before a burst's first barrier and
 //! cleared after its end cleared the bits, so reading it clear says no
 //! bit is set; outside bursts an entry loads that one flag, and the
-//! region's mask is not even worked out: checking once, after the store,
-//! rather than also before it to choose between a store and a swap, took
-//! 4 instructions off `op_count translate-hot`'s 126.) (`Acquire`, not
+//! region's mask is not even worked out; the flag is checked once, after
+//! the store, not also before it to choose between a store and a swap.) (`Acquire`, not
 //! `Relaxed`, so that a bit a burst's end cleared with `Release` brings the burst's bumps and
 //! cleared PTEs with it, and the DMA's loads cannot be performed before
 //! it on a weakly ordered machine; on x86-64 both are a plain load.) A
@@ -110,7 +109,7 @@
 //! A reader of a region the call did not name may enter unfenced even in
 //! a burst, and the scan may miss it: that is safe because the caller
 //! names every region in which a DMA may read what it changed or frees.
-//! A strict unmap (the mapper's `Dart::invalidate`) names the regions of
+//! A strict unmap (the mapper's `Kernel::invalidate`) names the regions of
 //! its range for its stream (a leaf table lies within one region); every
 //! region of its stream when it retires a table above a leaf (which spans
 //! many, and a reader of any may be walking through it) or when another
@@ -125,7 +124,7 @@
 //! frame mapped there too is still mapped). (A large DMA may prefetch a
 //! leaf PTE's line before it enters, from its walk-cache row, whatever
 //! the generation: a prefetch reads nothing, and the DMA then enters and
-//! walks as every reader does; `crate::walk_cache`, "Touches".)
+//! walks as every reader does; `crate::translate::walk_cache`, "Touches".)
 //!
 //! Bits are set only under the writer mutex, so a burst's end cannot
 //! clear a bit between its setting and the barrier that covers it. A burst
@@ -156,12 +155,10 @@
 //! # Which regions a burst flags
 //!
 //! Flagging only what each call names would cost a barrier for every
-//! region or stream a burst reaches after its first call: unmaps spread
-//! over streams and regions paid 2.5 times the barriers of one flag for
-//! everything, and a fifth of `dartemu stress`'s throughput. Flagging
-//! everything would make every reader fence while any unmap goes on,
-//! though most DMA never reads what the unmaps change (`translate-churn`:
-//! 43% of the reader's time on the fence). So a burst flags a
+//! region or stream a burst reaches after its first call, many times the
+//! barriers of one flag for everything when unmaps spread over streams and
+//! regions. Flagging everything would make every reader fence while any
+//! unmap goes on, though most DMA never reads what the unmaps change. So a burst flags a
 //! *prediction*, and widens when the prediction fails:
 //!
 //! - A burst starts (its first call, and its barrier) by flagging what
@@ -223,7 +220,7 @@
 //! be modelled by loom (whose models enter on given slots, see
 //! `InFlight::enter_as`).
 
-use crate::slot::{self, EXCLUSIVE};
+use crate::sync::slot::{self, EXCLUSIVE};
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -313,7 +310,7 @@ pub struct InFlight {
     /// The shared counters of phase 0 and phase 1.
     shared: [CachePadded<AtomicU64>; 2],
     /// Per stream (index `sid % MAX_STREAMS`), the IOVA regions whose
-    /// readers must fence: bit `r` for the region `crate::stream::region`
+    /// readers must fence: bit `r` for the region `crate::translate::stream::region`
     /// numbers `r`. Set for the regions a burst of unmaps invalidates
     /// (and all of them while the process-wide barrier is unavailable);
     /// written only under the writer mutex.
@@ -489,7 +486,7 @@ impl Default for InFlight {
 impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
-        let for_good = !crate::barrier::available();
+        let for_good = !crate::sync::barrier::available();
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
             high: CachePadded::new(AtomicUsize::new(0)),
@@ -506,7 +503,7 @@ impl InFlight {
     }
 
     /// Enters a DMA of stream `sid` that starts in the IOVA regions
-    /// `regions` (a mask of `crate::stream::region_bit`s; [`ALL_REGIONS`]
+    /// `regions` (a mask of `crate::types::region_bit`s; [`ALL_REGIONS`]
     /// for any). Everything of those regions read after this call and used
     /// before the guard drops is covered by later `synchronize` calls; a
     /// DMA that goes on into other regions calls [`InFlight::fence_for`]
@@ -521,14 +518,13 @@ impl InFlight {
 
     /// [`InFlight::enter`] for a DMA of stream `sid` whose first byte is at
     /// `iova`, by a thread whose exclusive slot is `i`, as
-    /// `crate::slot::held` returned it (so owned by the calling thread):
-    /// for that byte's region (`crate::stream::region_bit`), which is
-    /// worked out only if a burst has flagged some region. The hit path's
-    /// entry: computing the mask up front cost it seven instructions of
-    /// 116 (`op_count translate-hot`).
+    /// `crate::sync::slot::held` returned it (so owned by the calling thread):
+    /// for that byte's region (`crate::types::region_bit`), which is
+    /// worked out only if a burst has flagged some region (the hit path's
+    /// entry, which should not pay for the mask up front).
     #[inline]
     pub(crate) fn enter_exclusive_at(&self, i: usize, sid: u32, iova: u64) -> DmaGuard<'_> {
-        self.enter_exclusive(i, sid, || crate::stream::region_bit(iova))
+        self.enter_exclusive(i, sid, || crate::types::region_bit(iova))
     }
 
     /// [`InFlight::enter`] for a thread that holds no slot number yet (its
@@ -683,7 +679,7 @@ impl InFlight {
     /// invalidation that changed only every region of the streams in the
     /// bitmap `streams` (bit `sid % 64` of word `sid / 64`), except for
     /// stream `sid` of `narrowed = Some((sid, regions))`, whose regions
-    /// `regions` only (a region mask, `crate::stream::region_mask`).
+    /// `regions` only (a region mask, `crate::types::region_mask`).
     /// Readers of the other regions and streams are not made to fence
     /// meanwhile (see "Unfenced readers"): the caller guarantees that
     /// nothing they may read was changed or freed.
@@ -700,7 +696,7 @@ impl InFlight {
         let mut w = self.writer.lock();
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
         if high > 0 && !w.for_good && self.flag(&mut w, streams, narrowed) {
-            if crate::barrier::process_wide() {
+            if crate::sync::barrier::process_wide() {
                 if w.burst.is_none() {
                     w.burst = Some(Burst::new());
                 }
@@ -757,7 +753,7 @@ impl InFlight {
     /// (and start the burst if none is on).
     fn flag(&self, w: &mut Writer, streams: &[u64; 4], narrowed: Option<(u32, u64)>) -> bool {
         let mut uncovered = false;
-        for s in crate::stream::streams_in(*streams).map(|s| s % MAX_STREAMS) {
+        for s in crate::types::streams_in(*streams).map(|s| s % MAX_STREAMS) {
             let mask = match narrowed {
                 Some((sid, regions)) if sid as usize % MAX_STREAMS == s => regions,
                 _ => ALL_REGIONS,
@@ -1036,7 +1032,7 @@ mod tests {
 
     #[test]
     fn fenced_readers_end_a_burst_that_no_unmap_ends() {
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let f = InFlight::new();
         drop(f.enter(0, ALL_REGIONS)); // an exclusive slot has entered: bursts apply
         f.synchronize();
@@ -1064,7 +1060,7 @@ mod tests {
     /// needs no new barrier; the burst's end clears every flag.
     #[test]
     fn a_burst_fences_the_readers_of_the_regions_it_invalidates_only() {
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let (a, b) = (1u64 << 3, 1u64 << 7);
         let f = InFlight::new();
         drop(f.enter(1, a)); // an exclusive slot has entered: bursts apply
@@ -1175,10 +1171,10 @@ mod tests {
     /// region 1 enters fenced.
     #[test]
     fn a_dma_fences_for_the_flagged_regions_it_reaches() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{Dart, DartConfig, Dir, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig, FrameType, Perm};
-        assert!(crate::barrier::available(), "membarrier(2) is available on the machines this runs on");
+        assert!(crate::sync::barrier::available(), "membarrier(2) is available on the machines this runs on");
         let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
         let d = Dart::new(frames.clone(), DartConfig::new("f", Variant::T8110)).unwrap();
         d.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
@@ -1189,9 +1185,9 @@ mod tests {
         d.map(1, elsewhere, &data[2..], Perm::RW, None).unwrap();
         let mut buf = vec![0u8; 2 * page as usize];
         d.dma_read(1, elsewhere, &mut buf[..64]).unwrap(); // a slot entered: bursts apply
-        d.inflight.synchronize_regions(&[2, 0, 0, 0], Some((1, region_bit(first1))));
-        assert_eq!(d.inflight.fenced[1].load(Ordering::Relaxed), region_bit(first1));
-        assert!(d.inflight.flagged.load(Ordering::Relaxed));
+        d.device().inflight().synchronize_regions(&[2, 0, 0, 0], Some((1, region_bit(first1))));
+        assert_eq!(d.device().inflight().fenced[1].load(Ordering::Relaxed), region_bit(first1));
+        assert!(d.device().inflight().flagged.load(Ordering::Relaxed));
 
         let (entries, fences) = fences_so_far();
         d.dma_read(1, elsewhere, &mut buf[..64]).unwrap();

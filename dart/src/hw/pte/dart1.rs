@@ -100,7 +100,7 @@ pub fn pte_to_subpage(pte: u64) -> Subpage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pte::{Leaf, PteFormat};
+    use crate::hw::pte::{Leaf, PteFormat};
 
     const FMT: PteFormat = PteFormat::Dart1;
 

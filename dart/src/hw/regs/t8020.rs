@@ -4,7 +4,7 @@
 
 use super::{fields, Described, Field, NamedField, Reg};
 use crate::fault::Fault;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::Variant;
 
 /// PARAMS1: read-only instance parameters.

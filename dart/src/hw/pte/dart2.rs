@@ -113,7 +113,7 @@ pub fn pte_to_subpage(pte: u64) -> Subpage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pte::{Leaf, PteError, PteFormat};
+    use crate::hw::pte::{Leaf, PteError, PteFormat};
 
     const FMT: PteFormat = PteFormat::Dart2;
 

@@ -2,14 +2,14 @@
 //! entry points that read and write registers (see the [module
 //! docs](super) for the model).
 
-use super::{
+use super::{Dart, TcrWrite};
+use crate::error::DartError;
+use crate::fault::FaultKind;
+use crate::hw::regs::{
     decode_access, decode_ttbr, encode_ttbr, error_encode, params, reg_at, t8020, t8110, tcr_decode, tcr_encode,
     MmioAccess, MmioCounts, MmioDir, MmioError, MmioObserver, MmioOutcome, Reg, MMIO_SIZE,
 };
-use crate::dart::{Dart, TcrWrite};
-use crate::error::DartError;
-use crate::fault::FaultKind;
-use crate::stream::StreamConfig;
+use crate::types::StreamConfig;
 use crate::variant::Variant;
 use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -42,6 +42,12 @@ pub(crate) struct MmioState {
     locked: AtomicU64,
     refused: AtomicU64,
     bad_offset: AtomicU64,
+}
+
+impl crate::mapper::RegisterLock for MmioState {
+    fn tcr_ttbr_locked(&self) -> bool {
+        MmioState::tcr_ttbr_locked(self)
+    }
 }
 
 /// The lock bit inside `MmioState::protect`.
@@ -94,11 +100,11 @@ fn check_offset(offset: u64) -> Result<u32, MmioError> {
 
 /// # Registers: MMIO
 ///
-/// The register file a driver programs (layouts in [`crate::regs`]), over
+/// The register file a driver programs (layouts in [`crate::hw::regs`]), over
 /// the same stream state as the typed register calls above.
 impl Dart {
-    /// Reads the 32-bit register at byte `offset` (SPEC §3; see
-    /// [`crate::regs`] for the register maps). An offset with no emulated
+    /// Reads the 32-bit register at byte `offset` (docs/design.md §3; see
+    /// [`crate::hw::regs`] for the register maps). An offset with no emulated
     /// register reads 0. Errors: a misaligned offset, one beyond
     /// [`MMIO_SIZE`], or a halted system.
     pub fn mmio_read(&self, offset: u64) -> Result<u32, MmioError> {
@@ -156,7 +162,7 @@ impl Dart {
             Ok(off) => {
                 let reg = reg_at(self.variant(), self.stream_count(), off);
                 let guard = (!reg.lock_free()).then(|| s.serial.lock());
-                let r = match self.frames.check_running() {
+                let r = match self.frames().check_running() {
                     Err(e) => Err(DartError::from(e)),
                     Ok(()) => match write {
                         None => Ok(self.reg_read(reg)),
@@ -194,9 +200,9 @@ impl Dart {
         if let Some(observer) = observer {
             observer(&MmioAccess { seq, variant: self.variant(), offset, value, dir, outcome });
         }
-        self.emit(|| {
+        self.trace.emit(|| {
             let d = decode_access(self.variant(), offset, value);
-            crate::events::EventKind::Mmio {
+            crate::observe::events::EventKind::Mmio {
                 dir: if dir == MmioDir::Read { "read" } else { "write" },
                 offset,
                 value,
@@ -256,7 +262,7 @@ impl Dart {
             Reg::StreamCommand if t8020::STREAM_COMMAND_INVALIDATE.is_set(value) => {
                 let select = u64::from(s.stream_select.load(Relaxed));
                 let all = (1u64 << self.stream_count()) - 1;
-                self.flush_streams([select & all, 0, 0, 0]);
+                self.kernel().flush_streams([select & all, 0, 0, 0]);
                 Done
             }
             Reg::StreamCommand => Ignored,

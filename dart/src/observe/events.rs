@@ -1,4 +1,4 @@
-//! The event trace (SPEC §5): what happened inside the DARTs and the frame
+//! The event trace (docs/design.md §5): what happened inside the DARTs and the frame
 //! table, in order, bounded, off by default.
 //!
 //! # What is recorded
@@ -8,10 +8,10 @@
 //! the mapper service), frame allocation, retype, free and invariant breach
 //! (through the frame table's observer, wired by the SoC), MMIO register
 //! access (decoded into m1n1's register and field names), and every DMA that
-//! touches a *watched* IOVA range ([`Dart::watch`]), with its stream, IOVA,
+//! touches a *watched* IOVA range ([`Dart::watch`](crate::Dart::watch)), with its stream, IOVA,
 //! physical address, direction and up to [`DMA_DATA_CAP`] bytes of its data
-//! (like m1n1's `trace_range`). Only DMA through [`Dart::dma_read`] and
-//! [`Dart::dma_write`] is watched; a [`Dart::translate`] caller copies the
+//! (like m1n1's `trace_range`). Only DMA through [`Dart::dma_read`](crate::Dart::dma_read) and
+//! [`Dart::dma_write`](crate::Dart::dma_write) is watched; a [`Dart::translate`](crate::Dart::translate) caller copies the
 //! data itself and is not.
 //!
 //! # Protocol
@@ -37,9 +37,8 @@
 //! flush, fault, MMIO) and, on the DMA path, exactly one `Relaxed` load of a
 //! flag that is set only while a watch range exists.
 
-use crate::dart::{Dart, Dir, Span};
-use crate::error::DartError;
 use crate::fault::Fault;
+use crate::types::{Dir, Span};
 use crossbeam::queue::ArrayQueue;
 use frame_table::{FrameEvent, Violation};
 use parking_lot::RwLock;
@@ -144,7 +143,7 @@ pub enum EventKind {
         /// The type it had.
         from: &'static str,
     },
-    /// An invariant breach (SPEC §2), in either violation mode.
+    /// An invariant breach (docs/design.md §2), in either violation mode.
     Violation {
         /// `free-mapped`, `retype-mapped`, `ttbr-not-table` or `ttbr-foreign`.
         kind: &'static str,
@@ -393,9 +392,12 @@ impl WatchRange {
     }
 }
 
-/// A DART's tracing state: its log and its watch list.
-#[derive(Debug, Default)]
+/// A DART's tracing state: its log and its watch list, and the name its
+/// events carry as their source.
+#[derive(Debug)]
 pub(crate) struct DartTrace {
+    /// The DART's name: every event's `source`.
+    source: String,
     /// Set while a log is attached: the slow paths' one branch before they
     /// touch the lock (map, unmap, flush, faults, MMIO).
     attached: AtomicBool,
@@ -405,83 +407,71 @@ pub(crate) struct DartTrace {
     watches: RwLock<Vec<WatchRange>>,
 }
 
-/// # Inspection: events and watches
-///
-/// Where this DART records what it does (an [`EventLog`]), and the IOVA
-/// ranges whose accesses it records one by one.
-impl Dart {
-    /// Attaches (or with `None` detaches) the event log this DART records
-    /// into. Several DARTs (and a frame table) may share one log.
-    pub fn set_event_log(&self, log: Option<Arc<EventLog>>) {
-        let mut slot = self.trace.log.write();
-        self.trace.attached.store(log.is_some(), Relaxed);
+impl DartTrace {
+    /// No log, no watch; events recorded later come from `source`.
+    pub(crate) fn new(source: String) -> DartTrace {
+        DartTrace {
+            source,
+            attached: AtomicBool::new(false),
+            log: RwLock::new(None),
+            watching: AtomicBool::new(false),
+            watches: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The name events carry as their source.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Attaches (or with `None` detaches) the log events go to.
+    pub(crate) fn set_log(&self, log: Option<Arc<EventLog>>) {
+        let mut slot = self.log.write();
+        self.attached.store(log.is_some(), Relaxed);
         *slot = log;
     }
 
     /// The attached event log.
-    pub fn event_log(&self) -> Option<Arc<EventLog>> {
-        self.trace.log.read().clone()
+    pub(crate) fn log(&self) -> Option<Arc<EventLog>> {
+        self.log.read().clone()
     }
 
-    /// Watches `[iova, iova + len)` of stream `sid`: every DMA through
-    /// [`Dart::dma_read`]/[`Dart::dma_write`] touching it is recorded (with
-    /// up to [`DMA_DATA_CAP`] bytes of data) while a log is attached and
-    /// enabled. Refused (`bad-range`, `NoSuchStream`) for an empty or
-    /// overflowing range or a stream the DART lacks; then nothing changes.
-    pub fn watch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
-        self.check_watch(sid, iova, len)?;
-        let mut w = self.trace.watches.write();
-        let range = WatchRange { stream: sid, iova, len };
+    /// Adds `range` to the watch list (once).
+    pub(crate) fn watch(&self, range: WatchRange) {
+        let mut w = self.watches.write();
         if !w.contains(&range) {
             w.push(range);
         }
-        self.trace.watching.store(true, Relaxed);
-        Ok(())
+        self.watching.store(true, Relaxed);
     }
 
-    /// Stops watching exactly the range [`Dart::watch`] was given; `bad-range`
-    /// if it is not watched.
-    pub fn unwatch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
-        self.check_watch(sid, iova, len)?;
-        let mut w = self.trace.watches.write();
+    /// Removes exactly `range`; whether it was watched.
+    pub(crate) fn unwatch(&self, range: WatchRange) -> bool {
+        let mut w = self.watches.write();
         let before = w.len();
-        w.retain(|r| *r != WatchRange { stream: sid, iova, len });
-        if w.len() == before {
-            return Err(DartError::BadRange { iova, len, reason: "no such watch range" });
-        }
-        self.trace.watching.store(!w.is_empty(), Relaxed);
-        Ok(())
+        w.retain(|r| *r != range);
+        self.watching.store(!w.is_empty(), Relaxed);
+        w.len() != before
     }
 
     /// The watched ranges, in the order they were added.
-    pub fn watches(&self) -> Vec<WatchRange> {
-        self.trace.watches.read().clone()
-    }
-
-    fn check_watch(&self, sid: u32, iova: u64, len: u64) -> Result<(), DartError> {
-        self.stream(sid)?;
-        if len == 0 {
-            return Err(DartError::BadRange { iova, len, reason: "empty watch range" });
-        }
-        if iova.checked_add(len).is_none() {
-            return Err(DartError::BadRange { iova, len, reason: "IOVA range overflows" });
-        }
-        Ok(())
+    pub(crate) fn watches(&self) -> Vec<WatchRange> {
+        self.watches.read().clone()
     }
 
     /// The DMA path's one branch: whether any range is watched.
     #[inline(always)]
     pub(crate) fn watching(&self) -> bool {
-        self.trace.watching.load(Relaxed)
+        self.watching.load(Relaxed)
     }
 
     /// Records a DMA that moved `data` through `spans`, if it touches a
     /// watched range and a log is enabled.
     #[cold]
     #[inline(never)]
-    pub(crate) fn trace_dma(&self, sid: u32, iova: u64, dir: Dir, spans: &[Span], data: &[u8]) {
+    pub(crate) fn dma(&self, sid: u32, iova: u64, dir: Dir, spans: &[Span], data: &[u8]) {
         let len = data.len() as u64;
-        if !self.trace.watches.read().iter().any(|w| w.touches(sid, iova, len)) {
+        if !self.watches.read().iter().any(|w| w.touches(sid, iova, len)) {
             return;
         }
         let cut = &data[..data.len().min(DMA_DATA_CAP)];
@@ -496,25 +486,23 @@ impl Dart {
         });
     }
 
-    /// The clock reading to pass to [`Dart::emit_since`], when recording.
-    ///
-    /// Inlined to its one branch, with the log's read out of line: a
-    /// `map` or `unmap` with no log attached (the common case) then pays
-    /// a load and a branch instead of a call (`mapunmap` measured 15
-    /// instructions per call before).
+    /// The clock reading to pass to [`DartTrace::emit_since`], when
+    /// recording. Inlined to its one branch, with the log's read out of
+    /// line, so that a map or unmap with no log attached (the common case)
+    /// pays a load and a branch, not a call.
     #[inline(always)]
-    pub(crate) fn trace_start(&self) -> Option<u64> {
-        if !self.trace.attached.load(Relaxed) {
+    pub(crate) fn start(&self) -> Option<u64> {
+        if !self.attached.load(Relaxed) {
             return None;
         }
-        self.trace_clock()
+        self.clock()
     }
 
-    /// [`Dart::trace_start`] with a log attached.
+    /// [`DartTrace::start`] with a log attached.
     #[cold]
     #[inline(never)]
-    fn trace_clock(&self) -> Option<u64> {
-        let log = self.trace.log.read();
+    fn clock(&self) -> Option<u64> {
+        let log = self.log.read();
         log.as_ref().filter(|l| l.enabled()).map(|l| l.now_ns())
     }
 
@@ -524,22 +512,22 @@ impl Dart {
     }
 
     /// Records the event `make` builds, begun at `start` (from
-    /// [`Dart::trace_start`]), if a log is attached and enabled. Inlined
-    /// to its one branch, as `trace_start` is.
+    /// [`DartTrace::start`]), if a log is attached and enabled. Inlined
+    /// to its one branch, as `start` is.
     #[inline(always)]
     pub(crate) fn emit_since(&self, start: Option<u64>, make: impl FnOnce() -> EventKind) {
-        if self.trace.attached.load(Relaxed) {
+        if self.attached.load(Relaxed) {
             self.record_since(start, make);
         }
     }
 
-    /// [`Dart::emit_since`] with a log attached.
+    /// [`DartTrace::emit_since`] with a log attached.
     #[cold]
     #[inline(never)]
     fn record_since(&self, start: Option<u64>, make: impl FnOnce() -> EventKind) {
-        let log = self.trace.log.read().clone();
+        let log = self.log.read().clone();
         if let Some(log) = log.filter(|l| l.enabled()) {
-            log.record_since(self.name(), start, make());
+            log.record_since(&self.source, start, make());
         }
     }
 }

@@ -6,13 +6,13 @@
 //! PTE it reads; it asks its DART's [`PteDecoder`] instead, built once from
 //! the same named per-format functions ([`super::dart1`], [`super::dart2`]),
 //! which reduces a decode to a few masks and shifts. A leaf decodes
-//! straight into the value the IOTLB caches ([`crate::tlb_value`]), with
+//! straight into the value the IOTLB caches ([`crate::hw::tlb_value`]), with
 //! no [`super::Leaf`] in between. Both give the same answer for every
 //! `u64` (`tlb_value::pack` of the format's leaf; tested below,
 //! exhaustively over the bits that matter and by proptest over the rest).
 
 use super::{dart1, dart2, PteFormat, Subpage, PTE_SUBPAGE_END, PTE_VALID};
-use crate::tlb_value;
+use crate::hw::tlb_value;
 
 /// [`Subpage::WHOLE`] as `start << 12 | end`.
 const WHOLE_SP24: u64 = (Subpage::WHOLE.start as u64) << 12 | Subpage::WHOLE.end as u64;
@@ -95,7 +95,7 @@ impl PteDecoder {
     }
 
     /// [`PteFormat::decode_leaf`], packed as the IOTLB caches it
-    /// ([`crate::tlb_value`]): the leaf `pte` describes, `None` when its
+    /// ([`crate::hw::tlb_value`]): the leaf `pte` describes, `None` when its
     /// valid bit is clear. Built with no [`super::Leaf`] in between: each
     /// pair of fields moves with one shift and one mask.
     #[inline(always)]
@@ -170,7 +170,7 @@ mod tests {
         for format in FORMATS {
             for shift in [12, 14] {
                 let d = PteDecoder::new(format, shift);
-                let leaf = crate::pte::Leaf {
+                let leaf = crate::hw::pte::Leaf {
                     pa: 0xf_fff0_0000 & !((1 << shift) - 1),
                     read: true,
                     write: false,

@@ -143,15 +143,12 @@ fn unpack_key(key: u64) -> Option<(u32, u64)> {
 /// A thread's fills that find a live entry of another page in their slot
 /// evict it once every `EVICT_EVERY` times (see [`Iotlb::fill`]).
 ///
-/// 128 rather than the 32 of the bimodal-insertion paper: on random
-/// `translate` over the bench's gigabyte (every probe misses a 256-entry
-/// IOTLB) the evicting fills' compare-and-swaps cost readers on the other
-/// core their slots' lines. Two threads: 15.0 ns per operation at 32, 14.3
-/// at 128, 13.8 with no live entry ever evicted (medians of 6 alternating
-/// `dartemu bench --workload translate --threads 2 --rounds 3` runs); one
-/// thread 13.4 -> 13.1 ns. The price is a slower start for a new working
-/// set that fits but finds the slots held by live entries it no longer
-/// uses: about `EVICT_EVERY` misses per page it brings in.
+/// 128 rather than the 32 of the bimodal-insertion paper: when every probe
+/// misses, the evicting fills' compare-and-swaps cost readers on other
+/// cores their slots' lines, so fewer evictions serve a thrashing workload
+/// better. The price is a slower start for a new working set that fits but
+/// finds the slots held by live entries it no longer uses: about
+/// `EVICT_EVERY` misses per page it brings in.
 pub const EVICT_EVERY: u32 = 128;
 
 std::thread_local! {
@@ -327,9 +324,9 @@ impl Iotlb {
         // SAFETY: `i <= mask`, and `mask` is `slots.len() - 1` (both set
         // by `Iotlb::new`, `slots.len()` a power of two, and never changed),
         // so `i` is in bounds. Unchecked because this is every DMA's and
-        // translation's lookup: the check (a load, a compare, a branch)
-        // took 2 of the hit path's 122 instructions (`op_count
-        // translate-hot`). `every_capacity_indexes_in_bounds` covers it.
+        // translation's lookup, where the check's load, compare and branch
+        // are a visible share of the hit path.
+        // `every_capacity_indexes_in_bounds` covers it.
         unsafe { self.slots.get_unchecked(i) }
     }
 

@@ -18,7 +18,7 @@
 //! Timestamps (`ts`, `dur`) are in microseconds, as the format requires.
 //! Addresses and register values appear in `args` as hex strings.
 
-use crate::events::{Event, EventKind};
+use crate::observe::events::{Event, EventKind};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 

@@ -45,7 +45,7 @@ pub(crate) fn write(mem: &GuestMemoryMmap, pa: u64, data: &[u8]) -> bool {
 /// observe, never faults and never races, whatever `addr` is (freed,
 /// reused, or not mapped at all). Only on x86-64; elsewhere it does
 /// nothing (the AArch64 instruction needs `asm!` that this machine, with
-/// only the x86-64 target, cannot build), and `Dart::access` does not
+/// only the x86-64 target, cannot build), and `Translator::access` does not
 /// even look for the address.
 #[inline(always)]
 pub(crate) fn prefetch(addr: usize) {
@@ -72,6 +72,11 @@ pub(crate) fn prefetch(addr: usize) {
 /// after it. Outside every region the load is `None`, as with vm-memory.
 #[derive(Debug)]
 pub(crate) struct PteLoader {
+    /// The memory the regions below point into: a handle of the guest
+    /// memory (its regions are reference counted), held so that every
+    /// mapping a [`PteRegion`] names stays mapped for as long as the loader
+    /// lives, whoever else drops theirs.
+    _mem: GuestMemoryMmap,
     first: PteRegion,
     rest: Box<[PteRegion]>,
     /// PTEs in a table, less one: a PTE index within a table. A table is
@@ -127,10 +132,9 @@ impl PteRegion {
         }
         let ptr = (self.host + off as usize) as *const std::sync::atomic::AtomicU64;
         // SAFETY: `[start, start + len)` is a region of the
-        // `GuestMemoryMmap` the loader was built from, mapped at `host` for
-        // as long as that memory lives, which the DART guarantees by holding
-        // the frame table that owns it (the returned reference cannot
-        // outlive the loader, a field of the DART). `off < loads = len - 7`
+        // `GuestMemoryMmap` the loader holds (`_mem`), mapped at `host` for
+        // as long as that handle lives; the returned reference borrows
+        // `self`, so it cannot outlive the loader. `off < loads = len - 7`
         // keeps the 8 bytes inside the mapping; the caller's 8-byte-aligned
         // `pa`, with `start` and `host` page aligned, makes the pointer
         // 8-byte aligned. Every access to a PTE is atomic (this type, or
@@ -141,16 +145,17 @@ impl PteRegion {
 }
 
 impl PteLoader {
-    /// Records the regions of `mem` (which must outlive every load: the
-    /// DART holds the frame table that owns it).
-    pub(crate) fn new(mem: &GuestMemoryMmap, table_bytes: u64) -> PteLoader {
+    /// Records the regions of `mem`, which it keeps: the loads stay inside
+    /// mappings the loader itself holds.
+    pub(crate) fn new(mem: GuestMemoryMmap, table_bytes: u64) -> PteLoader {
         use frame_table::vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
         let mut regions = mem.iter().filter_map(|r| {
             let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as usize;
             Some(PteRegion { start: r.start_addr().0, loads: r.len().saturating_sub(7), host })
         });
         let first = regions.next().unwrap_or(PteRegion { start: 0, loads: 0, host: 0 });
-        PteLoader { first, rest: regions.collect(), table_index_mask: (table_bytes / 8).max(1) - 1 }
+        let rest = regions.collect();
+        PteLoader { _mem: mem, first, rest, table_index_mask: (table_bytes / 8).max(1) - 1 }
     }
 
     /// The table at `pa` (`table_bytes` as given to [`PteLoader::new`]), if
@@ -174,9 +179,8 @@ impl PteLoader {
         let ptr = self.pte_address(table.0, index) as *const std::sync::atomic::AtomicU64;
         // SAFETY: `table` came from `PteLoader::table` of the memory this
         // loader reads (the contract of `HostTable::from_bits` for a table
-        // kept as bits), so all its PTEs lie inside one region,
-        // mapped for as long as the DART that owns this loader holds the
-        // frame table that owns the memory; the masked index keeps the 8
+        // kept as bits), so all its PTEs lie inside one region, mapped for
+        // as long as the loader holds `_mem`; the masked index keeps the 8
         // bytes inside the table; `pa` 8-byte aligned with `start` and
         // `host` page aligned makes the pointer 8-byte aligned. Every access
         // to a PTE is atomic, so there is never a data race on it.
@@ -233,7 +237,7 @@ mod tests {
             (GuestAddress(0x3000_0000), 0x4000),
         ])
         .unwrap();
-        let loader = PteLoader::new(&mem, 0x4000);
+        let loader = PteLoader::new(mem.clone(), 0x4000);
         for (pa, v) in [(0x1000_0000u64, 1u64), (0x1000_3ff8, 2), (0x2000_0008, 3), (0x3000_3ff8, 4)] {
             assert!(store_pte(&mem, pa, v));
             assert_eq!(loader.load(pa), Some(v));
@@ -267,7 +271,7 @@ mod tests {
             (GuestAddress(0x2000_0000), 0x4000),
         ])
         .unwrap();
-        let loader = PteLoader::new(&mem, 0x4000);
+        let loader = PteLoader::new(mem.clone(), 0x4000);
         for pa in [0x1000_0000u64, 0x1000_4000, 0x2000_0000] {
             let table = loader.table(pa).unwrap_or_else(|| panic!("{pa:#x}"));
             for i in 0..0x800u64 {

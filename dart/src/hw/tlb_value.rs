@@ -12,13 +12,13 @@
 //!
 //! The subpage fields and the permission bits are in the order both PTE
 //! formats keep them (`SP_START` above `SP_END`, no-read above no-write),
-//! so that the walker's decoder ([`crate::pte::PteDecoder::tlb_value`])
+//! so that the walker's decoder ([`crate::hw::pte::PteDecoder::tlb_value`])
 //! moves each pair with one shift and one mask. `pack` (test builds only) builds the same
 //! value from a decoded [`Leaf`]; the decoder's tests check that the two
 //! agree on every PTE.
 
-use crate::dart::Dir;
-use crate::pte::{Leaf, Subpage};
+use crate::hw::pte::{Leaf, Subpage};
+use crate::types::Dir;
 
 /// Device writes are allowed.
 pub(crate) const W: u64 = 1 << 32;
@@ -52,7 +52,7 @@ pub(crate) fn covers_page(sp24: u64, last_unit: u64) -> bool {
 /// The last 4-byte subpage unit of a `1 << page_shift`-byte page, as far
 /// as the 12-bit field reaches.
 pub(crate) const fn last_unit(page_shift: u32) -> u64 {
-    let units = (1u64 << page_shift) / crate::pte::SUBPAGE_UNIT_BYTES;
+    let units = (1u64 << page_shift) / crate::hw::pte::SUBPAGE_UNIT_BYTES;
     if units > 0x1000 {
         0xfff
     } else {

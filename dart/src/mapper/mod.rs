@@ -18,11 +18,11 @@
 //!   covers every stream that could still cache it);
 //! - a table is freed only once it is empty, unlinked, named by no TTBR, and
 //!   the same invalidation has passed;
-//! - provenance: `Mapper::provenance` holds `slot → id` exactly while the
-//!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`]
+//! - provenance: `MapperState::provenance` holds `slot → id` exactly while the
+//!   leaf PTE at physical address `slot` is the one a [`Dart::map_owned`](crate::Dart::map_owned)
 //!   call that returned `id` wrote. The mapper writes a leaf only into an
-//!   empty slot, and every path that clears a leaf ([`Dart::unmap`],
-//!   [`Dart::unmap_owned`]) drops its entry in the same critical section,
+//!   empty slot, and every path that clears a leaf ([`Dart::unmap`](crate::Dart::unmap),
+//!   [`Dart::unmap_owned`](crate::Dart::unmap_owned)) drops its entry in the same critical section,
 //!   so an entry never outlives its PTE and a later PTE at the same place
 //!   (even a bit-identical one) never inherits it.
 //!
@@ -30,14 +30,18 @@
 //! client's mapping from whatever the tables hold there now) is described on
 //! [`MapId`].
 
-use crate::dart::{Dart, Invalidation};
 use crate::error::{DartError, LockedRegister};
-use crate::events::EventKind;
-use crate::pte::{Leaf, PteError, Subpage};
-use crate::stats::Counter;
-use crate::stream::{clear_stream, has_stream, set_stream, streams_in, StreamState};
-use crate::variant::Geometry;
+use crate::hold::Holds;
+use crate::hw::pte::{Leaf, PteError, PteFormat, Subpage};
+use crate::observe::events::{DartTrace, EventKind};
+use crate::observe::stats::Counter;
+use crate::translate::stream::StreamState;
+use crate::translate::Translator;
+use crate::types::{clear_stream, has_stream, set_stream, streams_in, Invalidation, StreamConfig};
+use crate::variant::{Geometry, Variant};
+use crossbeam_utils::CachePadded;
 use frame_table::{Access, Counter as FrameCounter, Frame, FrameType, Perm, Violation};
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -112,37 +116,37 @@ impl TableMap {
     }
 }
 
-/// Who wrote a leaf PTE: the id a [`Dart::map_owned`] call returned, unique
+/// Who wrote a leaf PTE: the id a [`Dart::map_owned`](crate::Dart::map_owned) call returned, unique
 /// per call over the DART's lifetime.
 ///
-/// # Mapping provenance (SPEC §4, "decides ownership from what the tables hold now")
+/// # Mapping provenance (docs/design.md §4, "decides ownership from what the tables hold now")
 ///
 /// A mapping service that records "device D mapped IOVA X" cannot tell,
 /// later, whether what X reaches is still that mapping: the kernel may have
 /// re-pointed the stream's TTBR, toggled TCR.FOUR_LEVEL (so X walks other
 /// entries), shared the tables with a sibling stream and unmapped and
 /// re-mapped X through it (a PTE bit-identical to the device's). So the DART
-/// itself remembers who wrote each leaf: [`Dart::map_owned`] returns a
+/// itself remembers who wrote each leaf: [`Dart::map_owned`](crate::Dart::map_owned) returns a
 /// `MapId` (fresh per call, from a counter under the mapper lock) and records
 /// it per leaf, keyed by the PTE's physical location (table frame + index),
 /// so the record follows the tables through sharing, TTBR re-points and
 /// geometry changes, and dies with the PTE: every path that clears a leaf
 /// drops it in the same critical section, and a later PTE at the same place
-/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`] then
+/// (even a bit-identical one) never inherits it. [`Dart::unmap_owned`](crate::Dart::unmap_owned) then
 /// removes, under the same lock, only pages whose leaf, reached through the
 /// stream's tables *now*, still carries the id the caller names:
-/// - [`OwnedScope::Whole`] (an RPC unmap; SPEC R6, all or nothing): every
+/// - [`OwnedScope::Whole`] (an RPC unmap; docs/design.md R6, all or nothing): every
 ///   page of the range must carry its id, or nothing is unmapped and the
 ///   first page that does not is `not-mapped`;
 /// - [`OwnedScope::Matching`] (a revoke): the pages that carry their id are
 ///   unmapped, the others stay as they are; `not-mapped` only if none did.
 ///
 /// A page the stream no longer reaches as the owner's mapping stays mapped
-/// (SPEC §4): where its PTE still exists, out of the stream's reach, it is
+/// (docs/design.md §4): where its PTE still exists, out of the stream's reach, it is
 /// the kernel's to clear. The ids live beside the tables, never in PTE bits
 /// (the tables stay bit-exact with what Linux and m1n1 build), and the DMA
-/// path never reads them. [`Dart::map_id`] reads the id a page carries;
-/// [`Dart::check_provenance`] checks that every recorded id names a valid
+/// path never reads them. [`Dart::map_id`](crate::Dart::map_id) reads the id a page carries;
+/// [`Dart::check_provenance`](crate::Dart::check_provenance) checks that every recorded id names a valid
 /// leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MapId(u64);
@@ -160,7 +164,7 @@ impl std::fmt::Display for MapId {
     }
 }
 
-/// Which pages of its range [`Dart::unmap_owned`] removes.
+/// Which pages of its range [`Dart::unmap_owned`](crate::Dart::unmap_owned) removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OwnedScope {
     /// All or nothing: every page must still carry its id; otherwise nothing
@@ -171,7 +175,7 @@ pub enum OwnedScope {
     Matching,
 }
 
-/// What [`Dart::plan_map`] found: the tables a map must create, and, for a
+/// What [`Kernel::plan_map`] found: the tables a map must create, and, for a
 /// single page whose tables all exist, its leaf PTE's address and the leaf
 /// table's frame (the map writes there instead of walking again).
 struct MapPlan {
@@ -195,9 +199,9 @@ struct PendingItem {
     streams: [u64; 4],
 }
 
-/// The mapper's state (under the DART's mapper lock).
+/// The mapper's state (under its lock).
 #[derive(Debug, Default)]
-pub(crate) struct Mapper {
+pub(crate) struct MapperState {
     tables: TableMap,
     pending: Vec<PendingItem>,
     /// Emptied tables a TTBR still named when they were retired: kept (and
@@ -207,13 +211,13 @@ pub(crate) struct Mapper {
     /// last made all their readers fence (bit `sid % 64` of word
     /// `sid / 64`): a DMA of theirs in flight may still walk the tables
     /// they named before, from any region, so the next invalidation waits
-    /// for every region of theirs ([`Dart::invalidate`]).
+    /// for every region of theirs ([`Kernel::invalidate`]).
     moved: [u64; 4],
     /// Streams with at least one valid TTBR (same bit layout): the only
     /// ones an unmap must look at for TTBRs that reach the tables it
     /// changed, rather than every stream of the DART.
     with_ttbr: [u64; 4],
-    /// Leaf PTEs written by [`Dart::map_owned`], by the PTE's physical
+    /// Leaf PTEs written by [`Dart::map_owned`](crate::Dart::map_owned), by the PTE's physical
     /// address, with the id of the call that wrote them (module docs:
     /// "provenance").
     provenance: FxHashMap<u64, MapId>,
@@ -221,7 +225,9 @@ pub(crate) struct Mapper {
     last_id: u64,
 }
 
-impl Mapper {
+impl crate::sync::WriterLock for MapperState {}
+
+impl MapperState {
     /// A fresh mapping id, or a refusal once all 2^64 - 1 are spent (an id
     /// is never handed out twice).
     fn next_map_id(&mut self) -> Result<MapId, DartError> {
@@ -255,48 +261,142 @@ impl Mapper {
     }
 }
 
-impl Mapper {
+impl MapperState {
     /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
-    /// anything else is an invariant breach (SPEC §2), reported to the frame
+    /// anything else is an invariant breach (docs/design.md §2), reported to the frame
     /// table's violation mode.
-    pub(crate) fn check_ttbr_target(&self, dart: &Dart, pa: u64) -> Result<(), DartError> {
-        let frames = &dart.frames;
+    pub(crate) fn check_ttbr_target(&self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
+        let frames = &k.device().frames();
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
-            dart.stats.add_serialized(self, None, Counter::Violations, 1);
+            k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
         let owned =
-            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << dart.page_shift()) - 1) == 0;
+            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << k.page_shift()) - 1) == 0;
         if !owned {
-            dart.stats.add_serialized(self, None, Counter::Violations, 1);
+            k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         Ok(())
     }
 
-    fn table(&self, dart: &Dart, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
-        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+    fn table(&self, k: &Kernel<'_>, sid: u32, pa: u64, level: u32, geo: Geometry) -> Result<Frame, DartError> {
+        let f = k.device().frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok(f),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
         }
     }
 
-    /// [`Mapper::table`] with the table's bookkeeping, in one lookup.
+    /// [`MapperState::table`] with the table's bookkeeping, in one lookup.
     fn table_mut(
         &mut self,
-        dart: &Dart,
+        k: &Kernel<'_>,
         sid: u32,
         pa: u64,
         level: u32,
         geo: Geometry,
     ) -> Result<(Frame, &mut TableInfo), DartError> {
-        let f = dart.frames.frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
+        let f = k.device().frames().frame_of(pa).map_err(|_| DartError::ForeignTtbr { sid, pa })?;
         match self.tables.get_mut(f) {
             Some(info) if info.level == level && info.leaf == (level + 1 == geo.levels) => Ok((f, info)),
             _ => Err(DartError::ForeignTtbr { sid, pa }),
         }
+    }
+}
+
+/// The kernel side's component: the mapper's state behind its lock, and the
+/// DART's fixed properties the mapper encodes tables with.
+pub(crate) struct Mapper {
+    /// On a line of its own: map and unmap write it while DMA threads read
+    /// the fields around it on every access.
+    state: CachePadded<Mutex<MapperState>>,
+    variant: Variant,
+    format: PteFormat,
+    invalidation: Invalidation,
+}
+
+impl Mapper {
+    /// A mapper with no table for a `variant` DART in `invalidation` mode.
+    pub(crate) fn new(variant: Variant, invalidation: Invalidation) -> Mapper {
+        Mapper {
+            state: CachePadded::new(Mutex::new(MapperState::default())),
+            variant,
+            format: variant.pte_format(),
+            invalidation,
+        }
+    }
+
+    /// Takes the mapper lock: every change to tables, TTBRs, stream
+    /// configurations and the register lock bit holds it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, MapperState> {
+        self.state.lock()
+    }
+}
+
+/// The register state the mapper consults under its lock: whether TCR and
+/// TTBR writes are locked (a map that would write a TTBR is then refused).
+pub(crate) trait RegisterLock {
+    /// Whether TCR/TTBR writes are locked. Every write of the lock bit
+    /// holds the mapper lock.
+    fn tcr_ttbr_locked(&self) -> bool;
+}
+
+/// The kernel side at work: the mapper and the components it writes through
+/// or reports to (the device side's streams, tables, tracker and counters;
+/// the event trace; the slice holds it counts; the register lock bit). A
+/// [`crate::Dart`] lends these for each kernel-side call.
+pub(crate) struct Kernel<'a> {
+    pub(crate) mapper: &'a Mapper,
+    pub(crate) dev: &'a Translator,
+    pub(crate) trace: &'a DartTrace,
+    pub(crate) holds: &'a Holds,
+    pub(crate) regs: &'a dyn RegisterLock,
+}
+
+impl Kernel<'_> {
+    #[inline]
+    fn device(&self) -> &Translator {
+        self.dev
+    }
+
+    #[inline]
+    fn page_shift(&self) -> u32 {
+        self.dev.page_shift()
+    }
+
+    #[inline]
+    fn pte_format(&self) -> PteFormat {
+        self.mapper.format
+    }
+
+    #[inline]
+    fn variant(&self) -> Variant {
+        self.mapper.variant
+    }
+
+    #[inline]
+    fn invalidation(&self) -> Invalidation {
+        self.mapper.invalidation
+    }
+
+    fn name(&self) -> &str {
+        self.trace.source()
+    }
+
+    #[inline]
+    fn stream(&self, sid: u32) -> Result<&StreamState, DartError> {
+        self.dev.stream(sid)
+    }
+
+    fn stream_count(&self) -> u32 {
+        self.dev.streams().len() as u32
+    }
+
+    #[inline]
+    fn geometry_for(&self, c: StreamConfig) -> Geometry {
+        Geometry::new(self.variant(), self.page_shift(), c.four_level)
     }
 }
 
@@ -318,7 +418,7 @@ fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
 /// that would give a stream its first table (a TTBR write) is `locked`; `unmap` and `flush` clear, invalidate and wait for the DMA in
 /// flight before they release those counts (slices a port handed out keep
 /// their own counts: [`crate::hold`]).
-impl Dart {
+impl Kernel<'_> {
     fn check_range(&self, geo: Geometry, iova: u64, len: u64) -> Result<(), DartError> {
         let page = geo.page_size();
         if len == 0 {
@@ -334,12 +434,8 @@ impl Dart {
         Ok(())
     }
 
-    /// Maps `frames` at `iova` (one page each, in order) in stream `sid` with
-    /// `perm`, optionally limited to the byte range `subpage` = `[start, end)`
-    /// of a single frame. Each frame's DART count is taken with its policy
-    /// check before its PTE is written; on any refusal nothing is left behind
-    /// (no count, no PTE, no table).
-    pub fn map(
+    /// [`Dart::map`](crate::Dart::map).
+    pub(crate) fn map(
         &self,
         sid: u32,
         iova: u64,
@@ -350,11 +446,8 @@ impl Dart {
         self.map_inner(sid, iova, frames, perm, subpage, None)
     }
 
-    /// [`Dart::map`], and every leaf it writes carries a fresh [`MapId`],
-    /// which it returns: [`Dart::unmap_owned`] with that id removes these
-    /// pages only while their PTEs are still the ones this call wrote (see
-    /// [`MapId`]). A mapping service maps a client's requests this way.
-    pub fn map_owned(
+    /// [`Dart::map_owned`](crate::Dart::map_owned).
+    pub(crate) fn map_owned(
         &self,
         sid: u32,
         iova: u64,
@@ -367,7 +460,7 @@ impl Dart {
         Ok(id)
     }
 
-    /// [`Dart::map`]; with `owned`, takes a fresh id under the mapper lock,
+    /// [`Dart::map`](crate::Dart::map); with `owned`, takes a fresh id under the mapper lock,
     /// records it for every leaf written and stores it in `owned`.
     fn map_inner(
         &self,
@@ -378,7 +471,7 @@ impl Dart {
         subpage: Option<(u64, u64)>,
         owned: Option<&mut MapId>,
     ) -> Result<(), DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let st = self.stream(sid)?;
         let config = st.config();
         let mut geo = self.geometry_for(config);
@@ -405,12 +498,12 @@ impl Dart {
         };
         let mut leaves: SmallVec<[u64; 4]> = SmallVec::new();
         for &f in frames {
-            let pa = self.frames.pa_of(f)?;
+            let pa = self.device().frames().pa_of(f)?;
             let leaf = Leaf { pa, read: perm.read(), write: perm.write(), subpage: sp };
             leaves.push(self.pte_format().encode_leaf(self.page_shift(), &leaf).map_err(|e| pte_error(iova, len, e))?);
         }
 
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         // The configuration again, under the lock that configuration
         // changes take: the tables are built for the geometry the stream
@@ -424,7 +517,7 @@ impl Dart {
         let plan = self.plan_map(&m, sid, st, geo, iova, n)?;
         // A stream without a root gets one by a TTBR write, which a locked
         // DART refuses (the lock bit changes only under this lock).
-        if plan.tables > 0 && self.mmio.tcr_ttbr_locked() {
+        if plan.tables > 0 && self.regs.tcr_ttbr_locked() {
             let (first, last) = (geo.ttbr_index(iova), geo.ttbr_index(iova + (len - page)));
             if let Some(index) = (first..=last).find(|&i| st.ttbr(i).is_none()) {
                 return Err(DartError::Locked { sid, register: LockedRegister::Ttbr { index } });
@@ -437,9 +530,9 @@ impl Dart {
         let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
-            if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
+            if let Err(e) = self.device().frames().acquire(f, Access::Dart, perm) {
                 for &g in &frames[..i] {
-                    let _ = self.frames.release(g, FrameCounter::Dart);
+                    let _ = self.device().frames().release(g, FrameCounter::Dart);
                 }
                 for t in pool {
                     self.release_table(t);
@@ -452,7 +545,7 @@ impl Dart {
             // (nothing changed it since: the lock is held, and acquiring
             // counts writes no table).
             (Some((slot, table)), &[pte]) => {
-                self.ptes.store(slot, pte);
+                self.device().ptes().store(slot, pte);
                 m.tables.count_entry(table);
                 if let Some(id) = id {
                     m.provenance.insert(slot, id);
@@ -470,13 +563,13 @@ impl Dart {
         if let (Some(out), Some(id)) = (owned, id) {
             *out = id;
         }
-        self.stats.add_serialized(&m, Some(sid), Counter::Maps, n);
+        self.device().stats().add_serialized(&*m, Some(sid), Counter::Maps, n);
         drop(m);
-        self.emit_since(traced, || EventKind::Map {
+        self.trace.emit_since(traced, || EventKind::Map {
             stream: sid,
             iova,
             pages: n,
-            pa: self.frames.pa_of(frames[0]).unwrap_or(0),
+            pa: self.device().frames().pa_of(frames[0]).unwrap_or(0),
             perm: perm.name(),
         });
         Ok(())
@@ -487,7 +580,7 @@ impl Dart {
     /// single page whose tables all exist, also where its leaf goes.
     fn plan_map(
         &self,
-        m: &Mapper,
+        m: &MapperState,
         sid: u32,
         st: &StreamState,
         geo: Geometry,
@@ -507,10 +600,10 @@ impl Dart {
                 };
                 let tf = m.table(self, sid, pa, level, geo)?;
                 let slot = pa + 8 * geo.index(va, level) as u64;
-                let pte = self.ptes.load(slot).unwrap_or(0);
+                let pte = self.device().ptes().load(slot).unwrap_or(0);
                 if level + 1 < geo.levels {
                     table = self.pte_format().decode_table(self.page_shift(), pte);
-                } else if crate::pte::PteFormat::is_valid(pte) {
+                } else if crate::hw::pte::PteFormat::is_valid(pte) {
                     return Err(DartError::IovaInUse { sid, iova: va });
                 } else if n == 1 {
                     leaf_slot = Some((slot, tf));
@@ -525,7 +618,7 @@ impl Dart {
     /// large enough.
     fn install(
         &self,
-        m: &mut Mapper,
+        m: &mut MapperState,
         (sid, st): (u32, &StreamState),
         geo: Geometry,
         iova: u64,
@@ -533,10 +626,10 @@ impl Dart {
         pool: &mut Vec<Frame>,
     ) -> u64 {
         let idx = geo.ttbr_index(iova);
-        let mut new_table = |m: &mut Mapper, level: u32| -> u64 {
+        let mut new_table = |m: &mut MapperState, level: u32| -> u64 {
             let f = pool.pop().expect("plan counted every table");
             m.tables.insert(f, TableInfo { level, leaf: level + 1 == geo.levels, live: 0 });
-            self.frames.pa_of(f).unwrap_or(0)
+            self.device().frames().pa_of(f).unwrap_or(0)
         };
         let mut table = match st.ttbr(idx) {
             Some(pa) => pa,
@@ -548,57 +641,50 @@ impl Dart {
             }
         };
         // One more valid entry in the (owned, planned) table at `table`.
-        let count_entry = |m: &mut Mapper, table: u64| {
-            if let Ok(tf) = self.frames.frame_of(table) {
+        let count_entry = |m: &mut MapperState, table: u64| {
+            if let Ok(tf) = self.device().frames().frame_of(table) {
                 m.tables.count_entry(tf);
             }
         };
         let leaf_level = geo.levels.saturating_sub(1);
         for level in 0..leaf_level {
             let slot = table + 8 * geo.index(iova, level) as u64;
-            let pte = self.ptes.load(slot).unwrap_or(0);
+            let pte = self.device().ptes().load(slot).unwrap_or(0);
             table = match self.pte_format().decode_table(self.page_shift(), pte) {
                 Some(next) => next,
                 None => {
                     let pa = new_table(m, level + 1);
                     let desc = self.pte_format().encode_table(self.page_shift(), pa).unwrap_or(0);
-                    self.ptes.store(slot, desc);
+                    self.device().ptes().store(slot, desc);
                     count_entry(m, table);
                     pa
                 }
             };
         }
         let slot = table + 8 * geo.index(iova, leaf_level) as u64;
-        self.ptes.store(slot, leaf_pte);
+        self.device().ptes().store(slot, leaf_pte);
         count_entry(m, table);
         slot
     }
 
-    /// Unmaps `[iova, iova + len)` of stream `sid`: clears the leaf PTEs and
-    /// frees emptied tables. Strict mode invalidates, waits for DMA in flight
-    /// and releases the frames' DART counts before returning; deferred mode
-    /// moves them to "pending invalidation" until a flush. Returns the pages
-    /// unmapped; `not-mapped` if none was.
-    pub fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
+    /// [`Dart::unmap`](crate::Dart::unmap).
+    pub(crate) fn unmap(&self, sid: u32, iova: u64, len: u64) -> Result<u64, DartError> {
         self.unmap_inner(sid, iova, len, None)
     }
 
-    /// [`Dart::unmap`] of the pages `[iova, iova + owners.len() pages)` of
-    /// stream `sid` whose leaf, reached through the stream's tables as they
-    /// are now, still carries the id `owners[i]` names (page `i`'s id from
-    /// [`Dart::map_owned`]). With [`OwnedScope::Whole`] every page must, or
-    /// nothing is unmapped and the first page that does not is `not-mapped`;
-    /// with [`OwnedScope::Matching`] the others are left mapped and only if
-    /// none matched is the call `not-mapped`. The check and the unmap are
-    /// one step under the mapper lock: a PTE cleared, re-written or moved
-    /// out of reach (TTBR, TCR, shared tables) by anyone since is never
-    /// removed. Returns the pages unmapped.
-    pub fn unmap_owned(&self, sid: u32, iova: u64, owners: &[MapId], scope: OwnedScope) -> Result<u64, DartError> {
+    /// [`Dart::unmap_owned`](crate::Dart::unmap_owned).
+    pub(crate) fn unmap_owned(
+        &self,
+        sid: u32,
+        iova: u64,
+        owners: &[MapId],
+        scope: OwnedScope,
+    ) -> Result<u64, DartError> {
         let len = (owners.len() as u64).saturating_mul(1 << self.page_shift());
         self.unmap_inner(sid, iova, len, Some((owners, scope)))
     }
 
-    /// [`Dart::unmap`]; with `owned`, [`Dart::unmap_owned`]'s check (`len`
+    /// [`Dart::unmap`](crate::Dart::unmap); with `owned`, [`Dart::unmap_owned`](crate::Dart::unmap_owned)'s check (`len`
     /// is then `owners.len()` pages).
     fn unmap_inner(
         &self,
@@ -607,12 +693,12 @@ impl Dart {
         len: u64,
         owned: Option<(&[MapId], OwnedScope)>,
     ) -> Result<u64, DartError> {
-        self.frames.check_running()?;
+        self.device().frames().check_running()?;
         let st = self.stream(sid)?;
         let config = st.config();
         let mut geo = self.geometry_for(config);
         self.check_range(geo, iova, len)?;
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         // The configuration again, under the lock that configuration
         // changes take: a geometry read before it may be stale, and its
@@ -636,7 +722,7 @@ impl Dart {
         let mut released: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut retired: SmallVec<[Frame; 4]> = SmallVec::new();
         let mut touched: SmallVec<[u64; 8]> = SmallVec::new();
-        // Whether a table above a leaf was retired ([`Dart::invalidate`]).
+        // Whether a table above a leaf was retired ([`Kernel::invalidate`]).
         let mut above_leaf = false;
         let mut va = iova;
         let end = iova + len; // `check_range`: no overflow
@@ -659,7 +745,7 @@ impl Dart {
                         touched.push(pa);
                     }
                     parents.push((tf, slot));
-                    table = fmt.decode_table(shift, self.ptes.load(slot).unwrap_or(0));
+                    table = fmt.decode_table(shift, self.device().ptes().load(slot).unwrap_or(0));
                     continue;
                 }
                 if let Some((owners, _)) = owned {
@@ -674,9 +760,9 @@ impl Dart {
                 if !touched.contains(&pa) {
                     touched.push(pa);
                 }
-                let Some(leaf) = fmt.decode_leaf(shift, self.ptes.load(slot).unwrap_or(0)) else { break };
-                self.ptes.store(slot, 0);
-                if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                let Some(leaf) = fmt.decode_leaf(shift, self.device().ptes().load(slot).unwrap_or(0)) else { break };
+                self.device().ptes().store(slot, 0);
+                if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
                     released.push(f);
                 }
                 info.live = info.live.saturating_sub(1);
@@ -698,7 +784,7 @@ impl Dart {
         let touched = touched.as_slice();
         let mut reaching = 0;
         for s in streams_in(m.with_ttbr) {
-            let Some(other) = self.streams.get(s) else { continue };
+            let Some(other) = self.device().streams().get(s) else { continue };
             let n = (0..ttbrs).filter(|&i| other.ttbr(i).is_some_and(|pa| touched.contains(&pa))).count();
             if n > 0 {
                 set_stream(&mut affected, s as u32);
@@ -719,7 +805,7 @@ impl Dart {
             Invalidation::Strict => {
                 self.invalidate(&mut m, &affected, unmapped);
                 for f in released {
-                    let _ = self.frames.release(f, FrameCounter::Dart);
+                    let _ = self.device().frames().release(f, FrameCounter::Dart);
                 }
                 for t in retired {
                     self.free_table(&mut m, t);
@@ -728,7 +814,7 @@ impl Dart {
             Invalidation::Deferred => {
                 let mut now: SmallVec<[Frame; 4]> = SmallVec::new();
                 for f in released {
-                    match self.frames.defer_dart(f) {
+                    match self.device().frames().defer_dart(f) {
                         Ok(_) => m.pending.push(PendingItem { what: Pending::Frame(f), streams: affected }),
                         Err(_) => now.push(f),
                     }
@@ -741,14 +827,14 @@ impl Dart {
                     // (its tables stay pending until a flush of all regions).
                     self.invalidate(&mut m, &affected, unmapped);
                     for f in now {
-                        let _ = self.frames.release(f, FrameCounter::Dart);
+                        let _ = self.device().frames().release(f, FrameCounter::Dart);
                     }
                 }
             }
         }
-        self.stats.add_serialized(&m, Some(sid), Counter::Unmaps, pages);
+        self.device().stats().add_serialized(&*m, Some(sid), Counter::Unmaps, pages);
         drop(m);
-        self.emit_since(traced, || EventKind::Unmap {
+        self.trace.emit_since(traced, || EventKind::Unmap {
             stream: sid,
             iova,
             len,
@@ -761,13 +847,13 @@ impl Dart {
     /// The slot of the valid leaf PTE that stream `sid`'s tables, as they
     /// are now, give `iova` with geometry `geo`, if the walk stays in tables
     /// this mapper owns at the levels it built them for.
-    fn leaf_slot(&self, m: &Mapper, sid: u32, st: &StreamState, geo: Geometry, iova: u64) -> Option<u64> {
+    fn leaf_slot(&self, m: &MapperState, sid: u32, st: &StreamState, geo: Geometry, iova: u64) -> Option<u64> {
         let fmt = self.pte_format();
         let mut table = st.ttbr(geo.ttbr_index(iova))?;
         for level in 0..geo.levels {
             m.table(self, sid, table, level, geo).ok()?;
             let slot = table + 8 * geo.index(iova, level) as u64;
-            let pte = self.ptes.load(slot).unwrap_or(0);
+            let pte = self.device().ptes().load(slot).unwrap_or(0);
             if level + 1 == geo.levels {
                 return fmt.decode_leaf(self.page_shift(), pte).map(|_| slot);
             }
@@ -780,18 +866,18 @@ impl Dart {
     /// every parent it leaves empty, up to (not including) the root,
     /// retiring each. Whether it retired a table above the leaf: such a
     /// table spans more than one IOVA region, so its invalidation must
-    /// make every reader of the stream fence ([`Dart::invalidate`]).
+    /// make every reader of the stream fence ([`Kernel::invalidate`]).
     fn retire_emptied(
         &self,
-        m: &mut Mapper,
+        m: &mut MapperState,
         mut t: Frame,
         parents: &[(Frame, u64)],
         retired: &mut SmallVec<[Frame; 4]>,
     ) -> bool {
         let mut above_leaf = false;
         for (depth, &(parent, slot)) in parents.iter().enumerate().rev() {
-            self.ptes.store(slot, 0);
-            self.walk_cache.invalidate(m);
+            self.device().ptes().store(slot, 0);
+            self.device().walk_cache().invalidate(m);
             m.tables.remove(t);
             retired.push(t);
             let Some(info) = m.tables.get_mut(parent) else { return above_leaf };
@@ -813,25 +899,25 @@ impl Dart {
     /// them all. The caller holds the mapper lock (`m`).
     ///
     /// The wait makes the readers of what changed fence meanwhile
-    /// ([`InFlight::synchronize_regions`](crate::inflight::InFlight::synchronize_regions)):
+    /// ([`InFlight::synchronize_regions`](crate::sync::inflight::InFlight::synchronize_regions)):
     /// for `sid`, those of `[iova, iova + len)`'s regions, or of all its
     /// regions when `above_leaf` (a table above the leaf was retired: it
     /// spans many regions, and a reader of any may be walking through it);
     /// for the other streams, all their regions; and all the regions of
     /// every stream whose TTBR or configuration changed since the last
-    /// invalidation (`Mapper::moved`, which this clears), whose DMA in
+    /// invalidation (`MapperState::moved`, which this clears), whose DMA in
     /// flight may still walk the tables it named before. A leaf table lies
     /// within one region (`walk`'s block is never wider than a region), and
     /// the caller narrows `sid` only when the one TTBR it walked from
     /// reaches what changed, so a reader of another region reads nothing
     /// this invalidation changed or frees.
-    fn invalidate(&self, m: &mut Mapper, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
+    fn invalidate(&self, m: &mut MapperState, mask: &[u64; 4], unmapped: Option<(u32, u64, u64, bool)>) {
         let mut narrowed = None;
         for s in streams_in(*mask) {
-            if let Some(st) = self.streams.get(s) {
+            if let Some(st) = self.device().streams().get(s) {
                 match unmapped {
                     Some((sid, iova, len, above_leaf)) if sid as usize == s => {
-                        let range = crate::stream::region_mask(iova, len);
+                        let range = crate::types::region_mask(iova, len);
                         st.bump_gens_before_synchronize(range);
                         if !above_leaf {
                             narrowed = Some((sid, range));
@@ -839,7 +925,7 @@ impl Dart {
                     }
                     _ => st.bump_gen_before_synchronize(),
                 }
-                self.stats.add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
+                self.device().stats().add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
             }
         }
         let mut fenced = *mask;
@@ -850,17 +936,17 @@ impl Dart {
         if narrowed.is_some_and(|(sid, _)| has_stream(&m.moved, sid)) {
             narrowed = None;
         }
-        self.inflight.synchronize_regions(&fenced, narrowed);
+        self.device().inflight().synchronize_regions(&fenced, narrowed);
         m.moved = [0; 4];
     }
 
     /// Frees a retired table unless a TTBR still names it (then it stays
     /// allocated, orphaned, until the DART is dropped: never recycled while
     /// a walk could start from it).
-    fn free_table(&self, m: &mut Mapper, t: Frame) {
-        let pa = self.frames.pa_of(t).unwrap_or(u64::MAX);
+    fn free_table(&self, m: &mut MapperState, t: Frame) {
+        let pa = self.device().frames().pa_of(t).unwrap_or(u64::MAX);
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        let named = self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
+        let named = self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
         if named {
             m.orphans.push(t);
         } else {
@@ -870,16 +956,16 @@ impl Dart {
 
     /// Allocates `n` table frames and takes the DART's hold on each (see
     /// [`frame_table::FrameTable::hold_table`]): from here until
-    /// [`Dart::release_table`], freeing or retyping one is an invariant breach.
+    /// [`Kernel::release_table`], freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
-        let pool = self.frames.alloc(FrameType::DartTable, n)?;
+        let pool = self.device().frames().alloc(FrameType::DartTable, n)?;
         for (i, &t) in pool.iter().enumerate() {
-            if let Err(e) = self.frames.hold_table(t) {
+            if let Err(e) = self.device().frames().hold_table(t) {
                 for &u in &pool[..i] {
-                    let _ = self.frames.release(u, FrameCounter::Dart);
+                    let _ = self.device().frames().release(u, FrameCounter::Dart);
                 }
                 for &u in &pool {
-                    let _ = self.frames.free(u);
+                    let _ = self.device().frames().free(u);
                 }
                 return Err(e.into());
             }
@@ -889,15 +975,13 @@ impl Dart {
 
     /// Drops the DART's hold on a table frame nothing can walk any more, and frees it.
     fn release_table(&self, t: Frame) {
-        let _ = self.frames.release(t, FrameCounter::Dart);
-        let _ = self.frames.free(t);
+        let _ = self.device().frames().release(t, FrameCounter::Dart);
+        let _ = self.device().frames().free(t);
     }
 
-    /// Flushes the IOTLB of stream `sid` (or of every stream): stale entries
-    /// die, DMA in flight is waited for, and the deferred unmaps this flush
-    /// covers complete (their frames leave "pending invalidation").
-    pub fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
-        self.frames.check_running()?;
+    /// [`Dart::flush`](crate::Dart::flush).
+    pub(crate) fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
+        self.device().frames().check_running()?;
         if let Some(s) = sid {
             self.stream(s)?;
         }
@@ -910,10 +994,10 @@ impl Dart {
         Ok(())
     }
 
-    /// [`Dart::flush`] of the streams in the bitmap `mask` (bit `sid` of
+    /// [`Dart::flush`](crate::Dart::flush) of the streams in the bitmap `mask` (bit `sid` of
     /// word `sid / 64`; bits of streams the DART lacks are ignored).
     pub(crate) fn flush_streams(&self, mask: [u64; 4]) {
-        let traced = self.trace_start();
+        let traced = self.trace.start();
         let mut m = self.mapper.lock();
         self.invalidate(&mut m, &mask, None);
         let items = std::mem::take(&mut m.pending);
@@ -927,42 +1011,32 @@ impl Dart {
             }
             match item.what {
                 Pending::Frame(f) => {
-                    let _ = self.frames.release(f, FrameCounter::PendingInvalidation);
+                    let _ = self.device().frames().release(f, FrameCounter::PendingInvalidation);
                 }
                 Pending::Table(t) => self.free_table(&mut m, t),
             }
         }
         drop(m);
-        self.emit_since(traced, || EventKind::Flush {
+        self.trace.emit_since(traced, || EventKind::Flush {
             streams: (0..self.stream_count()).filter(|&s| has_stream(&mask, s)).collect(),
         });
     }
 
-    /// Allocates an empty root table — a zeroed `dart-table` frame owned by
-    /// this DART's mapper — and returns its physical address. No TTBR names
-    /// it yet: this is the page-table root a driver allocates for a domain
-    /// (Linux's io-pgtable `pgd`) before it points streams at it by writing
-    /// their TTBR registers (value: [`crate::regs::encode_ttbr`]) or with
-    /// [`Dart::set_ttbr`]. [`Dart::map`] on a stream whose TTBR names it then
-    /// fills it, and every stream pointed at it shares the mappings. (A
-    /// stream with no TTBR gets a root of its own on its first map.)
-    pub fn alloc_root_table(&self) -> Result<u64, DartError> {
-        self.frames.check_running()?;
+    /// [`Dart::alloc_root_table`](crate::Dart::alloc_root_table).
+    pub(crate) fn alloc_root_table(&self) -> Result<u64, DartError> {
+        self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let f = self.alloc_tables(1)?[0];
         m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
-        Ok(self.frames.pa_of(f)?)
+        Ok(self.device().frames().pa_of(f)?)
     }
 
-    /// Frees a root table from [`Dart::alloc_root_table`] (or one a stream
-    /// got on its first map) once it is empty and no TTBR names it, after
-    /// the DMA that may still be walking it has finished. Anything else is
-    /// refused (`bad-range`) and changes nothing.
-    pub fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
-        self.frames.check_running()?;
+    /// [`Dart::free_root_table`](crate::Dart::free_root_table).
+    pub(crate) fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
+        self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
         let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
-        let Ok(f) = self.frames.frame_of(pa) else { return refuse("not a root table of this DART") };
+        let Ok(f) = self.device().frames().frame_of(pa) else { return refuse("not a root table of this DART") };
         match m.tables.get(f) {
             Some(info) if info.level == 0 && pa & ((1 << self.page_shift()) - 1) == 0 => {
                 if info.live > 0 {
@@ -972,12 +1046,12 @@ impl Dart {
             _ => return refuse("not a root table of this DART"),
         }
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.streams.iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
+        if self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
             return refuse("a TTBR still names the root table");
         }
         m.tables.remove(f);
         // A DMA that loaded the TTBR before it changed may still be walking.
-        self.inflight.synchronize();
+        self.device().inflight().synchronize();
         self.release_table(f);
         Ok(())
     }
@@ -988,9 +1062,9 @@ impl Dart {
 /// Read-only, under the mapper lock: what the tables map, which frames they
 /// and the outstanding invalidations and slice holds count, and the checks
 /// the runner and tests assert after every step.
-impl Dart {
-    /// Every valid leaf of stream `sid`'s tables as `(iova, leaf)`, in IOVA order.
-    pub fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
+impl Kernel<'_> {
+    /// [`Dart::mappings`](crate::Dart::mappings).
+    pub(crate) fn mappings(&self, sid: u32) -> Result<Vec<(u64, Leaf)>, DartError> {
         let st = self.stream(sid)?;
         let geo = self.geometry_for(st.config());
         let m = self.mapper.lock();
@@ -1004,9 +1078,17 @@ impl Dart {
         Ok(out)
     }
 
-    fn collect_leaves(&self, m: &Mapper, geo: Geometry, table: u64, level: u32, base: u64, out: &mut Vec<(u64, Leaf)>) {
-        let Ok(tf) = self.frames.frame_of(table) else { return };
-        let ok = self.frames.state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
+    fn collect_leaves(
+        &self,
+        m: &MapperState,
+        geo: Geometry,
+        table: u64,
+        level: u32,
+        base: u64,
+        out: &mut Vec<(u64, Leaf)>,
+    ) {
+        let Ok(tf) = self.device().frames().frame_of(table) else { return };
+        let ok = self.device().frames().state(tf).is_ok_and(|s| s.ty() == FrameType::DartTable);
         if !ok || level >= geo.levels {
             return;
         }
@@ -1020,7 +1102,7 @@ impl Dart {
         }
         let shift = geo.page_shift + (geo.levels - 1 - level) * geo.bits_per_level();
         for i in 0..geo.entries_per_table() {
-            let pte = self.ptes.load(table + 8 * i).unwrap_or(0);
+            let pte = self.device().ptes().load(table + 8 * i).unwrap_or(0);
             let va = base | (i << shift);
             if level + 1 < geo.levels {
                 if let Some(next) = self.pte_format().decode_table(self.page_shift(), pte) {
@@ -1032,11 +1114,8 @@ impl Dart {
         }
     }
 
-    /// Per frame: valid leaf PTEs in this DART's tables plus its hold on each
-    /// of its own table frames and its ports' slice holds, and pending
-    /// invalidations. What the frame table's DART counts must equal when
-    /// every DART of the SoC is summed.
-    pub fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
+    /// [`Dart::dart_counts`](crate::Dart::dart_counts).
+    pub(crate) fn dart_counts(&self) -> HashMap<Frame, (u64, u64)> {
         let m = self.mapper.lock();
         let mut out: HashMap<Frame, (u64, u64)> = HashMap::new();
         let entries = 1u64 << (self.page_shift() - 3);
@@ -1044,11 +1123,11 @@ impl Dart {
             if !info.leaf {
                 continue;
             }
-            let Ok(base) = self.frames.pa_of(tf) else { continue };
+            let Ok(base) = self.device().frames().pa_of(tf) else { continue };
             for i in 0..entries {
-                let pte = self.ptes.load(base + 8 * i).unwrap_or(0);
+                let pte = self.device().ptes().load(base + 8 * i).unwrap_or(0);
                 if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
-                    if let Ok(f) = self.frames.frame_of(leaf.pa) {
+                    if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
                         out.entry(f).or_default().0 += 1;
                     }
                 }
@@ -1073,9 +1152,8 @@ impl Dart {
         out
     }
 
-    /// The [`MapId`] the leaf stream `sid` reaches at `iova` now carries:
-    /// `None` if no valid leaf is there or a plain [`Dart::map`] wrote it.
-    pub fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
+    /// [`Dart::map_id`](crate::Dart::map_id).
+    pub(crate) fn map_id(&self, sid: u32, iova: u64) -> Result<Option<MapId>, DartError> {
         let st = self.stream(sid)?;
         let m = self.mapper.lock();
         let geo = self.geometry_for(st.config());
@@ -1088,20 +1166,22 @@ impl Dart {
             .copied())
     }
 
-    /// Checks the provenance invariant (module docs): every recorded slot
-    /// holds a valid leaf in a leaf table this mapper owns. Returns a
-    /// description of the first breach.
-    pub fn check_provenance(&self) -> Result<(), String> {
+    /// [`Dart::check_provenance`](crate::Dart::check_provenance).
+    pub(crate) fn check_provenance(&self) -> Result<(), String> {
         let m = self.mapper.lock();
         let page_mask = (1u64 << self.page_shift()) - 1;
         for (&slot, id) in &m.provenance {
             let in_leaf_table = self
-                .frames
+                .device()
+                .frames()
                 .frame_of(slot & !page_mask)
                 .ok()
                 .and_then(|t| m.tables.get(t))
                 .is_some_and(|info| info.leaf);
-            let valid = self.pte_format().decode_leaf(self.page_shift(), self.ptes.load(slot).unwrap_or(0)).is_some();
+            let valid = self
+                .pte_format()
+                .decode_leaf(self.page_shift(), self.device().ptes().load(slot).unwrap_or(0))
+                .is_some();
             if !(in_leaf_table && valid) {
                 return Err(format!("{}: {id} is recorded for PTE {slot:#x}, which holds no leaf", self.name()));
             }
@@ -1109,19 +1189,14 @@ impl Dart {
         Ok(())
     }
 
-    /// Frames this DART owns as tables.
-    pub fn table_frames(&self) -> Vec<Frame> {
+    /// [`Dart::table_frames`](crate::Dart::table_frames).
+    pub(crate) fn table_frames(&self) -> Vec<Frame> {
         self.mapper.lock().tables.iter().map(|(t, _)| t).collect()
     }
 
-    /// Checks `restricted-unreachable` for this DART: every valid PTE any
-    /// TTBR reaches names a frame whose type allows DART access (tables:
-    /// `dart-table`), every live IOTLB entry too, no untrusted stream
-    /// bypasses, and the frame table's device-reachable map (the walker's
-    /// leaf check) agrees with every frame's type. Returns a description of
-    /// the first breach.
-    pub fn check_restricted_unreachable(&self) -> Result<(), String> {
-        if let Err(wrong) = self.frames.reach_map_consistent() {
+    /// [`Dart::check_restricted_unreachable`](crate::Dart::check_restricted_unreachable).
+    pub(crate) fn check_restricted_unreachable(&self) -> Result<(), String> {
+        if let Err(wrong) = self.device().frames().reach_map_consistent() {
             let shown: Vec<String> = wrong.iter().take(8).map(|f| f.to_string()).collect();
             return Err(format!(
                 "{}: the device-reachable map disagrees with the type of {} frame(s): {}",
@@ -1130,8 +1205,8 @@ impl Dart {
                 shown.join(", ")
             ));
         }
-        let tlb = self.iotlb_entries_by_stream();
-        for (sid, st) in self.streams.iter().enumerate() {
+        let tlb = self.device().iotlb_entries_by_stream();
+        for (sid, st) in self.device().streams().iter().enumerate() {
             let cached = tlb.get(sid).map_or(&[][..], Vec::as_slice);
             let sid = sid as u32;
             let c = st.config();
@@ -1149,7 +1224,7 @@ impl Dart {
     }
 
     fn check_reachable(&self, sid: u32, iova: u64, pa: u64, what: &str) -> Result<(), String> {
-        let ty = self.frames.frame_of(pa).and_then(|f| self.frames.state(f)).map(|s| s.ty());
+        let ty = self.device().frames().frame_of(pa).and_then(|f| self.device().frames().state(f)).map(|s| s.ty());
         match ty {
             Ok(t) if frame_table::policy::device_reachable(t) => Ok(()),
             Ok(t) => {
@@ -1161,13 +1236,12 @@ impl Dart {
         }
     }
 
-    /// Checks `iotlb-coherent` (meaningful in strict mode, when no map or
-    /// unmap is running): every live IOTLB entry equals its PTE.
-    pub fn check_iotlb_coherent(&self) -> Result<(), String> {
+    /// [`Dart::check_iotlb_coherent`](crate::Dart::check_iotlb_coherent).
+    pub(crate) fn check_iotlb_coherent(&self) -> Result<(), String> {
         if self.invalidation() == Invalidation::Deferred {
             return Ok(());
         }
-        let tlb = self.iotlb_entries_by_stream();
+        let tlb = self.device().iotlb_entries_by_stream();
         for (sid, cached) in (0..self.stream_count()).zip(&tlb) {
             if cached.is_empty() {
                 continue;
@@ -1196,6 +1270,7 @@ impl Dart {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::Dart;
 
     fn info(level: u32, live: u32) -> TableInfo {
         TableInfo { level, leaf: level == 1, live }
@@ -1206,7 +1281,7 @@ mod tests {
     /// leaf (one that spans many regions).
     #[test]
     fn strict_unmaps_fence_the_regions_they_change_and_all_when_a_middle_table_goes() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{DartConfig, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig};
         let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());
@@ -1219,7 +1294,7 @@ mod tests {
         dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
         dart.map(1, p5, &data[1..], Perm::RW, None).unwrap();
         assert!(dart.translate(1, p1, 8, crate::Dir::Read).is_ok());
-        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        let calls = || std::mem::take(&mut *dart.device().inflight().synchronized.lock());
         // The configuration change's first invalidation names the stream
         // whole (see the next test).
         dart.flush(Some(1)).unwrap();
@@ -1239,7 +1314,7 @@ mod tests {
     /// (of any stream) makes every region of it fence, and only the next.
     #[test]
     fn the_invalidation_after_a_ttbr_or_config_change_fences_all_that_streams_regions() {
-        use crate::stream::region_bit;
+        use crate::types::region_bit;
         use crate::{DartConfig, StreamConfig, Variant};
         use frame_table::{FrameTable, FrameTableConfig};
         let frames = std::sync::Arc::new(FrameTable::new(FrameTableConfig::with_memory(64 << 20)).unwrap());
@@ -1249,7 +1324,7 @@ mod tests {
         }
         let data = frames.alloc(FrameType::UserData, 4).unwrap();
         let p1 = 1u64 << 25;
-        let calls = || std::mem::take(&mut *dart.inflight.synchronized.lock());
+        let calls = || std::mem::take(&mut *dart.device().inflight().synchronized.lock());
         // The configuration changes above: the first unmap names streams 1
         // and 2 whole.
         dart.map(1, p1, &data[..1], Perm::RW, None).unwrap();
@@ -1300,10 +1375,14 @@ mod tests {
         assert_eq!(dart.translate(1, page, 8, Dir::Read).map(|t| t.spans()[0].pa), Ok(pa));
         let live: Vec<u64> = dart.iotlb_entries(1).unwrap().into_iter().map(|(iova, _)| iova).collect();
         assert_eq!(live, [alias]);
-        dart.inflight.synchronized.lock().clear();
+        dart.device().inflight().synchronized.lock().clear();
 
         assert_eq!(dart.unmap(1, page, 0x1000), Ok(1));
-        assert_eq!(*dart.inflight.synchronized.lock(), [([0b10, 0, 0, 0], None)], "every region of stream 1");
+        assert_eq!(
+            *dart.device().inflight().synchronized.lock(),
+            [([0b10, 0, 0, 0], None)],
+            "every region of stream 1"
+        );
         assert!(dart.iotlb_entries(1).unwrap().is_empty(), "the alias's entry died with the page's");
         for iova in [page, alias] {
             match dart.translate(1, iova, 8, Dir::Read) {
@@ -1337,7 +1416,7 @@ mod tests {
         let v = 5u64 << 25;
         dart.map(1, v, &data, Perm::RW, None).unwrap();
 
-        let m = dart.mapper.lock();
+        let m = dart.kernel().mapper.lock();
         let d = dart.clone();
         let unmap = std::thread::spawn(move || d.unmap(1, v, 1 << 14));
         // Let the unmap read the configuration and block on the lock.
