@@ -75,9 +75,13 @@ impl Holds {
         if frames.is_empty() {
             return Ok(SliceHold::EMPTY);
         }
+        // Invariant 5: the counts and their record in one critical section.
         let mut by_frame = self.by_frame.lock();
         for (i, &f) in frames.iter().enumerate() {
+            // Invariant 1: the policy check and a DART count per frame,
+            // while the caller's in-flight section is open.
             if let Err(e) = self.frames.acquire(f, Access::Dart, perm) {
+                // Invariant 1: all or nothing.
                 for &g in &frames[..i] {
                     // Taken just above under this lock: the release cannot fail.
                     let _ = self.frames.release(g, Counter::Dart);
@@ -85,6 +89,7 @@ impl Holds {
                 return Err(e);
             }
         }
+        // Invariant 5: recorded before the lock is dropped.
         for &f in frames {
             *by_frame.entry(f).or_default() += 1;
         }
@@ -104,6 +109,7 @@ impl Holds {
 
     /// Gives back one hold on each of `frames` (invariant 3).
     fn release(&self, frames: &[Frame]) {
+        // Invariant 5: the record and the counts change together.
         let mut by_frame = self.by_frame.lock();
         for &f in frames {
             if let Some(n) = by_frame.get_mut(&f) {
@@ -127,13 +133,14 @@ struct HoldInner {
 
 impl Drop for HoldInner {
     fn drop(&mut self) {
+        // Invariant 3: the last clone of the hold gives the counts back.
         self.holds.release(&self.frames);
     }
 }
 
 /// The hold every slice of a [`crate::PortMemory`] carries: its frames stay
 /// counted as DART-reachable while any clone of it lives (the module's
-/// protocol). It is the view's vm-memory bitmap type, so vm-memory and
+/// protocol, invariant 3). It is the view's vm-memory bitmap type, so vm-memory and
 /// virtio-queue copy it into every `VolatileSlice`, sub-slice, `Reader` and
 /// `Writer`. It tracks no dirty pages. Not `Send`.
 #[derive(Clone, Default)]

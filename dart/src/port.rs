@@ -152,7 +152,8 @@ impl StreamPort {
         let t2 = second.map(|d| dart.translate(sid, iova, len, d)).transpose()?;
         let spans: SmallVec<[Span; 2]> = t.spans().iter().copied().collect();
         let frames = self.frames_of(&spans)?;
-        // Invariant 1: the section of `t` (and `t2`) is still open here.
+        // Invariant 1 of `crate::hold`: the section of `t` (and `t2`) is
+        // still open here.
         let hold = dart.holds.take(&frames, perm)?;
         drop(t2);
         drop(t);
@@ -178,6 +179,8 @@ impl StreamPort {
             Ok(f) => f,
             Err(_) => return Err(dart.raise(sid, pa, FaultKind::ForbiddenFrame, dir)),
         };
+        // Invariant 1 of `crate::hold`, bypassed: no section and no PTE; the
+        // policy check the hold makes is the whole protection.
         match dart.holds.take(&frames, perm) {
             Ok(hold) => Ok((SmallVec::from_slice(&[span]), hold)),
             Err(frame_table::Error::ForbiddenType { frame, .. }) => {

@@ -504,6 +504,9 @@ impl Dart {
             return Err(DartError::BypassDenied { sid });
         }
         st.set_config(config);
+        // (G5 of `translate::stream`) Moved: the next invalidation names
+        // every region of the stream (inflight I9); the bump kills its
+        // IOTLB entries (G3).
         m.moved(sid);
         st.bump_gen();
         self.device.walk_cache().invalidate(&*m);
@@ -552,6 +555,7 @@ impl Dart {
         }
         st.set_ttbr(idx, table);
         m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));
+        // (G5 of `translate::stream`) As in `update_stream_config`.
         m.moved(sid);
         st.bump_gen();
         self.device.walk_cache().invalidate(&*m);

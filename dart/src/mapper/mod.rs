@@ -804,6 +804,9 @@ impl Kernel<'_> {
         match self.invalidation() {
             Invalidation::Strict => {
                 self.invalidate(&mut m, &affected, unmapped);
+                // Invariant 2 of `crate::hold`: released only after the wait
+                // for DMA in flight (`crate::sync::inflight`, I5), so a hold
+                // taken inside a section of the old entry already counts.
                 for f in released {
                     let _ = self.device().frames().release(f, FrameCounter::Dart);
                 }
@@ -826,6 +829,7 @@ impl Kernel<'_> {
                     // The pending counter is full: this part goes strict
                     // (its tables stay pending until a flush of all regions).
                     self.invalidate(&mut m, &affected, unmapped);
+                    // Invariant 2 of `crate::hold`, as in strict mode.
                     for f in now {
                         let _ = self.device().frames().release(f, FrameCounter::Dart);
                     }
@@ -918,11 +922,14 @@ impl Kernel<'_> {
                 match unmapped {
                     Some((sid, iova, len, above_leaf)) if sid as usize == s => {
                         let range = crate::types::region_mask(iova, len);
+                        // (G3, G5 of `translate::stream`) After the PTEs were
+                        // cleared, before `synchronize_regions` below.
                         st.bump_gens_before_synchronize(range);
                         if !above_leaf {
                             narrowed = Some((sid, range));
                         }
                     }
+                    // (G3, G5) Every generation of a stream sharing a table.
                     _ => st.bump_gen_before_synchronize(),
                 }
                 self.device().stats().add_serialized(m, Some(s as u32), Counter::Invalidations, 1);
@@ -936,6 +943,9 @@ impl Kernel<'_> {
         if narrowed.is_some_and(|(sid, _)| has_stream(&m.moved, sid)) {
             narrowed = None;
         }
+        // (I4, I9 of `crate::sync::inflight`) Its fence `F` orders the bumps
+        // above before the scan; `fenced` names every region a DMA in flight
+        // may read what changed in, moved streams included.
         self.device().inflight().synchronize_regions(&fenced, narrowed);
         m.moved = [0; 4];
     }
@@ -1000,6 +1010,8 @@ impl Kernel<'_> {
         let traced = self.trace.start();
         let mut m = self.mapper.lock();
         self.invalidate(&mut m, &mask, None);
+        // Invariant 2 of `crate::hold`: pending counts drop only after the
+        // wait for DMA in flight.
         let items = std::mem::take(&mut m.pending);
         for mut item in items {
             for (w, f) in item.streams.iter_mut().zip(mask.iter()) {

@@ -3,222 +3,149 @@
 //!
 //! # Protocol
 //!
-//! A thread with an exclusive slot number (the crate's `slot` module) marks
-//! its DMA in a *section word* of its own; threads that got none share two
-//! SRCU-style counters, one per *phase*. Each word and counter has a cache
-//! line of its own.
+//! A thread with an exclusive slot number (the crate's `slot` module, S1)
+//! marks its DMA in a *section word* of its own; threads without one share
+//! two SRCU-style counters, one per *phase*. Each word and counter has a
+//! cache line of its own. A *reader* is a DMA or a translation; the
+//! *writer* is [`InFlight::synchronize_regions`] ([`InFlight::synchronize`]
+//! for every region), called after the mapper cleared PTEs and bumped the
+//! generations of what it changed (`translate::stream`, G3). The code cites
+//! these invariants as `(I1)` to `(I11)`.
 //!
-//! - **Reader on an exclusive slot (a DMA or a translation):** open a
-//!   section: the slot's word goes from `(outer, depth)` to
-//!   `(outer + 1, 1)` if `depth` was 0, else to `(outer, depth + 1)`
-//!   (the `section` module), stored with `Release`, and ordered before
-//!   what follows by the asymmetric fence below or, if an unmap burst
-//!   flagged its region, by storing it again with a `SeqCst` RMW; then
-//!   read the stream's generation, the IOTLB and the tables, and copy;
-//!   finally close it (`depth - 1`, `Release`). The thread is the word's only
-//!   writer, so these are a `load` and a `store`: no lock, and no shared
-//!   line read on the way in.
-//! - **Reader without a slot:** load the current phase `p`;
-//!   `fetch_add(1, SeqCst)` on the shared counter of `p`; read and copy as
-//!   above; `fetch_sub(1, Release)` the same counter.
-//! - A thread's first DMA also raises the tracker's high-water mark of slots
-//!   in use (`fetch_max`, then a `SeqCst` fence) before it enters, so the
-//!   writer's scan can stop at the mark: either the writer's load of the
-//!   mark sees it, or the reader's fence comes after the writer's in the
-//!   `SeqCst` order and the reader sees the cleared PTEs. A guard is not
-//!   `Send`: it must be dropped by the thread that owns its slot.
-//! - **Writer ([`InFlight::synchronize_regions`], or
-//!   [`InFlight::synchronize`] for everything, after clearing PTEs and
-//!   bumping the stream generation):** `fence(SeqCst)` `F`; then, under a mutex (one
-//!   synchronizer at a time), read each exclusive slot's word below the
-//!   mark once (`Acquire`); for each word `seen` with a section open, wait
-//!   until a later read shows depth 0 or another outer count. Then, if a
-//!   shared counter is not zero, flip the phase and wait until the old
-//!   phase's counter reads zero, twice.
+//! 1. **I1 (section word).** An exclusive slot's word is `(outer, depth)`:
+//!    entering takes it to `(outer + 1, 1)` if `depth` was 0, else to
+//!    `(outer, depth + 1)`; leaving to `(outer, depth - 1)` (the `section`
+//!    module). Only the slot's thread writes it (S1; a guard is not `Send`),
+//!    so both are a `load` and a `store`, no read-modify-write. While a
+//!    section is open the depth stays at least 1 and the outer count stays
+//!    put, so a later value with depth 0 or another outer count was stored
+//!    after that section closed. An outer count that wraps all the way round
+//!    between two reads only makes the writer wait longer.
+//! 2. **I2 (leaving releases).** The enter and leave stores are `Release`,
+//!    and a shared reader's decrement is a `Release` RMW. So the writer's
+//!    `Acquire` read of a value stored after a section closed (I1), or of a
+//!    zero counter, makes the reader's last use of its translation
+//!    happen-before the writer goes on. (The enter store is `Release` too:
+//!    since C++20 a later plain store does not continue the close's release
+//!    sequence, and the value read may be a later enter's.)
+//! 3. **I3 (the reader's `SeqCst` point `R`).** After its enter and before it
+//!    reads the stream's generation, the IOTLB or the tables, a reader has a
+//!    point `R` in the `SeqCst` order: a shared counter's `fetch_add(SeqCst)`;
+//!    on an exclusive slot whose region is flagged (I7), the section word
+//!    stored again with a `SeqCst` swap (or a `SeqCst` fence, I8); on an
+//!    unflagged exclusive slot, none of its own: the writer's process-wide
+//!    barrier stands in (I8). It then loads the generation with `SeqCst` (G4).
+//! 4. **I4 (the writer's fence `F` and scan).** The writer issues
+//!    `fence(SeqCst)` `F`; then, under the writer mutex (one synchronizer at a
+//!    time), reads each exclusive word below the high-water mark (I6) once,
+//!    `Acquire`, and for each `seen` with a section open waits until a later
+//!    `Acquire` read shows it closed (I1); then waits until the shared
+//!    counters read zero (`Acquire`).
+//! 5. **I5 (safety: the bump or the scan).** Take a fenced reader's `R`. If
+//!    `F` precedes `R`, the reader's `SeqCst` generation load sees the bump,
+//!    which is sequenced before `F` (a `SeqCst` load that reads an older
+//!    value than a store is ordered before every `SeqCst` fence that store
+//!    happens before: C++20 \[atomics.order\] 4.2, so the bump need not be
+//!    an RMW), and through the bump's `Release` the cleared PTEs: it ignores
+//!    older IOTLB entries and walks the new tables. If `R` precedes `F`, the
+//!    scan's read after `F` returns the reader's enter (or increment) or a
+//!    later value (coherence, and the fence-to-fence rule of the `SeqCst`
+//!    order), and the writer waits until I2 orders the reader's last use
+//!    before it. A zero shared counter is a reader's own decrement (each
+//!    reader adds one and later subtracts one). So no reader uses a
+//!    translation cleared before `synchronize` began.
+//! 6. **I6 (high-water mark).** A slot's first entry raises `high`
+//!    (`fetch_max`, then `fence(SeqCst)`) before its enter store; the writer
+//!    scans only below the `high` it loads (`SeqCst`) after `F`: either that
+//!    load sees the raise, or the reader's fence follows `F` and the reader
+//!    sees the bump (I5). While `high` is 0 (only shared readers, which always
+//!    fence) the scan is two loads, so the writer does it right after `F`,
+//!    without the mutex, the barrier or the burst state, and returns if both
+//!    counters read zero.
+//! 7. **I7 (fence flags).** Per stream, one bit per IOVA region (the regions
+//!    of the generations, `crate::types::region_bit`) says its readers must
+//!    fence, and one `flagged` bit says some bit may be set. Both are set
+//!    only under the writer mutex, with `SeqCst` stores, by a call that
+//!    names the region (or a wider one, see "Bursts"), *before* its scan;
+//!    and whenever that sets a bit the current burst's last process-wide
+//!    barrier (the crate's `barrier` module, B1) did not *cover* (set before
+//!    it), the call issues a new barrier before it scans. `flagged` is set before a burst's first barrier and cleared
+//!    after its end cleared the bits (I10), so reading it clear says no bit
+//!    is set.
+//! 8. **I8 (unfenced readers).** A reader on an exclusive slot stores its
+//!    enter with a plain store and a compiler fence, then loads `flagged` and,
+//!    only if set, its stream's flags (both `Acquire`); if its region's bit is
+//!    set, it fences (I3). A reader that saw the bit clear has a barrier
+//!    point `M` forced by the writer's process-wide barrier: if its flag load
+//!    came before `M`, so did its enter store, which the scan (after the
+//!    barrier returned) therefore sees; if after `M`, it saw the bit set
+//!    (stored before the barrier) and fenced. A DMA that goes on into more
+//!    regions loads their flags again, after its enter and before it reads
+//!    anything of them, and fences if a bit is set ([`InFlight::fence_for`]).
+//! 9. **I9 (named regions).** A reader of a region the call did not name may
+//!    enter unfenced during a burst and be missed by the scan. That is safe
+//!    because the caller names every region in which a DMA may read what it
+//!    changed or frees: a strict unmap (the mapper's `Kernel::invalidate`)
+//!    names its range's regions in its stream (a leaf table lies within one
+//!    region); every region of its stream when it retires a table above a
+//!    leaf (which spans many) or when another TTBR of the stream reaches the
+//!    changed tables; every region of each other stream whose TTBR reaches
+//!    them; and every region of each stream whose TTBR or configuration
+//!    changed since the last invalidation (its DMA in flight may still walk
+//!    the old tables, at any IOVA). A flush and [`InFlight::synchronize`] name
+//!    every region of the streams they cover. (A large DMA may prefetch a
+//!    leaf PTE's line before it enters: a prefetch reads nothing;
+//!    `crate::translate::walk_cache`, "Touches".)
+//! 10. **I10 (a burst's end).** A burst ends by clearing every bit it set,
+//!     then `flagged`, with `Release` stores, under the writer mutex (so no
+//!     call is between its flagging and its scan). A reader's `Acquire` load
+//!     of a cleared bit thus sees the burst's bumps and cleared PTEs, and no
+//!     load of its DMA is performed before it. Without the process-wide
+//!     barrier (not Linux, refused, or under loom) every bit is set for good
+//!     and every exclusive reader fences. The writer skips the barrier and
+//!     the flags while `high` is 0 (no unfenced reader exists).
+//! 11. **I11 (liveness).** The phase flips exist for liveness only: I5 needs
+//!     one scan after `F` that reads zero on every counter a reader may have
+//!     incremented, whatever phase it loaded, so the writer does not flip
+//!     when both counters read zero. Otherwise it flips twice, waiting each
+//!     time for the old phase to drain (a reader that loaded the old phase
+//!     but increments late is covered by the second flip); new readers enter
+//!     the current phase, and new sections on a slot change its outer count,
+//!     so the wait is bounded by the DMA in flight at its read, never by the
+//!     arrival rate. Its reads of a section word are spaced out
+//!     (`wait_for_section`): each one pulls the line of a thread doing DMA.
 //!
-//! Why a reader can never use a translation cleared before `synchronize`
-//! began: take the `SeqCst` total order and the reader's `SeqCst` point `R`
-//! (its RMW, or its fence after a plain store). If `F` precedes `R`, the
-//! reader's `SeqCst` load of the stream generation, after `R`, sees the bump
-//! (see "Idle writers" for why a plain `SeqCst` store of the bump suffices)
-//! and, through its `Release`, the cleared PTEs: it ignores older IOTLB
-//! entries and walks the new tables. If `R` precedes `F`, the writer's read
-//! of the word, after `F`, returns the reader's enter store or a later one
-//! (coherence, and the fence-to-fence rule of the `SeqCst` order). Within
-//! that section, depth stays at least 1 and the outer count stays put; so a
-//! later value with depth 0 or another outer count was stored after the
-//! section closed, by a `Release` store of the same thread sequenced after
-//! the close, and the writer's `Acquire` read of it makes the reader's last
-//! use of the translation happen-before the writer goes on. (The enter
-//! store is `Release` for this reason: since C++20 a later plain store does
-//! not continue the close's release sequence.) An outer count that wraps
-//! all the way round between two reads only makes the writer wait longer.
-//! A reader on the shared counters is the SRCU case: counted if its
-//! increment precedes the scan, and a reader that loaded the old phase but
-//! increments late is covered by the second flip.
+//! # Bursts, and which regions they flag
 //!
-//! The writer's wait is bounded by the sections open at its read, never by
-//! the arrival rate: new sections on a slot change its outer count. Its reads
-//! are spaced out (`wait_for_section`), because each one pulls the line of
-//! a thread that is doing DMA.
+//! Policy only: which readers fence, and for how long. Every call still
+//! flags what it names before its scan, with a barrier when that sets an
+//! uncovered bit (I7), which is all the argument needs.
 //!
-//! # Unfenced readers (asymmetric fences), region by region
-//!
-//! The `SeqCst` RMW is the one costly instruction on the read side
-//! (a `lock`-prefixed RMW). Readers on exclusive slots skip it
-//! unless an unmap may have changed what they are about to read. The
-//! tracker keeps *fence flags* per stream, one bit per IOVA region (the
-//! regions of the IOTLB generations, `crate::types::region_bit`), and
-//! one `flagged` bit that is set while any of them may be. A reader
-//! enters for the region of its first byte: it opens its section with a
-//! plain `load` + `store` and a compiler fence, then loads `flagged` and,
-//! only if that is set, its stream's flags (both `Acquire`); if its
-//! region's bit is set, it stores the same word again with a `SeqCst`
-//! swap, its `SeqCst` point (on x86-64 a `lock xchg`, cheaper than an
-//! `mfence`). (`flagged` is set before a burst's first barrier and
-//! cleared after its end cleared the bits, so reading it clear says no
-//! bit is set; outside bursts an entry loads that one flag, and the
-//! region's mask is not even worked out; the flag is checked once, after
-//! the store, not also before it to choose between a store and a swap.) (`Acquire`, not
-//! `Relaxed`, so that a bit a burst's end cleared with `Release` brings the burst's bumps and
-//! cleared PTEs with it, and the DMA's loads cannot be performed before
-//! it on a weakly ordered machine; on x86-64 both are a plain load.) A
-//! DMA that goes on into more regions
-//! loads the flags again, after its section store and before it reads
-//! anything of them, and fences if any of their bits is set
-//! ([`InFlight::fence_for`]).
-//!
-//! The writer pays instead (the crate's `barrier` module, `membarrier(2)`).
-//! [`InFlight::synchronize_regions`] is told which regions of which
-//! streams the invalidation changed. Under the writer mutex it sets their
-//! bits (`SeqCst`), and if any of them was not yet *covered* (set before
-//! the current burst's last process-wide barrier) it issues the barrier
-//! before it scans. Later calls of the same burst skip the barrier for
-//! covered regions, because every reader of a covered region that entered
-//! after the barrier either saw its bit and fenced, or is covered as
-//! follows. Take a reader that saw the bit clear, and its barrier point
-//! `M` forced by the writer's process-wide barrier:
-//!
-//! - if its flag load (after its enter store) came before `M`, so did
-//!   its enter store,
-//!   which the writer's scan (after the barrier returned) therefore sees;
-//! - if it came after `M`, it saw the bit set (stored before the barrier)
-//!   and fenced, so it is an ordinary fenced reader for later scans, and
-//!   for this scan its loads after `M` already see the cleared PTEs.
-//!
-//! A reader of a region the call did not name may enter unfenced even in
-//! a burst, and the scan may miss it: that is safe because the caller
-//! names every region in which a DMA may read what it changed or frees.
-//! A strict unmap (the mapper's `Kernel::invalidate`) names the regions of
-//! its range for its stream (a leaf table lies within one region); every
-//! region of its stream when it retires a table above a leaf (which spans
-//! many, and a reader of any may be walking through it) or when another
-//! TTBR of the stream reaches the tables it changed (the same tables at
-//! other IOVAs); every region of each other stream whose TTBR reaches
-//! them; and every region of each stream whose TTBR or configuration
-//! changed since the last invalidation (a DMA of it in flight may still
-//! walk the tables it named before, at any IOVA). A flush and
-//! [`InFlight::synchronize`] name every region of the streams they
-//! cover. So a reader of a region that is not named reads no PTE, IOTLB
-//! entry or table the invalidation changed, and no frame it frees (a
-//! frame mapped there too is still mapped). (A large DMA may prefetch a
-//! leaf PTE's line before it enters, from its walk-cache row, whatever
-//! the generation: a prefetch reads nothing, and the DMA then enters and
-//! walks as every reader does; `crate::translate::walk_cache`, "Touches".)
-//!
-//! Bits are set only under the writer mutex, so a burst's end cannot
-//! clear a bit between its setting and the barrier that covers it. A burst
-//! ends (the writer clears every bit it set, `Release`) when a
-//! `synchronize` finishes more than [`BURST`] after the burst began; the
-//! next one starts a new burst with a new barrier. Reading the clock costs
-//! about as much as an idle `synchronize`, so a burst reads it at its
-//! second call and then only when the calls so far say its end may be
-//! near: after a check that leaves `t` of the burst for calls `d` apart,
-//! the next `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip it. At a steady
-//! rate a burst still ends at the first call past [`BURST`]; calls that
-//! slow down or stop can keep it on for at most [`MAX_UNTIMED`] more
-//! calls, which only makes readers fence longer. When unmaps stop
-//! altogether no call comes to end the burst, so fenced readers end it
-//! too: every [`FENCED_CHECK`]th fenced entry of a thread with a slot
-//! tries the writer mutex and, if no `synchronize` holds it and the burst
-//! began more than [`BURST`] ago, clears the bits exactly as a
-//! `synchronize` ending the burst would (under the mutex, so no
-//! `synchronize` is between its flagging and its scan). So a steady stream
-//! of unmaps costs one process-wide barrier per [`BURST`] (two in the
-//! bursts whose prediction fails, below), fenced readers of the regions
-//! it flags meanwhile, and nothing to the readers of other regions. If the
-//! process-wide barrier is unavailable (not Linux, refused, or under loom)
-//! every bit is set for good and every reader fences. The writer skips the
-//! barrier and the flags altogether while no exclusive slot has ever
-//! entered (high-water mark 0).
-//!
-//! # Which regions a burst flags
-//!
-//! Flagging only what each call names would cost a barrier for every
-//! region or stream a burst reaches after its first call, many times the
-//! barriers of one flag for everything when unmaps spread over streams and
-//! regions. Flagging everything would make every reader fence while any
-//! unmap goes on, though most DMA never reads what the unmaps change. So a burst flags a
-//! *prediction*, and widens when the prediction fails:
-//!
-//! - A burst starts (its first call, and its barrier) by flagging what
-//!   that call names and what the previous burst's calls named. Unmaps
-//!   that stay in a few regions, burst after burst, thus pay one barrier
-//!   per burst and fence only the readers of those regions.
-//! - A later call that names a region the burst has not flagged flags
-//!   every region of every stream, with a second barrier, so that no
-//!   further call of the burst needs one; and the next [`WIDE_BURSTS`]
-//!   bursts start with everything flagged (one barrier each), before a
-//!   burst tries a prediction again. Unmaps that wander cost about one
-//!   barrier per burst, as one flag for everything did.
-//!
-//! The policy only decides which readers fence; every call still flags
-//! what it names before its scan, with a barrier whenever that sets a bit
-//! the burst's last barrier did not cover, which is all the argument above
-//! needs.
-//!
-//! # Idle writers
-//!
-//! The shared counters' phase flips exist for liveness only: safety needs
-//! just one scan, after the writer's `fence(SeqCst)` `F`, that sees every
-//! counter a reader may have incremented read zero, whatever phase that
-//! reader loaded. Take a fenced reader (its increment is a `SeqCst` RMW, or
-//! a plain store followed by a `SeqCst` fence) and its `SeqCst` point `R`.
-//! If `R` precedes `F` in the `SeqCst` order, the scan's load of its
-//! counter, sequenced after `F`, returns the increment or a later value; a
-//! zero is then the reader's own decrement (each reader adds one and later
-//! subtracts one, so a zero count means every increment before it has been
-//! undone), and that `Release` decrement read by the `Acquire` scan orders
-//! the reader's last use of its translation before the writer goes on. If
-//! `F` precedes `R`, the reader's `SeqCst` load of the stream generation
-//! comes after `F`, so it sees the bump, sequenced before `F` (a `SeqCst`
-//! load that reads an older value than a store is ordered before every
-//! `SeqCst` fence that store happens before: C++20 \[atomics.order\] 4.2;
-//! so the bump need not be an RMW), and, through its `Release`, the
-//! cleared PTEs. Unfenced readers of the regions a call names are covered
-//! by the process-wide barrier, so the scans run after the barrier, and
-//! those of other regions read nothing the call changed ("Unfenced
-//! readers" above). Hence
-//! `synchronize` does not flip when both shared counters read zero.
-//!
-//! While the high-water mark reads 0 (no exclusive slot has ever entered:
-//! only shared-counter readers, which always fence), that scan is two loads
-//! and needs neither the barrier nor the burst state, so `synchronize` does
-//! it before taking the mutex and returns at once if both counters read
-//! zero. A reader whose slot raises the mark after the writer's load of it
-//! is covered by the mark's argument (its `SeqCst` fence follows `F`). A
-//! concurrent flipping synchronizer changes only which phase new readers
-//! enter, and the idle scan reads both.
-//!
-//! New readers on the shared counters always enter the current phase, so
-//! the old phase drains as soon as the DMAs in it finish: the writer's wait
-//! is bounded by the longest DMA in flight, never by the arrival rate.
+//! - A burst begins with a call's barrier and ends (I10) when a
+//!   `synchronize` finishes more than [`BURST`] after it began. A burst
+//!   reads the clock at its second call and then only when the calls so far
+//!   say its end may be near: after a check that leaves `t` of the burst for
+//!   calls `d` apart, the next `min(t / 2d, `[`MAX_UNTIMED`]`)` calls skip
+//!   it. Calls that slow down or stop keep it on for at most
+//!   [`MAX_UNTIMED`] more calls, which only makes readers fence longer.
+//! - When unmaps stop, fenced readers end the burst: every
+//!   [`FENCED_CHECK`]th fenced entry of a thread with a slot tries the writer
+//!   mutex and, if no `synchronize` holds it and the burst began more than
+//!   [`BURST`] ago, ends it as a `synchronize` would (I10).
+//! - A burst starts by flagging what its first call names and what the
+//!   previous burst's calls named (the *prediction*): unmaps that stay in a
+//!   few regions pay one barrier per burst and fence only those regions'
+//!   readers. A later call that names a region the burst has not flagged
+//!   flags every region of every stream, with a second barrier, so that no
+//!   further call of the burst needs one; and the next [`WIDE_BURSTS`] bursts
+//!   start with everything flagged (one barrier each) before a burst tries a
+//!   prediction again.
 //!
 //! crossbeam-epoch pins are the other way to do this, but it offers no
 //! blocking "wait for a grace period" call; this scheme gives one with two
-//! plain stores to a thread's own line per DMA outside the regions an unmap burst changes, and can
-//! be modelled by loom (whose models enter on given slots, see
-//! `InFlight::enter_as`).
+//! plain stores to a thread's own line per DMA outside the regions an unmap
+//! burst changes, and can be modelled by loom (whose models enter on given
+//! slots, see `InFlight::enter_as`).
 
 use crate::sync::slot::{self, EXCLUSIVE};
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -317,12 +244,12 @@ pub struct InFlight {
     fenced: [AtomicU64; MAX_STREAMS],
     /// Whether any bit of `fenced` may be set: from before a burst's first
     /// barrier until after its end cleared them (and for good without the
-    /// barrier). Readers load it first, so that outside bursts an entry
-    /// reads this one flag, as it did before the flags went by region.
+    /// barrier; I7, I10). Readers load it first, so that outside bursts an
+    /// entry reads this one flag.
     flagged: CachePadded<AtomicBool>,
     /// The current burst, if any (writer only, under the mutex). On a line
     /// of its own: every `synchronize` writes it, and readers load
-    /// `sections` on every entry, so sharing a line made the first DMA
+    /// `sections` on every entry, so a shared line would make the first DMA
     /// entry after each `synchronize` miss.
     writer: CachePadded<Mutex<Writer>>,
     /// Tests: the `regions` of every `synchronize_regions` call, in order.
@@ -349,7 +276,7 @@ pub const ALL_STREAMS: [u64; 4] = [u64::MAX; 4];
 pub(crate) type SynchronizeCall = ([u64; 4], Option<(u32, u64)>);
 
 /// Bursts in a row that start wide (every region of every stream flagged)
-/// after a burst had to widen (see "Which regions a burst flags").
+/// after a burst had to widen (see "Bursts, and which regions they flag").
 pub const WIDE_BURSTS: u32 = 8;
 
 /// The writer's state (under the writer mutex).
@@ -469,9 +396,14 @@ impl Drop for DmaGuard<'_> {
     fn drop(&mut self) {
         let counter = self.counter;
         if (self.lane as usize) < SHARED {
-            // This thread is the only writer of its section word.
+            // (I1) This thread is the only writer of its section word: a
+            // `Relaxed` load of its own last store. (I2) `Release`: a writer
+            // that reads this value or a later one sees the section's
+            // accesses done.
             counter.store(section::left(counter.load(Ordering::Relaxed)), Ordering::Release);
         } else {
+            // (I2) `Release`: the scan's `Acquire` read of the zero this
+            // leads to orders this reader's accesses before the writer goes on.
             counter.fetch_sub(1, Ordering::Release);
         }
     }
@@ -486,6 +418,7 @@ impl Default for InFlight {
 impl InFlight {
     /// A tracker with no DMA in flight.
     pub fn new() -> InFlight {
+        // (I10, B2) No process-wide barrier: every bit set for good.
         let for_good = !crate::sync::barrier::available();
         InFlight {
             phase: CachePadded::new(AtomicUsize::new(0)),
@@ -554,15 +487,18 @@ impl InFlight {
 
     /// Before a DMA that entered goes on into the IOVA regions `regions` of
     /// stream `sid` (beyond those it entered for): fences if a burst
-    /// flagged any of them, as an entry for them would have (see
-    /// "Unfenced readers"). The caller holds the guard from
+    /// flagged any of them, as an entry for them would have (I8). The
+    /// caller holds the guard from
     /// [`InFlight::enter`]; its section store comes before this load.
     #[inline]
     pub fn fence_for(&self, sid: u32, regions: u64) {
-        // `Acquire`, as an entry's load of the flags after its store.
+        // (I8) After the section store, before anything of `regions` is
+        // read. (I10) `Acquire`, as an entry's load of the flags: a bit a
+        // burst's end cleared brings that burst's bumps and cleared PTEs.
         if self.flags(sid).load(Ordering::Acquire) & regions != 0 {
             #[cfg(all(test, not(loom)))]
             FENCES_FOR.with(|n| n.set(n.get() + 1));
+            // (I3) This reader's `SeqCst` point for the flagged regions.
             fence(Ordering::SeqCst);
         }
     }
@@ -572,30 +508,35 @@ impl InFlight {
     /// any region).
     #[inline]
     fn enter_exclusive(&self, i: usize, sid: u32, regions: impl FnOnce() -> u64) -> DmaGuard<'_> {
+        // (I6) `Relaxed`: this thread's own raise (or a larger one) is
+        // already visible to it; only a first entry raises, with a fence.
         if i >= self.high.load(Ordering::Relaxed) {
             self.raise_high(i);
         }
         let word = &self.sections[i];
-        // This thread is the word's only writer. The store is `Release`
-        // (and a fenced entry's `SeqCst` swap stores the same value again),
-        // so that a writer that reads a new outer count from it also sees
-        // everything the thread did in its sections before (see "Protocol"
-        // in the module docs).
+        // (I1) This thread is the word's only writer: load and store, no
+        // RMW. (I2) `Release` (a fenced entry's `SeqCst` swap stores the
+        // same value again), so that a writer that reads a later value sees
+        // everything the thread did in its sections before.
         let next = section::entered(word.load(Ordering::Relaxed));
         word.store(next, Ordering::Release);
+        // (I8) The flag loads below stay after the enter store in program
+        // order; the writer's process-wide barrier orders them in hardware.
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        // `Acquire` (a plain load on x86-64, `ldar` on AArch64): a flag
-        // a burst's end cleared (`Release`) makes this reader see every
-        // generation bump and cleared PTE of that burst, and no load of
-        // the DMA that follows can be performed before this one.
+        // (I8) `flagged` first, the stream's flags only if it is set (I7).
+        // (I10) `Acquire` (a plain load on x86-64, `ldar` on AArch64): a
+        // flag a burst's end cleared (`Release`) makes this reader see every
+        // generation bump and cleared PTE of that burst, and no load of the
+        // DMA that follows can be performed before this one.
         if self.flagged.load(Ordering::Acquire) && self.flags(sid).load(Ordering::Acquire) & regions() != 0 {
+            // (I3) A flagged region: this reader takes its own `SeqCst` point.
             self.fence_entry(word, next);
         }
         DmaGuard { counter: word, lane: i as u32, _not_send: PhantomData }
     }
 
-    /// The fenced end of an entry whose region a burst flagged (see
-    /// "Unfenced readers"): the section word, already stored, is stored
+    /// The fenced end of an entry whose region a burst flagged (I3, I8):
+    /// the section word, already stored, is stored
     /// again with a `SeqCst` swap, the reader's `SeqCst` point (on x86-64
     /// a `lock xchg`, cheaper than the `mfence` of a `SeqCst` fence); and
     /// every [`FENCED_CHECK`]th such entry of the thread may end a stale
@@ -603,6 +544,8 @@ impl InFlight {
     #[cold]
     #[inline(never)]
     fn fence_entry(&self, word: &AtomicU64, next: u64) {
+        // (I3) The reader's `SeqCst` point `R`, storing the value its enter
+        // store already wrote (I1: only this thread writes the word).
         word.swap(next, Ordering::SeqCst);
         #[cfg(not(loom))]
         {
@@ -614,8 +557,8 @@ impl InFlight {
                 self.end_stale_burst();
             }
         }
-        // loom treats `SeqCst` loads as `Acquire`, so the `SeqCst` load
-        // of the stream generation that follows is modelled by this
+        // (I3, G4) loom treats `SeqCst` loads as `Acquire`, so the `SeqCst`
+        // load of the stream generation that follows is modelled by this
         // fence (loom only: the real build needs no fence).
         #[cfg(loom)]
         fence(Ordering::SeqCst);
@@ -624,18 +567,21 @@ impl InFlight {
     /// Enters on the shared counter of the current phase.
     #[inline]
     fn enter_shared(&self) -> DmaGuard<'_> {
+        // (I11) `Relaxed`: either phase is safe (I5 scans both counters'
+        // increments); a stale phase only costs the writer its second flip.
         let p = self.phase.load(Ordering::Relaxed) & 1;
         let counter = &self.shared[p];
+        // (I3) The shared reader's `SeqCst` point `R`.
         counter.fetch_add(1, Ordering::SeqCst);
-        // As in `enter_exclusive`: loom's model of the generation's `SeqCst` load.
+        // (I3, G4) As in `fence_entry`: loom's model of the generation's `SeqCst` load.
         #[cfg(loom)]
         fence(Ordering::SeqCst);
         DmaGuard { counter, lane: SHARED as u32, _not_send: PhantomData }
     }
 
     /// A fenced reader's attempt to end a burst that no `synchronize` is
-    /// left to end (see "Unfenced readers"). Not called under loom, whose
-    /// models end bursts through `synchronize` only.
+    /// left to end (see "Bursts"; I10: under the writer mutex). Not called
+    /// under loom, whose models end bursts through `synchronize` only.
     #[cold]
     #[inline(never)]
     #[cfg_attr(loom, allow(dead_code))]
@@ -648,15 +594,19 @@ impl InFlight {
     }
 
     /// Ends the current burst: clears every flag it set (`Release`), under
-    /// the writer mutex (`w`).
+    /// the writer mutex (`w`) (I10).
     fn end_burst(&self, w: &mut Writer) {
         w.burst = None;
         for (flags, covered) in self.fenced.iter().zip(w.covered.iter_mut()) {
             if *covered != 0 {
+                // (I10) `Release`: a reader that loads the cleared bit sees
+                // the burst's bumps and cleared PTEs.
                 flags.store(0, Ordering::Release);
                 *covered = 0;
             }
         }
+        // (I7) Cleared after the bits: reading it clear says none is set.
+        // (I10) `Release`, as the bits.
         self.flagged.store(false, Ordering::Release);
         // What this burst named is the next one's prediction.
         std::mem::swap(&mut w.predicted, &mut w.named);
@@ -665,6 +615,9 @@ impl InFlight {
 
     #[cold]
     fn raise_high(&self, i: usize) {
+        // (I6) The raise, then a `SeqCst` fence before the enter store:
+        // either the writer's load of `high` after `F` sees the raise, or
+        // this fence follows `F` and the reader sees the bump (I5).
         self.high.fetch_max(i + 1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
@@ -681,27 +634,36 @@ impl InFlight {
     /// stream `sid` of `narrowed = Some((sid, regions))`, whose regions
     /// `regions` only (a region mask, `crate::types::region_mask`).
     /// Readers of the other regions and streams are not made to fence
-    /// meanwhile (see "Unfenced readers"): the caller guarantees that
-    /// nothing they may read was changed or freed.
+    /// meanwhile (I8): the caller guarantees that nothing they may read was
+    /// changed or freed (I9).
     pub fn synchronize_regions(&self, streams: &[u64; 4], narrowed: Option<(u32, u64)>) {
         #[cfg(test)]
         self.synchronized.lock().push((*streams, narrowed));
+        // (I4) The writer's fence `F`: after the caller's bumps (G3), before
+        // every load of the scan.
         fence(Ordering::SeqCst);
-        // No exclusive slot has ever entered and nothing is in flight on
-        // the shared counters: done, without the writer mutex, the barrier
-        // or a flip (see "Idle writers" in the module docs).
+        // (I6) No exclusive slot has ever entered and nothing is in flight
+        // on the shared counters: done, without the writer mutex, the
+        // barrier or a flip (I11).
         if self.high.load(Ordering::SeqCst) == 0 && self.shared_idle() {
             return;
         }
+        // (I4) One synchronizer at a time; (I7) flags change only under it.
         let mut w = self.writer.lock();
+        // (I6) The scan's bound, loaded after `F`.
         let high = self.high.load(Ordering::SeqCst).min(EXCLUSIVE);
+        // (I7) Flag what this call names; a bit the burst's last barrier did
+        // not cover needs a barrier (B1) before the scan. (I10) None while
+        // `high` is 0, or for good.
         if high > 0 && !w.for_good && self.flag(&mut w, streams, narrowed) {
+            // (I7, I8) The barrier that covers the bits just set, before the
+            // scan (B1).
             if crate::sync::barrier::process_wide() {
                 if w.burst.is_none() {
                     w.burst = Some(Burst::new());
                 }
             } else {
-                // The kernel refused both barriers although registration
+                // (B3) The kernel refused both barriers although registration
                 // succeeded at construction (say, a seccomp filter installed
                 // since): stay fenced for good rather than trust unfenced
                 // readers. Those that entered unfenced before this call are
@@ -711,6 +673,7 @@ impl InFlight {
                 // left without the barrier.)
                 w.burst = None;
                 w.for_good = true;
+                // (I10) Every bit set for good, `SeqCst` as in `cover` (I7).
                 for flags in self.fenced.iter() {
                     flags.store(ALL_REGIONS, Ordering::SeqCst);
                 }
@@ -719,25 +682,32 @@ impl InFlight {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
-        // Exclusive slots: wait out each section open at this read.
+        // (I4) Exclusive slots: wait out each section open at this read.
         for word in self.sections[..high].iter() {
+            // (I5) After `F` (and after the barrier, I8): the reader's enter
+            // or a later value. (I2) `Acquire`: a closed section's accesses
+            // happen-before what follows.
             let seen = word.load(Ordering::Acquire);
             if section::open(seen) {
                 wait_for_section(word, seen);
             }
         }
-        // The shared counters: nothing in flight in either phase needs no
-        // flip (the flips only keep the wait bounded while readers keep
+        // (I11) The shared counters: nothing in flight in either phase needs
+        // no flip (the flips only keep the wait bounded while readers keep
         // arriving on the same counter).
         if !self.shared_idle() {
             for _ in 0..2 {
+                // (I11) The flip: new readers enter the other phase.
                 let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
                 let mut spins = 0u32;
+                // (I2, I5) `Acquire`: the zero is the readers' own
+                // decrements, and brings their accesses with it.
                 while self.shared[old].load(Ordering::Acquire) != 0 {
                     backoff(&mut spins);
                 }
             }
         }
+        // (I10) After the scan, still under the mutex.
         if w.burst.as_mut().is_some_and(|b| b.finish_call()) {
             self.end_burst(&mut w);
         }
@@ -745,7 +715,7 @@ impl InFlight {
 
     /// Sets the fence flags for what [`InFlight::synchronize_regions`] names
     /// (`SeqCst`, before the process-wide barrier), under the writer mutex
-    /// (`w`), as "Which regions a burst flags" describes: at a burst's
+    /// (`w`), as "Bursts, and which regions they flag" describes (I7): at a burst's
     /// start its prediction too, or everything while bursts start wide;
     /// within a burst, everything once a call names a region the burst has
     /// not flagged. Whether any flag was set that the burst's last
@@ -785,6 +755,7 @@ impl InFlight {
                 self.cover(w, s, ALL_REGIONS);
             }
         }
+        // (I7) `SeqCst`, under the mutex, before the caller's barrier.
         self.flagged.store(true, Ordering::SeqCst);
         true
     }
@@ -794,6 +765,8 @@ impl InFlight {
     fn cover(&self, w: &mut Writer, s: usize, regions: u64) {
         if regions & !w.covered[s] != 0 {
             w.covered[s] |= regions;
+            // (I7) `SeqCst`, under the mutex, before the caller's barrier
+            // that covers it and before its scan.
             self.fenced[s].store(w.covered[s], Ordering::SeqCst);
         }
     }
@@ -803,6 +776,8 @@ impl InFlight {
     /// what the writer does next).
     #[inline]
     fn shared_idle(&self) -> bool {
+        // (I2, I5) Loaded after `F`: every counter a reader may have
+        // incremented, whatever phase it loaded (I11).
         self.shared.iter().all(|c| c.load(Ordering::Acquire) == 0)
     }
 }
@@ -828,14 +803,14 @@ fn wait_for_section(word: &AtomicU64, seen: u64) {
             }
             gap *= 2;
         }
+        // (I1) Closed once depth 0 or another outer count; (I2) `Acquire`.
         if section::closed_since(seen, word.load(Ordering::Acquire)) {
             return;
         }
     }
 }
 
-/// Spins briefly (a DMA in flight is usually a few hundred nanoseconds),
-/// then yields the CPU.
+/// Spins briefly (a DMA in flight is short), then yields the CPU.
 #[inline]
 fn backoff(spins: &mut u32) {
     #[cfg(loom)]

@@ -3,24 +3,31 @@
 //!
 //! # Protocol
 //!
-//! Every thread that does DMA through any DART claims, on its first DMA, a
-//! number in `0..EXCLUSIVE` that no other *live* thread holds. It keeps the
-//! number until it exits, when a thread-local destructor puts it back on the
-//! free list. Data indexed by a slot number (a stripe of counters, an
-//! in-flight counter) therefore has exactly one writer at a time, which may
-//! update it with `load` + `store` (no `lock`-prefixed instruction) while
-//! other threads read it with plain loads.
+//! The code cites these invariants as `(S1)` to `(S4)`.
 //!
-//! *Hand-off.* A number passes from an exiting thread to a new one through
-//! the free list's mutex: the old owner's last stores happen-before its
-//! unlock, which happens-before the new owner's lock, so the new owner's
-//! first `load` sees them and no count is lost across owners.
-//!
-//! *Overflow.* When all `EXCLUSIVE` numbers are taken, [`current`] returns
-//! `None` and callers fall back to a shared slot updated with atomic RMWs:
-//! still exact, just contended. Under loom every thread takes that path (a
-//! loom model exercises the shared protocol; the exclusive one differs only
-//! in having a single writer per slot).
+//! 1. **S1 (one live holder).** Every thread that does DMA through any DART
+//!    claims, on its first DMA, a number in `0..EXCLUSIVE` that no other
+//!    *live* thread holds, and keeps it until it exits. Data indexed by a
+//!    slot number (a stripe of counters, an in-flight section word) thus has
+//!    exactly one writer at a time, which may update it with `load` +
+//!    `store` (no `lock`-prefixed instruction) while other threads read it
+//!    with plain loads.
+//! 2. **S2 (hand-off through the mutex).** An exiting thread's destructor
+//!    first stops its DMA path from using the number (the cached copy
+//!    becomes "none", so later DMA of the thread takes the shared path) and
+//!    then puts the number on the free list under its mutex. The old owner's
+//!    last stores happen-before its unlock, which happens-before the new
+//!    owner's lock, so the new owner's first `load` sees them and no count is
+//!    lost across owners.
+//! 3. **S3 (fresh numbers).** A number that was never used comes from a
+//!    `Relaxed` `fetch_add` on a counter: its atomicity alone makes the
+//!    number unique, and no data is published through it (a new owner of a
+//!    never-used number has no predecessor to see).
+//! 4. **S4 (overflow).** When all `EXCLUSIVE` numbers are taken, [`current`]
+//!    returns `None` and callers fall back to a shared slot updated with
+//!    atomic RMWs: still exact, just contended. Under loom every thread takes
+//!    that path (a loom model exercises the shared protocol; the exclusive
+//!    one differs only in having a single writer per slot).
 
 use parking_lot::Mutex;
 
@@ -42,15 +49,20 @@ struct Claim(Option<usize>);
 impl Claim {
     #[cfg_attr(loom, allow(dead_code))]
     fn new() -> Claim {
+        // (S2) A returned number: the lock orders its old owner's last
+        // stores before this thread's first.
         if let Some(n) = FREE.lock().pop() {
             return Claim(Some(n));
         }
+        // (S3) `Relaxed`: uniqueness is the RMW's, nothing is published.
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n < EXCLUSIVE {
             Claim(Some(n))
         } else {
-            // Keep NEXT from growing without bound (it never wraps in
-            // practice, but be exact): numbers past the end are never used.
+            // (S4) Keep NEXT from growing without bound (it never wraps in
+            // practice, but be exact): numbers past the end are never used,
+            // and NEXT is already at least `EXCLUSIVE`, so no number below
+            // it is handed out twice (S1). `Relaxed`, as S3.
             NEXT.store(EXCLUSIVE, std::sync::atomic::Ordering::Relaxed);
             Claim(None)
         }
@@ -59,8 +71,12 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        // (S2) First the DMA path stops using the number (it takes the
+        // shared path from now on, S4), ...
         #[cfg(not(loom))]
         let _ = CACHED.try_with(|c| c.set(NO_SLOT));
+        // ... then (S2) the number goes back under the lock, after this
+        // thread's last store to the data it indexes.
         if let Some(n) = self.0 {
             FREE.lock().push(n);
         }
@@ -94,6 +110,7 @@ thread_local! {
 #[inline]
 pub(crate) fn current() -> Option<usize> {
     let n = CACHED.with(|c| c.get());
+    // (S1) This thread's own number; (S4) `NO_SLOT`: the shared path.
     if n < EXCLUSIVE {
         Some(n)
     } else if n == UNCLAIMED {

@@ -27,50 +27,55 @@
 //!
 //! Every slot is a *seqlock*: a sequence counter `seq` plus three data words
 //! `key`, `gen` and `value`, all of them atomics so that a racing read is
-//! never a data race (no `unsafe` and no undefined behaviour anywhere). `seq`
-//! is even when the slot is stable and odd while a writer owns it.
+//! never a data race (no `unsafe` and no undefined behaviour anywhere).
+//! Writers are [`Iotlb::insert`], [`Iotlb::fill`] or [`Place::fill`], and
+//! [`Iotlb::invalidate_all`]; readers are [`Iotlb::lookup`] or
+//! [`Place::lookup`] (a [`Place`] is a `(stream, page)`'s key and slot,
+//! found once for a lookup and the fill after its miss). The code cites
+//! these invariants as `(T1)` to `(T6)`.
 //!
-//! **Writers** ([`Iotlb::insert`], [`Iotlb::fill`] or [`Place::fill`], and
-//! [`Iotlb::invalidate_all`]) take the slot
-//! by moving `seq` from an even `s` to `s + 1` with a compare-and-swap
-//! (`Acquire` on success, so the writer sees everything the previous owner
-//! published). Then comes a `Release` fence, the three data stores
-//! (`Relaxed`), and finally `seq = s + 2` with `Release`. `insert` is best
-//! effort: if the slot is already owned (odd `seq`) or the compare-and-swap
-//! loses, the insert is simply dropped. Dropping is always correct for a
-//! cache: the next lookup misses and the caller walks the page tables
-//! again. `invalidate_all` is a slow reset path and instead spins until it
-//! owns each slot.
-//!
-//! **Readers** ([`Iotlb::lookup`] or [`Place::lookup`]; a [`Place`] is a
-//! `(stream, page)`'s key and slot, found once for a lookup and the fill
-//! after its miss) take no lock and do no read-modify-write:
-//!
-//! 1. `s1 = seq.load(Acquire)`; if `s1` is odd, a writer is in the slot:
-//!    report a miss;
-//! 2. load `key`, `gen`, `value` with `Relaxed`;
-//! 3. `fence(Acquire)`;
-//! 4. `s2 = seq.load(Relaxed)`; if `s1 != s2`, report a miss;
-//! 5. hit only if `key` and `gen` equal the requested ones.
-//!
-//! **Why a reader never returns a torn entry.** A torn read is a `(key, gen,
-//! value)` triple mixing words of two different writes, e.g. the key of
-//! translation A with the value of translation B that overwrote it in the
-//! same slot; returning it would hand a device someone else's physical page.
-//! Suppose the reader of step 2 observed any data word written by a writer
-//! `W` that took the slot from `t` to `t + 1`. `W`'s `Release` fence
-//! precedes that data store, and the reader's `Acquire` fence (step 3)
-//! follows the load that read it, so the fences synchronize: `W`'s
-//! `seq = t + 1` happens-before the reader's step 4, which therefore reads
-//! `t + 1` or later. If step 1 had read a value `s1 <= t` (the slot before
-//! `W`), then `s2 > s1` and the read is discarded. Otherwise step 1 read
-//! `s1 >= t + 2` through an `Acquire` load of a `Release` store, so every data
-//! store of `W` and of all earlier writers happens-before step 2, and the
-//! data loads return the words of the writer that stored `s1` or of a later
-//! one; a later one would again make `s2 != s1`. Hence when `s1 == s2` is
-//! even, all three words come from the single write that published `s1`:
-//! the triple is exactly one writer's entry. The counter is 64 bits wide, so
-//! it cannot wrap around to a previously read value.
+//! 1. **T1 (ownership).** `seq` is even while the slot is stable and odd
+//!    while a writer owns it. A writer takes the slot by moving `seq` from an
+//!    even `s` to `s + 1` with a compare-and-swap (`Acquire` on success: it
+//!    sees everything the previous owner published); only the owner stores
+//!    the data words, and it releases the slot with `seq = s + 2`
+//!    (`Release`). The counter is 64 bits wide and never wraps round to a
+//!    value a reader read before.
+//! 2. **T2 (the writer fences before its data).** After taking the slot and
+//!    before its data stores (`Relaxed`), the writer issues a `Release`
+//!    fence: a reader whose load returns one of its data stores synchronizes
+//!    with it through the reader's `Acquire` fence (T3), so that reader's
+//!    second load of `seq` returns `s + 1` or later.
+//! 3. **T3 (the reader).** No lock and no read-modify-write:
+//!    `s1 = seq.load(Acquire)`, a miss if odd; load `key`, `gen`, `value`
+//!    (`Relaxed`); `fence(Acquire)`; `s2 = seq.load(Relaxed)`, a miss if
+//!    `s1 != s2`; a hit only if `key` and `gen` equal the requested ones.
+//! 4. **T4 (no torn entry).** A torn read mixes words of two writes (the key
+//!    of translation A with the value of B that overwrote it), which would
+//!    hand a device someone else's page. Suppose the reader loaded any word
+//!    of a writer `W` that took the slot from `t` to `t + 1`. By T2 its `s2`
+//!    is at least `t + 1`. If its `s1 <= t` (the slot before `W`), then
+//!    `s2 != s1` and the read is discarded. Otherwise `s1 >= t + 2` was read
+//!    by an `Acquire` load of a `Release` store (T1), so every data store of
+//!    `W` and of all earlier writers happens-before its data loads, which
+//!    return the words of the writer that stored `s1` or of a later one; a
+//!    later one would again make `s2 != s1`. So when `s1 == s2` is even, all
+//!    three words are the one write that published `s1`.
+//! 5. **T5 (dropping a write is correct).** `insert` and `fill` are best
+//!    effort: if the slot is owned (odd `seq`) or the compare-and-swap loses,
+//!    the write is dropped, and the next lookup misses and walks again.
+//!    `invalidate_all`, a slow reset, spins until it owns each slot. The fill
+//!    policy's unlocked loads of a slot's key and generation are hints that
+//!    only choose which entry stays cached.
+//! 6. **T6 (freshness is the caller's).** The IOTLB never looks for entries
+//!    to invalidate (apart from the `invalidate_all` reset). The DART keeps a
+//!    generation per stream and group of IOVA regions (`translate::stream`,
+//!    G3), reads the current one of the page's region *before* its lookup and
+//!    walk, and passes it to both: an entry tagged with an older generation is
+//!    dead (no lookup matches it, and it is eventually overwritten), so an
+//!    invalidation bumps generations, and a thread that walked under `g` and
+//!    fills after the region moved to `g + 1` installs an entry that can
+//!    never be hit.
 //!
 //! # Fill policy
 //!
@@ -81,20 +86,6 @@
 //! slot-lock compare-and-swap that bounces between cores. Empty slots and
 //! dead entries are always taken. The policy only decides which entry stays
 //! cached; the protocol above is the same for every writer.
-//!
-//! # Freshness is the caller's job
-//!
-//! The IOTLB never looks for entries to invalidate (apart from the
-//! [`Iotlb::invalidate_all`] reset). The DART keeps generation counters per
-//! stream (one per group of 32 MiB IOVA regions, in `dart/src/stream.rs`) and
-//! passes the *current* one of the page's region to every lookup;
-//! invalidating a stream means bumping all its generations, invalidating a
-//! range bumping those of its regions. An entry whose generation is older
-//! than its region's current generation is dead: no
-//! lookup will ever match it, and it is eventually overwritten. This also
-//! makes racing inserts harmless: a thread that walked the tables under
-//! generation `g` and inserts after the stream moved to `g + 1` installs an
-//! entry that can never be hit.
 
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -206,15 +197,23 @@ impl Slot {
     /// slot or wrote it during the read.
     #[inline]
     fn read(&self) -> Option<(u64, u64, u64)> {
+        // (T3, T4) `Acquire`: pairs with the `Release` of `unlock`, so the
+        // data of the write that published `s1` (and every earlier one) is
+        // visible. (T1) Odd: a writer owns the slot.
         let s1 = self.seq.load(Ordering::Acquire);
         if s1 & 1 != 0 {
             return None;
         }
+        // (T3) `Relaxed`: checked by `s2` below, never trusted alone.
         let key = self.key.load(Ordering::Relaxed);
         let gen = self.gen.load(Ordering::Relaxed);
         let value = self.value.load(Ordering::Relaxed);
+        // (T2, T4) Pairs with the writer's `Release` fence in `try_lock`: if
+        // a load above returned a later writer's word, `s2` sees its `seq`.
         fence(Ordering::Acquire);
+        // (T3) `Relaxed`: the fence above orders it after the data loads.
         let s2 = self.seq.load(Ordering::Relaxed);
+        // (T4) Equal (and even): all three words are one write's.
         if s1 != s2 {
             return None;
         }
@@ -226,11 +225,17 @@ impl Slot {
     /// anything, if another writer owns the slot or wins the race for it.
     #[inline]
     fn try_lock(&self) -> Option<u64> {
+        // (T5) `Relaxed`: only a hint; the compare-and-swap decides.
         let s = self.seq.load(Ordering::Relaxed);
         if s & 1 != 0 {
             return None;
         }
+        // (T1) Even `s` to odd `s + 1`: this writer owns the slot. `Acquire`
+        // on success: the previous owner's stores happen-before ours. (T5) A
+        // lost race drops the write.
         self.seq.compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        // (T2) Before the data stores: a reader that sees one of them sees
+        // `seq` odd or past it at its second load.
         fence(Ordering::Release);
         Some(s)
     }
@@ -253,6 +258,8 @@ impl Slot {
         let Some(s) = self.try_lock() else {
             return;
         };
+        // (T1, T2) The owner's data stores: `Relaxed`, ordered after the
+        // `Release` fence of `try_lock`, published by `unlock`.
         self.key.store(key, Ordering::Relaxed);
         self.gen.store(gen, Ordering::Relaxed);
         self.value.store(value, Ordering::Relaxed);
@@ -263,6 +270,8 @@ impl Slot {
     /// stores made since.
     #[inline]
     fn unlock(&self, s: u64) {
+        // (T1) Even again, `Release`: publishes the data stores to a reader
+        // whose `Acquire` load of `seq` returns `s + 2` (T4).
         self.seq.store(s + 2, Ordering::Release);
     }
 }
@@ -409,6 +418,8 @@ impl Iotlb {
     /// slot; O(capacity).
     pub fn invalidate_all(&self) {
         for slot in self.slots.iter() {
+            // (T5) Spins until it owns the slot (T1); the store is published
+            // by `unlock`, as `put`'s.
             let s = slot.lock();
             let key = slot.key.load(Ordering::Relaxed);
             slot.key.store(key & !KEY_VALID, Ordering::Relaxed);
@@ -445,6 +456,8 @@ impl Place<'_> {
     /// [`Iotlb::lookup`] of this place.
     #[inline]
     pub fn lookup(self, gen: u64) -> Option<u64> {
+        // (T3, T4) One write's entry; (T6) a hit only under `gen`, the
+        // region's current generation.
         let (key, entry_gen, value) = self.slot.read()?;
         (key == self.key && entry_gen == gen).then_some(value)
     }
@@ -453,6 +466,7 @@ impl Place<'_> {
     #[inline]
     pub fn fill(self, gen: u64, value: u64, live: impl FnOnce(u32, u64, u64) -> bool) {
         let (slot, key) = (self.slot, self.key);
+        // (T5) Unlocked `Relaxed` hints for the policy; `put` takes the slot.
         let occupant = slot.key.load(Ordering::Relaxed);
         if let Some((other_stream, other_page)) = unpack_key(occupant) {
             if occupant != key && live(other_stream, other_page, slot.gen.load(Ordering::Relaxed)) && !eviction_turn() {

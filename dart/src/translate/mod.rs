@@ -256,6 +256,7 @@ impl Translator {
             return None;
         }
         let page = iova >> self.page_shift;
+        // (G4, T6) After the in-flight entry, before the lookup and walk.
         let gen = st.gen(iova);
         let place = self.iotlb.place(sid, page)?;
         let v = match place.lookup(gen) {
@@ -287,6 +288,8 @@ impl Translator {
     ) -> (crate::sync::inflight::DmaGuard<'_>, Option<Span>) {
         match crate::sync::slot::held() {
             Some(lane) => {
+                // (I3 of `crate::sync::inflight`) Entered before `fast` reads
+                // the generation, the IOTLB or the tables.
                 let guard = self.inflight.enter_exclusive_at(lane, sid, iova);
                 let hit = self.fast(st, sid, iova, len, dir, lane);
                 (guard, hit)
@@ -359,6 +362,7 @@ impl Translator {
             let page = cur >> self.page_shift;
             let off = cur & (page_size - 1);
             let n = (page_size - off).min(end - cur);
+            // (G4, T6) As on the fast path: inside the DMA's section.
             let gen = st.gen(cur);
             // As on the fast path: the slot is found once, for the lookup
             // and the fill after a miss (none for a page the IOTLB cannot
@@ -533,6 +537,7 @@ impl Translator {
     fn fence_beyond_first_region(&self, sid: u32, iova: u64, len: u64) {
         let beyond = crate::types::region_mask(iova, len) & !crate::types::region_bit(iova);
         if beyond != 0 {
+            // (I8 of `crate::sync::inflight`) Before anything of `beyond` is read.
             self.inflight.fence_for(sid, beyond);
         }
     }

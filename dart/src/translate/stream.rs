@@ -5,6 +5,38 @@
 //! API and the MMIO register file (which encodes it per variant) both read
 //! and write these atomics. Writers (configuration calls, register writes)
 //! hold the DART's mapper lock; readers (the DMA path) load without a lock.
+//!
+//! # Protocol
+//!
+//! The code cites these invariants as `(G1)` to `(G5)`; `I`n are those of
+//! `crate::sync::inflight`.
+//!
+//! 1. **G1 (one writer).** Every store to a stream's configuration, TTBRs
+//!    and generations is made under the DART's mapper lock, so a generation
+//!    can be bumped with a `load` and a `store` and no bump is lost.
+//! 2. **G2 (publication).** Configuration and TTBR stores are `Release`,
+//!    the DMA path's loads `Acquire`: a reader that sees a configuration or
+//!    a TTBR sees the tables the mapper wrote before it.
+//! 3. **G3 (generations kill entries).** An IOTLB entry is tagged with its
+//!    region's generation read *before* its walk (`translate::iotlb`, T6),
+//!    and a lookup matches only the current one. An invalidation clears the
+//!    PTEs first and then bumps the generations of the regions it changed,
+//!    with `Release`: a reader that loads the new generation also sees the
+//!    cleared PTEs, and every older entry of those regions, including one a
+//!    racing walk fills late, is dead to it.
+//! 4. **G4 (the reader's load is `SeqCst`).** The DMA path loads the
+//!    generation after its in-flight entry, with `SeqCst`: under the C++20
+//!    model only a `SeqCst` load (or fence) after the reader's `SeqCst` point
+//!    is ordered after the writer's fence `F` (I3, I5); an `Acquire` load may
+//!    still return the old generation and the old PTE (the loom model in
+//!    `crate::loom_models` finds exactly that). On x86-64 and AArch64 it costs
+//!    the same as `Acquire` (`mov`, `ldar`).
+//! 5. **G5 (bumps before `synchronize`).** A strict unmap or a flush bumps
+//!    with a plain `Release` store (G1) and calls `InFlight::synchronize`
+//!    next, whose leading `SeqCst` fence `F` orders the store before the
+//!    tracker's scan: all I5 needs. A configuration or TTBR change bumps
+//!    every generation of the stream with a `SeqCst` RMW and marks the
+//!    stream moved, so that the next invalidation names all its regions (I9).
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 #[cfg(test)]
@@ -36,6 +68,7 @@ impl StreamState {
 
     #[inline]
     pub(crate) fn config(&self) -> StreamConfig {
+        // (G2)
         StreamConfig::from_bits(self.config.load(Ordering::Acquire))
     }
 
@@ -43,35 +76,35 @@ impl StreamState {
     /// (one bit test of the word `set_config` stored); `None` otherwise.
     #[inline]
     pub(crate) fn translating_config(&self) -> Option<StreamConfig> {
+        // (G2) `Acquire`: pairs with `set_config`'s `Release`.
         let bits = self.config.load(Ordering::Acquire);
         (bits & TRANSLATING != 0).then(|| StreamConfig::from_bits(bits))
     }
 
     pub(crate) fn set_config(&self, c: StreamConfig) {
+        // (G1) Under the mapper lock. (G2) `Release`: publishes the tables
+        // the configuration makes reachable.
         self.config.store(c.to_bits(), Ordering::Release);
     }
 
     /// The table the TTBR `idx` names, if valid.
     #[inline]
     pub(crate) fn ttbr(&self, idx: usize) -> Option<u64> {
+        // (G2) `Acquire`: the table the TTBR names, as the mapper wrote it.
         let v = self.ttbr.get(idx)?.load(Ordering::Acquire);
         (v & TTBR_VALID != 0).then_some(v & !TTBR_VALID)
     }
 
     pub(crate) fn set_ttbr(&self, idx: usize, table: Option<u64>) {
         if let Some(slot) = self.ttbr.get(idx) {
+            // (G1) Under the mapper lock. (G2) `Release`: publishes the table.
             slot.store(table.map_or(0, |pa| pa | TTBR_VALID), Ordering::Release);
         }
     }
 
-    /// The IOTLB generation for `iova`. `SeqCst`, not just `Acquire`: a DMA
-    /// that entered the in-flight tracker (a `SeqCst` RMW) after a strict
-    /// unmap's scan must read the bumped generation, and under the C++20
-    /// model only a `SeqCst` load (or a `SeqCst` fence) after that RMW is
-    /// ordered after the scan's fence; an `Acquire` load may still return the
-    /// old generation and the old PTE (the loom model in `crate::loom_models`
-    /// found exactly that). On x86-64 and AArch64 this load costs the same as
-    /// `Acquire` (`mov`, `ldar`).
+    /// The IOTLB generation for `iova` (G3). `SeqCst`, not just `Acquire`
+    /// (G4): a DMA that entered the in-flight tracker after a strict unmap's
+    /// fence must read the bumped generation.
     #[inline]
     pub(crate) fn gen(&self, iova: u64) -> u64 {
         let gen = &self.gens[region(iova)];
@@ -79,26 +112,29 @@ impl StreamState {
         // under loom, to show the model in `crate::loom_models` catches it.
         #[cfg(all(loom, feature = "loom-broken-ordering"))]
         return gen.load(Ordering::Relaxed);
+        // (G4) `SeqCst`, after the reader's `SeqCst` point (I3).
         #[cfg(not(all(loom, feature = "loom-broken-ordering")))]
         gen.load(Ordering::SeqCst)
     }
 
-    /// Kills every IOTLB entry of this stream (`SeqCst`: ordered before the
-    /// in-flight tracker's scan; see [`crate::sync::inflight`]).
+    /// Kills every IOTLB entry of this stream (G3; `SeqCst`: ordered before
+    /// the in-flight tracker's scan, G5; see [`crate::sync::inflight`]).
     pub(crate) fn bump_gen(&self) {
         for gen in self.gens.iter() {
+            // (G3, G5) A configuration or TTBR change: a `SeqCst` RMW, under
+            // the mapper lock (G1).
             gen.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     /// [`StreamState::bump_gen`] for an invalidation that calls
     /// `InFlight::synchronize` next (strict unmap, flush): a `load` + a
-    /// `Release` store instead of a `lock`-prefixed RMW. Exact because every
-    /// generation writer holds the DART's mapper lock (one writer at a
-    /// time); `Release` still publishes the cleared PTEs to a DMA that reads
-    /// the new generation; and `synchronize`'s leading `SeqCst` fence orders
-    /// the store before the tracker's scan, which is all the scan's argument
-    /// needs (see `crate::sync::inflight`, "Idle writers").
+    /// `Release` store instead of a `lock`-prefixed RMW (G5). Exact because
+    /// every generation writer holds the DART's mapper lock (G1); `Release`
+    /// still publishes the cleared PTEs to a DMA that reads the new
+    /// generation (G3); and `synchronize`'s leading `SeqCst` fence orders the
+    /// store before the tracker's scan, which is all the scan's argument
+    /// needs (`crate::sync::inflight`, I5).
     pub(crate) fn bump_gen_before_synchronize(&self) {
         self.bump_gens_before_synchronize(u64::MAX);
     }
@@ -119,6 +155,9 @@ impl StreamState {
         while mask != 0 {
             let gen = &self.gens[mask.trailing_zeros() as usize];
             mask &= mask - 1;
+            // (G1) The only writer: a `Relaxed` load of its own last value.
+            // (G3) `Release`: publishes the cleared PTEs. (G5) Ordered before
+            // the scan by `synchronize`'s fence `F`, which follows.
             gen.store(gen.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
         }
     }
