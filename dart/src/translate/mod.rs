@@ -507,22 +507,45 @@ impl Translator {
             this.touch_leaf(sid, st, iova);
         }
         let (guard, hit) = this.enter_and_hit(st, sid, iova, len, dir);
-        let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
-        match hit {
-            Some(span) => spans.push(span),
-            None => {
-                let c = this.admit(faults, st, sid, iova, len, dir)?;
-                if c.bypass {
-                    this.bypass_access(faults, sid, iova, len, dir, copy)?;
-                    this.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
-                    return Ok(());
-                }
-                this.fence_beyond_first_region(sid, iova, len);
-                this.translate_pages(faults, (sid, st, c), iova, len, dir, guard.slot(), &mut spans)?;
-            }
-        }
-        if copy(this.frames.memory(), &spans) {
+        let Some(span) = hit else {
+            return Self::access_general(faults, (sid, st), iova, len, dir, guard.slot(), copy);
+        };
+        if copy(this.frames.memory(), std::slice::from_ref(&span)) {
             this.stats.count_bytes_in(guard.slot(), sid, dir == Dir::Write, len);
+            Ok(())
+        } else {
+            Err(faults.raise(sid, iova, FaultKind::ForbiddenFrame, dir))
+        }
+    }
+
+    /// [`Translator::access`] past the hit path: the general checks, then
+    /// the bypassed access or the page-by-page translation, the copy and
+    /// its count. The caller holds the DMA's in-flight guard (on thread
+    /// slot `slot`). Out of line, so that what only this path needs (the
+    /// IOTLB hash, the stream, the span list) is not kept in registers
+    /// across the hit path's walk.
+    #[inline(never)]
+    fn access_general(
+        faults: &impl Raise,
+        (sid, st): (u32, &StreamState),
+        iova: u64,
+        len: u64,
+        dir: Dir,
+        slot: Option<usize>,
+        copy: impl FnOnce(&frame_table::vm_memory::GuestMemoryMmap, &[Span]) -> bool,
+    ) -> Result<(), DartError> {
+        let this = faults.translator();
+        let c = this.admit(faults, st, sid, iova, len, dir)?;
+        if c.bypass {
+            this.bypass_access(faults, sid, iova, len, dir, copy)?;
+            this.stats.count_bytes_in(slot, sid, dir == Dir::Write, len);
+            return Ok(());
+        }
+        let mut spans: SmallVec<[Span; 4]> = SmallVec::new();
+        this.fence_beyond_first_region(sid, iova, len);
+        this.translate_pages(faults, (sid, st, c), iova, len, dir, slot, &mut spans)?;
+        if copy(this.frames.memory(), &spans) {
+            this.stats.count_bytes_in(slot, sid, dir == Dir::Write, len);
             Ok(())
         } else {
             Err(faults.raise(sid, iova, FaultKind::ForbiddenFrame, dir))

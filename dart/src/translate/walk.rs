@@ -141,7 +141,6 @@ impl Translator {
         }
         let gen = self.walk_cache.gen();
         let key = WalkCache::key(sid, iova >> plan.block_shift);
-        let page = iova >> plan.leaf_shift;
         let pte = match self.walk_cache.lookup(lane, key, gen) {
             // Type-checked when the entry was filled, and still a
             // `dart-table` frame (`crate::translate::walk_cache`, "What it keeps
@@ -160,12 +159,15 @@ impl Translator {
                 // one (`crate::translate::walk_cache`, the protocol), whose PTEs only
                 // atomic accesses touch.
                 let table = unsafe { HostTable::from_bits(bits) };
-                // The loader takes the leaf index modulo the table itself.
-                self.ptes.load_in(table, page)
+                // The leaf's index is the page number (the leaf shift is
+                // the page shift, `WalkPlan::new`), which the loader takes
+                // modulo the table itself. Worked out here and below rather
+                // than before the lookup: one value fewer kept across it.
+                self.ptes.load_in(table, iova >> self.page_shift)
             }
             None => {
                 let table = self.walk_to_leaf_table(st, plan, iova)?;
-                let pte = self.table_pte(table, page & plan.index_mask)?;
+                let pte = self.table_pte(table, (iova >> self.page_shift) & plan.index_mask)?;
                 if let Some(host) = self.ptes.table(table) {
                     self.walk_cache.fill(lane, key, gen, host.to_bits());
                 }
