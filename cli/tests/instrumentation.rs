@@ -38,6 +38,15 @@ fn cli_writes_events_trace_and_report() {
     assert_eq!(lines.len(), 12);
     assert!(lines.iter().all(|l| l["run"].as_str().is_some_and(|r| r.ends_with("trace-watch-ring.toml"))));
     assert_eq!(lines.iter().filter(|l| l["event"] == "dma").count(), 4);
+    // Addresses are hex strings, lengths numbers; every line has a start,
+    // a duration and its recording thread; lines are in `seq` order.
+    for l in lines.iter().filter(|l| l["event"] == "dma") {
+        assert!(l["iova"].as_str().is_some_and(|a| a.starts_with("0x")), "{l}");
+        assert!(l["pa"].as_str().is_some_and(|a| a.starts_with("0x")), "{l}");
+        assert!(l["len"].is_u64(), "{l}");
+    }
+    assert!(lines.iter().all(|l| l["ts_ns"].is_u64() && l["dur_ns"].is_u64() && l["thread"].as_u64() >= Some(1)));
+    assert!(lines.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()));
 
     let trace: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("t.json")).unwrap()).unwrap();
     assert!(trace["traceEvents"].as_array().is_some_and(|a| !a.is_empty()));

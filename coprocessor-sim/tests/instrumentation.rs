@@ -162,6 +162,7 @@ fn catalogue_chrome_trace_has_the_required_fields_for_every_phase() {
     let mut process_names = HashSet::new();
     let mut thread_names = HashSet::new();
     let mut used = HashSet::new();
+    let mut slices: HashMap<(u64, u64), Vec<(u64, u64)>> = HashMap::new();
     for e in te {
         let ph = e["ph"].as_str().expect("ph");
         *phases.entry(ph.to_owned()).or_default() += 1;
@@ -179,6 +180,8 @@ fn catalogue_chrome_trace_has_the_required_fields_for_every_phase() {
             "X" => {
                 assert!(num(e, "ts") && num(e, "dur") && e["dur"].as_f64() >= Some(0.0), "{e}");
                 used.insert((pid, tid));
+                let ns = |k: &str| (e[k].as_f64().unwrap() * 1000.0).round() as u64;
+                slices.entry((pid, tid)).or_default().push((ns("ts"), ns("ts") + ns("dur")));
             }
             "i" => {
                 assert!(num(e, "ts") && matches!(e["s"].as_str(), Some("t" | "p" | "g")), "{e}");
@@ -189,6 +192,16 @@ fn catalogue_chrome_trace_has_the_required_fields_for_every_phase() {
                 assert!(num(e, "ts") && !args.is_empty() && args.values().all(Value::is_number), "{e}");
             }
             other => panic!("unexpected phase {other}: {e}"),
+        }
+    }
+    // Slices on one track nest or are disjoint (one recording thread per
+    // track), as Perfetto needs to draw them.
+    for (track, sl) in &mut slices {
+        sl.sort_unstable_by_key(|&(s, e)| (s, std::cmp::Reverse(e)));
+        for (i, a) in sl.iter().enumerate() {
+            for b in sl[i + 1..].iter().take_while(|b| b.0 < a.1) {
+                assert!(b.1 <= a.1, "slices {a:?} and {b:?} partly overlap on track {track:?}");
+            }
         }
     }
     // Every track is named, and so is every process.

@@ -116,9 +116,17 @@ fn scripted_run_records_exactly_the_expected_events_in_order() {
     let EventKind::Mmio { fields, .. } = &want[8].1 else { unreachable!() };
     assert!(fields.contains(&("FLAG".to_owned(), 1)), "{fields:?}");
     assert!(fields.contains(&("SID".to_owned(), u64::from(SID))), "{fields:?}");
-    // Sequence numbers 0.., timestamps non-decreasing, durations only on map/unmap/flush.
+    // Sequence numbers 0..; `ts_ns` is an event's start, so on one thread
+    // the *ends* (`ts_ns + dur_ns`, when each was recorded) are
+    // non-decreasing in `seq` order, the starts not necessarily (a map
+    // begins before the frame allocations it records first); durations only
+    // on map/unmap/flush; one recording thread.
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..want.len() as u64).collect::<Vec<_>>());
-    assert!(events.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+    assert!(events.windows(2).all(|w| w[0].ts_ns + w[0].dur_ns <= w[1].ts_ns + w[1].dur_ns));
+    let map = events.iter().position(|e| matches!(e.kind, EventKind::Map { .. })).unwrap();
+    let table = events[..map].iter().rposition(|e| matches!(e.kind, EventKind::Alloc { .. })).unwrap();
+    assert!(table > 0 && events[map].ts_ns <= events[table].ts_ns, "{:?} {:?}", events[table], events[map]);
+    assert!(events.iter().all(|e| e.thread == events[0].thread));
     assert!(events
         .iter()
         .filter(|e| !matches!(e.kind, EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Flush { .. }))

@@ -32,6 +32,16 @@
 //! the sequence number and the drop counter carry no other data, so
 //! `Relaxed` is enough for them.
 //!
+//! *Time and order.* An event's `ts_ns` is when it *began*: for a map,
+//! unmap or flush the clock reading taken before the work
+//! (`DartTrace::start`), for a point event the reading taken when it is
+//! recorded; `dur_ns` runs from there to the recording. Events come out of
+//! [`EventLog::drain`] in `seq` order, which is the order they were
+//! *recorded* (ended) in; that is not necessarily `ts_ns` order (a map
+//! begins before the frame allocations it records first). Each event
+//! names the thread that recorded it ([`Event::thread`]), a small ordinal
+//! taken from a thread-local on the recording path only.
+//!
 //! *Cost when off.* A DART with no log (or a disabled one) pays one read of
 //! an uncontended `parking_lot` read lock on its slow paths (map, unmap,
 //! flush, fault, MMIO) and, on the DMA path, exactly one `Relaxed` load of a
@@ -43,7 +53,7 @@ use crossbeam::queue::ArrayQueue;
 use frame_table::{FrameEvent, Violation};
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,10 +73,12 @@ pub enum EventKind {
         /// Stream.
         stream: u32,
         /// First IOVA.
+        #[serde(serialize_with = "hex_addr")]
         iova: u64,
         /// Pages mapped.
         pages: u64,
         /// Physical address of the first page.
+        #[serde(serialize_with = "hex_addr")]
         pa: u64,
         /// `r`, `w` or `rw`.
         perm: &'static str,
@@ -76,6 +88,7 @@ pub enum EventKind {
         /// Stream.
         stream: u32,
         /// First IOVA asked for.
+        #[serde(serialize_with = "hex_addr")]
         iova: u64,
         /// Bytes asked for.
         len: u64,
@@ -95,6 +108,7 @@ pub enum EventKind {
         /// Stream.
         stream: u32,
         /// Faulting IOVA.
+        #[serde(serialize_with = "hex_addr")]
         iova: u64,
         /// Fault code (`no-pte`, `write`, …).
         code: &'static str,
@@ -112,6 +126,7 @@ pub enum EventKind {
         /// `map`, `unmap`, `map-pa`, or `undecodable`.
         request: &'static str,
         /// First IOVA of the request (0 when it has none).
+        #[serde(serialize_with = "hex_addr")]
         iova: u64,
         /// Bytes of the request (0 when it has none).
         len: u64,
@@ -123,6 +138,7 @@ pub enum EventKind {
     /// A frame left `free`, typed.
     Alloc {
         /// Its physical address.
+        #[serde(serialize_with = "hex_addr")]
         pa: u64,
         /// Its type.
         ty: &'static str,
@@ -130,6 +146,7 @@ pub enum EventKind {
     /// A frame changed type.
     Retype {
         /// Its physical address.
+        #[serde(serialize_with = "hex_addr")]
         pa: u64,
         /// Old type.
         from: &'static str,
@@ -139,6 +156,7 @@ pub enum EventKind {
     /// A frame went back to `free`.
     Free {
         /// Its physical address.
+        #[serde(serialize_with = "hex_addr")]
         pa: u64,
         /// The type it had.
         from: &'static str,
@@ -155,6 +173,7 @@ pub enum EventKind {
         /// `read` or `write`.
         dir: &'static str,
         /// Byte offset.
+        #[serde(serialize_with = "hex_addr")]
         offset: u64,
         /// The value read or written.
         value: u32,
@@ -170,8 +189,10 @@ pub enum EventKind {
         /// Stream.
         stream: u32,
         /// First IOVA.
+        #[serde(serialize_with = "hex_addr")]
         iova: u64,
         /// Physical address of the first byte (IOVA itself for bypass).
+        #[serde(serialize_with = "hex_addr")]
         pa: u64,
         /// Bytes moved.
         len: u64,
@@ -247,17 +268,29 @@ pub fn violation_kind(v: &Violation) -> &'static str {
 }
 
 /// One recorded event.
+///
+/// Events are ordered by `seq`, not necessarily by `ts_ns`: `ts_ns` is when
+/// the event *began* (for a map, unmap or flush, the start of the work;
+/// else when it was recorded), and `seq` is taken when it is recorded, at
+/// its end. A map's frame allocations, for one, come before the map in
+/// `seq` order but after its `ts_ns`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// Sequence number in its log (the order events were recorded in).
     pub seq: u64,
-    /// When it was recorded (its end, for events with a duration), in
-    /// nanoseconds since the log was made.
+    /// When it began, in nanoseconds since the log was made: the start of
+    /// an event with a duration, the moment of a point event.
     pub ts_ns: u64,
-    /// How long it took (map, unmap, flush); 0 for point events.
+    /// How long it took (map, unmap, flush); 0 for point events. It ended
+    /// at `ts_ns + dur_ns`.
     pub dur_ns: u64,
     /// Who recorded it: the DART's name, or `frames` for the frame table.
     pub source: String,
+    /// The OS thread that recorded it, as a small ordinal (1, 2, … in the
+    /// order threads first recorded an event in this process; not the OS
+    /// thread id). Two events with a duration from one thread nest or are
+    /// disjoint; from two threads they may partly overlap.
+    pub thread: u32,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -356,9 +389,11 @@ impl EventLog {
             return;
         }
         let seq = self.seq.fetch_add(1, Relaxed);
-        let ts_ns = self.now_ns();
-        let dur_ns = start_ns.map_or(0, |s| ts_ns.saturating_sub(s));
-        if self.queue.push(Event { seq, ts_ns, dur_ns, source: source.to_owned(), kind }).is_err() {
+        let now = self.now_ns();
+        let ts_ns = start_ns.map_or(now, |s| s.min(now));
+        let dur_ns = now - ts_ns;
+        let thread = thread_ordinal();
+        if self.queue.push(Event { seq, ts_ns, dur_ns, source: source.to_owned(), thread, kind }).is_err() {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
@@ -372,6 +407,27 @@ impl EventLog {
         out.sort_by_key(|e| e.seq);
         out
     }
+}
+
+/// The next thread ordinal to hand out (see [`Event::thread`]).
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
+
+thread_local! {
+    /// This thread's ordinal, taken from [`NEXT_THREAD`] the first time it
+    /// records an event.
+    static THREAD: u32 = NEXT_THREAD.fetch_add(1, Relaxed);
+}
+
+/// The calling thread's ordinal ([`Event::thread`]). Only recording calls
+/// it, so a thread that never records takes none.
+fn thread_ordinal() -> u32 {
+    THREAD.with(|t| *t)
+}
+
+/// Serializes an address or offset as a hex string (`"0x4000"`): JSON
+/// numbers above 2^53 lose precision in JavaScript viewers.
+fn hex_addr<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:#x}"))
 }
 
 /// A watched IOVA range of one stream.
@@ -598,13 +654,87 @@ mod tests {
 
     #[test]
     fn json_line_has_event_name_and_fields() {
-        let e = Event { seq: 7, ts_ns: 10, dur_ns: 2, source: "dart0".into(), kind: map(0x4000) };
+        let e = Event { seq: 7, ts_ns: 10, dur_ns: 2, source: "dart0".into(), thread: 3, kind: map(0x4000) };
         let v: serde_json::Value = serde_json::from_str(&e.to_json_line()).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"seq": 7, "ts_ns": 10, "dur_ns": 2, "source": "dart0", "event": "map",
-                "stream": 1, "iova": 0x4000, "pages": 1, "pa": 0, "perm": "r"})
+            serde_json::json!({"seq": 7, "ts_ns": 10, "dur_ns": 2, "source": "dart0", "thread": 3, "event": "map",
+                "stream": 1, "iova": "0x4000", "pages": 1, "pa": "0x0", "perm": "r"})
         );
+    }
+
+    #[test]
+    fn json_line_addresses_are_hex_strings_and_exact_above_2_53() {
+        let big = (1u64 << 60) + 1;
+        let line = |kind| Event { seq: 0, ts_ns: 0, dur_ns: 0, source: "d".into(), thread: 1, kind }.to_json_line();
+        let v: serde_json::Value = serde_json::from_str(&line(EventKind::Dma {
+            stream: 2,
+            iova: big,
+            pa: u64::MAX,
+            len: 8,
+            dir: "read",
+            data: String::new(),
+            truncated: false,
+        }))
+        .unwrap();
+        assert_eq!(
+            (&v["iova"], &v["pa"], &v["len"]),
+            (&serde_json::json!("0x1000000000000001"), &serde_json::json!("0xffffffffffffffff"), &serde_json::json!(8))
+        );
+        let v: serde_json::Value = serde_json::from_str(&line(EventKind::Mmio {
+            dir: "write",
+            offset: 0x100,
+            value: 7,
+            register: "ERROR".into(),
+            fields: vec![],
+            outcome: "done".into(),
+        }))
+        .unwrap();
+        assert_eq!((&v["offset"], &v["value"]), (&serde_json::json!("0x100"), &serde_json::json!(7)));
+        for kind in [
+            EventKind::Unmap { stream: 1, iova: 0x8000, len: 0x4000, pages: 1, invalidation: "strict" },
+            EventKind::Fault { stream: 1, iova: 0x8000, code: "no-pte", dir: "read", latched: true },
+            EventKind::Alloc { pa: 0x8000, ty: "user-data" },
+            EventKind::Retype { pa: 0x8000, from: "user-data", to: "kernel-shared" },
+            EventKind::Free { pa: 0x8000, from: "user-data" },
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&line(kind)).unwrap();
+            let addr = v.get("iova").or_else(|| v.get("pa")).unwrap();
+            assert_eq!(addr, "0x8000", "{v}");
+        }
+    }
+
+    #[test]
+    fn ts_is_the_start_and_dur_the_rest() {
+        let log = EventLog::new(8).unwrap();
+        log.set_enabled(true);
+        let start = log.now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        log.record_since("d", Some(start), map(0));
+        log.record("d", map(1));
+        let got = log.drain();
+        assert_eq!(got[0].ts_ns, start);
+        assert!(got[0].dur_ns >= 2_000_000, "{:?}", got[0]);
+        // The point event after it: at or after the slice's end; `seq`
+        // order, and here also `ts_ns` order.
+        assert!(got[1].ts_ns >= got[0].ts_ns + got[0].dur_ns && got[1].dur_ns == 0);
+    }
+
+    #[test]
+    fn each_recording_thread_has_its_own_ordinal() {
+        let log = Arc::new(EventLog::new(8).unwrap());
+        log.set_enabled(true);
+        log.record("d", map(0));
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            l2.record("d", map(1));
+            l2.record("d", map(2));
+        })
+        .join()
+        .unwrap();
+        log.record("d", map(3));
+        let t: Vec<u32> = log.drain().iter().map(|e| e.thread).collect();
+        assert!(t[0] >= 1 && t[1] != t[0] && t[1] == t[2] && t[3] == t[0], "{t:?}");
     }
 
     #[test]
