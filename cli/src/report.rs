@@ -35,6 +35,26 @@ pub type BarRow = (String, Vec<Option<(f64, String)>>);
 /// Pixels per half bar: a bar is two units of the y axis high.
 const UNIT: u32 = 9;
 
+/// The bar charts' mesh: no row lines or ticks, `$lines` light lines on
+/// the value axis, both axes labelled (one body for the linear and the
+/// logarithmic value axis, whose coordinate types differ).
+macro_rules! draw_mesh {
+    ($chart:ident, $lines:expr, $label:ident, $x_desc:expr) => {
+        let _ = $chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .set_tick_mark_size(LabelAreaPosition::Left, 0)
+            .x_max_light_lines($lines)
+            .y_labels(2)
+            .y_label_formatter(&$label)
+            .x_label_formatter(&|v| trim(*v))
+            .x_desc($x_desc)
+            .axis_desc_style(("sans-serif", 13))
+            .label_style(("sans-serif", 12))
+            .draw();
+    };
+}
+
 /// A horizontal bar chart as SVG text (drawn with `plotters`): one group
 /// of bars per row, one bar per series (named in a legend when there is
 /// more than one), the row's label on the left and each value's text after
@@ -82,18 +102,7 @@ pub fn bar_chart_svg(
             let hi = 10f64.powf((hi * 8.0).log10().ceil());
             let chart = b.build_cartesian_2d((lo..hi).log_scale(), 0..total);
             let Ok(mut chart) = chart else { return svg_error(title) };
-            let _ = chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .set_tick_mark_size(LabelAreaPosition::Left, 0)
-                .x_max_light_lines(if log { 8 } else { 1 })
-                .y_labels(2)
-                .y_label_formatter(&label)
-                .x_label_formatter(&|v| trim(*v))
-                .x_desc(x_desc)
-                .axis_desc_style(("sans-serif", 13))
-                .label_style(("sans-serif", 12))
-                .draw();
+            draw_mesh!(chart, if log { 8 } else { 1 }, label, x_desc);
             draw_bars(&root, &mut chart, series, rows, lo, y_of);
         } else {
             let hi = match max {
@@ -102,18 +111,7 @@ pub fn bar_chart_svg(
             };
             let chart = b.build_cartesian_2d(0.0..hi, 0..total);
             let Ok(mut chart) = chart else { return svg_error(title) };
-            let _ = chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .set_tick_mark_size(LabelAreaPosition::Left, 0)
-                .x_max_light_lines(if log { 8 } else { 1 })
-                .y_labels(2)
-                .y_label_formatter(&label)
-                .x_label_formatter(&|v| trim(*v))
-                .x_desc(x_desc)
-                .axis_desc_style(("sans-serif", 13))
-                .label_style(("sans-serif", 12))
-                .draw();
+            draw_mesh!(chart, if log { 8 } else { 1 }, label, x_desc);
             draw_bars(&root, &mut chart, series, rows, 0.0, y_of);
         }
         if rows.is_empty() {
