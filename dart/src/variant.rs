@@ -117,6 +117,9 @@ pub struct Geometry {
     pub levels: u32,
     /// IOVA bits above the levels that pick a TTBR (2 for 4 TTBRs, else 0).
     pub ttbr_bits: u32,
+    /// Most IOVA bits the instance accepts (t8110: its output width, as
+    /// PARAMS3 reports ias ≤ oas; 64 elsewhere): caps [`Geometry::iova_bits`].
+    pub max_iova_bits: u32,
 }
 
 impl Geometry {
@@ -128,7 +131,8 @@ impl Geometry {
             4 => 2,
             _ => 0,
         };
-        Geometry { page_shift, levels, ttbr_bits }
+        let max_iova_bits = if variant.has_four_level() { variant.output_bits() } else { 64 };
+        Geometry { page_shift, levels, ttbr_bits, max_iova_bits }
     }
 
     /// Index bits per table level.
@@ -146,9 +150,17 @@ impl Geometry {
         1 << self.page_shift
     }
 
-    /// IOVA bits the tables translate (TTBR select included).
+    /// IOVA bits the tables translate (TTBR select included), at most
+    /// [`Geometry::max_iova_bits`]: t8110 four-level at 16 KiB pages has
+    /// 47 bits of table index but accepts 42 (its L0 table uses 64 entries
+    /// of 2048), as T602x's PARAMS3 reports IAS 42 against OAS 42.
     pub const fn iova_bits(&self) -> u32 {
-        self.page_shift + self.levels * self.bits_per_level() + self.ttbr_bits
+        let bits = self.page_shift + self.levels * self.bits_per_level() + self.ttbr_bits;
+        if bits < self.max_iova_bits {
+            bits
+        } else {
+            self.max_iova_bits
+        }
     }
 
     /// The first IOVA this geometry cannot translate.
@@ -190,9 +202,10 @@ mod tests {
         let t = Geometry::new(Variant::T8110, 14, false);
         assert_eq!((t.levels, t.ttbr_bits, t.iova_bits()), (2, 0, 36));
         let f = Geometry::new(Variant::T8110, 14, true);
-        assert_eq!((f.levels, f.iova_bits()), (3, 47));
-        let iova = (0x7ffu64 << 36) | (0x001 << 25) | (0x7fe << 14);
-        assert_eq!((f.ttbr_index(iova), f.index(iova, 0), f.index(iova, 1), f.index(iova, 2)), (0, 0x7ff, 1, 0x7fe));
+        // Four levels cut 47 bits; the instance accepts 42 (ias ≤ oas).
+        assert_eq!((f.levels, f.iova_bits(), f.iova_limit()), (3, 42, 1 << 42));
+        let iova = (0x3fu64 << 36) | (0x001 << 25) | (0x7fe << 14);
+        assert_eq!((f.ttbr_index(iova), f.index(iova, 0), f.index(iova, 1), f.index(iova, 2)), (0, 0x3f, 1, 0x7fe));
         // FOUR_LEVEL means nothing to the 4-TTBR variants.
         assert_eq!(Geometry::new(Variant::T6000, 14, true).levels, 2);
     }

@@ -103,7 +103,8 @@ static T8110: Hw = Hw {
     ttbr: 0x1400,
     ttbr_valid: 1,
     ttbr_addr_field_shift: 2,
-    ttbr_shift: None,
+    // DART_T8110_TTBR_SHIFT: PA >> 14 at every page size.
+    ttbr_shift: Some(14),
     ttbr_count: 1,
     invalidate: Invalidate::TlbCmd { cmd: 0x80, flush_sid: 1 << 8, busy: 1 << 31 },
 };
@@ -325,7 +326,7 @@ fn expected_at_reset(v: Variant, page_shift: u32, streams: u32, off: u64) -> u32
         (_, 0x04) => 1,                 // bypass support
         (Variant::T8110, 0x08) => {
             // PA width 42; VA width with FOUR_LEVEL: page + 3 levels of (page_shift - 3) bits.
-            42 << 24 | (page_shift + 3 * (page_shift - 3)) << 16
+            42 << 24 | (page_shift + 3 * (page_shift - 3)).min(42) << 16
         }
         (Variant::T8110, 0x0c) => streams,
         _ => 0,
@@ -394,8 +395,13 @@ fn probe_reads_params_like_linux() {
             assert_eq!(drv.num_streams, streams_for(v));
             assert_eq!(drv.oas, v.output_bits());
             let p = fs.shift();
-            let ias = if v == Variant::T8110 { p + 3 * (p - 3) } else { 32 };
+            // ias ≤ oas, or Linux's apple_dart_alloc_pgtable refuses the domain.
+            let ias = if v == Variant::T8110 { (p + 3 * (p - 3)).min(42) } else { 32 };
             assert_eq!(drv.ias, ias);
+            assert!(drv.ias <= drv.oas, "{v} {fs:?}");
+            if v == Variant::T8110 && p == 14 {
+                assert_eq!((drv.ias, drv.oas), (42, 42), "as T602x");
+            }
         }
     }
 }
@@ -884,4 +890,73 @@ fn root_tables_are_freed_only_when_empty_and_unnamed() {
     assert_eq!(frames.state(root).unwrap().ty(), FrameType::Free);
     // A freed root can no longer be named.
     assert_eq!(d.mmio_write(drv.ttbr(1, 0), drv.ttbr_value(pgd)).unwrap_err().kind(), "forbidden-type");
+}
+
+/// t8110 at 4 KiB pages: the TTBR holds PA >> 14 (Linux, m1n1), so a root
+/// above 2^40 reads back whole, and writing the read-back value again names
+/// the same root; the root the mapper hands out is 16 KiB aligned even
+/// though the memory's frames are only 4 KiB aligned.
+#[test]
+fn t8110_4k_ttbr_names_a_root_above_2_40_and_its_read_back_value_again() {
+    let base = (1u64 << 40) + 0x23_0000_1000; // 4 KiB aligned, not 16 KiB
+    let regions = vec![frame_table::Region { base, size: 256 << 10 }];
+    let cfg = FrameTableConfig { regions, frame_size: FrameSize::K4, on_violation: OnViolation::Panic };
+    let frames = Arc::new(FrameTable::new(cfg).unwrap());
+    let d = Dart::new(frames.clone(), config(Variant::T8110, 4)).unwrap();
+    let mut drv = Driver::probe(&d);
+    drv.hw_reset().unwrap();
+    assert!(drv.ias <= drv.oas);
+    let pgd = d.alloc_root_table().unwrap();
+    assert!(pgd > 1 << 40 && pgd.is_multiple_of(16 << 10), "{pgd:#x}");
+    drv.attach(1, &[pgd], false);
+    let off = drv.ttbr(1, 0);
+    let value = d.mmio_read(off).unwrap();
+    assert_eq!(value, ((pgd >> 14) as u32) << 2 | 1);
+    assert_eq!(value, drv.ttbr_value(pgd));
+    d.mmio_write(off, value).unwrap();
+    assert_eq!(d.mmio_read(off).unwrap(), value);
+    assert_eq!(d.ttbr(1, 0).unwrap(), Some(pgd));
+    assert_eq!(frames.halted(), None);
+    // The root translates: a page mapped under it is reachable by DMA.
+    let user = frames.alloc(FrameType::UserData, 1).unwrap();
+    d.map(1, 0x4000, &user, Perm::RW, None).unwrap();
+    drv.invalidate(&[1]);
+    d.dma_write(1, 0x4000, b"above 2^40").unwrap();
+    assert_eq!(d.ttbr(1, 0).unwrap(), Some(pgd));
+    // Every root the mapper hands out (typed or by a map on a stream
+    // without one) is 16 KiB aligned.
+    drv.attach(2, &[], false);
+    let own = frames.alloc(FrameType::UserData, 1).unwrap();
+    d.map(2, 0, &own, Perm::RW, None).unwrap();
+    let root2 = d.ttbr(2, 0).unwrap().unwrap();
+    assert_eq!(root2 % (16 << 10), 0, "{root2:#x}");
+    assert_eq!(d.mmio_read(drv.ttbr(2, 0)).unwrap(), drv.ttbr_value(root2));
+    assert_eq!(frames.halted(), None);
+}
+
+/// A typed TTBR write of a table the register cannot name (4 KiB aligned
+/// at t8110) follows the bad-TTBR rules: refused as a foreign TTBR.
+#[test]
+fn t8110_4k_a_root_the_ttbr_cannot_name_is_refused() {
+    let cfg = FrameTableConfig::with_memory(1 << 20).frame_size(FrameSize::K4).on_violation(OnViolation::Reject);
+    let frames = Arc::new(FrameTable::new(cfg).unwrap());
+    let d = Dart::new(frames.clone(), config(Variant::T8110, 4)).unwrap();
+    // Leaf and L1 tables need only 4 KiB alignment: map enough pages in
+    // distinct L1 ranges that some table lands off a 16 KiB boundary.
+    let pgd = d.alloc_root_table().unwrap();
+    d.set_ttbr(1, 0, Some(pgd)).unwrap();
+    let user = frames.alloc(FrameType::UserData, 8).unwrap();
+    for (i, f) in user.iter().enumerate() {
+        d.map(1, (i as u64) << 21, std::slice::from_ref(f), Perm::RW, None).unwrap();
+    }
+    let odd = frames
+        .states()
+        .filter(|(_, s)| s.ty() == FrameType::DartTable)
+        .map(|(f, _)| frames.pa_of(f).unwrap())
+        .find(|pa| pa % (16 << 10) != 0)
+        .expect("a 4 KiB-aligned table");
+    let before = frames.violations();
+    assert!(d.set_ttbr(2, 0, Some(odd)).is_err());
+    assert_eq!(frames.violations(), before + 1);
+    assert_eq!(d.ttbr(2, 0).unwrap(), None);
 }

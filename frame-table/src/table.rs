@@ -432,6 +432,64 @@ impl FrameTable {
         Ok(claimed)
     }
 
+    /// [`FrameTable::alloc`] of `count` frames whose PAs are each a multiple
+    /// of `align_frames` frames (a power of two; the frames need not be
+    /// contiguous): for a table a register names at a coarser granule than
+    /// the frame size (t8110's TTBR at 4 KiB frames). All or nothing;
+    /// `OutOfFrames` when fewer than `count` aligned frames are free.
+    pub fn alloc_aligned(&self, ty: FrameType, count: u64, align_frames: u64) -> Result<Vec<Frame>, Error> {
+        if align_frames <= 1 {
+            return self.alloc(ty, count);
+        }
+        self.check_running()?;
+        if ty == FrameType::Free {
+            return Err(Error::BadTransition { frame: Frame(0), from: FrameType::Free, to: FrameType::Free });
+        }
+        if count == 0 || !align_frames.is_power_of_two() {
+            return Err(Error::BadRange {
+                start: 0,
+                len: 0,
+                reason: "an aligned allocation needs frames and a power-of-two alignment",
+            });
+        }
+        let mask = (align_frames << self.frame_shift) - 1;
+        let mut claimed = Vec::new();
+        {
+            let mut list = self.free_list.lock();
+            // From the top, as `alloc` pops; an aligned entry that fails the
+            // claim is stale (retyped out of `free` directly) and is dropped.
+            let mut i = list.len();
+            while i > 0 && (claimed.len() as u64) < count {
+                i -= 1;
+                let f = list[i];
+                if self.pa_unchecked(Frame(f)) & mask != 0 {
+                    continue;
+                }
+                list.swap_remove(i);
+                if self.cells[f as usize].claim().is_ok() {
+                    self.touched.fetch_max(u64::from(f) + 1, Ordering::AcqRel);
+                    claimed.push(Frame(f));
+                }
+            }
+            if (claimed.len() as u64) < count {
+                for f in &claimed {
+                    let _ = self.cells[f.index()].unclaim();
+                    list.push(f.0);
+                }
+                let available = claimed.len() as u64;
+                return Err(Error::OutOfFrames { ty, requested: count, available });
+            }
+            self.free_count.fetch_sub(count, Ordering::Relaxed);
+        }
+        for &f in &claimed {
+            self.cells[f.index()].complete(FrameType::Free, ty, &self.reach, f.index(), || self.scrub(f));
+        }
+        for &frame in &claimed {
+            self.observer.emit(|| FrameEvent::Alloc { frame, pa: self.pa_unchecked(frame), ty });
+        }
+        Ok(claimed)
+    }
+
     /// Retypes `frame` to `to` (R1): only the docs/design.md §2 transitions, only with no
     /// mapping of any kind (else an invariant breach). From `free` the frame is
     /// scrubbed first. [`FrameTable::retype_all`] of one frame.

@@ -180,6 +180,9 @@ pub enum OwnedScope {
 /// table's frame (the map writes there instead of walking again).
 struct MapPlan {
     tables: u64,
+    /// Of `tables`, the root tables (a TTBR names them: allocated aligned
+    /// for the TTBR encoding, [`Kernel::alloc_roots`]).
+    roots: u64,
     leaf_slot: Option<(u64, Frame)>,
 }
 
@@ -272,8 +275,11 @@ impl MapperState {
             k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
-        let owned =
-            frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f)) && pa & ((1 << k.page_shift()) - 1) == 0;
+        // Owned, page aligned, and a table the TTBR encoding names exactly
+        // (t8110: 16 KiB aligned, below 2^42).
+        let owned = frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f))
+            && pa & ((1 << k.page_shift()) - 1) == 0
+            && crate::hw::regs::ttbr_names(k.variant(), k.page_shift(), pa);
         if !owned {
             k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
@@ -527,14 +533,24 @@ impl Kernel<'_> {
             Some(_) => Some(m.next_map_id()?),
             None => None,
         };
-        let mut pool = if plan.tables > 0 { self.alloc_tables(plan.tables)? } else { Vec::new() };
+        let others = plan.tables - plan.roots;
+        let mut pool = if others > 0 { self.alloc_tables(others)? } else { Vec::new() };
+        let mut roots = match self.alloc_roots(plan.roots) {
+            Ok(r) => r,
+            Err(e) => {
+                for t in pool {
+                    self.release_table(t);
+                }
+                return Err(e);
+            }
+        };
         // Counts, with the policy check, before any PTE exists.
         for (i, &f) in frames.iter().enumerate() {
             if let Err(e) = self.device().frames().acquire(f, Access::Dart, perm) {
                 for &g in &frames[..i] {
                     let _ = self.device().frames().release(g, FrameCounter::Dart);
                 }
-                for t in pool {
+                for t in pool.into_iter().chain(roots) {
                     self.release_table(t);
                 }
                 return Err(e.into());
@@ -553,7 +569,8 @@ impl Kernel<'_> {
             }
             _ => {
                 for (i, &pte) in leaves.iter().enumerate() {
-                    let slot = self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, &mut pool);
+                    let slot =
+                        self.install(&mut m, (sid, st), geo, iova + i as u64 * page, pte, (&mut pool, &mut roots));
                     if let Some(id) = id {
                         m.provenance.insert(slot, id);
                     }
@@ -610,7 +627,8 @@ impl Kernel<'_> {
                 }
             }
         }
-        Ok(MapPlan { tables: missing.len() as u64, leaf_slot })
+        let roots = missing.iter().filter(|&&(level, _)| level == 0).count() as u64;
+        Ok(MapPlan { tables: missing.len() as u64, roots, leaf_slot })
     }
 
     /// Writes one leaf, creating tables from `pool` on the way, and returns
@@ -623,11 +641,12 @@ impl Kernel<'_> {
         geo: Geometry,
         iova: u64,
         leaf_pte: u64,
-        pool: &mut Vec<Frame>,
+        (pool, roots): (&mut Vec<Frame>, &mut Vec<Frame>),
     ) -> u64 {
         let idx = geo.ttbr_index(iova);
         let mut new_table = |m: &mut MapperState, level: u32| -> u64 {
-            let f = pool.pop().expect("plan counted every table");
+            let from = if level == 0 { &mut *roots } else { &mut *pool };
+            let f = from.pop().expect("plan counted every table");
             m.tables.insert(f, TableInfo { level, leaf: level + 1 == geo.levels, live: 0 });
             self.device().frames().pa_of(f).unwrap_or(0)
         };
@@ -968,7 +987,34 @@ impl Kernel<'_> {
     /// [`frame_table::FrameTable::hold_table`]): from here until
     /// [`Kernel::release_table`], freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
-        let pool = self.device().frames().alloc(FrameType::DartTable, n)?;
+        self.alloc_tables_aligned(n, 1)
+    }
+
+    /// [`Kernel::alloc_tables`] of `n` root tables: each one a table the
+    /// TTBR encoding can name (t8110 names PA >> 14 at every page size, so
+    /// at 4 KiB pages a root is 16 KiB aligned). A root the encoding cannot
+    /// name (above its PA width) is refused, not handed out.
+    fn alloc_roots(&self, n: u64) -> Result<Vec<Frame>, DartError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (v, shift) = (self.variant(), self.page_shift());
+        let align = crate::hw::regs::ttbr_align(v, shift) >> shift;
+        let pool = self.alloc_tables_aligned(n, align.max(1))?;
+        let frames = self.device().frames();
+        let unnamed =
+            pool.iter().find_map(|&f| frames.pa_of(f).ok().filter(|&pa| !crate::hw::regs::ttbr_names(v, shift, pa)));
+        if let Some(pa) = unnamed {
+            for t in pool {
+                self.release_table(t);
+            }
+            return Err(DartError::BadRange { iova: pa, len: 0, reason: "no free table frame the TTBR can name" });
+        }
+        Ok(pool)
+    }
+
+    fn alloc_tables_aligned(&self, n: u64, align_frames: u64) -> Result<Vec<Frame>, DartError> {
+        let pool = self.device().frames().alloc_aligned(FrameType::DartTable, n, align_frames)?;
         for (i, &t) in pool.iter().enumerate() {
             if let Err(e) = self.device().frames().hold_table(t) {
                 for &u in &pool[..i] {
@@ -1038,7 +1084,7 @@ impl Kernel<'_> {
     pub(crate) fn alloc_root_table(&self) -> Result<u64, DartError> {
         self.device().frames().check_running()?;
         let mut m = self.mapper.lock();
-        let f = self.alloc_tables(1)?[0];
+        let f = self.alloc_roots(1)?[0];
         m.tables.insert(f, TableInfo { level: 0, leaf: false, live: 0 });
         Ok(self.device().frames().pa_of(f)?)
     }

@@ -45,9 +45,11 @@ pub const PTE_PROT_NO_READ: u64 = 1 << 3;
 /// Bit 2: writes through this leaf are refused.
 pub const PTE_PROT_NO_WRITE: u64 = 1 << 2;
 
-/// Bit 1: accesses through this leaf bypass caches. Never set by
-/// [`super::PteFormat::encode_leaf`] and ignored on decode: this model has
-/// no caching behaviour to change.
+/// Bit 1: accesses through this leaf bypass caches (Linux
+/// `APPLE_DART2_PTE_PROT_NO_CACHE`). The walk ignores it (this model has no
+/// caching behaviour to change); [`super::PteFormat::encode_leaf_kept`] sets
+/// it and [`super::PteFormat::decode_leaf_kept`] reads it back, so a
+/// driver's PTE decoded and re-encoded keeps it.
 pub const PTE_PROT_NO_CACHE: u64 = 1 << 1;
 
 /// The PTE bits forming the PA field for pages of `1 << page_shift` bytes:
@@ -239,5 +241,22 @@ mod tests {
         // 0x8_1234_5000 needs field bit 8, outside [37:10]: refused, not truncated.
         let pa = 0x8_1234_5000;
         assert_eq!(FMT.encode_table(14, pa), Err(PteError::Unaligned { pa, page_shift: 14 }));
+    }
+
+    #[test]
+    fn no_cache_leaf_bit_reads_back() {
+        for shift in [12, 14] {
+            // A driver's leaf: PA, no-write, no-cache (bit 1), whole page, valid.
+            let pte = pa_to_pte(0x8_1234_4000, shift) | PTE_PROT_NO_WRITE | PTE_PROT_NO_CACHE | (0xfff << 40) | 1;
+            let (leaf, kept) = FMT.decode_leaf_kept(shift, pte).unwrap();
+            assert_eq!(kept, PTE_PROT_NO_CACHE);
+            assert_eq!((leaf.pa, leaf.read, leaf.write), (0x8_1234_4000, true, false));
+            let again = FMT.encode_leaf_kept(shift, &leaf, kept).unwrap();
+            assert_eq!(again, pte, "{shift}");
+            assert_eq!(again & (1 << 1), 1 << 1);
+            // Without it: as before.
+            assert_eq!(FMT.encode_leaf_kept(shift, &leaf, 0), FMT.encode_leaf(shift, &leaf));
+        }
+        assert_eq!(PteFormat::Dart1.kept_leaf_bits(), 0);
     }
 }

@@ -331,6 +331,30 @@ impl PteFormat {
         Ok(pa | bits | PTE_VALID)
     }
 
+    /// The leaf bits a driver may write that [`Leaf`] does not model but
+    /// the format keeps: DART2's no-cache (bit 1), none on DART1.
+    pub const fn kept_leaf_bits(self) -> u64 {
+        match self {
+            PteFormat::Dart1 => 0,
+            PteFormat::Dart2 => dart2::PTE_PROT_NO_CACHE,
+        }
+    }
+
+    /// [`PteFormat::encode_leaf`] with the [`PteFormat::kept_leaf_bits`] of
+    /// `kept` set as well (e.g. DART2 no-cache, or the bits of a PTE read
+    /// back with [`PteFormat::decode_leaf_kept`]); other bits of `kept` are
+    /// ignored.
+    pub fn encode_leaf_kept(self, page_shift: u32, leaf: &Leaf, kept: u64) -> Result<u64, PteError> {
+        Ok(self.encode_leaf(page_shift, leaf)? | (kept & self.kept_leaf_bits()))
+    }
+
+    /// [`PteFormat::decode_leaf`] and the [`PteFormat::kept_leaf_bits`] set
+    /// in `pte`: re-encoding both with [`PteFormat::encode_leaf_kept`] keeps
+    /// what a driver wrote (DART2 no-cache).
+    pub fn decode_leaf_kept(self, page_shift: u32, pte: u64) -> Option<(Leaf, u64)> {
+        self.decode_leaf(page_shift, pte).map(|l| (l, pte & self.kept_leaf_bits()))
+    }
+
     /// Decodes a leaf PTE for pages of `1 << page_shift` bytes; `None` when
     /// the valid bit is clear.
     ///

@@ -316,20 +316,39 @@ pub(crate) fn tcr_decode(variant: Variant, tcr: u32, old: StreamConfig) -> Strea
 /// The TTBR register value naming `table` (0 for none) on a `variant` DART
 /// with pages of `1 << page_shift` bytes. What a driver writes to point a
 /// stream at a table, and what the scenario value `ttbr:NAME[i]` means.
-pub fn encode_ttbr(variant: Variant, page_shift: u32, table: Option<u64>) -> u32 {
+/// No variant's encoding depends on the page size any more (t8110: PA >> 14
+/// at 4 KiB pages too, as Linux and m1n1); `page_shift` is kept for callers.
+pub fn encode_ttbr(variant: Variant, _page_shift: u32, table: Option<u64>) -> u32 {
     if is_t8020(variant) {
         t8020::ttbr_encode(table)
     } else {
-        t8110::ttbr_encode(table, page_shift)
+        t8110::ttbr_encode(table)
+    }
+}
+
+/// Whether a TTBR register value can name the table at `pa` exactly
+/// (t8110: PA >> 14 in 28 bits, so 16 KiB aligned and below 2^42 at every
+/// page size).
+pub fn ttbr_names(variant: Variant, page_shift: u32, pa: u64) -> bool {
+    decode_ttbr(variant, page_shift, encode_ttbr(variant, page_shift, Some(pa))) == Some(pa)
+}
+
+/// The alignment in bytes a TTBR needs of the table it names: t8110 16 KiB
+/// at every page size; t8020/t6000 (PA >> 12) the page size.
+pub fn ttbr_align(variant: Variant, page_shift: u32) -> u64 {
+    if is_t8020(variant) {
+        1 << page_shift
+    } else {
+        1 << t8110::TTBR_SHIFT.max(page_shift)
     }
 }
 
 /// The table a TTBR register value names, `None` if VALID is clear.
-pub fn decode_ttbr(variant: Variant, page_shift: u32, ttbr: u32) -> Option<u64> {
+pub fn decode_ttbr(variant: Variant, _page_shift: u32, ttbr: u32) -> Option<u64> {
     if is_t8020(variant) {
         t8020::ttbr_decode(ttbr)
     } else {
-        t8110::ttbr_decode(ttbr, page_shift)
+        t8110::ttbr_decode(ttbr)
     }
 }
 
@@ -618,6 +637,22 @@ mod tests {
         }
         assert_eq!(encode_ttbr(Variant::T8020, 14, Some(0x8_0000_4000)), 0x8000_0000 | 0x80_0004);
         assert_eq!(encode_ttbr(Variant::T8110, 14, Some(0x8_0000_4000)), ((0x8_0000_4000u64 >> 14) << 2) as u32 | 1);
+        // t8110: PA >> 14 in [29:2] at both page sizes (Linux, m1n1).
+        for shift in [12, 14] {
+            let v = Variant::T8110;
+            assert_eq!(encode_ttbr(v, shift, Some(0x8_0000_4000)), 0x20_0001 << 2 | 1);
+            assert_eq!(decode_ttbr(v, shift, 0x20_0001 << 2 | 1), Some(0x8_0000_4000));
+            // Above 2^40, up to the top of 42 bits.
+            for pa in [0x123_4567_c000u64, 0x3ff_ffff_c000] {
+                assert_eq!(decode_ttbr(v, shift, encode_ttbr(v, shift, Some(pa))), Some(pa), "{pa:#x} {shift}");
+                assert!(ttbr_names(v, shift, pa));
+            }
+            // A 4 KiB-aligned table, or one at 2^42: not nameable.
+            assert!(!ttbr_names(v, shift, 0x8_0000_5000));
+            assert!(!ttbr_names(v, shift, 1 << 42));
+            assert_eq!(ttbr_align(v, shift), 1 << 14);
+        }
+        assert_eq!(ttbr_align(Variant::T6000, 12), 1 << 12);
     }
 
     #[test]

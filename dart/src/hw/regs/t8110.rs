@@ -91,9 +91,12 @@ pub const TCR_FOUR_LEVEL: Field = Field::bit(3);
 pub const TTBR_BASE: u32 = 0x1400;
 /// TTBR: valid.
 pub const TTBR_VALID: Field = Field::bit(0);
-/// TTBR: the table's PA >> the page shift (14 at 16 KiB as Linux;
-/// *inferred* 12 at 4 KiB).
+/// TTBR: the table's PA >> [`TTBR_SHIFT`] at every page size (Linux
+/// `DART_T8110_TTBR_SHIFT`, m1n1 `dart8110.py`), so a root table is 16 KiB
+/// aligned even at 4 KiB pages, and below 2^42.
 pub const TTBR_ADDR: Field = Field::new(29, 2);
+/// The shift of the PA in [`TTBR_ADDR`].
+pub const TTBR_SHIFT: u32 = 14;
 
 /// Streams the layout has registers for.
 pub const STREAMS: u32 = 256;
@@ -146,12 +149,12 @@ pub(crate) const fn tcr_decode(tcr: u32, old: StreamConfig) -> StreamConfig {
     }
 }
 
-pub(crate) fn ttbr_encode(table: Option<u64>, page_shift: u32) -> u32 {
-    table.map_or(0, |pa| TTBR_VALID.mask() | TTBR_ADDR.put((pa >> page_shift) as u32))
+pub(crate) fn ttbr_encode(table: Option<u64>) -> u32 {
+    table.map_or(0, |pa| TTBR_VALID.mask() | TTBR_ADDR.put((pa >> TTBR_SHIFT) as u32))
 }
 
-pub(crate) fn ttbr_decode(ttbr: u32, page_shift: u32) -> Option<u64> {
-    TTBR_VALID.is_set(ttbr).then(|| u64::from(TTBR_ADDR.get(ttbr)) << page_shift)
+pub(crate) fn ttbr_decode(ttbr: u32) -> Option<u64> {
+    TTBR_VALID.is_set(ttbr).then(|| u64::from(TTBR_ADDR.get(ttbr)) << TTBR_SHIFT)
 }
 
 pub(crate) fn error_encode(f: &Fault) -> u32 {
@@ -367,7 +370,8 @@ mod tests {
 
     #[test]
     fn params_describe_the_instance() {
-        assert_eq!(params(2, 14, 16), Some(42 << 24 | 47 << 16));
+        // ias ≤ oas, as Linux's apple_dart_alloc_pgtable requires (T602x: 42, 42).
+        assert_eq!(params(2, 14, 16), Some(42 << 24 | 42 << 16));
         assert_eq!(params(2, 12, 16), Some(42 << 24 | 39 << 16));
         assert_eq!(params(3, 14, 256), Some(256));
     }
