@@ -432,3 +432,37 @@ invariant = \"all\"
     // restricted-unreachable.
     assert_eq!(r.frames_checked, 2 * 4);
 }
+
+/// `alloc` with `align = 4` at 4 KiB frames hands out frames whose PAs are
+/// multiples of 16 KiB (what a t8110 TTBR can name), skipping the unaligned
+/// free frames, which stay free for a later plain `alloc`; `align = 3` is a
+/// parse error.
+#[test]
+fn alloc_align_hands_out_aligned_frames() {
+    use dart::events::{EventKind, EventLog};
+    use std::sync::Arc;
+    let text = "name = \"t\"\n[soc]\npage_size = 4096\n\
+        [[step]]\nop = \"alloc\"\nname = \"one\"\ntype = \"user-data\"\n\
+        [[step]]\nop = \"alloc\"\nname = \"roots\"\ntype = \"dart-table\"\nframes = 3\nalign = 4\n\
+        [[step]]\nop = \"alloc\"\nname = \"more\"\ntype = \"user-data\"\nframes = 2\n\
+        [[step]]\nop = \"check\"\ninvariant = \"all\"\n";
+    let scenario = parse_scenario(text, Path::new("t.toml")).unwrap();
+    let log = Arc::new(EventLog::new(1024).unwrap());
+    log.set_enabled(true);
+    let record = coprocessor_sim::scenario::run::run_scenario_recorded(&scenario, Base::Spec, Some(&log));
+    assert!(record.result.passed(), "{:?}", record.result);
+    assert_eq!(record.violations, 0);
+    let allocs: Vec<(u64, &str)> = record
+        .events
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Alloc { pa, ty } => Some((pa, ty)),
+            _ => None,
+        })
+        .collect();
+    let tables: Vec<u64> = allocs.iter().filter(|(_, ty)| *ty == "dart-table").map(|&(pa, _)| pa).collect();
+    assert_eq!(tables.len(), 3, "{allocs:x?}");
+    assert!(tables.iter().all(|pa| pa % 0x4000 == 0), "{tables:x?}");
+    let err = parse_scenario(&text.replace("align = 4", "align = 3"), Path::new("t.toml")).unwrap_err();
+    assert!(err.to_string().contains("must be a power of two (frames), got 3"), "{err}");
+}

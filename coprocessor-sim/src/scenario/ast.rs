@@ -552,6 +552,10 @@ pub enum Op {
         ty: FrameType,
         /// `frames` (default 1).
         frames: u64,
+        /// `align` (frames, a power of two, default 1): every frame's PA is
+        /// a multiple of this many frames (a t8110 root at 4 KiB pages
+        /// needs 4: its TTBR names 16 KiB units).
+        align: u64,
     },
     /// `retype`.
     Retype {

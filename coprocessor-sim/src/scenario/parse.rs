@@ -127,7 +127,7 @@ const STEP_KEYS: [&str; 2] = ["op", "expect"];
 /// `rpc`, the union over all calls (each call is then checked on its own).
 fn op_keys(op: &str) -> Option<&'static [&'static str]> {
     Some(match op {
-        "alloc" => &["name", "type", "frames"],
+        "alloc" => &["name", "type", "frames", "align"],
         "retype" => &["target", "type"],
         "free" => &["target"],
         "cpu-map" | "cpu-unmap" => &["target", "space", "perm"],
@@ -974,6 +974,16 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
                 .map(|v| v.u64_at_most(Limit::AllocFrames, MAX_ALLOC_FRAMES))
                 .transpose()?
                 .unwrap_or(1),
+            align: match f.get("align") {
+                Some(a) => {
+                    let n = a.u64_at_most(Limit::AllocFrames, MAX_ALLOC_FRAMES)?;
+                    if !n.is_power_of_two() {
+                        return Err(a.err(format_args!("must be a power of two (frames), got {n}")));
+                    }
+                    n
+                }
+                None => 1,
+            },
         },
         "retype" => Op::Retype { target: f.req("target")?.target()?, ty: f.req("type")?.frame_type()? },
         "free" => Op::Free { target: f.req("target")?.target()? },

@@ -590,8 +590,8 @@ impl Run {
     fn execute(&self, op: &Op, via: Via) -> Outcomes {
         let ft = &self.soc.frames;
         match op {
-            Op::Alloc { name, ty, frames } => {
-                let got = ft.alloc(*ty, *frames).map_err(frame_err)?;
+            Op::Alloc { name, ty, frames, align } => {
+                let got = ft.alloc_aligned(*ty, *frames, *align).map_err(frame_err)?;
                 self.names.lock().buffers.insert(name.clone(), got);
                 Ok(())
             }

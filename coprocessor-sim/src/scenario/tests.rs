@@ -42,6 +42,7 @@ op = "alloc"
 name = "secret"
 type = "kernel-restricted"
 frames = 2
+align = 4
 
 [[step]]
 op = "retype"
@@ -331,7 +332,7 @@ fn full_scenario_parses_to_the_expected_ast() {
     }
 
     let ops: Vec<&Op> = s.steps.iter().map(|st| &st.op).collect();
-    assert_eq!(*ops[0], Op::Alloc { name: "secret".into(), ty: FrameType::KernelRestricted, frames: 2 });
+    assert_eq!(*ops[0], Op::Alloc { name: "secret".into(), ty: FrameType::KernelRestricted, frames: 2, align: 4 });
     assert_eq!(s.steps[0].expect, Outcome::Ok);
     assert_eq!(*ops[1], Op::Retype { target: Target::Frame(frame("secret", 1)), ty: FrameType::KernelShared });
     assert_eq!(s.steps[1].expect, Outcome::BadTransition);
@@ -514,7 +515,7 @@ fn defaults_apply_when_sections_are_absent() {
          [[step]]\nop = \"rpc\"\ndevice = \"dev0\"\ncall = \"map\"\nhandle = \"h\"\nlen = 1\niova = 0\nperm = \"r\"\n",
     )
     .unwrap();
-    assert_eq!(s.steps[0].op, Op::Alloc { name: "b".into(), ty: FrameType::UserData, frames: 1 });
+    assert_eq!(s.steps[0].op, Op::Alloc { name: "b".into(), ty: FrameType::UserData, frames: 1, align: 1 });
     assert_eq!(s.steps[0].expect, Outcome::Ok);
     assert_eq!(s.steps[1].line, 6);
     let Op::Race { iterations, threads } = &s.steps[1].op else { panic!() };
@@ -673,6 +674,12 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(&step("op = \"hold\"\ndevice = \"d\"\niova = 0\nlen = 1\nperm = \"x\"\n"), 7, "unknown permission `x`");
     assert_err(&step("op = \"hold\"\ndevice = \"d\"\niova = 0\n"), 2, "`len`");
     assert_err(&step("op = \"release\"\n"), 2, "`device`");
+    assert_err(
+        &step("op = \"alloc\"\nname = \"t\"\ntype = \"dart-table\"\nalign = 3\n"),
+        6,
+        "`align` in step 1 (op = \"alloc\") must be a power of two (frames), got 3",
+    );
+    assert_err(&step("op = \"alloc\"\nname = \"t\"\ntype = \"dart-table\"\nalign = 0\n"), 6, "got 0");
     // 5. Bad hex data.
     assert_err(&step("op = \"cpu-write\"\ntarget = \"a[0]\"\ndata = \"0xabc\"\n"), 5, "odd number of hex digits");
     assert_err(&step("op = \"cpu-write\"\ntarget = \"a[0]\"\ndata = \"0xzz\"\n"), 5, "`z` is not a hex digit");
