@@ -392,10 +392,7 @@ impl FrameTable {
 
     /// Allocates `count` frames of `ty`, zero-filled (R5). All or nothing.
     pub fn alloc(&self, ty: FrameType, count: u64) -> Result<Vec<Frame>, Error> {
-        self.check_running()?;
-        if ty == FrameType::Free {
-            return Err(Error::BadTransition { frame: Frame(0), from: FrameType::Free, to: FrameType::Free });
-        }
+        self.check_alloc_type(ty)?;
         if count == 0 {
             return Err(Error::BadRange { start: 0, len: 0, reason: "an allocation needs at least one frame" });
         }
@@ -407,29 +404,11 @@ impl FrameTable {
             }
             while (claimed.len() as u64) < count {
                 let Some(i) = list.pop() else { break };
-                // A stale entry (the frame was retyped out of `free` directly) fails the claim.
-                if self.cells[i as usize].claim().is_ok() {
-                    self.touched.fetch_max(u64::from(i) + 1, Ordering::AcqRel);
-                    claimed.push(Frame(i));
-                }
+                claimed.extend(self.claim_free(i));
             }
-            if (claimed.len() as u64) < count {
-                for f in &claimed {
-                    let _ = self.cells[f.index()].unclaim();
-                    list.push(f.0);
-                }
-                let available = claimed.len() as u64;
-                return Err(Error::OutOfFrames { ty, requested: count, available });
-            }
-            self.free_count.fetch_sub(count, Ordering::Relaxed);
+            self.keep_or_give_back(&mut list, &claimed, ty, count)?;
         }
-        for &f in &claimed {
-            self.cells[f.index()].complete(FrameType::Free, ty, &self.reach, f.index(), || self.scrub(f));
-        }
-        for &frame in &claimed {
-            self.observer.emit(|| FrameEvent::Alloc { frame, pa: self.pa_unchecked(frame), ty });
-        }
-        Ok(claimed)
+        Ok(self.publish_alloc(claimed, ty))
     }
 
     /// [`FrameTable::alloc`] of `count` frames whose PAs are each a multiple
@@ -441,10 +420,7 @@ impl FrameTable {
         if align_frames <= 1 {
             return self.alloc(ty, count);
         }
-        self.check_running()?;
-        if ty == FrameType::Free {
-            return Err(Error::BadTransition { frame: Frame(0), from: FrameType::Free, to: FrameType::Free });
-        }
+        self.check_alloc_type(ty)?;
         if count == 0 || !align_frames.is_power_of_two() {
             return Err(Error::BadRange {
                 start: 0,
@@ -466,28 +442,62 @@ impl FrameTable {
                     continue;
                 }
                 list.swap_remove(i);
-                if self.cells[f as usize].claim().is_ok() {
-                    self.touched.fetch_max(u64::from(f) + 1, Ordering::AcqRel);
-                    claimed.push(Frame(f));
-                }
+                claimed.extend(self.claim_free(f));
             }
-            if (claimed.len() as u64) < count {
-                for f in &claimed {
-                    let _ = self.cells[f.index()].unclaim();
-                    list.push(f.0);
-                }
-                let available = claimed.len() as u64;
-                return Err(Error::OutOfFrames { ty, requested: count, available });
-            }
-            self.free_count.fetch_sub(count, Ordering::Relaxed);
+            self.keep_or_give_back(&mut list, &claimed, ty, count)?;
         }
+        Ok(self.publish_alloc(claimed, ty))
+    }
+
+    /// The checks every allocation makes first: the system runs, and the
+    /// new type is not `free`.
+    fn check_alloc_type(&self, ty: FrameType) -> Result<(), Error> {
+        self.check_running()?;
+        if ty == FrameType::Free {
+            return Err(Error::BadTransition { frame: Frame(0), from: FrameType::Free, to: FrameType::Free });
+        }
+        Ok(())
+    }
+
+    /// Claims free-list entry `i` for an allocation; `None` if the entry
+    /// is stale (the frame was retyped out of `free` directly).
+    fn claim_free(&self, i: u32) -> Option<Frame> {
+        self.cells[i as usize].claim().ok()?;
+        self.touched.fetch_max(u64::from(i) + 1, Ordering::AcqRel);
+        Some(Frame(i))
+    }
+
+    /// Under the free-list lock: keeps `claimed` if it has `count` frames,
+    /// else gives every claim back to `list` and fails `OutOfFrames` (all
+    /// or nothing).
+    fn keep_or_give_back(
+        &self,
+        list: &mut Vec<u32>,
+        claimed: &[Frame],
+        ty: FrameType,
+        count: u64,
+    ) -> Result<(), Error> {
+        if (claimed.len() as u64) < count {
+            for f in claimed {
+                let _ = self.cells[f.index()].unclaim();
+                list.push(f.0);
+            }
+            let available = claimed.len() as u64;
+            return Err(Error::OutOfFrames { ty, requested: count, available });
+        }
+        self.free_count.fetch_sub(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes claimed frames as `ty` (scrubbed, R5) and reports them.
+    fn publish_alloc(&self, claimed: Vec<Frame>, ty: FrameType) -> Vec<Frame> {
         for &f in &claimed {
             self.cells[f.index()].complete(FrameType::Free, ty, &self.reach, f.index(), || self.scrub(f));
         }
         for &frame in &claimed {
             self.observer.emit(|| FrameEvent::Alloc { frame, pa: self.pa_unchecked(frame), ty });
         }
-        Ok(claimed)
+        claimed
     }
 
     /// Retypes `frame` to `to` (R1): only the docs/design.md §2 transitions, only with no
