@@ -73,6 +73,51 @@ pub enum DartError {
         /// The register the call would have written.
         register: LockedRegister,
     },
+    /// A monitor write over a valid entry (clear it first, as io-pgtable's
+    /// `-EEXIST`).
+    #[error("table {table:#x} entry {index}: already valid (clear it first)")]
+    EntryInUse {
+        /// The table's physical address.
+        table: u64,
+        /// The entry.
+        index: u64,
+    },
+    /// A monitor write or read the entry's table or value makes impossible:
+    /// an index past the table, a table address that is not a page in
+    /// memory, a PA beyond memory or the output width, a subpage range or
+    /// permission the format cannot express, a valid entry in a table that
+    /// has no level yet.
+    #[error("table {table:#x} entry {index}, value {value:#x}: {reason}")]
+    BadEntry {
+        /// The table's physical address.
+        table: u64,
+        /// The entry.
+        index: u64,
+        /// The value written (0 for a read).
+        value: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A frame the monitor was asked to write, read, link or release as a
+    /// driver-built table of this DART is not one: not a `dart-table`
+    /// frame, a table of this DART's mapper, or held by another DART.
+    #[error("{pa:#x} is not a driver-built table of this DART: {reason}")]
+    NotDriverTable {
+        /// The frame's physical address.
+        pa: u64,
+        /// What it is instead.
+        reason: &'static str,
+    },
+    /// A table the monitor was asked to link or release is in a use that
+    /// forbids it: it already has a parent entry, a TTBR names it, it is
+    /// linked at another level, or it still has entries.
+    #[error("table {pa:#x} is in use: {reason}")]
+    TableInUse {
+        /// The table's physical address.
+        pa: u64,
+        /// The use.
+        reason: &'static str,
+    },
     /// A bad configuration value.
     #[error("bad DART configuration: {reason}")]
     Config {
@@ -93,7 +138,10 @@ impl DartError {
         match self {
             DartError::NoSuchStream { .. } => "no-such-device",
             DartError::BadRange { .. } | DartError::Config { .. } => "bad-range",
-            DartError::IovaInUse { .. } => "iova-in-use",
+            DartError::IovaInUse { .. } | DartError::EntryInUse { .. } => "iova-in-use",
+            DartError::BadEntry { .. } => "bad-range",
+            DartError::NotDriverTable { .. } => "forbidden-type",
+            DartError::TableInUse { .. } => "table-in-use",
             DartError::NotMapped { .. } => "not-mapped",
             DartError::BypassDenied { .. } => "bypass-denied",
             DartError::ForeignTtbr { .. } => "forbidden-type",

@@ -395,6 +395,54 @@ impl Dart {
     }
 }
 
+/// # Kernel side: the monitor (driver-built tables)
+///
+/// A driver that builds its own tables (Linux io-pgtable-dart, m1n1, XNU
+/// through SPTM) allocates `dart-table` frames and writes every entry
+/// through the monitor, which validates it as the mapper would before it
+/// is stored: a leaf takes its frame's DART count with the policy check in
+/// the same step, a table descriptor must name a table frame of this DART,
+/// and a cleared entry keeps what it named counted until an invalidation
+/// covers it (docs/design.md §3, "Driver-built tables"). TTBRs then name the
+/// driver's roots by register or [`Dart::set_ttbr`]. The protocol is on
+/// [`crate::mapper`]'s `monitor` module.
+impl Dart {
+    /// Writes entry `index` of the driver-built table at physical address
+    /// `table` with `value`, an entry in this DART's PTE format
+    /// ([`Dart::pte_format`]): a leaf in a leaf table, a table descriptor
+    /// above it, or any value with the valid bit clear (which clears a
+    /// valid entry). The table registers with this DART on its first write
+    /// or link. Refused, changing nothing: `forbidden-type` for a frame that
+    /// is not a driver table of this DART or a leaf whose frame's type
+    /// forbids DART access, `mapping-limit`, `iova-in-use` over a valid
+    /// entry, `table-in-use` for a descriptor naming a table already linked,
+    /// `bad-range` for an index past the table, a PA outside memory or a
+    /// malformed entry.
+    pub fn write_table_entry(&self, table: u64, index: u64, value: u64) -> Result<(), DartError> {
+        self.kernel().write_table_entry(table, index, value)
+    }
+
+    /// Reads entry `index` of a table of this DART (driver-built or the
+    /// mapper's) at physical address `table`: the value the walker reads.
+    pub fn read_table_entry(&self, table: u64, index: u64) -> Result<u64, DartError> {
+        self.kernel().read_table_entry(table, index)
+    }
+
+    /// Ends the registration of the driver-built table at `table` once it
+    /// has no valid entry, no parent entry (a cleared one's invalidation
+    /// done) and no TTBR names it, after the DMA that may still walk it has
+    /// finished: the DART drops its hold, and the frame may be freed.
+    /// Anything else is refused (`table-in-use`, `forbidden-type`).
+    pub fn release_table(&self, table: u64) -> Result<(), DartError> {
+        self.kernel().release_table(table)
+    }
+
+    /// Entries per table (a table is one page of 8-byte entries).
+    pub fn entries_per_table(&self) -> u64 {
+        1 << (self.page_shift() - 3)
+    }
+}
+
 /// # Inspection: mappings, counts and invariants
 ///
 /// Read-only, under the mapper lock: what the tables map, which frames they

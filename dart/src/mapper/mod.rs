@@ -30,6 +30,8 @@
 //! client's mapping from whatever the tables hold there now) is described on
 //! [`MapId`].
 
+mod monitor;
+
 use crate::error::{DartError, LockedRegister};
 use crate::hold::Holds;
 use crate::hw::pte::{Leaf, PteError, PteFormat, Subpage};
@@ -539,7 +541,7 @@ impl Kernel<'_> {
             Ok(r) => r,
             Err(e) => {
                 for t in pool {
-                    self.release_table(t);
+                    self.drop_table(t);
                 }
                 return Err(e);
             }
@@ -551,7 +553,7 @@ impl Kernel<'_> {
                     let _ = self.device().frames().release(g, FrameCounter::Dart);
                 }
                 for t in pool.into_iter().chain(roots) {
-                    self.release_table(t);
+                    self.drop_table(t);
                 }
                 return Err(e.into());
             }
@@ -979,13 +981,13 @@ impl Kernel<'_> {
         if named {
             m.orphans.push(t);
         } else {
-            self.release_table(t);
+            self.drop_table(t);
         }
     }
 
     /// Allocates `n` table frames and takes the DART's hold on each (see
     /// [`frame_table::FrameTable::hold_table`]): from here until
-    /// [`Kernel::release_table`], freeing or retyping one is an invariant breach.
+    /// [`Kernel::drop_table`], freeing or retyping one is an invariant breach.
     fn alloc_tables(&self, n: u64) -> Result<Vec<Frame>, DartError> {
         self.alloc_tables_aligned(n, 1)
     }
@@ -1006,7 +1008,7 @@ impl Kernel<'_> {
             pool.iter().find_map(|&f| frames.pa_of(f).ok().filter(|&pa| !crate::hw::regs::ttbr_names(v, shift, pa)));
         if let Some(pa) = unnamed {
             for t in pool {
-                self.release_table(t);
+                self.drop_table(t);
             }
             return Err(DartError::BadRange { iova: pa, len: 0, reason: "no free table frame the TTBR can name" });
         }
@@ -1030,7 +1032,7 @@ impl Kernel<'_> {
     }
 
     /// Drops the DART's hold on a table frame nothing can walk any more, and frees it.
-    fn release_table(&self, t: Frame) {
+    fn drop_table(&self, t: Frame) {
         let _ = self.device().frames().release(t, FrameCounter::Dart);
         let _ = self.device().frames().free(t);
     }
@@ -1110,7 +1112,7 @@ impl Kernel<'_> {
         m.tables.remove(f);
         // A DMA that loaded the TTBR before it changed may still be walking.
         self.device().inflight().synchronize();
-        self.release_table(f);
+        self.drop_table(f);
         Ok(())
     }
 }
