@@ -283,6 +283,107 @@ expect = \"no-such-device\"
     assert!(r.passed(), "{r:#?}");
 }
 
+/// The monitor's steps resolve their names and encode their values before
+/// they reach the DART: an unknown DART is `no-such-device`, an unknown
+/// buffer or frame `bad-range` naming it, and a leaf flag the variant's
+/// format lacks (DART1 has no no-cache bit) `bad-range`.
+#[test]
+fn monitor_steps_resolve_names_before_the_dart() {
+    let r = run(&format!(
+        "{HEAD}
+[[step]]
+op = \"pte-write\"
+dart = \"nodart\"
+table = \"buf[0]\"
+index = 0
+value = 0
+expect = \"no-such-device\"
+
+[[step]]
+op = \"pte-write\"
+dart = \"dart0\"
+table = \"ghost[0]\"
+index = 0
+value = 0
+expect = \"bad-range\"
+
+[[step]]
+op = \"pte-write\"
+dart = \"dart0\"
+table = \"buf[7]\"
+index = 0
+value = 0
+expect = \"bad-range\"
+
+[[step]]
+op = \"pte-write\"
+dart = \"dart0\"
+table = \"buf[0]\"
+index = 0
+value = \"leaf:ghost[0]:r\"
+expect = \"bad-range\"
+
+[[step]]
+op = \"pte-read\"
+dart = \"dart0\"
+table = \"buf[0]\"
+index = 0
+value = \"table:buf[9]\"
+expect = \"bad-range\"
+
+[[step]]
+op = \"pte-read\"
+dart = \"nodart\"
+table = \"buf[0]\"
+index = 0
+expect = \"no-such-device\"
+
+[[step]]
+op = \"release-table\"
+dart = \"nodart\"
+table = \"buf[0]\"
+expect = \"no-such-device\"
+
+[[step]]
+op = \"release-table\"
+dart = \"dart0\"
+table = \"ghost[1]\"
+expect = \"bad-range\"
+"
+    ));
+    assert!(r.passed(), "{r:#?}");
+    let details: Vec<&str> = r.steps[1..].iter().map(|s| s.detail.as_str()).collect();
+    assert_eq!(details[0], "no DART `nodart`");
+    assert_eq!(details[1], "no buffer `ghost`");
+    assert_eq!(details[2], "`buf` has 2 frames, no [7]");
+    assert_eq!(details[3], "no buffer `ghost`");
+    assert_eq!(details[5], "no DART `nodart`");
+    assert_eq!(details[7], "no buffer `ghost`");
+
+    let r = run("name = \"t\"
+[[dart]]
+name = \"usb\"
+variant = \"t8020\"
+[[step]]
+op = \"alloc\"
+name = \"t\"
+type = \"dart-table\"
+[[step]]
+op = \"alloc\"
+name = \"buf\"
+type = \"user-data\"
+[[step]]
+op = \"pte-write\"
+dart = \"usb\"
+table = \"t[0]\"
+index = 0
+value = \"leaf:buf[0]:rw:nocache\"
+expect = \"bad-range\"
+");
+    assert!(r.passed(), "{r:#?}");
+    assert!(r.steps[2].detail.contains("t8020 has no no-cache bit"), "{}", r.steps[2].detail);
+}
+
 #[test]
 fn mmio_steps_drive_the_register_model() {
     // t8110 (dart0 default): TTBR(1) at 0x1400 + 4; PARAMS4 at 0x0c holds the stream count.

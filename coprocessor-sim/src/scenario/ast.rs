@@ -205,6 +205,43 @@ impl fmt::Display for MmioValue {
     }
 }
 
+/// The `value` of a `pte-write` / `pte-read` step: one table entry in the
+/// DART's PTE format (docs/design.md §3, "Driver-built tables").
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PteValue {
+    /// A raw entry, stored as given.
+    Int(u64),
+    /// `leaf:NAME[i]:PERM` (optionally `:nocache`): a valid leaf naming
+    /// that frame, whole page, encoded by the DART's
+    /// [`dart::variant::PteFormat::encode_leaf`] at its page size.
+    Leaf {
+        /// The frame the leaf names.
+        frame: FrameRef,
+        /// `r`, `w` or `rw`.
+        perm: Perm,
+        /// `:nocache`: DART2's no-cache bit set as well.
+        nocache: bool,
+    },
+    /// `table:NAME[i]`: a valid table descriptor naming that frame.
+    Table(FrameRef),
+}
+
+impl fmt::Display for PteValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PteValue::Int(v) => write!(f, "{v:#x}"),
+            PteValue::Leaf { frame, perm, nocache } => {
+                write!(f, "leaf:{frame}:{perm}")?;
+                if *nocache {
+                    f.write_str(":nocache")?;
+                }
+                Ok(())
+            }
+            PteValue::Table(frame) => write!(f, "table:{frame}"),
+        }
+    }
+}
+
 /// A DMA fault kind (docs/design.md §3), as written after `fault:` in `expect`: the DART's own.
 pub use dart::FaultKind;
 
@@ -240,6 +277,9 @@ pub enum Outcome {
     BypassDenied,
     /// `no-such-device`.
     NoSuchDevice,
+    /// `table-in-use`: a driver-built table is linked, named by a TTBR or
+    /// still has valid entries.
+    TableInUse,
     /// `panic`: this step breached an invariant in `panic` mode.
     Panic,
     /// `halted`: the system had already halted.
@@ -254,7 +294,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order of docs/design.md §6.
-    pub const ALL: [Outcome; 27] = [
+    pub const ALL: [Outcome; 28] = [
         Outcome::Ok,
         Outcome::Any,
         Outcome::ForbiddenType,
@@ -269,6 +309,7 @@ impl Outcome {
         Outcome::BadMessage,
         Outcome::BypassDenied,
         Outcome::NoSuchDevice,
+        Outcome::TableInUse,
         Outcome::Panic,
         Outcome::Halted,
         Outcome::OutOfFrames,
@@ -302,6 +343,7 @@ impl Outcome {
             Outcome::BadMessage => "bad-message",
             Outcome::BypassDenied => "bypass-denied",
             Outcome::NoSuchDevice => "no-such-device",
+            Outcome::TableInUse => "table-in-use",
             Outcome::Panic => "panic",
             Outcome::Halted => "halted",
             Outcome::OutOfFrames => "out-of-frames",
@@ -517,7 +559,7 @@ impl RpcCall {
 }
 
 /// Every `op` name, in the order of docs/design.md §6.
-pub const OP_NAMES: [&str; 21] = [
+pub const OP_NAMES: [&str; 24] = [
     "alloc",
     "retype",
     "free",
@@ -536,6 +578,9 @@ pub const OP_NAMES: [&str; 21] = [
     "bypass",
     "mmio-write",
     "mmio-read",
+    "pte-write",
+    "pte-read",
+    "release-table",
     "check",
     "race",
     "watch",
@@ -706,6 +751,40 @@ pub enum Op {
         /// `mask`: bits compared (optional: all; only with `value`).
         mask: Option<u64>,
     },
+    /// `pte-write`: a driver writes one entry of a table it built, through
+    /// the monitor ([`dart::Dart::write_table_entry`]).
+    PteWrite {
+        /// `dart`.
+        dart: String,
+        /// `table`: one frame of a `dart-table` buffer.
+        table: FrameRef,
+        /// `index` of the entry.
+        index: u64,
+        /// `value`.
+        value: PteValue,
+    },
+    /// `pte-read`: read one entry of a table of the DART back
+    /// ([`dart::Dart::read_table_entry`]).
+    PteRead {
+        /// `dart`.
+        dart: String,
+        /// `table`: one frame of a `dart-table` buffer.
+        table: FrameRef,
+        /// `index` of the entry.
+        index: u64,
+        /// `value`: expected (optional).
+        value: Option<PteValue>,
+        /// `mask`: bits compared (optional: all 64; only with `value`).
+        mask: Option<u64>,
+    },
+    /// `release-table`: the driver ends a table's registration with the
+    /// DART ([`dart::Dart::release_table`]), so its frame can be freed.
+    ReleaseTable {
+        /// `dart`.
+        dart: String,
+        /// `table`: one frame of a `dart-table` buffer.
+        table: FrameRef,
+    },
     /// `hold`: the device holds the frames of `[iova, iova + len)` as a
     /// slice of them would, until `release`.
     Hold {
@@ -770,6 +849,9 @@ impl Op {
             Op::Bypass { .. } => "bypass",
             Op::MmioWrite { .. } => "mmio-write",
             Op::MmioRead { .. } => "mmio-read",
+            Op::PteWrite { .. } => "pte-write",
+            Op::PteRead { .. } => "pte-read",
+            Op::ReleaseTable { .. } => "release-table",
             Op::Hold { .. } => "hold",
             Op::Release { .. } => "release",
             Op::Check(_) => "check",

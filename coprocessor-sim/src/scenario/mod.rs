@@ -36,7 +36,7 @@
 //! let err = parse_scenario("name = \"x\"\n[[step]]\nop = \"mapp\"\n", Path::new("bad.toml")).unwrap_err();
 //! assert_eq!(err.to_string(), "bad.toml:3: `op` in step 1: unknown op `mapp` (expected one of alloc, retype, free, \
 //!     cpu-map, cpu-unmap, cpu-write, cpu-read, map, unmap, flush, grant, revoke, rpc, dma-read, dma-write, bypass, \
-//!     mmio-write, mmio-read, check, race, watch)");
+//!     mmio-write, mmio-read, pte-write, pte-read, release-table, check, race, watch)");
 //! ```
 
 mod ast;
@@ -48,8 +48,8 @@ mod tests;
 
 pub use ast::{
     counter_names, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant, FaultKind,
-    FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step, Target,
-    DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_MEMORY_MIB,
+    FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, PteValue, RpcCall, Scenario, SocConfig, Space, Step,
+    Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_MEMORY_MIB,
     DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES,
     MAX_IOTLB_ENTRIES, MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
 };

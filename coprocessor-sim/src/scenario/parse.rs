@@ -8,10 +8,10 @@
 
 use super::ast::{
     counter_names, shorten, Address, Check, CoprocessorConfig, CounterCmp, CounterRef, DartConfig, DartVariant,
-    FaultKind, FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, SocConfig, Space, Step,
-    Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES, DEFAULT_STREAMS,
-    DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES, MAX_IOTLB_ENTRIES,
-    MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
+    FaultKind, FrameRef, Invalidation, Invariant, MmioValue, Op, Outcome, PteValue, RpcCall, Scenario, SocConfig,
+    Space, Step, Target, DEFAULT_DART_NAME, DEFAULT_DEVICE_NAME, DEFAULT_DEVICE_STREAM, DEFAULT_IOTLB_ENTRIES,
+    DEFAULT_STREAMS, DEFAULT_WINDOW, MAX_ALLOC_FRAMES, MAX_COPROCESSORS, MAX_DARTS, MAX_FILE_BYTES, MAX_FRAMES,
+    MAX_IOTLB_ENTRIES, MAX_ITERATIONS, MAX_MEMORY_MIB, MAX_RACE_THREADS, MAX_READ_BYTES, MAX_STEPS, MAX_WORK, OP_NAMES,
 };
 use super::error::{Limit, LimitExceeded, ScenarioError};
 use frame_table::{FrameSize, FrameType, OnViolation, Perm};
@@ -144,6 +144,9 @@ fn op_keys(op: &str) -> Option<&'static [&'static str]> {
         "bypass" => &["device", "enable"],
         "mmio-write" => &["dart", "offset", "value"],
         "mmio-read" => &["dart", "offset", "value", "mask"],
+        "pte-write" => &["dart", "table", "index", "value"],
+        "pte-read" => &["dart", "table", "index", "value", "mask"],
+        "release-table" => &["dart", "table"],
         "hold" => &["device", "iova", "len", "perm"],
         "release" => &["device"],
         "check" => &["invariant", "counter", "holds", "equals", "at_least"],
@@ -523,6 +526,34 @@ impl<'f> Field<'f> {
         }
     }
 
+    /// A 64-bit mask: an integer, or a string such as
+    /// `"0xffff_ffff_ffff_ffff"` for values past TOML's `i64::MAX`.
+    fn pte_mask(&self) -> Result<u64> {
+        match self.value() {
+            Value::Int(v) => self.int_to_u64(*v),
+            Value::Str(s) => parse_uint(s).map_err(|e| match e {
+                UintError::Invalid => self.err_detail(format_args!("bad mask `{}`: expected an integer", shorten(s))),
+                UintError::Overflow => {
+                    self.err_detail(format_args!("`{}` is out of range (at most {:#x})", shorten(s), u64::MAX))
+                }
+            }),
+            _ => Err(self.wrong_type("an integer or a string \"0x…\"")),
+        }
+    }
+
+    /// `NAME[i]`: one frame of a buffer (a `pte-*` step's `table`).
+    fn frame_ref(&self) -> Result<FrameRef> {
+        self.parse(|s| parse_frame_ref(s).map_err(|e| format!("bad frame `{}`: {e}; expected NAME[i]", shorten(s))))
+    }
+
+    fn pte_value(&self) -> Result<PteValue> {
+        match self.value() {
+            Value::Int(v) => Ok(PteValue::Int(self.int_to_u64(*v)?)),
+            Value::Str(s) => parse_pte_value(s).map_err(|d| self.err_detail(d)),
+            _ => Err(self.wrong_type("an integer or a string \"0x…\" / \"leaf:NAME[i]:PERM\" / \"table:NAME[i]\"")),
+        }
+    }
+
     /// `[start, end]`: an array of two non-negative integers.
     fn pair(&self) -> Result<(u64, u64)> {
         const SHAPE: &str = "an array of two non-negative integers [start, end]";
@@ -666,6 +697,41 @@ fn parse_mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
         Err(UintError::Overflow) => Err(format!("`{}` is out of range (at most {:#x})", shorten(s), u64::MAX)),
         Err(UintError::Invalid) => Err(format!(
             "bad value `{}`: expected an integer, \"ttbr:NAME[i]\", \"ttbr:DEVICE\" or \"pa:NAME[i]\"",
+            shorten(s)
+        )),
+    }
+}
+
+/// A table entry: an integer (decimal, `0x`, …), `leaf:NAME[i]:PERM`
+/// with an optional `:nocache`, or `table:NAME[i]`.
+fn parse_pte_value(s: &str) -> std::result::Result<PteValue, String> {
+    let bad = |e: String| format!("bad value `{}`: {e}", shorten(s));
+    if let Some(rest) = s.strip_prefix("leaf:") {
+        let mut parts = rest.split(':');
+        let frame = parse_frame_ref(parts.next().unwrap_or_default()).map_err(bad)?;
+        let Some(perm) = parts.next() else {
+            return Err(bad("a leaf needs a permission: leaf:NAME[i]:PERM with PERM r, w or rw".to_owned()));
+        };
+        let perm = perm.parse::<Perm>().map_err(|e| bad(e.to_string()))?;
+        let nocache = match parts.next() {
+            None => false,
+            Some("nocache") => true,
+            Some(other) => return Err(bad(format!("unknown leaf flag `{}` (expected nocache)", shorten(other)))),
+        };
+        if let Some(extra) = parts.next() {
+            return Err(bad(format!("unexpected `:{}` after the leaf", shorten(extra))));
+        }
+        return Ok(PteValue::Leaf { frame, perm, nocache });
+    }
+    if let Some(rest) = s.strip_prefix("table:") {
+        return parse_frame_ref(rest).map(PteValue::Table).map_err(bad);
+    }
+    match parse_uint(s) {
+        Ok(v) => Ok(PteValue::Int(v)),
+        Err(UintError::Overflow) => Err(format!("`{}` is out of range (at most {:#x})", shorten(s), u64::MAX)),
+        Err(UintError::Invalid) => Err(format!(
+            "bad value `{}`: expected an integer, \"leaf:NAME[i]:PERM\" (PERM r, w or rw; optional :nocache) or \
+             \"table:NAME[i]\"",
             shorten(s)
         )),
     }
@@ -1059,6 +1125,25 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             };
             Op::MmioRead { dart, offset, value, mask }
         }
+        "pte-write" => Op::PteWrite {
+            dart: f.req("dart")?.name()?,
+            table: f.req("table")?.frame_ref()?,
+            index: f.req("index")?.u64()?,
+            value: f.req("value")?.pte_value()?,
+        },
+        "pte-read" => {
+            let dart = f.req("dart")?.name()?;
+            let table = f.req("table")?.frame_ref()?;
+            let index = f.req("index")?.u64()?;
+            let value = f.get("value").map(|v| v.pte_value()).transpose()?;
+            let mask = match f.get("mask") {
+                Some(m) if value.is_none() => return Err(m.err("needs an expected `value` to compare")),
+                Some(m) => Some(m.pte_mask()?),
+                None => None,
+            };
+            Op::PteRead { dart, table, index, value, mask }
+        }
+        "release-table" => Op::ReleaseTable { dart: f.req("dart")?.name()?, table: f.req("table")?.frame_ref()? },
         "watch" => Op::Watch {
             device: f.req("device")?.name()?,
             iova: f.req("iova")?.address()?,
@@ -1246,5 +1331,8 @@ pub(super) mod tests_support {
     }
     pub fn mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
         parse_mmio_value(s)
+    }
+    pub fn pte_value(s: &str) -> std::result::Result<PteValue, String> {
+        parse_pte_value(s)
     }
 }

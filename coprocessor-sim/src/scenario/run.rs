@@ -15,7 +15,7 @@
 use crate::rpc::service::RpcError;
 use crate::rpc::wire::{self, Request};
 use crate::scenario::{
-    Address, Check, FrameRef, Invariant, MmioValue, Op, Outcome, RpcCall, Scenario, Space, Step, Target,
+    Address, Check, FrameRef, Invariant, MmioValue, Op, Outcome, PteValue, RpcCall, Scenario, Space, Step, Target,
 };
 use crate::soc::coprocessor::{Command, Reply};
 use crate::soc::Soc;
@@ -698,6 +698,34 @@ impl Run {
             }
             Op::MmioWrite { dart, offset, value } => self.mmio_write(dart, *offset, value),
             Op::MmioRead { dart, offset, value, mask } => self.mmio_read(dart, *offset, value.as_ref(), *mask),
+            Op::PteWrite { dart, table, index, value } => {
+                let d = self.dart(dart)?;
+                let table = self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?;
+                let value = self.pte_value(d, value)?;
+                d.write_table_entry(table, *index, value)?;
+                Ok(())
+            }
+            Op::PteRead { dart, table, index, value, mask } => {
+                let d = self.dart(dart)?;
+                let table = self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?;
+                let got = d.read_table_entry(table, *index)?;
+                let Some(value) = value else { return Ok(()) };
+                let want = self.pte_value(d, value)?;
+                let mask = mask.unwrap_or(u64::MAX);
+                if got & mask == want & mask {
+                    Ok(())
+                } else {
+                    Err(fail(
+                        "data-mismatch",
+                        format!("read {got:#018x}, expected {want:#018x} under mask {mask:#018x}"),
+                    ))
+                }
+            }
+            Op::ReleaseTable { dart, table } => {
+                let d = self.dart(dart)?;
+                d.release_table(self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?)?;
+                Ok(())
+            }
             Op::Hold { device, iova, len, perm } => {
                 let (i, _, _) = self.device(device)?;
                 self.device_call(i, Command::Hold { iova: self.address(iova)?, len: *len, perm: *perm })?;
@@ -897,6 +925,31 @@ impl Run {
                 };
                 let pa = self.soc.frames.pa_of(f).map_err(frame_err)?;
                 Ok(dart::regs::encode_ttbr(d.variant(), d.page_shift(), Some(pa)))
+            }
+        }
+    }
+
+    /// A `pte-*` value as an entry in `d`'s PTE format at its page size.
+    /// An entry the format cannot hold (a PA past its output width) is
+    /// `bad-range`, as the monitor would answer for it.
+    fn pte_value(&self, d: &dart::Dart, v: &PteValue) -> Result<u64, Fail> {
+        let (format, shift) = (d.pte_format(), d.page_shift());
+        let unencodable = |e: dart::pte::PteError| fail("bad-range", format!("`{v}` cannot be encoded: {e}"));
+        match v {
+            PteValue::Int(x) => Ok(*x),
+            PteValue::Leaf { frame, perm, nocache } => {
+                let pa = self.soc.frames.pa_of(self.frame_ref(frame)?).map_err(frame_err)?;
+                let leaf =
+                    dart::pte::Leaf { pa, read: perm.read(), write: perm.write(), subpage: dart::pte::Subpage::WHOLE };
+                if *nocache && format.kept_leaf_bits() == 0 {
+                    return Err(fail("bad-range", format!("`{v}`: {} has no no-cache bit", d.variant())));
+                }
+                let kept = if *nocache { format.kept_leaf_bits() } else { 0 };
+                format.encode_leaf_kept(shift, &leaf, kept).map_err(unencodable)
+            }
+            PteValue::Table(frame) => {
+                let pa = self.soc.frames.pa_of(self.frame_ref(frame)?).map_err(frame_err)?;
+                format.encode_table(shift, pa).map_err(unencodable)
             }
         }
     }

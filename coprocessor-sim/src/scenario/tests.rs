@@ -232,6 +232,27 @@ device = "ane"
 op = "check"
 holds = "buf"
 at_least = 0
+
+[[step]]
+op = "pte-write"
+dart = "dart0"
+table = "root[0]"
+index = 3
+value = "table:leaf[0]"
+
+[[step]]
+op = "pte-read"
+dart = "dart0"
+table = "leaf[0]"
+index = 0x7ff
+value = "leaf:buf[2]:rw"
+mask = "0xffff_ffff_ffff_ffff"
+
+[[step]]
+op = "release-table"
+dart = "disp"
+table = "leaf[0]"
+expect = "table-in-use"
 "#;
 
 fn parse(src: &str) -> Result<Scenario, ScenarioError> {
@@ -468,7 +489,28 @@ fn full_scenario_parses_to_the_expected_ast() {
     );
     assert_eq!(*ops[29], Op::Release { device: "ane".into() });
     assert_eq!(*ops[30], Op::Check(Check::Holds { target: Target::Buffer("buf".into()), cmp: CounterCmp::AtLeast(0) }));
-    assert_eq!(ops.len(), 31);
+    assert_eq!(
+        *ops[31],
+        Op::PteWrite {
+            dart: "dart0".into(),
+            table: frame("root", 0),
+            index: 3,
+            value: PteValue::Table(frame("leaf", 0))
+        }
+    );
+    assert_eq!(
+        *ops[32],
+        Op::PteRead {
+            dart: "dart0".into(),
+            table: frame("leaf", 0),
+            index: 0x7ff,
+            value: Some(PteValue::Leaf { frame: frame("buf", 2), perm: Perm::RW, nocache: false }),
+            mask: Some(u64::MAX),
+        }
+    );
+    assert_eq!(*ops[33], Op::ReleaseTable { dart: "disp".into(), table: frame("leaf", 0) });
+    assert_eq!(s.steps[33].expect, Outcome::TableInUse);
+    assert_eq!(ops.len(), 34);
 }
 
 #[test]
@@ -574,6 +616,39 @@ fn string_syntaxes() {
     assert_eq!(mmio_value("pa:t[0]"), Ok(MmioValue::Pa(frame("t", 0))));
     for bad in ["ttbr:", "ttbr:a b", "ttbr:t[", "pa:t", "x:y", "0xzz"] {
         assert!(mmio_value(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(pte_value("0x8000_0000_0000_0001"), Ok(PteValue::Int(0x8000_0000_0000_0001)));
+    assert_eq!(pte_value("17"), Ok(PteValue::Int(17)));
+    assert_eq!(
+        pte_value("leaf:buf[3]:r"),
+        Ok(PteValue::Leaf { frame: frame("buf", 3), perm: Perm::R, nocache: false })
+    );
+    assert_eq!(pte_value("leaf:b[0]:w"), Ok(PteValue::Leaf { frame: frame("b", 0), perm: Perm::W, nocache: false }));
+    assert_eq!(
+        pte_value("leaf:b[0x1]:rw:nocache"),
+        Ok(PteValue::Leaf { frame: frame("b", 1), perm: Perm::RW, nocache: true })
+    );
+    assert_eq!(pte_value("table:l1[0]"), Ok(PteValue::Table(frame("l1", 0))));
+    for v in ["0x3", "leaf:b[0]:rw", "leaf:b[2]:w:nocache", "table:t[1]"] {
+        let parsed = pte_value(v).unwrap();
+        assert_eq!(pte_value(&parsed.to_string()), Ok(parsed), "{v} does not round-trip");
+    }
+    for bad in [
+        "leaf:b[0]",
+        "leaf:b:rw",
+        "leaf:b[0]:x",
+        "leaf:b[0]:none",
+        "leaf:b[0]:rw:cache",
+        "leaf:b[0]:rw:nocache:x",
+        "leaf::rw",
+        "table:t",
+        "table:",
+        "pa:b[0]",
+        "ttbr:b[0]",
+        "0x1_0000_0000_0000_0000",
+        "",
+    ] {
+        assert!(pte_value(bad).is_err(), "{bad:?} accepted");
     }
     assert_eq!(counter("d.maps").unwrap(), CounterRef { dart: "d".into(), stream: None, name: "maps".into() });
     assert_eq!(
@@ -703,6 +778,62 @@ fn errors_name_the_line_and_the_problem() {
         "bad value `ttbr:`: the name is empty",
     );
     assert_err(&step("op = \"unmap\"\ndevice = \"d\"\niova = \"pa:\"\nlen = 1\n"), 5, "bad address `pa:`");
+    // 6b. The monitor's steps: every key and value form.
+    let pte = |body: &str| step(&format!("op = \"pte-write\"\ndart = \"dart0\"\n{body}"));
+    assert_err(
+        &pte("table = \"t[0]\"\nindex = 0\nvalue = \"pa:b[0]\"\n"),
+        7,
+        "`value` in step 1 (op = \"pte-write\"): bad value `pa:b[0]`: expected an integer, \"leaf:NAME[i]:PERM\"",
+    );
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = \"leaf:b[0]:x\"\n"), 7, "unknown permission `x`");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = \"leaf:b[0]\"\n"), 7, "a leaf needs a permission");
+    assert_err(
+        &pte("table = \"t[0]\"\nindex = 0\nvalue = \"leaf:b[0]:rw:cache\"\n"),
+        7,
+        "unknown leaf flag `cache` (expected nocache)",
+    );
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = \"table:t\"\n"), 7, "a frame index `[i]` is needed");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = 1.5\n"), 7, "must be an integer or a string");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = -1\n"), 7, "must not be negative");
+    assert_err(&pte("index = 0\nvalue = 0\n"), 2, "step 1 (op = \"pte-write\") is missing `table`");
+    assert_err(&pte("table = \"t[0]\"\nvalue = 0\n"), 2, "is missing `index`");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\n"), 2, "is missing `value`");
+    assert_err(&step("op = \"pte-write\"\ntable = \"t[0]\"\nindex = 0\nvalue = 0\n"), 2, "is missing `dart`");
+    assert_err(
+        &pte("table = \"t[0]\"\nindex = \"3\"\nvalue = 0\n"),
+        6,
+        "`index` in step 1 (op = \"pte-write\") must be a non-negative integer, got the string \"3\"",
+    );
+    assert_err(&pte("table = \"t[0]\"\nindex = -1\nvalue = 0\n"), 6, "must not be negative");
+    assert_err(
+        &pte("table = \"t\"\nindex = 0\nvalue = 0\n"),
+        5,
+        "`table` in step 1 (op = \"pte-write\"): bad frame `t`: a frame index `[i]` is needed; expected NAME[i]",
+    );
+    assert_err(&pte("table = \"ttbr:dev0\"\nindex = 0\nvalue = 0\n"), 5, "bad frame `ttbr:dev0`");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = 0\nmask = 1\n"), 8, "unknown key `mask`");
+    assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = 0\ndevice = \"d\"\n"), 8, "unknown key `device`");
+    assert_err(
+        &step("op = \"pte-read\"\ndart = \"dart0\"\ntable = \"t[0]\"\nindex = 0\nmask = 1\n"),
+        7,
+        "`mask` in step 1 (op = \"pte-read\") needs an expected `value` to compare",
+    );
+    assert_err(
+        &step("op = \"pte-read\"\ndart = \"dart0\"\ntable = \"t[0]\"\nindex = 0\nvalue = 1\nmask = \"0xzz\"\n"),
+        8,
+        "bad mask `0xzz`",
+    );
+    assert_err(
+        &step("op = \"pte-read\"\ndart = \"dart0\"\ntable = \"t[0]\"\nindex = 0\nvalue = \"leaf:b[0]:rwx\"\n"),
+        7,
+        "unknown permission `rwx`",
+    );
+    assert_err(&step("op = \"release-table\"\ndart = \"dart0\"\n"), 2, "is missing `table`");
+    assert_err(
+        &step("op = \"release-table\"\ndart = \"dart0\"\ntable = \"t[0]\"\nindex = 0\n"),
+        6,
+        "unknown key `index` in step 1 (op = \"release-table\")",
+    );
     // 7. Negative and out-of-range integers.
     assert_err(
         &step("op = \"map\"\ndevice = \"d\"\niova = -16384\ntarget = \"a\"\nperm = \"r\"\n"),
@@ -858,7 +989,7 @@ fn load_reports_io_and_utf8_errors() {
     std::fs::write(&good, FULL).unwrap();
     let s = load_scenario(&good).unwrap();
     assert_eq!(s.file, good);
-    assert_eq!(s.steps.len(), 31);
+    assert_eq!(s.steps.len(), 34);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -891,6 +1022,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         "-1",
         "pa:",
         "ttbr:",
+        "leaf:",
+        "table:",
+        ":rw",
         "[0]",
         "'",
         "#",
@@ -970,6 +1104,7 @@ proptest! {
     fn random_field_values_never_panic(
         key in prop::sample::select(vec![
             "iova", "target", "perm", "len", "data", "expect", "subpage", "device", "stream", "value", "offset",
+            "mask",
         ]),
         value in prop_oneof![
             "\"[ -~]{0,16}\"",
@@ -982,6 +1117,8 @@ proptest! {
     ) {
         let text = format!("name = \"x\"\n[[step]]\nop = \"map\"\ndevice = \"d\"\niova = 0\ntarget = \"a\"\nperm = \"r\"\n\
             [[step]]\nop = \"dma-read\"\n{key} = {value}\n");
+        check_line(&text, parse(&text));
+        let text = format!("name = \"x\"\n[[step]]\nop = \"pte-read\"\ndart = \"d\"\ntable = \"t[0]\"\nindex = 1\n{key} = {value}\n");
         check_line(&text, parse(&text));
     }
 }
