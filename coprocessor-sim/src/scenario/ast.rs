@@ -559,7 +559,7 @@ impl RpcCall {
 }
 
 /// Every `op` name, in the order of docs/design.md §6.
-pub const OP_NAMES: [&str; 24] = [
+pub const OP_NAMES: [&str; 26] = [
     "alloc",
     "retype",
     "free",
@@ -584,6 +584,8 @@ pub const OP_NAMES: [&str; 24] = [
     "check",
     "race",
     "watch",
+    "hold",
+    "release",
 ];
 
 /// What a step does, with its fields (docs/design.md §6 table).

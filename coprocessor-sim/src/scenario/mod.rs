@@ -36,7 +36,7 @@
 //! let err = parse_scenario("name = \"x\"\n[[step]]\nop = \"mapp\"\n", Path::new("bad.toml")).unwrap_err();
 //! assert_eq!(err.to_string(), "bad.toml:3: `op` in step 1: unknown op `mapp` (expected one of alloc, retype, free, \
 //!     cpu-map, cpu-unmap, cpu-write, cpu-read, map, unmap, flush, grant, revoke, rpc, dma-read, dma-write, bypass, \
-//!     mmio-write, mmio-read, pte-write, pte-read, release-table, check, race, watch)");
+//!     mmio-write, mmio-read, pte-write, pte-read, release-table, check, race, watch, hold, release)");
 //! ```
 
 mod ast;
