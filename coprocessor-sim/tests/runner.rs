@@ -349,6 +349,21 @@ op = \"release-table\"
 dart = \"dart0\"
 table = \"ghost[1]\"
 expect = \"bad-range\"
+
+[[step]]
+op = \"pte-read\"
+dart = \"dart0\"
+table = \"ttbr:dev0\"
+index = 0
+expect = \"bad-range\"
+
+[[step]]
+op = \"pte-write\"
+dart = \"dart0\"
+table = \"buf[0]\"
+index = 0
+value = \"table:ttbr:nobody\"
+expect = \"no-such-device\"
 "
     ));
     assert!(r.passed(), "{r:#?}");
@@ -359,6 +374,8 @@ expect = \"bad-range\"
     assert_eq!(details[3], "no buffer `ghost`");
     assert_eq!(details[5], "no DART `nodart`");
     assert_eq!(details[7], "no buffer `ghost`");
+    assert_eq!(details[8], "`dev0` has no TTBR yet (nothing mapped)");
+    assert_eq!(details[9], "no device `nobody`");
 
     let r = run("name = \"t\"
 [[dart]]

@@ -211,19 +211,20 @@ impl fmt::Display for MmioValue {
 pub enum PteValue {
     /// A raw entry, stored as given.
     Int(u64),
-    /// `leaf:NAME[i]:PERM` (optionally `:nocache`): a valid leaf naming
+    /// `leaf:FRAME:PERM` (optionally `:nocache`): a valid leaf naming
     /// that frame, whole page, encoded by the DART's
     /// [`dart::variant::PteFormat::encode_leaf`] at its page size.
     Leaf {
-        /// The frame the leaf names.
-        frame: FrameRef,
+        /// The frame the leaf names: [`Target::Frame`] or [`Target::Ttbr`].
+        frame: Target,
         /// `r`, `w` or `rw`.
         perm: Perm,
         /// `:nocache`: DART2's no-cache bit set as well.
         nocache: bool,
     },
-    /// `table:NAME[i]`: a valid table descriptor naming that frame.
-    Table(FrameRef),
+    /// `table:FRAME`: a valid table descriptor naming that frame
+    /// ([`Target::Frame`] or [`Target::Ttbr`]).
+    Table(Target),
 }
 
 impl fmt::Display for PteValue {
@@ -758,8 +759,9 @@ pub enum Op {
     PteWrite {
         /// `dart`.
         dart: String,
-        /// `table`: one frame of a `dart-table` buffer.
-        table: FrameRef,
+        /// `table`: `NAME[i]` (one frame of a `dart-table` buffer) or
+        /// `ttbr:DEVICE` (the table TTBR 0 of that device's stream names).
+        table: Target,
         /// `index` of the entry.
         index: u64,
         /// `value`.
@@ -770,8 +772,9 @@ pub enum Op {
     PteRead {
         /// `dart`.
         dart: String,
-        /// `table`: one frame of a `dart-table` buffer.
-        table: FrameRef,
+        /// `table`: `NAME[i]` (one frame of a `dart-table` buffer) or
+        /// `ttbr:DEVICE` (the table TTBR 0 of that device's stream names).
+        table: Target,
         /// `index` of the entry.
         index: u64,
         /// `value`: expected (optional).
@@ -784,8 +787,9 @@ pub enum Op {
     ReleaseTable {
         /// `dart`.
         dart: String,
-        /// `table`: one frame of a `dart-table` buffer.
-        table: FrameRef,
+        /// `table`: `NAME[i]` (one frame of a `dart-table` buffer) or
+        /// `ttbr:DEVICE` (the table TTBR 0 of that device's stream names).
+        table: Target,
     },
     /// `hold`: the device holds the frames of `[iova, iova + len)` as a
     /// slice of them would, until `release`.

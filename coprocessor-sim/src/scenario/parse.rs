@@ -541,9 +541,12 @@ impl<'f> Field<'f> {
         }
     }
 
-    /// `NAME[i]`: one frame of a buffer (a `pte-*` step's `table`).
-    fn frame_ref(&self) -> Result<FrameRef> {
-        self.parse(|s| parse_frame_ref(s).map_err(|e| format!("bad frame `{}`: {e}; expected NAME[i]", shorten(s))))
+    /// One table frame (a `pte-*` step's `table`): `NAME[i]` or `ttbr:DEVICE`.
+    fn table_frame(&self) -> Result<Target> {
+        self.parse(|s| {
+            parse_table_frame(s)
+                .map_err(|e| format!("bad table `{}`: {e}; expected NAME[i] or ttbr:DEVICE", shorten(s)))
+        })
     }
 
     fn pte_value(&self) -> Result<PteValue> {
@@ -702,17 +705,34 @@ fn parse_mmio_value(s: &str) -> std::result::Result<MmioValue, String> {
     }
 }
 
-/// A table entry: an integer (decimal, `0x`, …), `leaf:NAME[i]:PERM`
-/// with an optional `:nocache`, or `table:NAME[i]`.
+/// One table frame: `NAME[i]`, or `ttbr:DEVICE` (the table TTBR 0 of that
+/// device's stream names, e.g. a mapper-built root).
+fn parse_table_frame(s: &str) -> std::result::Result<Target, String> {
+    if let Some(device) = s.strip_prefix("ttbr:") {
+        check_name(device)?;
+        return Ok(Target::Ttbr(device.to_owned()));
+    }
+    parse_frame_ref(s).map(Target::Frame)
+}
+
+/// A table entry: an integer (decimal, `0x`, …), `leaf:FRAME:PERM` with an
+/// optional `:nocache`, or `table:FRAME`; FRAME is `NAME[i]` or `ttbr:DEVICE`.
 fn parse_pte_value(s: &str) -> std::result::Result<PteValue, String> {
     let bad = |e: String| format!("bad value `{}`: {e}", shorten(s));
     if let Some(rest) = s.strip_prefix("leaf:") {
-        let mut parts = rest.split(':');
-        let frame = parse_frame_ref(parts.next().unwrap_or_default()).map_err(bad)?;
-        let Some(perm) = parts.next() else {
+        // FRAME is `NAME[i]` (no `:`) or `ttbr:DEVICE` (one `:`).
+        let skip = if rest.starts_with("ttbr:") { "ttbr:".len() } else { 0 };
+        let cut = rest[skip..].find(':').map(|i| i + skip);
+        let (frame, tail) = match cut {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let frame = parse_table_frame(frame).map_err(bad)?;
+        let Some(tail) = tail else {
             return Err(bad("a leaf needs a permission: leaf:NAME[i]:PERM with PERM r, w or rw".to_owned()));
         };
-        let perm = perm.parse::<Perm>().map_err(|e| bad(e.to_string()))?;
+        let mut parts = tail.split(':');
+        let perm = parts.next().unwrap_or_default().parse::<Perm>().map_err(|e| bad(e.to_string()))?;
         let nocache = match parts.next() {
             None => false,
             Some("nocache") => true,
@@ -724,14 +744,14 @@ fn parse_pte_value(s: &str) -> std::result::Result<PteValue, String> {
         return Ok(PteValue::Leaf { frame, perm, nocache });
     }
     if let Some(rest) = s.strip_prefix("table:") {
-        return parse_frame_ref(rest).map(PteValue::Table).map_err(bad);
+        return parse_table_frame(rest).map(PteValue::Table).map_err(bad);
     }
     match parse_uint(s) {
         Ok(v) => Ok(PteValue::Int(v)),
         Err(UintError::Overflow) => Err(format!("`{}` is out of range (at most {:#x})", shorten(s), u64::MAX)),
         Err(UintError::Invalid) => Err(format!(
             "bad value `{}`: expected an integer, \"leaf:NAME[i]:PERM\" (PERM r, w or rw; optional :nocache) or \
-             \"table:NAME[i]\"",
+             \"table:NAME[i]\" (NAME[i] or ttbr:DEVICE)",
             shorten(s)
         )),
     }
@@ -1127,13 +1147,13 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
         }
         "pte-write" => Op::PteWrite {
             dart: f.req("dart")?.name()?,
-            table: f.req("table")?.frame_ref()?,
+            table: f.req("table")?.table_frame()?,
             index: f.req("index")?.u64()?,
             value: f.req("value")?.pte_value()?,
         },
         "pte-read" => {
             let dart = f.req("dart")?.name()?;
-            let table = f.req("table")?.frame_ref()?;
+            let table = f.req("table")?.table_frame()?;
             let index = f.req("index")?.u64()?;
             let value = f.get("value").map(|v| v.pte_value()).transpose()?;
             let mask = match f.get("mask") {
@@ -1143,7 +1163,7 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             };
             Op::PteRead { dart, table, index, value, mask }
         }
-        "release-table" => Op::ReleaseTable { dart: f.req("dart")?.name()?, table: f.req("table")?.frame_ref()? },
+        "release-table" => Op::ReleaseTable { dart: f.req("dart")?.name()?, table: f.req("table")?.table_frame()? },
         "watch" => Op::Watch {
             device: f.req("device")?.name()?,
             iova: f.req("iova")?.address()?,

@@ -563,6 +563,15 @@ impl Run {
         }
     }
 
+    /// The physical address of a target that names one frame (`NAME[i]`,
+    /// `ttbr:DEVICE`, or a one-frame buffer).
+    fn frame_pa(&self, target: &Target) -> Result<u64, Fail> {
+        let [f] = self.frames_of(target)?[..] else {
+            return Err(fail("bad-range", format!("`{target}` is not one frame")));
+        };
+        self.soc.frames.pa_of(f).map_err(frame_err)
+    }
+
     fn frame_ref(&self, r: &FrameRef) -> Result<Frame, Fail> {
         let names = self.names.lock();
         let b = names.buffers.get(&r.buffer).ok_or_else(|| fail("bad-range", format!("no buffer `{}`", r.buffer)))?;
@@ -700,14 +709,14 @@ impl Run {
             Op::MmioRead { dart, offset, value, mask } => self.mmio_read(dart, *offset, value.as_ref(), *mask),
             Op::PteWrite { dart, table, index, value } => {
                 let d = self.dart(dart)?;
-                let table = self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?;
+                let table = self.frame_pa(table)?;
                 let value = self.pte_value(d, value)?;
                 d.write_table_entry(table, *index, value)?;
                 Ok(())
             }
             Op::PteRead { dart, table, index, value, mask } => {
                 let d = self.dart(dart)?;
-                let table = self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?;
+                let table = self.frame_pa(table)?;
                 let got = d.read_table_entry(table, *index)?;
                 let Some(value) = value else { return Ok(()) };
                 let want = self.pte_value(d, value)?;
@@ -723,7 +732,7 @@ impl Run {
             }
             Op::ReleaseTable { dart, table } => {
                 let d = self.dart(dart)?;
-                d.release_table(self.soc.frames.pa_of(self.frame_ref(table)?).map_err(frame_err)?)?;
+                d.release_table(self.frame_pa(table)?)?;
                 Ok(())
             }
             Op::Hold { device, iova, len, perm } => {
@@ -938,7 +947,7 @@ impl Run {
         match v {
             PteValue::Int(x) => Ok(*x),
             PteValue::Leaf { frame, perm, nocache } => {
-                let pa = self.soc.frames.pa_of(self.frame_ref(frame)?).map_err(frame_err)?;
+                let pa = self.frame_pa(frame)?;
                 let leaf =
                     dart::pte::Leaf { pa, read: perm.read(), write: perm.write(), subpage: dart::pte::Subpage::WHOLE };
                 if *nocache && format.kept_leaf_bits() == 0 {
@@ -948,7 +957,7 @@ impl Run {
                 format.encode_leaf_kept(shift, &leaf, kept).map_err(unencodable)
             }
             PteValue::Table(frame) => {
-                let pa = self.soc.frames.pa_of(self.frame_ref(frame)?).map_err(frame_err)?;
+                let pa = self.frame_pa(frame)?;
                 format.encode_table(shift, pa).map_err(unencodable)
             }
         }

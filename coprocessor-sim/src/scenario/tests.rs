@@ -243,7 +243,7 @@ value = "table:leaf[0]"
 [[step]]
 op = "pte-read"
 dart = "dart0"
-table = "leaf[0]"
+table = "ttbr:ane"
 index = 0x7ff
 value = "leaf:buf[2]:rw"
 mask = "0xffff_ffff_ffff_ffff"
@@ -493,22 +493,22 @@ fn full_scenario_parses_to_the_expected_ast() {
         *ops[31],
         Op::PteWrite {
             dart: "dart0".into(),
-            table: frame("root", 0),
+            table: Target::Frame(frame("root", 0)),
             index: 3,
-            value: PteValue::Table(frame("leaf", 0))
+            value: PteValue::Table(Target::Frame(frame("leaf", 0)))
         }
     );
     assert_eq!(
         *ops[32],
         Op::PteRead {
             dart: "dart0".into(),
-            table: frame("leaf", 0),
+            table: Target::Ttbr("ane".into()),
             index: 0x7ff,
-            value: Some(PteValue::Leaf { frame: frame("buf", 2), perm: Perm::RW, nocache: false }),
+            value: Some(PteValue::Leaf { frame: Target::Frame(frame("buf", 2)), perm: Perm::RW, nocache: false }),
             mask: Some(u64::MAX),
         }
     );
-    assert_eq!(*ops[33], Op::ReleaseTable { dart: "disp".into(), table: frame("leaf", 0) });
+    assert_eq!(*ops[33], Op::ReleaseTable { dart: "disp".into(), table: Target::Frame(frame("leaf", 0)) });
     assert_eq!(s.steps[33].expect, Outcome::TableInUse);
     assert_eq!(ops.len(), 34);
 }
@@ -619,17 +619,15 @@ fn string_syntaxes() {
     }
     assert_eq!(pte_value("0x8000_0000_0000_0001"), Ok(PteValue::Int(0x8000_0000_0000_0001)));
     assert_eq!(pte_value("17"), Ok(PteValue::Int(17)));
-    assert_eq!(
-        pte_value("leaf:buf[3]:r"),
-        Ok(PteValue::Leaf { frame: frame("buf", 3), perm: Perm::R, nocache: false })
-    );
-    assert_eq!(pte_value("leaf:b[0]:w"), Ok(PteValue::Leaf { frame: frame("b", 0), perm: Perm::W, nocache: false }));
-    assert_eq!(
-        pte_value("leaf:b[0x1]:rw:nocache"),
-        Ok(PteValue::Leaf { frame: frame("b", 1), perm: Perm::RW, nocache: true })
-    );
-    assert_eq!(pte_value("table:l1[0]"), Ok(PteValue::Table(frame("l1", 0))));
-    for v in ["0x3", "leaf:b[0]:rw", "leaf:b[2]:w:nocache", "table:t[1]"] {
+    let leaf = |frame: Target, perm: Perm, nocache: bool| Ok(PteValue::Leaf { frame, perm, nocache });
+    assert_eq!(pte_value("leaf:buf[3]:r"), leaf(Target::Frame(frame("buf", 3)), Perm::R, false));
+    assert_eq!(pte_value("leaf:b[0]:w"), leaf(Target::Frame(frame("b", 0)), Perm::W, false));
+    assert_eq!(pte_value("leaf:b[0x1]:rw:nocache"), leaf(Target::Frame(frame("b", 1)), Perm::RW, true));
+    assert_eq!(pte_value("leaf:ttbr:ane:r"), leaf(Target::Ttbr("ane".into()), Perm::R, false));
+    assert_eq!(pte_value("leaf:ttbr:ane:rw:nocache"), leaf(Target::Ttbr("ane".into()), Perm::RW, true));
+    assert_eq!(pte_value("table:l1[0]"), Ok(PteValue::Table(Target::Frame(frame("l1", 0)))));
+    assert_eq!(pte_value("table:ttbr:dcp"), Ok(PteValue::Table(Target::Ttbr("dcp".into()))));
+    for v in ["0x3", "leaf:b[0]:rw", "leaf:b[2]:w:nocache", "leaf:ttbr:d:r", "table:t[1]", "table:ttbr:d"] {
         let parsed = pte_value(v).unwrap();
         assert_eq!(pte_value(&parsed.to_string()), Ok(parsed), "{v} does not round-trip");
     }
@@ -641,7 +639,12 @@ fn string_syntaxes() {
         "leaf:b[0]:rw:cache",
         "leaf:b[0]:rw:nocache:x",
         "leaf::rw",
+        "leaf:ttbr:d",
+        "leaf:ttbr::r",
+        "leaf:ttbr:d[0]:r",
         "table:t",
+        "table:ttbr:",
+        "table:b",
         "table:",
         "pa:b[0]",
         "ttbr:b[0]",
@@ -808,9 +811,11 @@ fn errors_name_the_line_and_the_problem() {
     assert_err(
         &pte("table = \"t\"\nindex = 0\nvalue = 0\n"),
         5,
-        "`table` in step 1 (op = \"pte-write\"): bad frame `t`: a frame index `[i]` is needed; expected NAME[i]",
+        "`table` in step 1 (op = \"pte-write\"): bad table `t`: a frame index `[i]` is needed; expected NAME[i] or \
+         ttbr:DEVICE",
     );
-    assert_err(&pte("table = \"ttbr:dev0\"\nindex = 0\nvalue = 0\n"), 5, "bad frame `ttbr:dev0`");
+    assert_err(&pte("table = \"pa:t[0]\"\nindex = 0\nvalue = 0\n"), 5, "bad table `pa:t[0]`");
+    assert_err(&pte("table = \"ttbr:\"\nindex = 0\nvalue = 0\n"), 5, "bad table `ttbr:`: the name is empty");
     assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = 0\nmask = 1\n"), 8, "unknown key `mask`");
     assert_err(&pte("table = \"t[0]\"\nindex = 0\nvalue = 0\ndevice = \"d\"\n"), 8, "unknown key `device`");
     assert_err(
