@@ -717,9 +717,9 @@ impl Run {
             Op::PteRead { dart, table, index, value, mask } => {
                 let d = self.dart(dart)?;
                 let table = self.frame_pa(table)?;
+                let want = value.as_ref().map(|v| self.pte_value(d, v)).transpose()?;
                 let got = d.read_table_entry(table, *index)?;
-                let Some(value) = value else { return Ok(()) };
-                let want = self.pte_value(d, value)?;
+                let Some(want) = want else { return Ok(()) };
                 let mask = mask.unwrap_or(u64::MAX);
                 if got & mask == want & mask {
                     Ok(())
