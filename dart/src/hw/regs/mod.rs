@@ -95,12 +95,14 @@
 //!
 //! **Inferred** (no public source states these; they are kept here, in
 //! [`t8020`] and [`t8110`]):
-//! - t8110 TTBR with 4 KiB pages: bits \[29:2\] hold PA >> 12 (the page shift)
-//!   rather than PA >> 14, so a 4 KiB-aligned table can be named; at 16 KiB
-//!   it is Linux's PA >> 14.
-//! - t8110 PARAMS3 VA_WIDTH reports the four-level reach (47 bits at 16 KiB,
-//!   39 at 4 KiB), since the emulator implements TCR.FOUR_LEVEL; Linux with
-//!   the four-level patch then uses four levels (`ias > 36`). PA_WIDTH is 42.
+//! - t8110 TTBR: bits \[29:2\] hold PA >> 14 at every page size, as Linux
+//!   (`DART_T8110_TTBR_SHIFT`) and m1n1 decode it, so a root is 16 KiB
+//!   aligned even at 4 KiB pages and lies below 2^42 (confirmed by both
+//!   drivers; listed here because the 4 KiB case is not documented).
+//! - t8110 PARAMS3 reports VA width ≤ PA width, as Linux's
+//!   `apple_dart_alloc_pgtable` requires (ias ≤ oas): 42/42 at 16 KiB (as
+//!   T602x parts), 39/42 at 4 KiB; TCR.FOUR_LEVEL still works, and IOVAs at
+//!   or above 2^42 fault as beyond the geometry.
 //!   t8110 PARAMS2 also sets SUPPORT_REG_LOCK (bit 1: PROTECT is emulated).
 //!   Every other PARAMS field (TLB geometry, versions, client counts) is 0.
 //! - ENABLE_STREAMS / DISABLE_STREAMS are write-1-to-set / write-1-to-clear
