@@ -274,8 +274,6 @@ fn run(v: Variant, fs: FrameSize, levels: Levels) {
     // ---- The driver asks to map forbidden frames: each leaf is refused by
     // the monitor (`forbidden-type`) and nothing changes.
     let leaf_b = domain.pgtbl().leaf_table(base + 2 * p).unwrap().expect("the second last-level table");
-    let gone = frames.alloc(FrameType::UserData, 1).unwrap()[0];
-    frames.free(gone).unwrap();
     let mut forbidden: Vec<(&str, Option<Frame>, u64, u32)> = Vec::new();
     for (name, ty, prot) in [
         ("kernel-restricted", FrameType::KernelRestricted, IOMMU_READ | IOMMU_WRITE),
@@ -291,6 +289,9 @@ fn run(v: Variant, fs: FrameSize, levels: Levels) {
     }
     forbidden.push(("dart-table (the domain's root)", None, roots[0], IOMMU_READ));
     forbidden.push(("dart-table (a linked last-level table)", None, leaf_b, IOMMU_READ | IOMMU_WRITE));
+    // Freed after the others are allocated, so none of them reuses it.
+    let gone = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+    frames.free(gone).unwrap();
     forbidden.push(("free", None, frames.pa_of(gone).unwrap(), IOMMU_READ | IOMMU_WRITE));
     let stats_before = domain.pgtbl().stats();
     for (k, &(name, _, pa, prot)) in forbidden.iter().enumerate() {
