@@ -191,6 +191,33 @@ impl FrameCell {
         })
     }
 
+    /// [`FrameCell::hold_table`] only when the frame has no count of any
+    /// kind yet (no DART holds it as a table): the claim by which one DART
+    /// registers a driver-built table, so that two DARTs (or a DART and a
+    /// mapper between its allocation and its hold) never share a table.
+    /// A frame with counts is refused with `Mapped`.
+    pub(crate) fn hold_table_sole(&self) -> Result<FrameState, Refusal> {
+        self.transition(|s| {
+            if s.hole() {
+                return Step::Refuse(Refusal::Hole);
+            }
+            let ty = s.ty();
+            if ty != FrameType::DartTable {
+                return Step::Refuse(Refusal::Forbidden(ty));
+            }
+            if s.claimed() {
+                return Step::Wait;
+            }
+            if s.counts().any() {
+                return Step::Refuse(Refusal::Mapped { ty, counts: s.counts() });
+            }
+            match s.incremented(Counter::Dart) {
+                Some(next) => Step::Set(next),
+                None => Step::Refuse(Refusal::Mapped { ty, counts: s.counts() }),
+            }
+        })
+    }
+
     /// Drops one count of `counter`.
     pub(crate) fn release(&self, counter: Counter) -> Result<FrameState, Refusal> {
         self.transition(|s| match s.decremented(counter) {

@@ -55,7 +55,7 @@ impl Violation {
             Violation::FreeMapped { frame, ty, counts } => Error::FrameBusy { frame, ty, counts },
             Violation::RetypeMapped { frame, from, counts, .. } => Error::FrameBusy { frame, ty: from, counts },
             Violation::TtbrNotTable { pa, ty } => Error::NotTable { pa, ty },
-            Violation::TtbrForeign { pa } => Error::NotTable { pa, ty: Some(FrameType::DartTable) },
+            Violation::TtbrForeign { pa } => Error::ForeignTable { pa },
         }
     }
 }
@@ -128,6 +128,13 @@ pub enum Error {
         /// The type there, `None` where no memory backs it.
         ty: Option<FrameType>,
     },
+    /// A TTBR target that is a `dart-table` frame, but not a root table of
+    /// the DART whose TTBR it is (the `reject`-mode answer).
+    #[error("{pa:#x} is a dart-table frame, but not a root table of this DART")]
+    ForeignTable {
+        /// The address.
+        pa: u64,
+    },
     /// R1 does not allow this retype (or a free of a free frame).
     #[error("{frame}: {from} -> {to} is not an allowed transition")]
     BadTransition {
@@ -171,7 +178,7 @@ impl Error {
     pub const fn kind(&self) -> &'static str {
         match self {
             Error::OutOfRange { .. } | Error::BadRange { .. } => "bad-range",
-            Error::ForbiddenType { .. } | Error::NotTable { .. } => "forbidden-type",
+            Error::ForbiddenType { .. } | Error::NotTable { .. } | Error::ForeignTable { .. } => "forbidden-type",
             Error::MappingLimit { .. } => "mapping-limit",
             Error::FrameBusy { .. } => "frame-busy",
             Error::BadTransition { .. } => "bad-transition",

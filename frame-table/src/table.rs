@@ -661,6 +661,21 @@ impl FrameTable {
         cell.hold_table().map_err(|r| self.refused(frame, r, Access::Dart, Perm::RW, FrameType::Free))
     }
 
+    /// [`FrameTable::hold_table`] of a `dart-table` frame nothing counts
+    /// yet, in one atomic step: how a DART registers a table a driver built
+    /// (docs/design.md §3, "Driver-built tables"), so that a table has one
+    /// owner. `Ok(None)` when the frame already has counts (another DART
+    /// holds it as a table); anything but `dart-table` is `ForbiddenType`.
+    pub fn hold_table_sole(&self, frame: Frame) -> Result<Option<FrameState>, Error> {
+        self.check_running()?;
+        let cell = self.cell(frame)?;
+        match cell.hold_table_sole() {
+            Ok(s) => Ok(Some(s)),
+            Err(Refusal::Mapped { .. }) => Ok(None),
+            Err(r) => Err(self.refused(frame, r, Access::Dart, Perm::RW, FrameType::Free)),
+        }
+    }
+
     /// Releases one count of `counter` (a mapping gone, or a pending DART
     /// invalidation completed). Works after a halt too, so that teardown
     /// accounting stays exact.

@@ -599,7 +599,7 @@ impl Dart {
             return Err(DartError::Locked { sid, register: crate::error::LockedRegister::Ttbr { index: idx } });
         }
         if let Some(pa) = table {
-            m.check_ttbr_target(&self.kernel(), pa)?;
+            m.check_ttbr_target(&self.kernel(), sid, pa)?;
         }
         st.set_ttbr(idx, table);
         m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));

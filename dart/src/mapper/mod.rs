@@ -195,6 +195,9 @@ enum Pending {
     Frame(Frame),
     /// An unlinked, empty table to free.
     Table(Frame),
+    /// A driver table whose parent entry was cleared (`monitor`, M6): it
+    /// stays linked until the flush that covers it.
+    Unlink(Frame),
 }
 
 /// A pending item and the streams whose IOTLBs must be flushed before it completes.
@@ -228,6 +231,8 @@ pub(crate) struct MapperState {
     provenance: FxHashMap<u64, MapId>,
     /// The last [`MapId`] handed out (0: none yet).
     last_id: u64,
+    /// Tables drivers built, registered with this DART (`monitor`, M1).
+    driver: FxHashMap<Frame, monitor::DriverTable>,
 }
 
 impl crate::sync::WriterLock for MapperState {}
@@ -270,7 +275,7 @@ impl MapperState {
     /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
     /// anything else is an invariant breach (docs/design.md §2), reported to the frame
     /// table's violation mode.
-    pub(crate) fn check_ttbr_target(&self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
+    pub(crate) fn check_ttbr_target(&mut self, k: &Kernel<'_>, sid: u32, pa: u64) -> Result<(), DartError> {
         let frames = &k.device().frames();
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
@@ -279,12 +284,19 @@ impl MapperState {
         }
         // Owned, page aligned, and a table the TTBR encoding names exactly
         // (t8110: 16 KiB aligned, below 2^42).
-        let owned = frames.frame_of(pa).is_ok_and(|f| self.tables.contains_key(f))
+        // A driver's table is linked here as a root (`monitor`, M2).
+        let depth = k.stream(sid).map(|st| k.geometry_for(st.config()).levels).unwrap_or(2);
+        let owned = frames
+            .frame_of(pa)
+            .is_ok_and(|f| self.tables.contains_key(f) || (self.driver.contains_key(&f) && self.may_root(f)))
             && pa & ((1 << k.page_shift()) - 1) == 0
             && crate::hw::regs::ttbr_names(k.variant(), k.page_shift(), pa);
         if !owned {
             k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
+        }
+        if let Ok(f) = frames.frame_of(pa) {
+            self.link_driver_root(f, depth);
         }
         Ok(())
     }
@@ -1018,14 +1030,22 @@ impl Kernel<'_> {
     fn alloc_tables_aligned(&self, n: u64, align_frames: u64) -> Result<Vec<Frame>, DartError> {
         let pool = self.device().frames().alloc_aligned(FrameType::DartTable, n, align_frames)?;
         for (i, &t) in pool.iter().enumerate() {
-            if let Err(e) = self.device().frames().hold_table(t) {
+            // Held only if nothing counts it yet: a driver's monitor write
+            // may have registered the fresh frame with another DART in
+            // between (`monitor`, M1); that DART keeps it.
+            let held = self.device().frames().hold_table_sole(t);
+            if !matches!(held, Ok(Some(_))) {
                 for &u in &pool[..i] {
                     let _ = self.device().frames().release(u, FrameCounter::Dart);
                 }
-                for &u in &pool {
+                for &u in pool.iter().filter(|&&u| u != t || held.is_err()) {
                     let _ = self.device().frames().free(u);
                 }
-                return Err(e.into());
+                let pa = self.device().frames().pa_of(t).unwrap_or(0);
+                return Err(match held {
+                    Err(e) => e.into(),
+                    _ => DartError::TableInUse { pa, reason: "another DART registered the fresh table frame" },
+                });
             }
         }
         Ok(pool)
@@ -1074,6 +1094,7 @@ impl Kernel<'_> {
                     let _ = self.device().frames().release(f, FrameCounter::PendingInvalidation);
                 }
                 Pending::Table(t) => self.free_table(&mut m, t),
+                Pending::Unlink(t) => self.complete_unlink(&mut m, t),
             }
         }
         drop(m);
@@ -1157,7 +1178,9 @@ impl Kernel<'_> {
         // tables) holds table descriptors, not leaves. The walker reading them
         // as leaves finds `dart-table` frames and faults forbidden-frame, so
         // they map nothing.
-        if level + 1 == geo.levels && m.tables.get(tf).is_some_and(|i| !i.leaf) {
+        if level + 1 == geo.levels
+            && (m.tables.get(tf).is_some_and(|i| !i.leaf) || m.driver.get(&tf).is_some_and(|d| !d.is_leaf_table()))
+        {
             return;
         }
         let shift = geo.page_shift + (geo.levels - 1 - level) * geo.bits_per_level();
@@ -1193,14 +1216,30 @@ impl Kernel<'_> {
                 }
             }
         }
+        // Leaves of driver tables (`monitor`, M4).
+        for (&tf, d) in &m.driver {
+            if !d.is_leaf_table() {
+                continue;
+            }
+            let Ok(base) = self.device().frames().pa_of(tf) else { continue };
+            for i in 0..entries {
+                let pte = self.device().ptes().load(base + 8 * i).unwrap_or(0);
+                if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
+                    if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
+                        out.entry(f).or_default().0 += 1;
+                    }
+                }
+            }
+        }
         for item in &m.pending {
             match item.what {
                 Pending::Frame(f) => out.entry(f).or_default().1 += 1,
                 Pending::Table(t) => out.entry(t).or_default().0 += 1,
+                Pending::Unlink(_) => {}
             }
         }
-        // The DART's hold on each table it owns.
-        for t in m.tables.iter().map(|(t, _)| t).chain(m.orphans.iter().copied()) {
+        // The DART's hold on each table it owns, its mapper's and drivers'.
+        for t in m.tables.iter().map(|(t, _)| t).chain(m.orphans.iter().copied()).chain(m.driver.keys().copied()) {
             out.entry(t).or_default().0 += 1;
         }
         // Slices its ports handed out (`crate::hold`): taken after the
@@ -1251,7 +1290,8 @@ impl Kernel<'_> {
 
     /// [`Dart::table_frames`](crate::Dart::table_frames).
     pub(crate) fn table_frames(&self) -> Vec<Frame> {
-        self.mapper.lock().tables.iter().map(|(t, _)| t).collect()
+        let m = self.mapper.lock();
+        m.tables.iter().map(|(t, _)| t).chain(m.driver.keys().copied()).collect()
     }
 
     /// [`Dart::check_restricted_unreachable`](crate::Dart::check_restricted_unreachable).
@@ -1301,9 +1341,28 @@ impl Kernel<'_> {
         if self.invalidation() == Invalidation::Deferred {
             return Ok(());
         }
+        // Entries a driver cleared are pending until a flush covers them
+        // (`monitor`, M6): their stale IOTLB entries are allowed until then.
+        let (pending, unlinking) = {
+            let m = self.mapper.lock();
+            let mut frames: FxHashSet<(u32, Frame)> = FxHashSet::default();
+            let mut unlinking = [0u64; 4];
+            for item in &m.pending {
+                for s in streams_in(item.streams) {
+                    match item.what {
+                        Pending::Frame(f) => {
+                            frames.insert((s as u32, f));
+                        }
+                        Pending::Unlink(_) => set_stream(&mut unlinking, s as u32),
+                        Pending::Table(_) => {}
+                    }
+                }
+            }
+            (frames, unlinking)
+        };
         let tlb = self.device().iotlb_entries_by_stream();
         for (sid, cached) in (0..self.stream_count()).zip(&tlb) {
-            if cached.is_empty() {
+            if cached.is_empty() || has_stream(&unlinking, sid) {
                 continue;
             }
             let pt: HashMap<u64, Leaf> = self.mappings(sid).unwrap_or_default().into_iter().collect();
@@ -1315,7 +1374,8 @@ impl Kernel<'_> {
                         e.subpage = leaf.subpage;
                     }
                 }
-                if expect != Some(leaf) {
+                let stale_pending = self.device().frames().frame_of(leaf.pa).is_ok_and(|f| pending.contains(&(sid, f)));
+                if expect != Some(leaf) && !stale_pending {
                     return Err(format!(
                         "{} stream {sid}: IOTLB entry at IOVA {iova:#x} is {leaf:?}, the PTE is {expect:?}",
                         self.name()

@@ -168,6 +168,20 @@ pub enum EventKind {
         /// What happened, in words.
         reason: String,
     },
+    /// An entry written through the monitor (a driver-built table).
+    PteWrite {
+        /// The table's physical address.
+        #[serde(serialize_with = "hex_addr")]
+        table: u64,
+        /// The entry.
+        index: u64,
+        /// The value written.
+        #[serde(serialize_with = "hex_addr")]
+        value: u64,
+        /// The value it replaced.
+        #[serde(serialize_with = "hex_addr")]
+        old: u64,
+    },
     /// A register access.
     Mmio {
         /// `read` or `write`.
@@ -219,6 +233,7 @@ impl EventKind {
             EventKind::Free { .. } => "free",
             EventKind::Violation { .. } => "violation",
             EventKind::Mmio { .. } => "mmio",
+            EventKind::PteWrite { .. } => "pte-write",
             EventKind::Dma { .. } => "dma",
         }
     }

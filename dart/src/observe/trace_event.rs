@@ -166,7 +166,11 @@ fn trace_event(e: &Event, pid: u64, tid: u64) -> Value {
     };
     let slice = matches!(
         e.kind,
-        EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Flush { .. } | EventKind::Dma { .. }
+        EventKind::Map { .. }
+            | EventKind::Unmap { .. }
+            | EventKind::Flush { .. }
+            | EventKind::Dma { .. }
+            | EventKind::PteWrite { .. }
     );
     if slice {
         let dur = e.dur_ns.max(1);
