@@ -20,6 +20,12 @@
 //! free again. `cargo test --test linux_driver -- --nocapture` prints one
 //! line per run.
 //!
+//! Two more runs repeat one configuration each on a deferred-invalidation
+//! DART (the monitor keeps cleared entries pending until the driver's
+//! invalidation there too). `four_levels_in_linux_register_order`
+//! (ignored, fails) keeps Linux's exact attach order with four levels and
+//! shows where the monitor departs from the hardware (its docs).
+//!
 //! dart/tests/mmio.rs holds the register-level probe of the same Linux
 //! driver (every register after reset, every fault code) over
 //! mapper-built tables; this file is its monitor-path counterpart.
@@ -29,7 +35,7 @@ mod linux_driver {
     pub mod io_pgtable;
 }
 
-use dart::{Dart, DartConfig, DartError, FaultKind, Variant};
+use dart::{Dart, DartConfig, DartError, FaultKind, Invalidation, Variant};
 use frame_table::{Frame, FrameSize, FrameState, FrameTable, FrameTableConfig, FrameType, OnViolation};
 use linux_driver::apple_dart::{match_data, AppleDart, Domain};
 use linux_driver::io_pgtable::{IotlbGather, IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE};
@@ -100,7 +106,7 @@ fn take_fault(drv: &AppleDart, r: Result<(), DartError>, sid: u32, iova: u64, wr
     assert_eq!(drv.irq(), None);
 }
 
-fn run(v: Variant, fs: FrameSize, levels: Levels) {
+fn run(v: Variant, fs: FrameSize, levels: Levels, invalidation: Invalidation) {
     let frames = Arc::new(
         FrameTable::new(FrameTableConfig::with_memory(16 << 20).frame_size(fs).on_violation(OnViolation::Reject))
             .unwrap(),
@@ -108,6 +114,7 @@ fn run(v: Variant, fs: FrameSize, levels: Levels) {
     let all_frames = frames.free_frames();
     let mut config = DartConfig::new("dart0", v);
     config.streams = if v == Variant::T8110 { 40 } else { 16 };
+    config.invalidation = invalidation;
     let dart = Arc::new(Dart::new(frames.clone(), config).unwrap());
     let p = fs.bytes();
     let shift = fs.shift();
@@ -400,13 +407,14 @@ fn run(v: Variant, fs: FrameSize, levels: Levels) {
 
     let ds = drv.stats();
     eprintln!(
-        "linux-driver {v} {:>2} KiB {} levels ({} TTBR{}, ias {}): {} pages mapped, {} bytes DMA'd, {} faults taken, \
+        "linux-driver {v} {:>2} KiB {} levels ({} TTBR{}, ias {}, {:?}): {} pages mapped, {} bytes DMA'd, {} faults taken, \
          {} forbidden maps refused, {} tables, {} monitor writes / {} reads, {} invalidations ({} BUSY polls)",
         p >> 10,
         if four { 4 } else { 2 },
         n_ttbrs,
         if n_ttbrs > 1 { "s" } else { "" },
         cfg.ias,
+        invalidation,
         pages_mapped,
         bytes,
         ds.faults,
@@ -426,40 +434,90 @@ fn pg_leaf(domain: &Domain, pa: u64) -> u64 {
 
 #[test]
 fn t8020_16k() {
-    run(Variant::T8020, FrameSize::K16, Levels::Two);
+    run(Variant::T8020, FrameSize::K16, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t8020_4k() {
-    run(Variant::T8020, FrameSize::K4, Levels::Two);
+    run(Variant::T8020, FrameSize::K4, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t6000_16k() {
-    run(Variant::T6000, FrameSize::K16, Levels::Two);
+    run(Variant::T6000, FrameSize::K16, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t6000_4k() {
-    run(Variant::T6000, FrameSize::K4, Levels::Two);
+    run(Variant::T6000, FrameSize::K4, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t8110_16k_two_levels() {
-    run(Variant::T8110, FrameSize::K16, Levels::Two);
+    run(Variant::T8110, FrameSize::K16, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t8110_16k_four_levels() {
-    run(Variant::T8110, FrameSize::K16, Levels::Four);
+    run(Variant::T8110, FrameSize::K16, Levels::Four, Invalidation::Strict);
 }
 
 #[test]
 fn t8110_4k_two_levels() {
-    run(Variant::T8110, FrameSize::K4, Levels::Two);
+    run(Variant::T8110, FrameSize::K4, Levels::Two, Invalidation::Strict);
 }
 
 #[test]
 fn t8110_4k_four_levels() {
-    run(Variant::T8110, FrameSize::K4, Levels::Four);
+    run(Variant::T8110, FrameSize::K4, Levels::Four, Invalidation::Strict);
+}
+
+/// Deferred DARTs: the monitor keeps a cleared entry pending until the
+/// driver's invalidation as on strict ones (contract rule 7), so the same
+/// driver runs unchanged.
+#[test]
+fn deferred_t6000_16k() {
+    run(Variant::T6000, FrameSize::K16, Levels::Two, Invalidation::Deferred);
+}
+
+#[test]
+fn deferred_t8110_16k_four_levels() {
+    run(Variant::T8110, FrameSize::K16, Levels::Four, Invalidation::Deferred);
+}
+
+/// Linux's own `apple_dart_setup_translation` order with four levels:
+/// TTBRs first (the stream's TCR is still 0 after the reset), then TCR =
+/// TRANSLATE_ENABLE | FOUR_LEVEL, then the invalidation; then one page
+/// mapped and DMA'd. On hardware the walker reads FOUR_LEVEL at walk time,
+/// so this order works. The monitor fixes a root's depth from the stream's
+/// TCR when a TTBR first names it (contract rule 2, monitor M2): the root is
+/// linked as a two-level tree, the L0 descriptor links the L1 table as a
+/// leaf table, and io-pgtable's next descriptor (L1 -> last-level table) is
+/// decoded as a leaf naming a `dart-table` frame: `forbidden-type`. The
+/// driver model therefore writes TCR first with four levels (`attach`);
+/// this test keeps Linux's order to show the gap. Run it with `--ignored`.
+#[test]
+#[ignore = "monitor: a root's depth is fixed by the TCR at its first TTBR write; Linux writes TCR after the TTBRs"]
+fn four_levels_in_linux_register_order() {
+    for fs in [FrameSize::K16, FrameSize::K4] {
+        let frames = Arc::new(
+            FrameTable::new(FrameTableConfig::with_memory(16 << 20).frame_size(fs).on_violation(OnViolation::Reject))
+                .unwrap(),
+        );
+        let dart = Arc::new(Dart::new(frames.clone(), DartConfig::new("dart0", Variant::T8110)).unwrap());
+        let drv = AppleDart::probe(dart.clone(), match_data(Variant::T8110)).unwrap();
+        let mut domain = Domain::finalize(&drv, None).unwrap();
+        assert_eq!(domain.pgtbl().cfg().n_levels, 4);
+        domain.attach_linux_order(&[1]).unwrap();
+        assert!(dart.stream_config(1).unwrap().four_level);
+        let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+        let pa = frames.pa_of(f).unwrap();
+        let r = domain.map(0, pa, fs.bytes(), IOMMU_READ | IOMMU_WRITE);
+        assert!(r.is_ok(), "{fs:?}: map after Linux's attach order: {r:?}");
+        let port = dart.port(1).unwrap();
+        port.dma_write(8, b"linux order").unwrap();
+        let mut buf = [0u8; 11];
+        frames.aperture_read(pa + 8, &mut buf).unwrap();
+        assert_eq!(&buf, b"linux order");
+    }
 }

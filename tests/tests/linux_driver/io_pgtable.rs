@@ -17,6 +17,10 @@
 //! - DART2 at 4 KiB pages: Linux's `APPLE_DART2_PADDR_MASK` is \[37:10\],
 //!   which drops PA bits 12-13 of a 4 KiB page (no DART2 part runs 4 KiB
 //!   pages). The model uses \[37:8\] there, dartemu's inferred layout.
+//! - Every table is registered with the DART when allocated, by one
+//!   monitor write of an invalid entry (Linux zeroes the page; the frame
+//!   table already has): the monitor reads only tables it knows, and a TTBR
+//!   may only name a registered one.
 //! - Roots are allocated at the alignment the DART's TTBR needs (t8110:
 //!   16 KiB, `DART_T8110_TTBR_SHIFT`); Linux only `WARN_ON`s a misaligned
 //!   root in `apple_dart_hw_set_ttbr`.
@@ -272,11 +276,11 @@ impl DartIoPgtable {
         cfg.n_levels = data.levels;
         for i in 0..cfg.n_ttbrs {
             match data.alloc_table(cfg.root_align) {
-                Some(pa) => {
+                Ok(pa) => {
                     data.pgd.push(pa);
                     cfg.ttbr[i] = pa;
                 }
-                None => {
+                Err(_) => {
                     for &pa in &data.pgd {
                         data.free_frame(pa);
                     }
@@ -337,18 +341,27 @@ impl DartIoPgtable {
         self.dart.write_table_entry(table, index, value)
     }
 
-    /// A zeroed table (`iommu_alloc_pages_sz(gfp, DART_GRANULE)`).
-    fn alloc_table(&self, align: u64) -> Option<u64> {
+    /// A zeroed table (`iommu_alloc_pages_sz(gfp, DART_GRANULE)`),
+    /// registered with the DART (module docs).
+    fn alloc_table(&self, align: u64) -> Result<u64, PgtableError> {
         let frames = self.dart.frames();
         let align_frames = (align / self.cfg.pgsize_bitmap).max(1);
-        let f = frames.alloc_aligned(FrameType::DartTable, 1, align_frames).ok()?[0];
+        let f = frames.alloc_aligned(FrameType::DartTable, 1, align_frames).map_err(|_| PgtableError::NoMem)?[0];
+        let pa = frames.pa_of(f).expect("an allocated frame has a PA");
+        // The frame table zero-fills it (R5); this invalid entry only
+        // registers it, so a TTBR may name it and its entries may be read.
+        if let Err(e) = self.write(pa, 0, 0) {
+            frames.free(f).expect("free a table page the monitor refused");
+            return Err(e.into());
+        }
         self.bump(|s| s.tables_allocated += 1);
-        Some(frames.pa_of(f).expect("an allocated frame has a PA"))
+        Ok(pa)
     }
 
-    /// `iommu_free_pages` of a table no monitor call ever named.
+    /// `iommu_free_pages` of a table nothing links: released, then freed.
     fn free_frame(&self, pa: u64) {
         let frames = self.dart.frames();
+        self.dart.release_table(pa).expect("release an unlinked table");
         frames.free(frames.frame_of(pa).unwrap()).expect("free an unused table page");
     }
 
@@ -526,7 +539,7 @@ impl DartIoPgtable {
             let mut pte = self.read(table, index)?;
             // No table present.
             if pte == 0 {
-                let cptep = self.alloc_table(self.cfg.pgsize_bitmap).ok_or(PgtableError::NoMem)?;
+                let cptep = self.alloc_table(self.cfg.pgsize_bitmap)?;
                 match self.install_table(cptep, table, index, 0) {
                     Ok(0) => {}
                     Ok(_) => self.free_frame(cptep),
