@@ -265,7 +265,7 @@ impl Dart {
             mapper: Mapper::new(v, config.invalidation),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
-            mmio: mmio::MmioState::new(),
+            mmio: mmio::MmioState::new(config.streams),
             trace: crate::observe::events::DartTrace::new(config.name),
             holds: Arc::new(crate::hold::Holds::new(frames.clone())),
             device: Translator::new(frames, v, &trusted, config.iotlb_entries),

@@ -30,8 +30,11 @@
 //!   the SoC decides which streams may); t8110 PA width, VA width (PARAMS3)
 //!   and the number of streams (PARAMS4 \[8:0\]).
 //! - TCR per stream: TRANSLATE_ENABLE, BYPASS_DART, BYPASS_DAPF and (t8110)
-//!   FOUR_LEVEL. Other TCR bits (t8110 REMAP / REMAP_EN) are not modelled:
-//!   they are dropped on write and read as 0.
+//!   FOUR_LEVEL. t8110 TCR REMAP / REMAP_EN and t8020 STREAM_REMAP
+//!   (0x80–0x8c) are read-as-written with no effect on translation
+//!   (*inferred*: no public driver programs them, so no consistent
+//!   semantics can be stated; the IOTLB and the walk use the stream's SID).
+//!   Other TCR bits are dropped on write and read as 0.
 //! - TTBR per stream (and index): VALID plus the table address.
 //! - Stream enables: t8020 STREAMS_ENABLE (0xfc) as a read/write bitmap;
 //!   t8110 ENABLE_STREAMS (0xc00 + 4·i) write-1-to-set and DISABLE_STREAMS
@@ -260,6 +263,8 @@ pub(crate) enum Reg {
     Tcr(u32),
     /// TTBR (stream, index) of a stream the instance has.
     Ttbr(u32, usize),
+    /// t8020/t6000 STREAM_REMAP\[i\] (read-as-written).
+    Remap(u32),
     /// Nothing emulated here.
     Unknown,
 }
