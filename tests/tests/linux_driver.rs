@@ -22,9 +22,9 @@
 //!
 //! Two more runs repeat one configuration each on a deferred-invalidation
 //! DART (the monitor keeps cleared entries pending until the driver's
-//! invalidation there too). `four_levels_in_linux_register_order`
-//! (ignored, fails) keeps Linux's exact attach order with four levels and
-//! shows where the monitor departs from the hardware (its docs).
+//! invalidation there too). `four_levels_in_linux_register_order` pins
+//! the case that once failed: Linux's attach order (TTBRs while TCR is 0,
+//! then TCR with FOUR_LEVEL) builds a four-level tree.
 //!
 //! dart/tests/mmio.rs holds the register-level probe of the same Linux
 //! driver (every register after reset, every fault code) over
@@ -488,16 +488,11 @@ fn deferred_t8110_16k_four_levels() {
 /// Linux's own `apple_dart_setup_translation` order with four levels:
 /// TTBRs first (the stream's TCR is still 0 after the reset), then TCR =
 /// TRANSLATE_ENABLE | FOUR_LEVEL, then the invalidation; then one page
-/// mapped and DMA'd. On hardware the walker reads FOUR_LEVEL at walk time,
-/// so this order works. The monitor fixes a root's depth from the stream's
-/// TCR when a TTBR first names it (contract rule 2, monitor M2): the root is
-/// linked as a two-level tree, the L0 descriptor links the L1 table as a
-/// leaf table, and io-pgtable's next descriptor (L1 -> last-level table) is
-/// decoded as a leaf naming a `dart-table` frame: `forbidden-type`. The
-/// driver model therefore writes TCR first with four levels (`attach`);
-/// this test keeps Linux's order to show the gap. Run it with `--ignored`.
+/// mapped and DMA'd. On hardware the walker reads FOUR_LEVEL at walk time;
+/// the monitor fixes the tree's depth at the root's first entry, after the
+/// TCR write. (It once fixed it at the TTBR write, and io-pgtable's L1
+/// descriptor was refused `forbidden-type`.)
 #[test]
-#[ignore = "monitor: a root's depth is fixed by the TCR at its first TTBR write; Linux writes TCR after the TTBRs"]
 fn four_levels_in_linux_register_order() {
     for fs in [FrameSize::K16, FrameSize::K4] {
         let frames = Arc::new(
@@ -508,7 +503,7 @@ fn four_levels_in_linux_register_order() {
         let drv = AppleDart::probe(dart.clone(), match_data(Variant::T8110)).unwrap();
         let mut domain = Domain::finalize(&drv, None).unwrap();
         assert_eq!(domain.pgtbl().cfg().n_levels, 4);
-        domain.attach_linux_order(&[1]).unwrap();
+        domain.attach(&[1]).unwrap();
         assert!(dart.stream_config(1).unwrap().four_level);
         let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
         let pa = frames.pa_of(f).unwrap();

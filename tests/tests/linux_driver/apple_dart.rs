@@ -14,15 +14,6 @@
 //! - `finalize` refuses a domain needing more TTBRs than the variant has
 //!   (Linux would write `DART_TTBR(dart, sid, idx)` for `idx >= ttbr_count`,
 //!   which on t8110 is the next stream's TTBR).
-//! - With four table levels, `attach` writes TCR (TRANSLATE_ENABLE |
-//!   FOUR_LEVEL) before the TTBRs, as m1n1 does (its TCR is set before it
-//!   maps). Linux writes the TTBRs first, with the stream's TCR still 0
-//!   after the reset; the monitor takes a root's depth from the stream's
-//!   TCR when a TTBR first names it, so in Linux's order the root is linked
-//!   as a two-level tree and the first L1-to-leaf-table descriptor is read
-//!   as a leaf naming a `dart-table` frame (`forbidden-type`).
-//!   [`Domain::attach_linux_order`] keeps Linux's order for the test that
-//!   shows it.
 //! - Identity (bypass) domains are not modelled: only paging and blocked.
 //! - A domain may be given an IOVA width below the DART's (`ias_limit`), as
 //!   the four-level patch suggests ("restrict this based on the actual
@@ -578,30 +569,11 @@ impl<'a> Domain<'a> {
     }
 
     /// `apple_dart_attach_dev_paging`: add the streams, then
-    /// `apple_dart_setup_translation` (TTBRs, TCR, invalidate).
+    /// `apple_dart_setup_translation` in Linux's order: TTBRs (the stream's
+    /// TCR still 0 after the reset), then TCR, then the invalidation. The
+    /// monitor fixes a four-level tree's depth at its first entry, after
+    /// this (docs/design.md §3).
     pub fn attach(&mut self, sids: &[u32]) -> Result<(), String> {
-        self.sids.extend_from_slice(sids);
-        let cfg = self.pgtbl.cfg();
-        // Four levels: TCR first (module docs).
-        let tcr_first = cfg.n_levels == 4;
-        if tcr_first {
-            self.dart.hw_enable_translation(sids, cfg.n_levels);
-        }
-        for i in 0..cfg.n_ttbrs {
-            self.dart.hw_set_ttbr(sids, i as u32, cfg.ttbr[i]);
-        }
-        for i in cfg.n_ttbrs as u32..self.dart.hw.ttbr_count {
-            self.dart.hw_clear_ttbr(sids, i);
-        }
-        if !tcr_first {
-            self.dart.hw_enable_translation(sids, cfg.n_levels);
-        }
-        self.dart.invalidate_tlb(sids)
-    }
-
-    /// `apple_dart_setup_translation` exactly as Linux orders it (TTBRs,
-    /// then TCR), for the four-level finding (`linux_driver.rs`).
-    pub fn attach_linux_order(&mut self, sids: &[u32]) -> Result<(), String> {
         self.sids.extend_from_slice(sids);
         let cfg = self.pgtbl.cfg();
         for i in 0..cfg.n_ttbrs {
