@@ -965,3 +965,43 @@ fn t8110_4k_a_root_the_ttbr_cannot_name_is_refused() {
     assert_eq!(frames.violations(), before + 1);
     assert_eq!(d.ttbr(2, 0).unwrap(), None);
 }
+
+/// t8020/t6000 STREAM_REMAP (0x80–0x8c) and t8110 TCR REMAP / REMAP_EN are
+/// read-as-written with no effect on translation (docs/design.md §3,
+/// *inferred*): the value written reads back, the stream keeps translating
+/// as itself, and a locked t8110 drops TCR writes, remap bits included.
+#[test]
+fn remap_registers_read_as_written_and_change_no_translation() {
+    for v in Variant::ALL {
+        let frames = soc(FrameSize::K16, OnViolation::Reject);
+        let d = Dart::new(frames.clone(), config(v, streams_for(v))).unwrap();
+        d.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
+        let data = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+        d.map(1, 0, &[data], Perm::RW, None).unwrap();
+        d.dma_write(1, 0, b"ours").unwrap();
+        let tcr = if v == Variant::T8110 { 0x1000 + 4 } else { 0x100 + 4 };
+        let before = d.mmio_read(tcr).unwrap();
+        if v == Variant::T8110 {
+            // REMAP = 5, REMAP_EN.
+            d.mmio_write(tcr, before | 5 << 8 | 1 << 7).unwrap();
+            assert_eq!(d.mmio_read(tcr).unwrap(), before | 5 << 8 | 1 << 7, "{v}");
+            assert_eq!(d.stream_config(1).unwrap(), StreamConfig::TRANSLATING);
+            d.mmio_write(0x200, 1).unwrap(); // PROTECT LOCK_TCR_TTBR
+            d.mmio_write(tcr, before).unwrap();
+            assert_eq!(d.mmio_read(tcr).unwrap(), before | 5 << 8 | 1 << 7, "locked: dropped");
+        } else {
+            for i in 0..4u64 {
+                assert_eq!(d.mmio_read(0x80 + 4 * i).unwrap(), 0, "{v} REMAP[{i}] at reset");
+                d.mmio_write(0x80 + 4 * i, 0x0102_0304 * (i as u32 + 1)).unwrap();
+            }
+            for i in 0..4u64 {
+                assert_eq!(d.mmio_read(0x80 + 4 * i).unwrap(), 0x0102_0304 * (i as u32 + 1), "{v}");
+            }
+            assert_eq!(d.mmio_read(tcr).unwrap(), before);
+        }
+        let mut buf = [0u8; 4];
+        d.dma_read(1, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"ours", "{v}: stream 1 still translates as itself");
+        assert_eq!(d.dma_read(0, 0, &mut buf).unwrap_err().kind(), "fault:stream-disabled", "{v}");
+    }
+}

@@ -313,3 +313,48 @@ fn a_four_level_tree_translates_through_three_table_levels() {
     assert_eq!(&buf, b"deep");
     dart.check_restricted_unreachable().unwrap();
 }
+
+/// Linux's `apple_dart_setup_translation` writes a stream's TTBR while its
+/// TCR is still 0, then TCR = TRANSLATE | FOUR_LEVEL: the tree's depth is
+/// fixed by the first entry written into the root, not by the TTBR write.
+/// Streams naming one root with different depths leave its depth unknown.
+#[test]
+fn a_roots_depth_is_fixed_by_its_first_entry_after_ttbr_then_tcr() {
+    let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20)).unwrap());
+    let dart = Dart::new(frames.clone(), DartConfig::new("d", Variant::T8110)).unwrap();
+    let t = frames.alloc(FrameType::DartTable, 3).unwrap();
+    let pas: Vec<u64> = t.iter().map(|&f| frames.pa_of(f).unwrap()).collect();
+    for &pa in &pas {
+        dart.write_table_entry(pa, 0, 0).unwrap();
+    }
+    let (fmt, shift) = (dart.pte_format(), dart.page_shift());
+    let desc = fmt.encode_table(shift, pas[1]).unwrap();
+    dart.set_ttbr(SID, 0, Some(pas[0])).unwrap();
+    dart.set_ttbr(2, 0, Some(pas[0])).unwrap();
+    let four = StreamConfig { four_level: true, ..StreamConfig::TRANSLATING };
+    dart.set_stream_config(SID, four).unwrap();
+    dart.set_stream_config(2, StreamConfig::TRANSLATING).unwrap();
+    let e = dart.write_table_entry(pas[0], 0, desc).unwrap_err();
+    assert!(matches!(e, DartError::BadEntry { reason, .. } if reason.contains("disagree")), "{e:?}");
+    assert_eq!(dart.read_table_entry(pas[0], 0), Ok(0));
+    dart.set_stream_config(2, four).unwrap();
+    dart.write_table_entry(pas[0], 0, desc).unwrap();
+    // Three table levels now: the level-1 table holds descriptors.
+    dart.write_table_entry(pas[1], 0, fmt.encode_table(shift, pas[2]).unwrap()).unwrap();
+    let data = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+    let leaf = Leaf { pa: frames.pa_of(data).unwrap(), read: true, write: false, subpage: Subpage::WHOLE };
+    dart.write_table_entry(pas[2], 0, fmt.encode_leaf(shift, &leaf).unwrap()).unwrap();
+    dart.dma_read(SID, 0, &mut [0u8; 4]).unwrap();
+    dart.dma_read(2, 0, &mut [0u8; 4]).unwrap();
+    // TCR.FOUR_LEVEL cleared under a built tree: the walk faults, nothing is reached.
+    dart.set_stream_config(2, StreamConfig::TRANSLATING).unwrap();
+    assert_eq!(dart.dma_read(2, 0, &mut [0u8; 4]).unwrap_err().kind(), "fault:forbidden-frame");
+    dart.check_restricted_unreachable().unwrap();
+    // A root no TTBR names has no depth to give a first entry.
+    let lone = frames.pa_of(frames.alloc(FrameType::DartTable, 1).unwrap()[0]).unwrap();
+    dart.write_table_entry(lone, 0, 0).unwrap();
+    dart.set_ttbr(3, 0, Some(lone)).unwrap();
+    dart.set_ttbr(3, 0, None).unwrap();
+    let e = dart.write_table_entry(lone, 0, fmt.encode_table(shift, pas[2]).unwrap()).unwrap_err();
+    assert!(matches!(e, DartError::BadEntry { reason, .. } if reason.contains("no TTBR")), "{e:?}");
+}

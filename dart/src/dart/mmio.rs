@@ -33,6 +33,11 @@ pub(crate) struct MmioState {
     protect_lock: AtomicU32,
     /// t8110 ERROR_MASK.
     error_mask: AtomicU32,
+    /// t8020/t6000 STREAM_REMAP\[0..4\], as written (read-as-written,
+    /// *inferred*: no effect on translation).
+    remap: [AtomicU32; t8020::REMAPS as usize],
+    /// t8110 TCR REMAP / REMAP_EN bits per stream, as written (same).
+    tcr_remap: Box<[AtomicU32]>,
     seq: AtomicU64,
     observer: RwLock<Option<Arc<MmioObserver>>>,
     reads: AtomicU64,
@@ -54,13 +59,15 @@ impl crate::mapper::RegisterLock for MmioState {
 const LOCK_TCR_TTBR: u32 = t8110::PROTECT_TTBR_TCR.mask();
 
 impl MmioState {
-    pub(crate) fn new() -> MmioState {
+    pub(crate) fn new(streams: u32) -> MmioState {
         MmioState {
             serial: Mutex::new(()),
             stream_select: AtomicU32::new(0),
             protect: AtomicU32::new(0),
             protect_lock: AtomicU32::new(0),
             error_mask: AtomicU32::new(0),
+            remap: std::array::from_fn(|_| AtomicU32::new(0)),
+            tcr_remap: (0..streams).map(|_| AtomicU32::new(0)).collect(),
             seq: AtomicU64::new(0),
             observer: RwLock::new(None),
             reads: AtomicU64::new(0),
@@ -243,7 +250,10 @@ impl Dart {
             Reg::ProtectLock => s.protect_lock.load(Relaxed),
             Reg::StreamsEnable => self.enabled_word(0),
             Reg::EnableStreams(w) | Reg::DisableStreams(w) => self.enabled_word(w),
-            Reg::Tcr(sid) => self.stream(sid).map_or(0, |st| tcr_encode(v, st.config())),
+            Reg::Tcr(sid) => self.stream(sid).map_or(0, |st| {
+                tcr_encode(v, st.config()) | s.tcr_remap.get(sid as usize).map_or(0, |r| r.load(Relaxed))
+            }),
+            Reg::Remap(i) => s.remap.get(i as usize).map_or(0, |r| r.load(Relaxed)),
             Reg::Ttbr(sid, idx) => self.stream(sid).map_or(0, |st| encode_ttbr(v, self.page_shift(), st.ttbr(idx))),
             Reg::Unknown => return (0, MmioOutcome::Unknown),
         };
@@ -325,7 +335,14 @@ impl Dart {
             // (`update_stream_config`, `set_ttbr`); the register drops a
             // locked write where the typed call returns `locked`.
             Reg::Tcr(sid) => match self.update_stream_config(sid, TcrWrite::Gated, |c| tcr_decode(v, value, c)) {
-                Ok(_) => Done,
+                Ok(_) => {
+                    if v == Variant::T8110 {
+                        if let Some(r) = s.tcr_remap.get(sid as usize) {
+                            r.store(value & t8110::TCR_REMAP_BITS, Relaxed);
+                        }
+                    }
+                    Done
+                }
                 Err(DartError::Locked { .. }) => Locked,
                 Err(e) => return Err(e),
             },
@@ -334,6 +351,12 @@ impl Dart {
                 Err(DartError::Locked { .. }) => Locked,
                 Err(e) => return Err(e),
             },
+            Reg::Remap(i) => {
+                if let Some(r) = s.remap.get(i as usize) {
+                    r.store(value, Relaxed);
+                }
+                Done
+            }
             Reg::Unknown => Unknown,
         })
     }

@@ -265,7 +265,7 @@ impl Dart {
             mapper: Mapper::new(v, config.invalidation),
             error: Mutex::new(ErrorLatch::default()),
             interrupt: RwLock::new(None),
-            mmio: mmio::MmioState::new(),
+            mmio: mmio::MmioState::new(config.streams),
             trace: crate::observe::events::DartTrace::new(config.name),
             holds: Arc::new(crate::hold::Holds::new(frames.clone())),
             device: Translator::new(frames, v, &trusted, config.iotlb_entries),
@@ -599,7 +599,7 @@ impl Dart {
             return Err(DartError::Locked { sid, register: crate::error::LockedRegister::Ttbr { index: idx } });
         }
         if let Some(pa) = table {
-            m.check_ttbr_target(&self.kernel(), sid, pa)?;
+            m.check_ttbr_target(&self.kernel(), pa)?;
         }
         st.set_ttbr(idx, table);
         m.ttbr_written(sid, (0..self.variant.ttbrs_per_stream() as usize).any(|i| st.ttbr(i).is_some()));

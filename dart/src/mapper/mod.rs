@@ -275,7 +275,7 @@ impl MapperState {
     /// Checks a TTBR target: a `dart-table` frame this DART owns as a table;
     /// anything else is an invariant breach (docs/design.md §2), reported to the frame
     /// table's violation mode.
-    pub(crate) fn check_ttbr_target(&mut self, k: &Kernel<'_>, sid: u32, pa: u64) -> Result<(), DartError> {
+    pub(crate) fn check_ttbr_target(&mut self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
         let frames = &k.device().frames();
         let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
         if ty != Some(FrameType::DartTable) {
@@ -285,7 +285,6 @@ impl MapperState {
         // Owned, page aligned, and a table the TTBR encoding names exactly
         // (t8110: 16 KiB aligned, below 2^42).
         // A driver's table is linked here as a root (`monitor`, M2).
-        let depth = k.stream(sid).map(|st| k.geometry_for(st.config()).levels).unwrap_or(2);
         let owned = frames
             .frame_of(pa)
             .is_ok_and(|f| self.tables.contains_key(f) || (self.driver.contains_key(&f) && self.may_root(f)))
@@ -296,7 +295,7 @@ impl MapperState {
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
         if let Ok(f) = frames.frame_of(pa) {
-            self.link_driver_root(f, depth);
+            self.link_driver_root(f);
         }
         Ok(())
     }

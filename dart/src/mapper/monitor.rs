@@ -17,11 +17,15 @@
 //!   registered. The mapper never writes a driver table and the monitor
 //!   never writes a mapper table, so each tree has one writer.
 //! - **M2 levels.** A driver table gets its level when first linked (a TTBR:
-//!   level 0, with the tree's depth taken from that stream's geometry; a
-//!   table descriptor in a table of level `L`: `L + 1`, same depth) and
-//!   keeps it until released. A valid entry is written only into a table
-//!   with a level, and is a leaf exactly when the table is the tree's last
-//!   level, a table descriptor otherwise.
+//!   level 0; a table descriptor in a table of level `L`: `L + 1`) and keeps
+//!   it until released. A tree's depth (its table levels) is fixed by the
+//!   first valid entry written into its root, from the geometry of the
+//!   streams whose TTBR names the root then (they must agree): Linux writes
+//!   a stream's TTBR before its TCR, so the TCR of the TTBR write is not yet
+//!   the one the tree is built for. A child takes its parent's depth. A
+//!   valid entry is written only into a table with a level, and is a leaf
+//!   exactly when the table is the tree's last level, a table descriptor
+//!   otherwise.
 //! - **M3 one parent.** A table has at most one parent entry, and a table
 //!   with a level is linked only at that level, so the driver's trees are
 //!   trees (no cycle, no sharing below the root); a root may be named by
@@ -69,9 +73,11 @@ use frame_table::{Counter as FrameCounter, Frame, FrameType, Perm};
 /// A table a driver built, registered with this DART (M1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DriverTable {
-    /// `(level, depth)` once linked (M2): level below the TTBR (0 = root)
-    /// and the tree's table levels.
-    pub(crate) level: Option<(u32, u32)>,
+    /// Level below the TTBR (0 = root), once linked (M2).
+    pub(crate) level: Option<u32>,
+    /// The tree's table levels: a root's is fixed by the first valid entry
+    /// written into it, a child's is its parent's (M2).
+    pub(crate) depth: Option<u32>,
     /// Valid entries in it.
     pub(crate) live: u32,
     /// The table whose entry links it (M3), until that entry's clearing
@@ -82,7 +88,7 @@ pub(crate) struct DriverTable {
 impl DriverTable {
     /// Whether its valid entries are leaves (it is its tree's last level).
     pub(crate) fn is_leaf_table(&self) -> bool {
-        self.level.is_some_and(|(level, depth)| level + 1 == depth)
+        matches!((self.level, self.depth), (Some(level), Some(depth)) if level + 1 == depth)
     }
 }
 
@@ -143,14 +149,14 @@ impl MapperState {
     /// Whether driver table `f` may be a root: it has no level yet or is
     /// one (M2).
     pub(crate) fn may_root(&self, f: Frame) -> bool {
-        self.driver.get(&f).is_some_and(|d| d.level.is_none_or(|(level, _)| level == 0))
+        self.driver.get(&f).is_some_and(|d| d.level.is_none_or(|level| level == 0))
     }
 
-    /// Links driver table `f`, if it is one, as a root of a tree with
-    /// `depth` table levels (M2); a table with a level keeps it.
-    pub(crate) fn link_driver_root(&mut self, f: Frame, depth: u32) {
+    /// Links driver table `f`, if it is one, as a root (M2); a table with a
+    /// level keeps it.
+    pub(crate) fn link_driver_root(&mut self, f: Frame) {
         if let Some(d) = self.driver.get_mut(&f) {
-            d.level.get_or_insert((0, depth));
+            d.level.get_or_insert(0);
         }
     }
 }
@@ -208,20 +214,48 @@ impl Kernel<'_> {
                 Ok(())
             }
             (false, true) => {
-                let Some((level, depth)) = info.level else {
+                let Some(level) = info.level else {
                     return Err(bad("the table has no level yet: link it by a TTBR or a table entry first"));
                 };
-                if info.is_leaf_table() {
-                    self.write_leaf(m, f, table, index, value)
+                let depth = match info.depth {
+                    Some(depth) => depth,
+                    None => self.root_depth(table).map_err(bad)?,
+                };
+                if level + 1 == depth {
+                    self.write_leaf(m, f, table, index, value)?;
                 } else {
-                    self.write_descriptor(m, f, (table, index, value), level + 1, depth)
+                    self.write_descriptor(m, f, (table, index, value), level + 1, depth)?;
                 }
+                // M2: a root's depth is fixed by its first valid entry.
+                if let Some(d) = m.driver.get_mut(&f) {
+                    d.depth = Some(depth);
+                }
+                Ok(())
             }
             (true, false) => {
                 self.clear_entry(m, f, slot, old, value);
                 Ok(())
             }
         }
+    }
+
+    /// The depth of the tree rooted at `root` (a root with no valid entry
+    /// yet): the table levels of the streams whose TTBR names it now, which
+    /// must agree (M2). Linux writes a stream's TTBR before its TCR, so the
+    /// depth is read at the first entry, not at the TTBR write.
+    fn root_depth(&self, root: u64) -> Result<u32, &'static str> {
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        let mut depth = None;
+        for st in self.device().streams() {
+            if (0..ttbrs).any(|i| st.ttbr(i) == Some(root)) {
+                let levels = self.geometry_for(st.config()).levels;
+                if depth.is_some_and(|d| d != levels) {
+                    return Err("the streams whose TTBR names this root disagree on its depth (TCR.FOUR_LEVEL)");
+                }
+                depth = Some(levels);
+            }
+        }
+        depth.ok_or("no TTBR names this root now: its depth is unknown")
     }
 
     /// A valid leaf into leaf table `f` (M4).
@@ -276,11 +310,9 @@ impl Kernel<'_> {
         if c.parent.is_some() {
             return Err(DartError::TableInUse { pa: child_pa, reason: "another entry links it" });
         }
-        match c.level {
-            Some(l) if l != (level, depth) => {
-                return Err(DartError::TableInUse { pa: child_pa, reason: "it is linked at another level" })
-            }
-            _ => {}
+        let other = |v: Option<u32>, want| v.is_some_and(|v| v != want);
+        if other(c.level, level) || other(c.depth, depth) {
+            return Err(DartError::TableInUse { pa: child_pa, reason: "it is linked at another level" });
         }
         let pa = child_pa;
         let ttbrs = self.variant().ttbrs_per_stream() as usize;
@@ -288,8 +320,7 @@ impl Kernel<'_> {
             return Err(DartError::TableInUse { pa, reason: "a TTBR names it" });
         }
         if let Some(c) = m.driver.get_mut(&child) {
-            c.level = Some((level, depth));
-            c.parent = Some(f);
+            (c.level, c.depth, c.parent) = (Some(level), Some(depth), Some(f));
         }
         self.device().ptes().store(table + 8 * index, value);
         if let Some(d) = m.driver.get_mut(&f) {

@@ -30,8 +30,11 @@
 //!   the SoC decides which streams may); t8110 PA width, VA width (PARAMS3)
 //!   and the number of streams (PARAMS4 \[8:0\]).
 //! - TCR per stream: TRANSLATE_ENABLE, BYPASS_DART, BYPASS_DAPF and (t8110)
-//!   FOUR_LEVEL. Other TCR bits (t8110 REMAP / REMAP_EN) are not modelled:
-//!   they are dropped on write and read as 0.
+//!   FOUR_LEVEL. t8110 TCR REMAP / REMAP_EN and t8020 STREAM_REMAP
+//!   (0x80–0x8c) are read-as-written with no effect on translation
+//!   (*inferred*: no public driver programs them, so no consistent
+//!   semantics can be stated; the IOTLB and the walk use the stream's SID).
+//!   Other TCR bits are dropped on write and read as 0.
 //! - TTBR per stream (and index): VALID plus the table address.
 //! - Stream enables: t8020 STREAMS_ENABLE (0xfc) as a read/write bitmap;
 //!   t8110 ENABLE_STREAMS (0xc00 + 4·i) write-1-to-set and DISABLE_STREAMS
@@ -92,12 +95,14 @@
 //!
 //! **Inferred** (no public source states these; they are kept here, in
 //! [`t8020`] and [`t8110`]):
-//! - t8110 TTBR with 4 KiB pages: bits \[29:2\] hold PA >> 12 (the page shift)
-//!   rather than PA >> 14, so a 4 KiB-aligned table can be named; at 16 KiB
-//!   it is Linux's PA >> 14.
-//! - t8110 PARAMS3 VA_WIDTH reports the four-level reach (47 bits at 16 KiB,
-//!   39 at 4 KiB), since the emulator implements TCR.FOUR_LEVEL; Linux with
-//!   the four-level patch then uses four levels (`ias > 36`). PA_WIDTH is 42.
+//! - t8110 TTBR: bits \[29:2\] hold PA >> 14 at every page size, as Linux
+//!   (`DART_T8110_TTBR_SHIFT`) and m1n1 decode it, so a root is 16 KiB
+//!   aligned even at 4 KiB pages and lies below 2^42 (confirmed by both
+//!   drivers; listed here because the 4 KiB case is not documented).
+//! - t8110 PARAMS3 reports VA width ≤ PA width, as Linux's
+//!   `apple_dart_alloc_pgtable` requires (ias ≤ oas): 42/42 at 16 KiB (as
+//!   T602x parts), 39/42 at 4 KiB; TCR.FOUR_LEVEL still works, and IOVAs at
+//!   or above 2^42 fault as beyond the geometry.
 //!   t8110 PARAMS2 also sets SUPPORT_REG_LOCK (bit 1: PROTECT is emulated).
 //!   Every other PARAMS field (TLB geometry, versions, client counts) is 0.
 //! - ENABLE_STREAMS / DISABLE_STREAMS are write-1-to-set / write-1-to-clear
@@ -260,6 +265,8 @@ pub(crate) enum Reg {
     Tcr(u32),
     /// TTBR (stream, index) of a stream the instance has.
     Ttbr(u32, usize),
+    /// t8020/t6000 STREAM_REMAP\[i\] (read-as-written).
+    Remap(u32),
     /// Nothing emulated here.
     Unknown,
 }

@@ -46,6 +46,15 @@ pub const CONFIG_LOCK: Field = Field::bit(15);
 /// STREAMS_ENABLE (m1n1 ENABLED_STREAMS): bitmap of enabled streams.
 pub const STREAMS_ENABLE: u32 = 0x0fc;
 
+/// STREAM_REMAP\[0..4\] (0x80–0x8c): four SIDs per register, one byte each.
+/// Defined by Linux and m1n1, programmed by neither: emulated as
+/// read-as-written from a reset value of 0, with no effect on translation
+/// (*inferred*).
+pub const REMAP_BASE: u32 = 0x080;
+
+/// The REMAP registers.
+pub const REMAPS: u32 = 4;
+
 /// TCR of stream 0; stream `sid` at `TCR_BASE + 4·sid`.
 pub const TCR_BASE: u32 = 0x100;
 /// TCR: translate through the tables.
@@ -89,6 +98,7 @@ pub(crate) fn reg_at(off: u32) -> Reg {
         ERROR_ADDR_HI => Reg::ErrorAddrHi,
         CONFIG => Reg::Config,
         STREAMS_ENABLE => Reg::StreamsEnable,
+        o if (REMAP_BASE..REMAP_BASE + 4 * REMAPS).contains(&o) => Reg::Remap((o - REMAP_BASE) / 4),
         o if (TCR_BASE..tcr(STREAMS)).contains(&o) => Reg::Tcr((o - TCR_BASE) / 4),
         o if (TTBR_BASE..ttbr(STREAMS, 0)).contains(&o) => {
             Reg::Ttbr((o - TTBR_BASE) / 16, ((o - TTBR_BASE) % 16 / 4) as usize)

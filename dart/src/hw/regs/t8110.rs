@@ -86,6 +86,11 @@ pub const TCR_BYPASS_DART: Field = Field::bit(1);
 pub const TCR_BYPASS_DAPF: Field = Field::bit(2);
 /// TCR: three table levels below the TTBR.
 pub const TCR_FOUR_LEVEL: Field = Field::bit(3);
+/// TCR REMAP_EN (bit 7) and REMAP (\[11:8\]): defined by Linux and m1n1,
+/// programmed by neither. Kept per stream as written and read back, with
+/// no effect on translation (*inferred*): the IOTLB and the walk use the
+/// stream's own SID.
+pub const TCR_REMAP_BITS: u32 = 0xf80;
 
 /// TTBR of stream 0; stream `sid` at `TTBR_BASE + 4·sid`.
 pub const TTBR_BASE: u32 = 0x1400;
