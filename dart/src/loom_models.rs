@@ -32,11 +32,28 @@
 //!   it; the kernel's `free` meanwhile is refused (`frame-busy`), never
 //!   waits. Taking the hold after the section closes is caught
 //!   ([`slice_hold_after_the_section_is_caught`]).
+//! - [`monitor_clear_vs_inflight_dma`]: a driver clears a leaf it wrote
+//!   through the monitor (`crate::mapper::monitor`, M6: the PTE stored
+//!   invalid, the frame's DART count moved to "pending invalidation", a
+//!   `free` refused) and flushes (every generation of the stream bumped,
+//!   the in-flight wait, the pending count released) while DMAs translate
+//!   through the IOTLB or the PTE: no DMA copies from the frame after its
+//!   count was released, a stale IOTLB hit between the clear and the flush
+//!   reaches a still-counted frame, and after the flush no DMA reaches it.
+//!   A clear that releases the count at once is caught
+//!   ([`monitor_clear_releasing_before_the_flush_is_caught`]).
+//! - [`monitor_unlink_and_release_vs_cached_walks`]: a driver clears the
+//!   descriptor linking one of its tables (walk cache invalidated, unlink
+//!   pending), flushes and releases the table (M7: walk cache invalidated,
+//!   full wait, hold dropped) while a DMA walks twice through its walk-cache
+//!   row: no walk reads the table after its hold was dropped (also with
+//!   M7's wait alone). Dropping the hold with no wait is caught
+//!   ([`monitor_release_without_a_wait_is_caught`]).
 //! - The test-only broken ordering (`--features loom-broken-ordering`, see
 //!   [`StreamState::gen`]) and a model of unmap *without* `synchronize` are
 //!   both caught (`#[should_panic]` tests).
 //!
-//! Run (about a minute on 2 cores):
+//! Run (a few seconds once built; the build takes minutes on 2 cores):
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p dart --release --lib loom_models`
 //! and, for the broken-ordering check, the same with
 //! `--features loom-broken-ordering`.
@@ -84,12 +101,14 @@ fn translate_page(st: &StreamState, iotlb: &Iotlb, pte: &AtomicU64, page: u64) -
     Some(p)
 }
 
-/// The DMA's copy in the unmap models: the frame the leaf PTE `p` reaches
-/// must still be the mapped `user-data` frame, its DART count not released.
+/// The DMA's copy in the unmap and monitor-clear models: the frame the
+/// leaf PTE `p` reaches must still be the mapped `user-data` frame, its
+/// one DART count not released (live, or moved to "pending invalidation"
+/// by a monitor clear, M6 of `crate::mapper::monitor`).
 fn assert_copy_reaches_mapped_frame(frames: &FrameTable, p: u64) {
     let s = frames.state(frames.frame_of(p & !PTE_VALID).unwrap()).unwrap();
     assert!(
-        s.ty() == FrameType::UserData && s.count(Counter::Dart) == 1,
+        s.ty() == FrameType::UserData && s.count(Counter::Dart) + s.count(Counter::PendingInvalidation) == 1,
         "DMA copied from a frame after its unmap released it: {s:?}"
     );
 }
@@ -485,4 +504,230 @@ fn slice_hold_vs_strict_unmap_and_free() {
 #[should_panic(expected = "slice read a frame after its unmap released it")]
 fn slice_hold_after_the_section_is_caught() {
     slice_hold_model(false);
+}
+
+/// How the monitor models' driver clears a valid entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MonitorClear {
+    /// The monitor (M6): the entry is stored invalid at once, what it named
+    /// stays counted ("pending invalidation" / "unlink pending") until the
+    /// driver's flush has bumped the stream's generations and waited for
+    /// the DMA in flight; only then is it released.
+    Flushed,
+    /// The broken clear these models must catch: what the entry named is
+    /// released at once, without a pending count, a bump or a wait.
+    ReleasedAtOnce,
+}
+
+/// The streams bitmap of [`SID`] alone, as `Dart::flush(Some(SID))` hands
+/// it to `Kernel::flush_streams`.
+fn sid_mask() -> [u64; 4] {
+    let mut mask = [0u64; 4];
+    crate::types::set_stream(&mut mask, SID);
+    mask
+}
+
+/// A driver clears a leaf it wrote with `Dart::write_table_entry` while a
+/// device DMAs through it: the DMA thread runs `dmas` DMAs in a row (each
+/// enters the tracker, translates through the IOTLB or the leaf PTE, and
+/// "copies" from the frame it reached); the driver thread clears the leaf
+/// as `Kernel::clear_entry` does (the PTE stored 0 with `Release`, the
+/// frame's DART count moved to pending with `FrameTable::defer_dart`, M6),
+/// tries to free the frame (refused: still counted), then flushes as
+/// `Kernel::flush_streams` does for the pending item (`invalidate`: every
+/// generation of the stream bumped, G3/G5, then `synchronize_regions` of
+/// the stream, I4/I9; then the pending count released), frees the frame
+/// and retypes it `kernel-restricted`. No DMA copies from the frame after
+/// its count was released; after the flush, no DMA reaches it. With two
+/// DMAs the second may hit the IOTLB entry the first filled after the
+/// clear (the stale translation the contract allows until the flush).
+///
+/// [`MonitorClear::ReleasedAtOnce`] releases the DART count right after the
+/// store and frees the frame, with no pending count, bump or wait: the
+/// model must find the DMA that translated before the store and copies
+/// after the free. (A broken clear bumps nothing either, so a stale IOTLB
+/// entry could also serve after it; that check is left to the real
+/// protocol, the broken run asks loom only for the copy.)
+fn monitor_clear_model(clear: MonitorClear, (dma_slot, driver_slot): (Option<usize>, Option<usize>), dmas: usize) {
+    loom::model(move || {
+        let frames = Arc::new(
+            FrameTable::new(FrameTableConfig::with_memory(4 << 14).on_violation(OnViolation::Reject)).unwrap(),
+        );
+        // The driver's leaf write (M4): counted, then stored.
+        let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+        frames.acquire(f, Access::Dart, Perm::RW).unwrap();
+        let pte = Arc::new(AtomicU64::new(frames.pa_of(f).unwrap() | PTE_VALID));
+        let st = Arc::new(StreamState::new(false));
+        let iotlb = Arc::new(Iotlb::new(1));
+        let inflight = Arc::new(InFlight::new());
+
+        let dma = {
+            let (frames, pte, st, iotlb, inflight) =
+                (frames.clone(), pte.clone(), st.clone(), iotlb.clone(), inflight.clone());
+            thread::spawn(move || {
+                for _ in 0..dmas {
+                    let _guard = inflight.enter_as(dma_slot, SID, crate::sync::inflight::ALL_REGIONS);
+                    if let Some(p) = translate(&st, &iotlb, &pte) {
+                        assert_copy_reaches_mapped_frame(&frames, p);
+                    }
+                }
+            })
+        };
+
+        // `Kernel::clear_entry` of the leaf: stored invalid at once.
+        pte.store(0, Ordering::Release);
+        match clear {
+            MonitorClear::Flushed => {
+                // (M6) The count moves to pending; the kernel cannot free
+                // the frame until the flush.
+                frames.defer_dart(f).unwrap();
+                assert!(
+                    matches!(frames.free(f), Err(frame_table::Error::FrameBusy { .. })),
+                    "a cleared leaf's frame was freed before the flush"
+                );
+                // `Kernel::flush_streams(sid_mask())` -> `invalidate`: bump
+                // every generation of the stream (G3, G5), then wait for
+                // the DMA in flight on it (I4, I9); then the pending item
+                // completes.
+                st.bump_gen_before_synchronize();
+                inflight.synchronize_regions(&sid_mask(), None);
+                frames.release(f, Counter::PendingInvalidation).unwrap();
+            }
+            MonitorClear::ReleasedAtOnce => {
+                frames.release(f, Counter::Dart).unwrap();
+            }
+        }
+        frames.free(f).unwrap();
+        frames.retype(f, FrameType::KernelRestricted).unwrap();
+
+        if clear == MonitorClear::Flushed {
+            // After the flush returned: a new DMA reaches nothing.
+            {
+                let _guard = inflight.enter_as(driver_slot, SID, crate::sync::inflight::ALL_REGIONS);
+                assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after the flush still translated");
+            }
+            dma.join().unwrap();
+            let _guard = inflight.enter_as(driver_slot, SID, crate::sync::inflight::ALL_REGIONS);
+            assert_eq!(translate(&st, &iotlb, &pte), None, "a DMA after the flush still translated");
+        } else {
+            dma.join().unwrap();
+        }
+    });
+}
+
+/// The monitor's clear and flush (M6): a DMA in flight never copies from
+/// the cleared leaf's frame after its pending count was released, and
+/// nothing reaches it after the flush. On the shared counters with two
+/// DMAs in a row (the second may hit the IOTLB entry the first filled),
+/// and on exclusive slots with one.
+#[test]
+fn monitor_clear_vs_inflight_dma() {
+    monitor_clear_model(MonitorClear::Flushed, SHARED_COUNTERS, 2);
+    monitor_clear_model(MonitorClear::Flushed, EXCLUSIVE_SLOTS, 2);
+}
+
+/// A clear that releases the leaf's DART count at once and frees the
+/// frame (no pending count, no flush) is caught: a DMA that translated
+/// before the clear copies from the freed frame.
+#[test]
+#[should_panic(expected = "DMA copied from a frame after its unmap released it")]
+fn monitor_clear_releasing_before_the_flush_is_caught() {
+    monitor_clear_model(MonitorClear::ReleasedAtOnce, EXCLUSIVE_SLOTS, 1);
+}
+
+/// How the monitor model's driver retires a leaf table it linked by a
+/// table descriptor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MonitorUnlink {
+    /// The monitor: the descriptor's clear (`Kernel::clear_entry`: stored
+    /// invalid, walk cache invalidated, unlink pending, M6), the flush that
+    /// completes the unlink (`Kernel::flush_streams`: its wait for the DMA
+    /// in flight on the stream, I4), then `Dart::release_table` (M7: walk
+    /// cache invalidated again, a full `synchronize`, the hold dropped).
+    Flushed,
+    /// The clear, then `release_table`'s steps without the flush before it
+    /// (which the unlink-pending check of M7 refuses): M7's own wait
+    /// suffices for a walk that read the descriptor before the clear.
+    ReleaseWaitsOnly,
+    /// The broken retire: the clear, then the hold dropped at once (no
+    /// flush, no M7 wait). Must be caught.
+    ReleasedAtOnce,
+}
+
+/// A driver clears the table descriptor linking a leaf table it built
+/// (registered by its first monitor write, M1: `hold_table_sole`) and
+/// releases the table, while a device DMAs twice through row 0 of the walk
+/// cache (exclusive slot 0), as [`table_retire_model`] for the mapper's
+/// tables; then the kernel frees the frame and retypes it
+/// `kernel-restricted`. No walk reads the leaf table after its hold was
+/// dropped, and after the release no walk on row 0 reaches it.
+fn monitor_unlink_model(retire: MonitorUnlink) {
+    loom::model(move || {
+        let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
+        let t = frames.alloc(FrameType::DartTable, 1).unwrap()[0];
+        // (M1) Registered by the driver's first write: the DART's hold.
+        assert!(frames.hold_table_sole(t).unwrap().is_some());
+        // (M5) The descriptor the driver wrote in the table above.
+        let descriptor = Arc::new(AtomicU64::new(frames.pa_of(t).unwrap() | PTE_VALID));
+        let cache = Arc::new(WalkCache::new(2));
+        let inflight = Arc::new(InFlight::new());
+
+        let dma = {
+            let (frames, descriptor, cache, inflight) =
+                (frames.clone(), descriptor.clone(), cache.clone(), inflight.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
+                    if let Some(table) = walk_to_leaf_table(&cache, &descriptor, guard.lane()) {
+                        assert_table_held(&frames, table);
+                    }
+                }
+            })
+        };
+
+        // `Kernel::clear_entry` of the descriptor (M6): stored invalid at
+        // once, and no walk-cache row starts a walk at the child after this.
+        descriptor.store(0, Ordering::Release);
+        cache.invalidate(&crate::sync::TestWriterLock);
+        if retire == MonitorUnlink::Flushed {
+            // `Kernel::flush_streams` of the stream: its wait (I4, I9), then
+            // the pending unlink completes (bookkeeping only).
+            inflight.synchronize_regions(&sid_mask(), None);
+        }
+        if retire != MonitorUnlink::ReleasedAtOnce {
+            // `Kernel::release_table` (M7).
+            cache.invalidate(&crate::sync::TestWriterLock);
+            inflight.synchronize();
+        }
+        frames.release(t, Counter::Dart).unwrap();
+        frames.free(t).unwrap();
+        frames.retype(t, FrameType::KernelRestricted).unwrap();
+
+        dma.join().unwrap();
+        // Slot 0 is this thread's now (its owner exited): its row says nothing.
+        let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
+        assert_eq!(
+            walk_to_leaf_table(&cache, &descriptor, guard.lane()),
+            None,
+            "walk read a leaf table after its unmap freed it"
+        );
+    });
+}
+
+/// The monitor's unlink, flush and release (M6, M7): no walk through the
+/// walk cache outlives the driver's table; nor without the flush, by
+/// `release_table`'s own wait.
+#[test]
+fn monitor_unlink_and_release_vs_cached_walks() {
+    monitor_unlink_model(MonitorUnlink::Flushed);
+    monitor_unlink_model(MonitorUnlink::ReleaseWaitsOnly);
+}
+
+/// Dropping the hold on a just-unlinked driver table without the flush or
+/// M7's wait is caught: a walk that read the descriptor before the clear
+/// reads the freed table.
+#[test]
+#[should_panic(expected = "walk read a leaf table after its unmap freed it")]
+fn monitor_release_without_a_wait_is_caught() {
+    monitor_unlink_model(MonitorUnlink::ReleasedAtOnce);
 }
