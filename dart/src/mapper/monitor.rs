@@ -57,6 +57,11 @@
 //!   before its first effect, and the registration of a table on this write
 //!   is undone when a later step refuses.
 //!
+//! Checked under loom (`crate::loom_models`): `monitor_clear_vs_inflight_dma`
+//! (M6; a clear that releases at once is caught) and
+//! `monitor_unlink_and_release_vs_cached_walks` (M6, M7; a release with no
+//! wait is caught); with threads in `dart/tests/monitor_race.rs`.
+//!
 //! Why a walk of a driver tree is safe whatever the driver writes: the
 //! walker checks every table it reads is `dart-table` and every leaf's frame
 //! is device-reachable ([`crate::translate`]'s walk), so a tree read with
