@@ -405,7 +405,7 @@ impl Dart {
 /// and a cleared entry keeps what it named counted until an invalidation
 /// covers it (docs/design.md §3, "Driver-built tables"). TTBRs then name the
 /// driver's roots by register or [`Dart::set_ttbr`]. The protocol is on
-/// [`crate::mapper`]'s `monitor` module.
+/// `dart/src/mapper/monitor.rs` (invariants M1–M8).
 impl Dart {
     /// Writes entry `index` of the driver-built table at physical address
     /// `table` with `value`, an entry in this DART's PTE format
