@@ -19,7 +19,7 @@
 //! `synchronize` of strict unmap removed, a 10-second run finds stale DMA
 //! writes in them (and in other workers' data) within seconds.
 //!
-//! Two more parts cover what the default SoC's fixed device streams cannot:
+//! Three more parts cover what the default SoC's fixed device streams cannot:
 //!
 //! - [`lab`]: five more DARTs over the same frame table (t8020 and t8110
 //!   *deferred*, t6000 strict, and two DARTs dedicated to register locks)
@@ -37,6 +37,16 @@
 //!   refusal in reject mode, a halt in panic mode (after which nothing moves
 //!   and a fresh SoC replaces it, counted as a halt); a refused request that
 //!   changed some of its frames is a *partial change* violation (docs/design.md §2 R6).
+//! - [`driver`]: two more DARTs (t8020 DART1, t8110 DART2 with two- and
+//!   three-level trees) where each worker builds its own tables through the
+//!   monitor (`Dart::write_table_entry`, `read_table_entry`,
+//!   `release_table`): registers tables by a zero write, links them by TTBR
+//!   and by descriptor, writes honest leaves, clears, flushes by API and
+//!   register, frees and releases, while every worker's DMA races the
+//!   trees' race slots; forged leaves, descriptors, TTBRs and releases must
+//!   be refused `forbidden-type`, valid-over-valid `iova-in-use`, busy
+//!   tables `table-in-use`, counted frames `frame-busy`; the driver module
+//!   states its rules.
 //!
 //! # The shadow
 //!
@@ -65,9 +75,13 @@
 //!   the DARTs' tables and queues hold, its CPU counts are zero, and every
 //!   non-table frame's DART count equals the shadow's, a frame with a
 //!   pending-invalidation count is one a lab worker unmapped deferred and
-//!   has not flushed, and every mini SoC that runs passes the same checks
-//!   against its own DART and shadow: otherwise an **invariant** failure.
+//!   has not flushed (or a driver stream cleared and has not flushed), and
+//!   every mini SoC that runs passes the same checks against its own DART
+//!   and shadow: otherwise an **invariant** failure. The driver DARTs are
+//!   among "every DART" (their counts include the driver trees); after the
+//!   workers' teardown they must hold no table and count no frame.
 
+pub mod driver;
 pub mod lab;
 pub mod mini;
 
@@ -205,11 +219,39 @@ pub enum OpKind {
     PanicBreach,
     /// An operation on a halted mini SoC (must return `halted`).
     Halted,
+    /// Registration of a fresh driver table by a zero write ([`driver`]).
+    PteRegister,
+    /// Link of a driver table: TTBR (API or register) or table descriptor.
+    PteLink,
+    /// Honest leaf write naming a `user-data` / `kernel-shared` / `compressor` frame.
+    PteLeaf,
+    /// Forged write, descriptor, release or TTBR (must be refused `forbidden-type`).
+    PteForged,
+    /// Valid entry over a valid entry (must be refused `iova-in-use`).
+    PteOverwrite,
+    /// Clear of a valid leaf or descriptor.
+    PteClear,
+    /// Flush of a driver stream (API or register), then the frees it allows.
+    PteFlush,
+    /// Free of a counted frame of a driver tree (must be refused `frame-busy`).
+    PteFreeBusy,
+    /// Release of an idle driver table, and free of its frame.
+    PteRelease,
+    /// Link or release of a busy driver table (must be refused `table-in-use`).
+    PteInUse,
+    /// `read_table_entry` compared with the shadow.
+    PteRead,
+    /// DMA on a driver stream, judged by its shadow.
+    PteDma,
+    /// DMA into any driver stream's race slots, racing its owner (may fault).
+    PteRaceDma,
+    /// The DART's reach of a driver stream compared with the shadow.
+    PteReach,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 36] = [
+    pub const ALL: [OpKind; 50] = [
         OpKind::Map,
         OpKind::Unmap,
         OpKind::RpcMap,
@@ -246,6 +288,20 @@ impl OpKind {
         OpKind::MultiRetype,
         OpKind::PanicBreach,
         OpKind::Halted,
+        OpKind::PteRegister,
+        OpKind::PteLink,
+        OpKind::PteLeaf,
+        OpKind::PteForged,
+        OpKind::PteOverwrite,
+        OpKind::PteClear,
+        OpKind::PteFlush,
+        OpKind::PteFreeBusy,
+        OpKind::PteRelease,
+        OpKind::PteInUse,
+        OpKind::PteRead,
+        OpKind::PteDma,
+        OpKind::PteRaceDma,
+        OpKind::PteReach,
     ];
 
     /// Report name.
@@ -287,6 +343,20 @@ impl OpKind {
             OpKind::MultiRetype => "multi-retype",
             OpKind::PanicBreach => "panic-breach",
             OpKind::Halted => "after-halt",
+            OpKind::PteRegister => "pte-register",
+            OpKind::PteLink => "pte-link",
+            OpKind::PteLeaf => "pte-write-leaf",
+            OpKind::PteForged => "pte-write-forged",
+            OpKind::PteOverwrite => "pte-write-over",
+            OpKind::PteClear => "pte-clear",
+            OpKind::PteFlush => "pte-flush",
+            OpKind::PteFreeBusy => "pte-free-busy",
+            OpKind::PteRelease => "pte-release",
+            OpKind::PteInUse => "pte-table-in-use",
+            OpKind::PteRead => "pte-read",
+            OpKind::PteDma => "pte-dma",
+            OpKind::PteRaceDma => "pte-race-dma",
+            OpKind::PteReach => "pte-reach-check",
         }
     }
 }
@@ -447,6 +517,10 @@ struct Shared {
     labs: Vec<lab::LabDart>,
     /// Per SoC DART, the driver lock of register flush sequences.
     soc_regs: Vec<Mutex<()>>,
+    /// The driver DARTs ([`driver`]), over the SoC's frame table.
+    drivers: Vec<lab::LabDart>,
+    /// Every worker's driver streams, for the race DMA of all workers.
+    drv_targets: Vec<driver::DrvTarget>,
     /// Frames lab workers unmapped on deferred DARTs and have not flushed
     /// (a superset of the frames with a pending-invalidation count).
     pending: Mutex<HashSet<Frame>>,
@@ -510,6 +584,8 @@ struct Worker<'a> {
     ops: BTreeMap<OpKind, OpCount>,
     /// The worker's lab streams ([`lab`]).
     labs: Vec<lab::LabStream>,
+    /// The worker's driver streams ([`driver`]).
+    drv: Vec<driver::DrvStream>,
     /// Generation of the worker's next mini SoC.
     mini_gen: u64,
 }
@@ -535,8 +611,9 @@ impl<'a> Worker<'a> {
     }
 
     fn step(&mut self) {
-        let roll = self.rng.gen_range(0..140u32);
+        let roll = self.rng.gen_range(0..170u32);
         match roll {
+            140..=169 => self.drv_step(roll - 140),
             100..=129 => self.lab_step(roll - 100),
             130..=139 => self.mini_step(),
             0..=9 => self.map(false),
@@ -964,7 +1041,7 @@ fn check_quiescent(shared: &Shared) -> Vec<String> {
     let soc = &shared.soc;
     let mut out = Vec::new();
     let mut dart: HashMap<Frame, (u64, u64)> = HashMap::new();
-    for d in soc.darts.iter().chain(shared.labs.iter().map(|l| &l.dart)) {
+    for d in soc.darts.iter().chain(shared.labs.iter().chain(&shared.drivers).map(|l| &l.dart)) {
         if let Err(e) = d.check_restricted_unreachable() {
             out.push(format!("restricted-unreachable: {e}"));
         }
@@ -1071,6 +1148,14 @@ pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) 
             .map_err(|source| SocError::Dart { name: "lab".into(), source })?;
         lab_streams.push(streams);
     }
+    let drivers = driver::build_drivers(&soc.frames)?;
+    let mut drv_streams = Vec::with_capacity(config.threads);
+    for id in 0..config.threads {
+        let streams =
+            driver::drv_streams(&drivers, id).map_err(|source| SocError::Dart { name: "driver".into(), source })?;
+        drv_streams.push(streams);
+    }
+    let drv_targets = drv_streams.iter().flatten().map(driver::DrvStream::target).collect();
     let shared = Arc::new(Shared {
         soc,
         gate: RwLock::new(()),
@@ -1081,6 +1166,8 @@ pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) 
         stop: AtomicBool::new(false),
         labs,
         soc_regs: darts.iter().map(|_| Mutex::new(())).collect(),
+        drivers,
+        drv_targets,
         pending: Mutex::new(HashSet::new()),
         minis: (0..config.threads).map(|_| Mutex::new(None)).collect(),
         mini_breaches: AtomicU64::new(0),
@@ -1094,10 +1181,11 @@ pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) 
     let ops = std::thread::scope(|scope| {
         let handles: Vec<_> = lab_streams
             .into_iter()
+            .zip(drv_streams)
             .enumerate()
-            .map(|(id, labs)| {
+            .map(|(id, (labs, drv))| {
                 let shared = &*shared;
-                scope.spawn(move || worker(shared, id, config.seed, labs))
+                scope.spawn(move || worker(shared, id, config.seed, labs, drv))
             })
             .collect();
         while Instant::now() < deadline {
@@ -1140,6 +1228,9 @@ pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) 
     }
     run_checks(&shared);
     report.checks += 1;
+    for e in driver::check_drivers_empty(&shared.drivers) {
+        shared.violation(|v| &mut v.invariant_failures, e);
+    }
     for per in ops {
         for (k, c) in per {
             let e = report.ops.entry(k).or_default();
@@ -1166,7 +1257,13 @@ pub fn run_stress_with(config: &StressConfig, tick: &mut dyn FnMut(StressTick)) 
     Ok(report)
 }
 
-fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> BTreeMap<OpKind, OpCount> {
+fn worker(
+    shared: &Shared,
+    id: usize,
+    seed: u64,
+    labs: Vec<lab::LabStream>,
+    drv: Vec<driver::DrvStream>,
+) -> BTreeMap<OpKind, OpCount> {
     let ndev = shared.soc.devices.len();
     let device = id % ndev;
     let dev = &shared.soc.devices[device];
@@ -1184,6 +1281,7 @@ fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> B
         rng: SmallRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         ops: BTreeMap::new(),
         labs,
+        drv,
         mini_gen: id as u64,
     };
     let mut batch = 0;
@@ -1202,6 +1300,7 @@ fn worker(shared: &Shared, id: usize, seed: u64, labs: Vec<lab::LabStream>) -> B
         w.unmap();
     }
     w.lab_teardown();
+    w.drv_teardown();
     w.ops
 }
 
@@ -1247,8 +1346,8 @@ mod tests {
     }
 
     /// A short run does every kind of operation, the old ones and the
-    /// lab and mini-SoC ones, and finds nothing: no illegal reach, no count
-    /// mismatch, no lost write, no failed invariant.
+    /// lab, mini-SoC and driver-table ones, and finds nothing: no illegal
+    /// reach, no count mismatch, no lost write, no failed invariant.
     #[test]
     fn a_short_run_exercises_every_kind_without_violations() {
         let report = run_stress(&StressConfig { seconds: 3, threads: 2, seed: 7 }).unwrap();
@@ -1279,5 +1378,23 @@ mod tests {
         assert_eq!(report.halts, report.ops[&OpKind::PanicBreach].refused, "{report}");
         assert!(report.halts > 0, "{report}");
         assert!(report.refused_breaches > 0, "{report}");
+        // The monitor: forgeries, overwrites, busy tables and counted frames
+        // are all refused; honest driver work all succeeds.
+        for k in [OpKind::PteForged, OpKind::PteOverwrite, OpKind::PteInUse, OpKind::PteFreeBusy] {
+            let c = report.ops[&k];
+            assert!(c.ok == 0 && c.refused > 0, "{}: {c:?}\n{report}", k.name());
+        }
+        for k in [
+            OpKind::PteRegister,
+            OpKind::PteLink,
+            OpKind::PteLeaf,
+            OpKind::PteClear,
+            OpKind::PteFlush,
+            OpKind::PteRelease,
+            OpKind::PteReach,
+        ] {
+            let c = report.ops[&k];
+            assert!(c.ok > 0 && c.refused == 0, "{}: {c:?}\n{report}", k.name());
+        }
     }
 }

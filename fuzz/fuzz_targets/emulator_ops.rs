@@ -9,12 +9,17 @@
 //!   maps for a CPU);
 //! - a DMA write that succeeded is read back unchanged (no lost write) as
 //!   long as nothing else ran in between;
-//! - nothing halted the system (the violation mode is `reject`).
+//! - nothing halted the system (the violation mode is `reject`);
+//! - the monitor (driver-built tables: `PteWrite`, `PteRead`,
+//!   `ReleaseTable`, `PteTree`): a write that succeeded reads back as
+//!   written, a refused one changed nothing (the entry, or the refusal to
+//!   read a table that is not this DART's, is as before: M8), and a
+//!   released table is no longer this DART's.
 #![no_main]
 
 use arbitrary::Arbitrary;
-use coprocessor_sim::rpc::wire::{self, Request};
 use coprocessor_sim::rpc::service::MapperService;
+use coprocessor_sim::rpc::wire::{self, Request};
 use coprocessor_sim::soc::Device;
 use dart::{Dart, DartConfig, Invalidation, StreamConfig, Variant};
 use frame_table::{Counter, Frame, FrameTable, FrameTableConfig, FrameType, OnViolation, Perm};
@@ -44,6 +49,32 @@ enum Op {
     RpcRaw { device: bool, bytes: [u8; 64] },
     Revoke { handle: u8 },
     AllocRoot { dart: bool },
+    // A monitor write into the table at `table`'s frame.
+    PteWrite { dart: bool, table: u8, index: u16, value: PteValue },
+    // A monitor read of the table at `table`'s frame.
+    PteRead { dart: bool, table: u8, index: u16 },
+    // `release_table` of the table at `table`'s frame.
+    ReleaseTable { dart: bool, table: u8 },
+    // TTBR `idx` of stream `sid` := `frame`'s PA (a root the fuzzer built).
+    SetTtbrFrame { dart: bool, sid: u8, idx: u8, frame: u8 },
+    // The honest driver sequence in one op: register `root` and `leaves`
+    // (zero writes), TTBR 0 of `sid` at `root`, descriptor `root[slot / 2048]`
+    // -> `leaves`, leaf `leaves[slot % 2048]` -> `data`. Each step may be
+    // refused; the post-conditions hold after each.
+    PteTree { dart: bool, sid: u8, root: u8, leaves: u8, slot: u16, data: u8, perm: u8 },
+}
+
+/// The value of a monitor write: raw, or encoded from a frame.
+#[derive(Arbitrary, Debug)]
+enum PteValue {
+    Raw(u64),
+    // A leaf in the DART's format naming `frame` (perm 0, which no leaf
+    // encodes: the PA with the valid bit, a table descriptor's shape).
+    Leaf { frame: u8, perm: u8 },
+    // A table descriptor naming `frame`.
+    Table { frame: u8 },
+    // The entry's current value with the valid bit cleared (a clear).
+    Clear,
 }
 
 fn perm(p: u8) -> Perm {
@@ -94,6 +125,46 @@ impl System {
     fn frame(&self, i: u8) -> Frame {
         // A few numbers past the end, to exercise the range checks.
         Frame(u32::from(i) % 70)
+    }
+
+    /// The PA of frame `i`; past the end of memory for a frame past it.
+    fn pa(&self, i: u8) -> u64 {
+        let f = self.frame(i);
+        self.frames.pa_of(f).unwrap_or(self.frames.pa_of(Frame(0)).unwrap_or(0) + u64::from(f.0) * PAGE)
+    }
+
+    /// The raw entry `value` names for entry `(table, index)` of `d`.
+    fn pte_value(&self, d: &Dart, table: u64, index: u64, value: &PteValue) -> u64 {
+        let (fmt, shift) = (d.pte_format(), d.page_shift());
+        match *value {
+            PteValue::Raw(v) => v,
+            PteValue::Leaf { frame, perm: p } => {
+                let pa = self.pa(frame);
+                let leaf =
+                    dart::pte::Leaf { pa, read: p & 1 != 0, write: p & 2 != 0, subpage: dart::pte::Subpage::WHOLE };
+                fmt.encode_leaf(shift, &leaf)
+                    .unwrap_or_else(|_| fmt.encode_table(shift, pa).unwrap_or(pa | dart::pte::PTE_VALID))
+            }
+            PteValue::Table { frame } => {
+                let pa = self.pa(frame);
+                fmt.encode_table(shift, pa).unwrap_or(pa | dart::pte::PTE_VALID)
+            }
+            PteValue::Clear => d.read_table_entry(table, index).unwrap_or(0) & !dart::pte::PTE_VALID,
+        }
+    }
+
+    /// A monitor write with its post-conditions: read back as written, or
+    /// nothing changed (M8).
+    fn pte_write(&self, d: &Dart, table: u64, index: u64, value: u64) {
+        let before = d.read_table_entry(table, index);
+        match d.write_table_entry(table, index, value) {
+            Ok(()) => assert_eq!(d.read_table_entry(table, index), Ok(value), "{table:#x}[{index}] := {value:#x}"),
+            Err(e) => assert_eq!(
+                d.read_table_entry(table, index),
+                before,
+                "a refused write ({e}) of {table:#x}[{index}] := {value:#x} changed it"
+            ),
+        }
     }
 
     fn check(&self) {
@@ -223,6 +294,48 @@ impl System {
             }
             Op::AllocRoot { dart } => {
                 let _ = self.dart(dart).alloc_root_table();
+            }
+            Op::PteWrite { dart, table, index, ref value } => {
+                let d = self.dart(dart);
+                let (table, index) = (self.pa(table), u64::from(index) % (d.entries_per_table() + 4));
+                let value = self.pte_value(d, table, index, value);
+                self.pte_write(d, table, index, value);
+            }
+            Op::PteRead { dart, table, index } => {
+                let d = self.dart(dart);
+                let n = d.entries_per_table();
+                let index = u64::from(index) % (n + 4);
+                let r = d.read_table_entry(self.pa(table), index);
+                if index >= n {
+                    assert_eq!(r.map_err(|e| e.kind()), Err("bad-range"), "index {index} past the table");
+                }
+            }
+            Op::ReleaseTable { dart, table } => {
+                let d = self.dart(dart);
+                let pa = self.pa(table);
+                if d.release_table(pa).is_ok() {
+                    assert!(d.read_table_entry(pa, 0).is_err(), "{pa:#x} still this DART's table after its release");
+                }
+            }
+            Op::SetTtbrFrame { dart, sid, idx, frame } => {
+                let _ = self.dart(dart).set_ttbr(u32::from(sid % 5), usize::from(idx % 5), Some(self.pa(frame)));
+            }
+            Op::PteTree { dart, sid, root, leaves, slot, data, perm: p } => {
+                let d = self.dart(dart);
+                let (root, leaves) = (self.pa(root), self.pa(leaves));
+                let n = d.entries_per_table();
+                self.pte_write(d, root, 0, 0);
+                self.check();
+                self.pte_write(d, leaves, 0, 0);
+                self.check();
+                let _ = d.set_ttbr(u32::from(sid % 5), 0, Some(root));
+                self.check();
+                let (hi, lo) = (u64::from(slot) / n % n, u64::from(slot) % n);
+                let desc = d.pte_format().encode_table(d.page_shift(), leaves).unwrap_or(leaves | dart::pte::PTE_VALID);
+                self.pte_write(d, root, hi, desc);
+                self.check();
+                let leaf = self.pte_value(d, leaves, lo, &PteValue::Leaf { frame: data, perm: p });
+                self.pte_write(d, leaves, lo, leaf);
             }
         }
     }
