@@ -418,6 +418,44 @@ impl Dart {
     /// entry, `table-in-use` for a descriptor naming a table already linked,
     /// `bad-range` for an index past the table, a PA outside memory or a
     /// malformed entry.
+    ///
+    /// ```
+    /// use dart::pte::{Leaf, Subpage};
+    /// use dart::{Dart, DartConfig, StreamConfig, Variant};
+    /// use frame_table::{FrameTable, FrameTableConfig, FrameType, OnViolation};
+    /// use std::sync::Arc;
+    ///
+    /// let config = FrameTableConfig::with_memory(16 << 20).on_violation(OnViolation::Reject);
+    /// let frames = Arc::new(FrameTable::new(config).unwrap());
+    /// let dart = Dart::new(frames.clone(), DartConfig::new("dart0", Variant::T8110)).unwrap();
+    /// let (fmt, shift) = (dart.pte_format(), dart.page_shift());
+    /// // The driver's tables: a root and a leaf table, registered by their zeroing stores.
+    /// let t = frames.alloc(FrameType::DartTable, 2).unwrap();
+    /// let (root, leaves) = (frames.pa_of(t[0]).unwrap(), frames.pa_of(t[1]).unwrap());
+    /// dart.write_table_entry(root, 0, 0).unwrap();
+    /// dart.write_table_entry(leaves, 0, 0).unwrap();
+    /// // TTBR first (as Linux), then TCR; then link, then fill.
+    /// dart.set_ttbr(1, 0, Some(root)).unwrap();
+    /// dart.set_stream_config(1, StreamConfig::TRANSLATING).unwrap();
+    /// dart.write_table_entry(root, 0, fmt.encode_table(shift, leaves).unwrap()).unwrap();
+    /// let buf = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+    /// let leaf = Leaf { pa: frames.pa_of(buf).unwrap(), read: true, write: true, subpage: Subpage::WHOLE };
+    /// dart.write_table_entry(leaves, 2, fmt.encode_leaf(shift, &leaf).unwrap()).unwrap();
+    /// dart.dma_write(1, 2 << shift, b"dma").unwrap();
+    ///
+    /// // A leaf at a kernel-restricted frame is refused and stores nothing.
+    /// let secret = frames.alloc(FrameType::KernelRestricted, 1).unwrap()[0];
+    /// let forged = Leaf { pa: frames.pa_of(secret).unwrap(), ..leaf };
+    /// let e = dart.write_table_entry(leaves, 3, fmt.encode_leaf(shift, &forged).unwrap()).unwrap_err();
+    /// assert_eq!(e.kind(), "forbidden-type");
+    /// assert_eq!(dart.read_table_entry(leaves, 3), Ok(0));
+    ///
+    /// // A cleared leaf keeps its frame counted until the flush covers it.
+    /// dart.write_table_entry(leaves, 2, 0).unwrap();
+    /// assert_eq!(frames.free(buf).unwrap_err().kind(), "frame-busy");
+    /// dart.flush(Some(1)).unwrap();
+    /// frames.free(buf).unwrap();
+    /// ```
     pub fn write_table_entry(&self, table: u64, index: u64, value: u64) -> Result<(), DartError> {
         self.kernel().write_table_entry(table, index, value)
     }
