@@ -168,6 +168,20 @@ impl FrameCell {
     /// to one of its translation tables (no mapping policy applies: the
     /// frame is never mapped, but the DART walks it).
     pub(crate) fn hold_table(&self) -> Result<FrameState, Refusal> {
+        self.hold_table_if(false)
+    }
+
+    /// [`FrameCell::hold_table`] only when the frame has no count of any
+    /// kind yet (no DART holds it as a table): the claim by which one DART
+    /// registers a driver-built table, so that two DARTs (or a DART and a
+    /// mapper between its allocation and its hold) never share a table.
+    /// A frame with counts is refused with `Mapped`.
+    pub(crate) fn hold_table_sole(&self) -> Result<FrameState, Refusal> {
+        self.hold_table_if(true)
+    }
+
+    /// The one transition of both holds: with `sole`, only from no count.
+    fn hold_table_if(&self, sole: bool) -> Result<FrameState, Refusal> {
         self.transition(|s| {
             if s.hole() {
                 return Step::Refuse(Refusal::Hole);
@@ -178,6 +192,9 @@ impl FrameCell {
             }
             if s.claimed() {
                 return Step::Wait;
+            }
+            if sole && s.counts().any() {
+                return Step::Refuse(Refusal::Mapped { ty, counts: s.counts() });
             }
             match s.incremented(Counter::Dart) {
                 Some(next) => Step::Set(next),
@@ -187,33 +204,6 @@ impl FrameCell {
                     count: s.count(Counter::Dart),
                     limit: Counter::Dart.max(),
                 }),
-            }
-        })
-    }
-
-    /// [`FrameCell::hold_table`] only when the frame has no count of any
-    /// kind yet (no DART holds it as a table): the claim by which one DART
-    /// registers a driver-built table, so that two DARTs (or a DART and a
-    /// mapper between its allocation and its hold) never share a table.
-    /// A frame with counts is refused with `Mapped`.
-    pub(crate) fn hold_table_sole(&self) -> Result<FrameState, Refusal> {
-        self.transition(|s| {
-            if s.hole() {
-                return Step::Refuse(Refusal::Hole);
-            }
-            let ty = s.ty();
-            if ty != FrameType::DartTable {
-                return Step::Refuse(Refusal::Forbidden(ty));
-            }
-            if s.claimed() {
-                return Step::Wait;
-            }
-            if s.counts().any() {
-                return Step::Refuse(Refusal::Mapped { ty, counts: s.counts() });
-            }
-            match s.incremented(Counter::Dart) {
-                Some(next) => Step::Set(next),
-                None => Step::Refuse(Refusal::Mapped { ty, counts: s.counts() }),
             }
         })
     }

@@ -228,7 +228,16 @@ impl DrvStream {
         t.base + (index << self.entry_shift(t.level))
     }
 
-    /// Linked tables at `level` (`None`: any level below the leaves).
+    /// The free descriptor slots `(table, index)` of the linked tables
+    /// above the leaves.
+    fn free_desc_slots(&self) -> Vec<(u64, u64)> {
+        self.linked_at(false)
+            .into_iter()
+            .flat_map(|pa| (0..DESC).filter(move |&i| !self.tables[&pa].valid(i)).map(move |i| (pa, i)))
+            .collect()
+    }
+
+    /// Linked tables: the leaf tables (`leaf`) or those above them.
     fn linked_at(&self, leaf: bool) -> Vec<u64> {
         self.tables
             .iter()
@@ -405,11 +414,7 @@ impl<'a> Worker<'a> {
         if s.root.is_none() {
             return self.drv_new_root(d);
         }
-        let slots: Vec<(u64, u64)> = s
-            .linked_at(false)
-            .into_iter()
-            .flat_map(|pa| (0..DESC).filter(move |&i| !s.tables[&pa].valid(i)).map(move |i| (pa, i)))
-            .collect();
+        let slots = s.free_desc_slots();
         if slots.is_empty() {
             return self.drv_clear(d);
         }
@@ -842,11 +847,7 @@ impl<'a> Worker<'a> {
         }
         // A descriptor: in a free slot of a linked non-leaf table, naming a
         // table that cannot be linked there.
-        let slots: Vec<(u64, u64)> = s
-            .linked_at(false)
-            .into_iter()
-            .flat_map(|pa| (0..DESC).filter(move |&i| !s.tables[&pa].valid(i)).map(move |i| (pa, i)))
-            .collect();
+        let slots = s.free_desc_slots();
         if slots.is_empty() {
             return self.drv_grow(d);
         }

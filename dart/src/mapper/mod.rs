@@ -1201,25 +1201,10 @@ impl Kernel<'_> {
         let m = self.mapper.lock();
         let mut out: HashMap<Frame, (u64, u64)> = HashMap::new();
         let entries = 1u64 << (self.page_shift() - 3);
-        for (tf, info) in m.tables.iter() {
-            if !info.leaf {
-                continue;
-            }
-            let Ok(base) = self.device().frames().pa_of(tf) else { continue };
-            for i in 0..entries {
-                let pte = self.device().ptes().load(base + 8 * i).unwrap_or(0);
-                if let Some(leaf) = self.pte_format().decode_leaf(self.page_shift(), pte) {
-                    if let Ok(f) = self.device().frames().frame_of(leaf.pa) {
-                        out.entry(f).or_default().0 += 1;
-                    }
-                }
-            }
-        }
-        // Leaves of driver tables (`monitor`, M4).
-        for (&tf, d) in &m.driver {
-            if !d.is_leaf_table() {
-                continue;
-            }
+        // Leaf tables: the mapper's and drivers' (`monitor`, M4).
+        let mapper_leaves = m.tables.iter().filter(|(_, info)| info.leaf).map(|(tf, _)| tf);
+        let driver_leaves = m.driver.iter().filter(|(_, d)| d.is_leaf_table()).map(|(&tf, _)| tf);
+        for tf in mapper_leaves.chain(driver_leaves) {
             let Ok(base) = self.device().frames().pa_of(tf) else { continue };
             for i in 0..entries {
                 let pte = self.device().ptes().load(base + 8 * i).unwrap_or(0);
