@@ -118,6 +118,15 @@ pub enum DartError {
         /// The use.
         reason: &'static str,
     },
+    /// A call that waits for the DART's DMA in flight, made from its
+    /// interrupt callback, which runs on the faulting DMA's thread inside
+    /// that DMA: it would wait for itself (flush, unmap, `release_table`,
+    /// `free_root_table`, monitor writes, register flush commands).
+    #[error("{call} from the DART's interrupt callback would wait for the faulting DMA itself")]
+    InInterrupt {
+        /// The call refused.
+        call: &'static str,
+    },
     /// A bad configuration value.
     #[error("bad DART configuration: {reason}")]
     Config {
@@ -146,6 +155,7 @@ impl DartError {
             DartError::BypassDenied { .. } => "bypass-denied",
             DartError::ForeignTtbr { .. } => "forbidden-type",
             DartError::Locked { .. } => "locked",
+            DartError::InInterrupt { .. } => "in-interrupt",
             DartError::Frame(e) => e.kind(),
             DartError::Fault(f) => f.kind.kind(),
         }

@@ -152,3 +152,33 @@ pub struct ErrorLatch {
     /// Faults seen while one was already latched.
     pub more: u64,
 }
+
+std::thread_local! {
+    /// The DART (its device side's address) whose interrupt callback this
+    /// thread is running, 0 outside one.
+    static INTERRUPTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// While alive, this thread runs the interrupt callback of the DART
+/// `dart` names ([`in_interrupt_of`]); the callback runs on the faulting DMA
+/// thread, inside that DMA's in-flight section.
+pub(crate) struct InterruptScope(usize);
+
+impl InterruptScope {
+    pub(crate) fn enter(dart: usize) -> InterruptScope {
+        InterruptScope(INTERRUPTED.with(|c| c.replace(dart)))
+    }
+}
+
+impl Drop for InterruptScope {
+    fn drop(&mut self) {
+        INTERRUPTED.with(|c| c.set(self.0));
+    }
+}
+
+/// Whether this thread is inside the interrupt callback of the DART `dart`
+/// names: a call that waits for that DART's DMA in flight would wait for
+/// the faulting DMA itself, forever.
+pub(crate) fn in_interrupt_of(dart: usize) -> bool {
+    INTERRUPTED.with(|c| c.get()) == dart
+}

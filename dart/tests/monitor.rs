@@ -358,3 +358,51 @@ fn a_roots_depth_is_fixed_by_its_first_entry_after_ttbr_then_tcr() {
     let e = dart.write_table_entry(lone, 0, fmt.encode_table(shift, pas[2]).unwrap()).unwrap_err();
     assert!(matches!(e, DartError::BadEntry { reason, .. } if reason.contains("no TTBR")), "{e:?}");
 }
+
+/// The interrupt callback runs on the faulting DMA's thread, inside that
+/// DMA: every call that waits for the DART's DMA in flight would wait for
+/// itself, so from the callback each is refused `in-interrupt` and changes
+/// nothing; reading and clearing ERROR still work, and the DMA returns.
+#[test]
+fn calls_that_wait_for_dma_refuse_inside_the_interrupt_callback() {
+    let r = rig(Variant::T8110);
+    let (data, pa) = r.alloc(FrameType::UserData);
+    r.dart.write_table_entry(r.leaves, 1, r.leaf(pa, true, false)).unwrap();
+    let (spare, spare_pa) = r.alloc(FrameType::DartTable);
+    r.dart.write_table_entry(spare_pa, 0, 0).unwrap();
+    let (leaves, page) = (r.leaves, r.page());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (weak, log) = (Arc::downgrade(&r.dart), seen.clone());
+    r.dart.set_interrupt(Some(Arc::new(move |_: &dart::Fault| {
+        let Some(d) = weak.upgrade() else { return };
+        let mut log = log.lock().unwrap();
+        log.push(d.release_table(spare_pa));
+        log.push(d.flush(None));
+        log.push(d.write_table_entry(leaves, 1, 0));
+        log.push(d.unmap(SID, 0, page).map(drop));
+        log.push(d.mmio_write(0x80, 0).map_err(|e| match e {
+            dart::MmioError::Refused { source, .. } => source,
+            other => panic!("{other:?}"),
+        }));
+        log.push(d.mmio_read(0x100).map(drop).map_err(|e| panic!("{e:?}")));
+        d.clear_error();
+    })));
+    let e = r.dart.dma_read(SID, 0, &mut [0u8; 4]).unwrap_err();
+    assert_eq!(e.kind(), "fault:no-pte");
+    let calls = ["release_table", "flush", "write_table_entry", "unmap", "flush"];
+    let seen = seen.lock().unwrap();
+    // (The t8110 TLB_CMD flush-all runs `flush`.)
+    for (got, call) in seen.iter().zip(calls) {
+        assert_eq!(got, &Err(DartError::InInterrupt { call }), "{call}");
+        assert_eq!(got.as_ref().unwrap_err().kind(), "in-interrupt");
+    }
+    assert_eq!(seen[5], Ok(()), "registers can be read");
+    assert_eq!(r.dart.error().first, None, "ERROR cleared from the callback");
+    assert_eq!(r.dart.read_table_entry(r.leaves, 1), Ok(r.leaf(pa, true, false)));
+    assert_eq!(r.frames.state(data).unwrap().count(Counter::Dart), 1);
+    assert!(r.dart.table_frames().contains(&spare));
+    // Outside the callback the same calls go through.
+    r.dart.write_table_entry(r.leaves, 1, 0).unwrap();
+    r.dart.flush(None).unwrap();
+    r.dart.release_table(spare_pa).unwrap();
+}

@@ -272,6 +272,7 @@ impl Dart {
             Reg::StreamCommand if t8020::STREAM_COMMAND_INVALIDATE.is_set(value) => {
                 let select = u64::from(s.stream_select.load(Relaxed));
                 let all = (1u64 << self.stream_count()) - 1;
+                self.kernel().refuse_in_interrupt("STREAM_COMMAND INVALIDATE")?;
                 self.kernel().flush_streams([select & all, 0, 0, 0]);
                 Done
             }

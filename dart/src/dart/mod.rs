@@ -233,6 +233,8 @@ impl Dart {
         if newly {
             let cb = self.interrupt.read().clone();
             if let Some(cb) = cb {
+                // Calls that wait for DMA in flight refuse while it runs.
+                let _scope = crate::fault::InterruptScope::enter(std::ptr::from_ref(&self.device) as usize);
                 cb(&fault);
             }
         }

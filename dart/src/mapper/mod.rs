@@ -417,6 +417,15 @@ impl Kernel<'_> {
     fn geometry_for(&self, c: StreamConfig) -> Geometry {
         Geometry::new(self.variant(), self.page_shift(), c.four_level)
     }
+
+    /// Refuses `call`, which may wait for DMA in flight, when this thread
+    /// runs the DART's interrupt callback (inside the faulting DMA).
+    pub(crate) fn refuse_in_interrupt(&self, call: &'static str) -> Result<(), DartError> {
+        if crate::fault::in_interrupt_of(std::ptr::from_ref(self.dev) as usize) {
+            return Err(DartError::InInterrupt { call });
+        }
+        Ok(())
+    }
 }
 
 fn pte_error(iova: u64, len: u64, e: PteError) -> DartError {
@@ -726,6 +735,7 @@ impl Kernel<'_> {
         owned: Option<(&[MapId], OwnedScope)>,
     ) -> Result<u64, DartError> {
         self.device().frames().check_running()?;
+        self.refuse_in_interrupt("unmap")?;
         let st = self.stream(sid)?;
         let config = st.config();
         let mut geo = self.geometry_for(config);
@@ -1059,6 +1069,7 @@ impl Kernel<'_> {
     /// [`Dart::flush`](crate::Dart::flush).
     pub(crate) fn flush(&self, sid: Option<u32>) -> Result<(), DartError> {
         self.device().frames().check_running()?;
+        self.refuse_in_interrupt("flush")?;
         if let Some(s) = sid {
             self.stream(s)?;
         }
@@ -1114,6 +1125,7 @@ impl Kernel<'_> {
     /// [`Dart::free_root_table`](crate::Dart::free_root_table).
     pub(crate) fn free_root_table(&self, pa: u64) -> Result<(), DartError> {
         self.device().frames().check_running()?;
+        self.refuse_in_interrupt("free_root_table")?;
         let mut m = self.mapper.lock();
         let refuse = |reason| Err(DartError::BadRange { iova: pa, len: 0, reason });
         let Ok(f) = self.device().frames().frame_of(pa) else { return refuse("not a root table of this DART") };

@@ -170,6 +170,8 @@ impl Kernel<'_> {
     /// [`Dart::write_table_entry`](crate::Dart::write_table_entry).
     pub(crate) fn write_table_entry(&self, table: u64, index: u64, value: u64) -> Result<(), DartError> {
         self.device().frames().check_running()?;
+        // A clear may invalidate at once (the pending counter full).
+        self.refuse_in_interrupt("write_table_entry")?;
         let f = table_frame(self, table, index, value)?;
         let traced = self.trace.start();
         let mut m = self.mapper.lock();
@@ -391,6 +393,7 @@ impl Kernel<'_> {
     /// [`Dart::release_table`](crate::Dart::release_table).
     pub(crate) fn release_table(&self, table: u64) -> Result<(), DartError> {
         self.device().frames().check_running()?;
+        self.refuse_in_interrupt("release_table")?;
         let f = table_frame(self, table, 0, 0)?;
         let mut m = self.mapper.lock();
         let Some(d) = m.driver.get(&f).copied() else {

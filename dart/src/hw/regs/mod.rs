@@ -89,9 +89,10 @@
 //! register lock and take none, so an interrupt handler running inside the
 //! interrupt callback (on the faulting DMA thread) can read and clear ERROR
 //! while another thread holds the register lock waiting for DMA in flight.
-//! The interrupt callback must not issue an invalidation (nor call
-//! [`Dart::flush`]): an invalidation waits for DMA in flight, including the
-//! one that raised the interrupt. The DMA path never takes a register lock.
+//! The interrupt callback runs inside the faulting DMA: an invalidation
+//! (a flush command, [`Dart::flush`], an unmap) waits for DMA in flight,
+//! including that one, so from the callback it is refused
+//! ([`crate::DartError::InInterrupt`]). The DMA path never takes a register lock.
 //!
 //! **Inferred** (no public source states these; they are kept here, in
 //! [`t8020`] and [`t8110`]):
