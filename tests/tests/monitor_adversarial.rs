@@ -667,3 +667,324 @@ fn a_refused_first_write_does_not_register_the_table() {
     s.frames.free(f).unwrap();
     s.check();
 }
+
+// ---------------------------------------------------------------------------
+// Counters at their limits.
+// ---------------------------------------------------------------------------
+
+/// One frame mapped by as many driver leaves as its DART counter holds: the
+/// next leaf is `mapping-limit` and changes nothing; all of them cleared
+/// fill the pending counter; one more leaf cleared then takes the
+/// synchronous fallback (M6): invalidated at once, its stale IOTLB entry
+/// dead, its count gone, the rest still pending until the flush.
+#[test]
+fn the_dart_and_pending_counters_at_their_limits() {
+    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Reject);
+    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let (_, root) = s.table();
+    s.dart.set_ttbr(SID, 0, Some(root)).unwrap();
+    let n = s.dart.entries_per_table();
+    let max = Counter::Dart.max();
+    assert_eq!(Counter::PendingInvalidation.max(), max);
+    let tables: Vec<u64> = (0..max.div_ceil(n) + 1).map(|_| s.table().1).collect();
+    for (i, &t) in tables.iter().enumerate() {
+        s.dart.write_table_entry(root, i as u64, s.desc(t)).unwrap();
+    }
+    let (data, dpa) = s.data(FrameType::UserData);
+    let pte = s.leaf(dpa, true, true);
+    let slot = |k: u64| (tables[(k / n) as usize], k % n);
+    for k in 0..max {
+        let (t, i) = slot(k);
+        s.dart.write_table_entry(t, i, pte).unwrap();
+    }
+    assert_eq!(s.counts(data), (max, 0));
+    let (t, i) = slot(max);
+    let e = s.dart.write_table_entry(t, i, pte).unwrap_err();
+    assert_eq!(e.kind(), "mapping-limit");
+    assert_eq!(s.dart.read_table_entry(t, i), Ok(0));
+    // A slice hold needs a count too: refused, nothing taken.
+    let port = s.dart.port(SID).unwrap();
+    assert!(port.hold(0, 8, Permissions::Read).is_err());
+    assert_eq!(s.counts(data), (max, 0));
+    s.check();
+    for k in 0..max {
+        let (t, i) = slot(k);
+        s.dart.write_table_entry(t, i, 0).unwrap();
+    }
+    assert_eq!(s.counts(data), (0, max));
+    // One more leaf, read through (cached), then cleared with the pending
+    // counter full.
+    s.dart.write_table_entry(t, i, pte).unwrap();
+    let iova = max * s.page();
+    s.dart.dma_read(SID, iova, &mut [0u8; 4]).unwrap();
+    assert!(s.dart.iotlb_entries(SID).unwrap().iter().any(|&(v, _)| v == iova));
+    s.dart.write_table_entry(t, i, 0).unwrap();
+    assert_eq!(s.counts(data), (0, max));
+    assert!(!s.dart.iotlb_entries(SID).unwrap().iter().any(|&(v, _)| v == iova), "invalidated at once");
+    assert_eq!(s.dart.dma_read(SID, iova, &mut [0u8; 4]).unwrap_err().kind(), "fault:no-pte");
+    assert_eq!(s.frames.free(data).unwrap_err().kind(), "frame-busy");
+    s.check();
+    s.dart.flush(Some(SID)).unwrap();
+    assert_eq!(s.counts(data), (0, 0));
+    s.frames.free(data).unwrap();
+    s.check();
+}
+
+// ---------------------------------------------------------------------------
+// A halted system.
+// ---------------------------------------------------------------------------
+
+/// After a halt (freeing a registered table in panic mode), every monitor
+/// call that would change something is `halted` and changes nothing;
+/// reads still answer.
+#[test]
+fn a_halted_system_refuses_every_monitor_change() {
+    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Panic);
+    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let (r, c) = s.tree(SID);
+    let (data, dpa) = s.data(FrameType::UserData);
+    s.dart.write_table_entry(c, 0, s.leaf(dpa, true, true)).unwrap();
+    s.dart.write_table_entry(c, 1, s.leaf(dpa, true, false)).unwrap();
+    s.dart.write_table_entry(c, 1, 0).unwrap();
+    let (_, spare) = s.table();
+    let cf = s.frames.frame_of(c).unwrap();
+    assert_eq!(s.frames.free(cf).unwrap_err().kind(), "panic");
+    assert!(s.frames.halted().is_some());
+    let before = (s.entries(r), s.entries(c), s.counts(data), s.counts(cf), s.dart.table_frames());
+    let unregistered = s.frames.pa_of(Frame((s.frames.frame_count() - 1) as u32)).unwrap();
+    assert_eq!(s.dart.write_table_entry(c, 2, s.leaf(dpa, true, true)).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.write_table_entry(c, 0, 0).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.write_table_entry(r, 0, 0).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.write_table_entry(spare, 0, 0).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.write_table_entry(unregistered, 0, 0).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.release_table(spare).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.set_ttbr(2, 0, Some(spare)).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.set_ttbr(SID, 0, None).unwrap_err().kind(), "halted");
+    assert_eq!(s.dart.flush(None).unwrap_err().kind(), "halted");
+    let after = (s.entries(r), s.entries(c), s.counts(data), s.counts(cf), s.dart.table_frames());
+    assert_eq!(after, before);
+    assert_eq!(s.counts(data), (1, 1));
+    assert_eq!(s.dart.ttbr(SID, 0), Ok(Some(r)));
+    // No DMA reaches anything on a halted system either.
+    assert!(s.dart.dma_read(SID, 0, &mut [0u8; 4]).is_err());
+    s.check();
+}
+
+// ---------------------------------------------------------------------------
+// Two DARTs on one frame table.
+// ---------------------------------------------------------------------------
+
+/// DART B's driver registers every `dart-table` frame it can while DART A's
+/// mapper allocates tables: no frame ends up a table of both, every table
+/// frame has exactly one hold, and refused maps change nothing.
+#[test]
+fn two_darts_race_for_fresh_table_frames() {
+    let frames = frames_with(OnViolation::Reject);
+    let a = dart_on(&frames, "a", Variant::T8110, Invalidation::Strict);
+    let b = dart_on(&frames, "b", Variant::T8110, Invalidation::Strict);
+    let data = frames.alloc(FrameType::UserData, 1).unwrap()[0];
+    let streams = 16u32;
+    for sid in 0..streams {
+        a.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
+    }
+    let count = frames.frame_count();
+    let go = Barrier::new(2);
+    let done = AtomicBool::new(false);
+    let mut refused = 0;
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            go.wait();
+            while !done.load(Ordering::Relaxed) {
+                for i in 0..count {
+                    let pa = frames.pa_of(Frame(i as u32)).unwrap();
+                    let st = frames.state(Frame(i as u32)).unwrap();
+                    if st.ty() == FrameType::DartTable && !st.counts().any() {
+                        let _ = b.write_table_entry(pa, 0, 0);
+                    }
+                }
+            }
+        });
+        go.wait();
+        // Stops B's loop however this thread leaves (a failed assertion too).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&done);
+        for round in 0..3000u64 {
+            for sid in 0..streams {
+                // A new leaf table per map (one covers 32 MiB; the unmap
+                // retires and frees it), a root per stream.
+                let iova = (round % 64) << 25;
+                match a.map(sid, iova, &[data], Perm::R, None) {
+                    Ok(()) => assert_eq!(a.unmap(sid, iova, 1 << 14), Ok(1)),
+                    Err(e) => {
+                        assert_eq!(e.kind(), "table-in-use", "{e:?}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+    });
+    let at: std::collections::HashSet<Frame> = a.table_frames().into_iter().collect();
+    let bt: std::collections::HashSet<Frame> = b.table_frames().into_iter().collect();
+    assert!(at.is_disjoint(&bt), "a frame is a table of both DARTs");
+    for f in at.iter().chain(bt.iter()) {
+        assert_eq!(frames.state(*f).unwrap().count(Counter::Dart), 1, "{f}");
+    }
+    // Tables the race gave B, and nothing else, stay allocated and unheld.
+    for (f, st) in frames.states() {
+        if st.ty() == FrameType::DartTable && !at.contains(&f) && !bt.contains(&f) {
+            assert!(!st.counts().any(), "{f}: {st:?}");
+        }
+    }
+    eprintln!("refused maps: {refused}");
+    check_all(&frames, &[&a, &b]);
+}
+
+// ---------------------------------------------------------------------------
+// Racing threads.
+// ---------------------------------------------------------------------------
+
+/// A small deterministic generator per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const SECRET: &[u8; 8] = b"SECRET!!";
+
+/// Threads race leaf writes and clears, descriptor unlinks and relinks,
+/// TTBR moves, flushes, releases, DMA, and a kernel that frees data frames
+/// and reuses them as `kernel-restricted` with a secret: no DMA ever reads
+/// the secret, no call panics, and after a final flush every count agrees.
+#[test]
+fn racing_monitor_calls_keep_every_frame_counted() {
+    for invalidation in [Invalidation::Strict, Invalidation::Deferred] {
+        let s = sys(Variant::T8110, invalidation, OnViolation::Reject);
+        for sid in [SID, 2] {
+            s.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
+        }
+        let (_, root) = s.table();
+        let leaf_tables: Vec<u64> = (0..4).map(|_| s.table().1).collect();
+        s.dart.set_ttbr(SID, 0, Some(root)).unwrap();
+        s.dart.set_ttbr(2, 0, Some(root)).unwrap();
+        for (i, &t) in leaf_tables.iter().enumerate() {
+            s.dart.write_table_entry(root, i as u64, s.desc(t)).unwrap();
+        }
+        let data: Vec<(Frame, u64)> = (0..6).map(|_| s.data(FrameType::UserData)).collect();
+        for &(_, pa) in &data {
+            s.frames.aperture_write(pa, b"public!!").unwrap();
+        }
+        let stop = AtomicBool::new(false);
+        let leaked = AtomicBool::new(false);
+        let go = Barrier::new(6);
+        let span = 1u64 << (s.dart.page_shift() + 11);
+        std::thread::scope(|t| {
+            // Leaf writer / clearer.
+            t.spawn(|| {
+                go.wait();
+                let mut rng = Rng(0x1234_5678);
+                for _ in 0..20_000 {
+                    let table = leaf_tables[rng.next(4) as usize];
+                    let index = rng.next(8);
+                    let (_, pa) = data[rng.next(data.len() as u64) as usize];
+                    let v = if rng.next(2) == 0 { 0 } else { leaf_of(&s.dart, pa, true, rng.next(2) == 0) };
+                    let _ = s.dart.write_table_entry(table, index, v);
+                }
+            });
+            // Unlink / relink / release / re-register.
+            t.spawn(|| {
+                go.wait();
+                let mut rng = Rng(0x9abc_def1);
+                let fmt = s.dart.pte_format();
+                for _ in 0..5_000 {
+                    let i = rng.next(4);
+                    let t = leaf_tables[i as usize];
+                    match rng.next(4) {
+                        0 => {
+                            let _ = s.dart.write_table_entry(root, i, 0);
+                        }
+                        1 => {
+                            let _ = s.dart.write_table_entry(root, i, fmt.encode_table(14, t).unwrap());
+                        }
+                        2 => {
+                            for k in 0..8 {
+                                let _ = s.dart.write_table_entry(t, k, 0);
+                            }
+                            let _ = s.dart.release_table(t);
+                        }
+                        _ => {
+                            let _ = s.dart.write_table_entry(t, 9, 0);
+                        }
+                    }
+                }
+            });
+            // TTBR moves and flushes.
+            t.spawn(|| {
+                go.wait();
+                let mut rng = Rng(0x2468_ace0);
+                for _ in 0..3_000 {
+                    match rng.next(5) {
+                        0 => {
+                            let _ = s.dart.set_ttbr(2, 0, None);
+                        }
+                        1 => {
+                            let _ = s.dart.set_ttbr(2, 0, Some(root));
+                        }
+                        2 => s.dart.flush(Some(SID)).unwrap(),
+                        3 => s.dart.flush(Some(2)).unwrap(),
+                        _ => s.dart.flush(None).unwrap(),
+                    }
+                }
+            });
+            // DMA on both streams.
+            for sid in [SID, 2] {
+                let (stop, leaked, go, s) = (&stop, &leaked, &go, &s);
+                t.spawn(move || {
+                    go.wait();
+                    let mut rng = Rng(0x1357_9bdf + u64::from(sid));
+                    let mut buf = [0u8; 8];
+                    while !stop.load(Ordering::Relaxed) {
+                        let iova = rng.next(4) * span + rng.next(8) * s.page();
+                        if s.dart.dma_read(sid, iova, &mut buf).is_ok() && &buf == SECRET {
+                            leaked.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            // The kernel: free a data frame when it can, reuse it restricted.
+            go.wait();
+            let mut reused = 0;
+            for round in 0..20_000 {
+                let (f, pa) = data[round % data.len()];
+                if s.frames.state(f).unwrap().ty() == FrameType::UserData && s.frames.free(f).is_ok() {
+                    s.frames.retype(f, FrameType::KernelRestricted).unwrap();
+                    s.frames.aperture_write(pa, SECRET).unwrap();
+                    reused += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.store(true, Ordering::Relaxed);
+            eprintln!("{invalidation:?}: reused {reused} data frames");
+        });
+        assert!(!leaked.load(Ordering::Relaxed), "{invalidation:?}: a DMA read the secret");
+        s.check();
+        s.dart.flush(None).unwrap();
+        s.check();
+        for &(f, _) in &data {
+            let st = s.frames.state(f).unwrap();
+            if st.ty() == FrameType::KernelRestricted {
+                assert!(!st.counts().any() || st.count(Counter::Dart) == 0, "{f}: {st:?}");
+            }
+        }
+    }
+}
