@@ -18,7 +18,6 @@ use std::sync::{Arc, Barrier};
 const SID: u32 = 1;
 const MEM: u64 = 16 << 20;
 
-
 struct Sys {
     frames: Arc<FrameTable>,
     dart: Arc<Dart>,
@@ -504,7 +503,8 @@ fn a_slice_hold_outlives_the_clear_and_the_flush() {
     let port = s.dart.port(SID).unwrap();
     let hold = port.hold(s.page(), 64, Permissions::ReadWrite).unwrap();
     let mem = port.memory();
-    let slices = mem.get_slices(GuestAddress(s.page()), 32, Permissions::Read).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let slices =
+        mem.get_slices(GuestAddress(s.page()), 32, Permissions::Read).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
     assert_eq!(s.counts(data), (3, 0));
     s.dart.write_table_entry(c, 1, 0).unwrap();
     s.dart.write_table_entry(r, 0, 0).unwrap();
@@ -594,7 +594,7 @@ fn raw_values_and_edge_addresses() {
         let end = last_pa + s.page();
         for (table, index) in [
             (u64::MAX, 0),
-            (u64::MAX & !(s.page() - 1), 0),
+            (!(s.page() - 1), 0),
             (end, 0),
             (end + (1 << 40), 0),
             (c, n),
@@ -914,7 +914,8 @@ fn racing_monitor_calls_keep_every_frame_counted() {
                             let _ = s.dart.write_table_entry(root, i, 0);
                         }
                         1 => {
-                            let _ = s.dart.write_table_entry(root, i, fmt.encode_table(14, t).unwrap());
+                            let _ =
+                                s.dart.write_table_entry(root, i, fmt.encode_table(s.dart.page_shift(), t).unwrap());
                         }
                         2 => {
                             for k in 0..8 {
@@ -987,4 +988,101 @@ fn racing_monitor_calls_keep_every_frame_counted() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// 4 KiB pages, and a TTBR naming a mapper table that is not a root.
+// ---------------------------------------------------------------------------
+
+/// At 4 KiB pages (512 entries a table), t8110's TTBR names only 16 KiB
+/// aligned roots: a driver root elsewhere is the foreign-TTBR breach; an
+/// aligned one builds, translates, clears and releases as at 16 KiB.
+#[test]
+fn four_kib_pages_and_t8110_root_alignment() {
+    for variant in [Variant::T8020, Variant::T8110] {
+        let cfg =
+            FrameTableConfig::with_memory(MEM).frame_size(frame_table::FrameSize::K4).on_violation(OnViolation::Reject);
+        let frames = Arc::new(FrameTable::new(cfg).unwrap());
+        let dart = dart_on(&frames, "d4k", variant, Invalidation::Deferred);
+        let s = Sys { frames, dart };
+        assert_eq!((s.dart.page_shift(), s.dart.entries_per_table()), (12, 512));
+        s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+        let roots = s.frames.alloc_aligned(FrameType::DartTable, 1, 4).unwrap();
+        let root = s.frames.pa_of(roots[0]).unwrap();
+        let odd_f = s.frames.alloc(FrameType::DartTable, 1).unwrap()[0];
+        let mut odd = s.frames.pa_of(odd_f).unwrap();
+        if odd & 0x3fff == 0 {
+            let more = s.frames.alloc(FrameType::DartTable, 1).unwrap()[0];
+            odd = s.frames.pa_of(more).unwrap();
+        }
+        assert_ne!(odd & 0x3fff, 0);
+        for t in [root, odd] {
+            s.dart.write_table_entry(t, 0, 0).unwrap();
+        }
+        let v = s.frames.violations();
+        let e = s.dart.set_ttbr(SID, 0, Some(odd));
+        if variant == Variant::T8110 {
+            assert_eq!(e, Err(DartError::Frame(frame_table::Error::ForeignTable { pa: odd })));
+            assert_eq!(s.frames.violations(), v + 1);
+            assert_eq!(s.dart.ttbr(SID, 0), Ok(None));
+        } else {
+            e.unwrap();
+            s.dart.set_ttbr(SID, 0, None).unwrap();
+            s.dart.release_table(odd).unwrap();
+            s.dart.write_table_entry(odd, 0, 0).unwrap();
+        }
+        // The odd table, never a root, becomes the leaf table.
+        s.dart.set_ttbr(SID, 0, Some(root)).unwrap();
+        s.dart.write_table_entry(root, 511, s.desc(odd)).unwrap();
+        let (data, dpa) = s.data(FrameType::UserData);
+        s.dart.write_table_entry(odd, 511, s.leaf(dpa, true, true)).unwrap();
+        let iova = (511 << 21) | (511 << 12);
+        s.dart.dma_write(SID, iova + 4092, b"edge").unwrap();
+        s.dart.write_table_entry(odd, 511, 0).unwrap();
+        s.dart.write_table_entry(root, 511, 0).unwrap();
+        assert_eq!(s.dart.release_table(odd).unwrap_err().kind(), "table-in-use");
+        assert_eq!(s.frames.free(data).unwrap_err().kind(), "frame-busy");
+        s.check();
+        s.dart.flush(None).unwrap();
+        s.dart.release_table(odd).unwrap();
+        s.frames.free(data).unwrap();
+        assert_eq!(s.dart.dma_read(SID, iova, &mut [0u8; 4]).unwrap_err().kind(), "fault:no-l1");
+        s.check();
+    }
+}
+
+/// A TTBR may name one of the mapper's non-root tables (the code accepts
+/// any mapper table, §2; §3 says "its mapper's roots"): the walk from it
+/// reaches only counted frames, and the mapper's unmap through the real
+/// root invalidates that stream too, so the freed frame is never read.
+#[test]
+fn a_ttbr_naming_a_mapper_mid_table_is_invalidated_by_the_mappers_unmap() {
+    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
+    s.dart.set_stream_config(SID, four()).unwrap();
+    s.dart.set_stream_config(2, StreamConfig::TRANSLATING).unwrap();
+    let (data, dpa) = s.data(FrameType::UserData);
+    s.frames.aperture_write(dpa, b"public").unwrap();
+    s.dart.map(SID, 0, &[data], Perm::R, None).unwrap();
+    let root = s.dart.ttbr(SID, 0).unwrap().unwrap();
+    let (fmt, shift) = (s.dart.pte_format(), s.dart.page_shift());
+    let mid = fmt.decode_table(shift, s.dart.read_table_entry(root, 0).unwrap()).unwrap();
+    // Accepted by the code (a table of this DART's mapper).
+    match s.dart.set_ttbr(2, 0, Some(mid)) {
+        Ok(()) => {
+            let mut buf = [0u8; 6];
+            s.dart.dma_read(2, 0, &mut buf).unwrap();
+            assert_eq!(&buf, b"public");
+            s.check();
+            assert_eq!(s.dart.unmap(SID, 0, s.page()), Ok(1));
+            assert!(s.dart.iotlb_entries(2).unwrap().is_empty());
+            s.frames.free(data).unwrap();
+            s.frames.retype(data, FrameType::KernelRestricted).unwrap();
+            s.frames.aperture_write(dpa, b"secret").unwrap();
+            let mut buf = [0u8; 6];
+            assert!(s.dart.dma_read(2, 0, &mut buf).is_err());
+            assert_eq!(buf, [0; 6]);
+        }
+        Err(e) => assert_eq!(e.kind(), "forbidden-type"),
+    }
+    s.check();
 }
