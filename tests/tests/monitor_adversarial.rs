@@ -1086,3 +1086,35 @@ fn a_ttbr_naming_a_mapper_mid_table_is_invalidated_by_the_mappers_unmap() {
     }
     s.check();
 }
+
+// ---------------------------------------------------------------------------
+// Borderline: a monitor call from the interrupt callback.
+// ---------------------------------------------------------------------------
+
+/// FAILS (a hang, borderline): the interrupt callback runs on the faulting
+/// DMA thread inside its in-flight section (docs/design.md, lock order: it "must
+/// not flush"); `release_table` waits for all DMA in flight (M7), its own
+/// included, so a callback that releases a table never returns. The same
+/// holds for a clear that takes the pending-full fallback (M6). Expected:
+/// refused (or documented next to "must not flush"), not a deadlock.
+#[test]
+fn a_release_from_the_interrupt_callback_does_not_deadlock() {
+    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
+    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let (_, t) = s.table();
+    let weak = Arc::downgrade(&s.dart);
+    s.dart.set_interrupt(Some(Arc::new(move |_: &dart::Fault| {
+        if let Some(d) = weak.upgrade() {
+            let _ = d.release_table(t);
+        }
+    })));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = s.dart.clone();
+    // Detached: if it deadlocks, the thread stays stuck and the test fails.
+    std::thread::spawn(move || {
+        let faulted = d.dma_read(SID, 0, &mut [0u8; 4]).is_err();
+        let _ = tx.send(faulted);
+    });
+    let r = rx.recv_timeout(std::time::Duration::from_secs(5));
+    assert_eq!(r, Ok(true), "the faulting DMA never returned: its callback's release_table waits for it");
+}
