@@ -1091,12 +1091,10 @@ fn a_ttbr_naming_a_mapper_mid_table_is_invalidated_by_the_mappers_unmap() {
 // Borderline: a monitor call from the interrupt callback.
 // ---------------------------------------------------------------------------
 
-/// FAILS (a hang, borderline): the interrupt callback runs on the faulting
-/// DMA thread inside its in-flight section (docs/design.md, lock order: it "must
-/// not flush"); `release_table` waits for all DMA in flight (M7), its own
-/// included, so a callback that releases a table never returns. The same
-/// holds for a clear that takes the pending-full fallback (M6). Expected:
-/// refused (or documented next to "must not flush"), not a deadlock.
+/// The interrupt callback runs on the faulting DMA thread inside its
+/// in-flight section; `release_table` waits for all DMA in flight (M7), so
+/// from the callback it would wait for itself. It is refused
+/// (`in-interrupt`) and the DMA returns. (Once a hang: found by this file.)
 #[test]
 fn a_release_from_the_interrupt_callback_does_not_deadlock() {
     let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
@@ -1105,7 +1103,8 @@ fn a_release_from_the_interrupt_callback_does_not_deadlock() {
     let weak = Arc::downgrade(&s.dart);
     s.dart.set_interrupt(Some(Arc::new(move |_: &dart::Fault| {
         if let Some(d) = weak.upgrade() {
-            let _ = d.release_table(t);
+            // Inside the faulting DMA: refused, not a wait for itself.
+            assert_eq!(d.release_table(t), Err(DartError::InInterrupt { call: "release_table" }));
         }
     })));
     let (tx, rx) = std::sync::mpsc::channel();
