@@ -1138,11 +1138,7 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             let dart = f.req("dart")?.name()?;
             let offset = f.req("offset")?.u64()?;
             let value = f.get("value").map(|v| v.mmio_value()).transpose()?;
-            let mask = match f.get("mask") {
-                Some(m) if value.is_none() => return Err(m.err("needs an expected `value` to compare")),
-                Some(m) => Some(m.u64()?),
-                None => None,
-            };
+            let mask = read_mask(&f, value.is_some(), |m| m.u64())?;
             Op::MmioRead { dart, offset, value, mask }
         }
         "pte-write" => Op::PteWrite {
@@ -1156,11 +1152,7 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
             let table = f.req("table")?.table_frame()?;
             let index = f.req("index")?.u64()?;
             let value = f.get("value").map(|v| v.pte_value()).transpose()?;
-            let mask = match f.get("mask") {
-                Some(m) if value.is_none() => return Err(m.err("needs an expected `value` to compare")),
-                Some(m) => Some(m.pte_mask()?),
-                None => None,
-            };
+            let mask = read_mask(&f, value.is_some(), |m| m.pte_mask())?;
             Op::PteRead { dart, table, index, value, mask }
         }
         "release-table" => Op::ReleaseTable { dart: f.req("dart")?.name()?, table: f.req("table")?.table_frame()? },
@@ -1188,6 +1180,16 @@ fn parse_step(cx: &Cx, item: &Spanned<Value>, index: usize, label: String, in_ra
         _ => return Err(op_field.err_detail(format_args!("op `{}` is not handled", shorten(op_name)))),
     };
     Ok(Step { index, line, expect, op })
+}
+
+/// The optional `mask` of a register or PTE read (`parse` reads it), which
+/// needs an expected `value` to apply to.
+fn read_mask(f: &Fields<'_>, has_value: bool, parse: impl FnOnce(&Field<'_>) -> Result<u64>) -> Result<Option<u64>> {
+    match f.get("mask") {
+        Some(m) if !has_value => Err(m.err("needs an expected `value` to compare")),
+        Some(m) => parse(&m).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// `len` and the optional expected `data` of a read; `len` defaults to the
