@@ -357,10 +357,34 @@ fn assert_table_held(frames: &FrameTable, table: u64) {
 /// table frame. Each DMA that reaches the table reads it while it is still
 /// held; after the unmap, a walk on row 0 reaches nothing.
 fn table_retire_model(bump: bool) {
+    table_walk_model(
+        |frames, t| {
+            frames.hold_table(t).unwrap();
+        },
+        move |descriptor, cache, inflight| {
+            descriptor.store(0, Ordering::Release);
+            if bump {
+                cache.invalidate(&crate::sync::TestWriterLock);
+            }
+            inflight.synchronize();
+        },
+    );
+}
+
+/// The walk-cache models' frame: a leaf table `t` held by `hold`, linked by
+/// a descriptor; a DMA thread walks twice through row 0 of the walk cache
+/// (exclusive slot 0), checking each table it reaches is still held, while
+/// this thread runs `retire` (the unlink and its waits), then drops the
+/// hold, frees the frame and retypes it `kernel-restricted`; after the
+/// join, a walk on row 0 reaches nothing.
+fn table_walk_model(
+    hold: fn(&FrameTable, frame_table::Frame),
+    retire: impl Fn(&AtomicU64, &WalkCache, &InFlight) + Send + Sync + 'static,
+) {
     loom::model(move || {
         let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
         let t = frames.alloc(FrameType::DartTable, 1).unwrap()[0];
-        frames.hold_table(t).unwrap();
+        hold(&frames, t);
         let descriptor = Arc::new(AtomicU64::new(frames.pa_of(t).unwrap() | PTE_VALID));
         let cache = Arc::new(WalkCache::new(2));
         let inflight = Arc::new(InFlight::new());
@@ -378,11 +402,7 @@ fn table_retire_model(bump: bool) {
             })
         };
 
-        descriptor.store(0, Ordering::Release);
-        if bump {
-            cache.invalidate(&crate::sync::TestWriterLock);
-        }
-        inflight.synchronize();
+        retire(&descriptor, &cache, &inflight);
         frames.release(t, Counter::Dart).unwrap();
         frames.free(t).unwrap();
         frames.retype(t, FrameType::KernelRestricted).unwrap();
@@ -662,56 +682,27 @@ enum MonitorUnlink {
 /// `kernel-restricted`. No walk reads the leaf table after its hold was
 /// dropped, and after the release no walk on row 0 reaches it.
 fn monitor_unlink_model(retire: MonitorUnlink) {
-    loom::model(move || {
-        let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(4 << 14)).unwrap());
-        let t = frames.alloc(FrameType::DartTable, 1).unwrap()[0];
+    table_walk_model(
         // (M1) Registered by the driver's first write: the DART's hold.
-        assert!(frames.hold_table_sole(t).unwrap().is_some());
-        // (M5) The descriptor the driver wrote in the table above.
-        let descriptor = Arc::new(AtomicU64::new(frames.pa_of(t).unwrap() | PTE_VALID));
-        let cache = Arc::new(WalkCache::new(2));
-        let inflight = Arc::new(InFlight::new());
-
-        let dma = {
-            let (frames, descriptor, cache, inflight) =
-                (frames.clone(), descriptor.clone(), cache.clone(), inflight.clone());
-            thread::spawn(move || {
-                for _ in 0..2 {
-                    let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
-                    if let Some(table) = walk_to_leaf_table(&cache, &descriptor, guard.lane()) {
-                        assert_table_held(&frames, table);
-                    }
-                }
-            })
-        };
-
-        // `Kernel::clear_entry` of the descriptor (M6): stored invalid at
-        // once, and no walk-cache row starts a walk at the child after this.
-        descriptor.store(0, Ordering::Release);
-        cache.invalidate(&crate::sync::TestWriterLock);
-        if retire == MonitorUnlink::Flushed {
-            // `Kernel::flush_streams` of the stream: its wait (I4, I9), then
-            // the pending unlink completes (bookkeeping only).
-            inflight.synchronize_regions(&sid_mask(), None);
-        }
-        if retire != MonitorUnlink::ReleasedAtOnce {
-            // `Kernel::release_table` (M7).
+        |frames, t| assert!(frames.hold_table_sole(t).unwrap().is_some()),
+        // (M5) The descriptor is the one the driver wrote in the table above.
+        move |descriptor, cache, inflight| {
+            // `Kernel::clear_entry` of the descriptor (M6): stored invalid at
+            // once, and no walk-cache row starts a walk at the child after this.
+            descriptor.store(0, Ordering::Release);
             cache.invalidate(&crate::sync::TestWriterLock);
-            inflight.synchronize();
-        }
-        frames.release(t, Counter::Dart).unwrap();
-        frames.free(t).unwrap();
-        frames.retype(t, FrameType::KernelRestricted).unwrap();
-
-        dma.join().unwrap();
-        // Slot 0 is this thread's now (its owner exited): its row says nothing.
-        let guard = inflight.enter_as(Some(0), SID, crate::sync::inflight::ALL_REGIONS);
-        assert_eq!(
-            walk_to_leaf_table(&cache, &descriptor, guard.lane()),
-            None,
-            "walk read a leaf table after its unmap freed it"
-        );
-    });
+            if retire == MonitorUnlink::Flushed {
+                // `Kernel::flush_streams` of the stream: its wait (I4, I9), then
+                // the pending unlink completes (bookkeeping only).
+                inflight.synchronize_regions(&sid_mask(), None);
+            }
+            if retire != MonitorUnlink::ReleasedAtOnce {
+                // `Kernel::release_table` (M7).
+                cache.invalidate(&crate::sync::TestWriterLock);
+                inflight.synchronize();
+            }
+        },
+    );
 }
 
 /// The monitor's unlink, flush and release (M6, M7): no walk through the
