@@ -10,30 +10,13 @@ use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, Variant};
 use frame_table::{Counter, Frame, FrameTable, FrameTableConfig, FrameType, OnViolation};
 use std::sync::Arc;
 
+mod common;
+use common::Rig;
+
 const SID: u32 = 1;
 
-struct Rig {
-    frames: Arc<FrameTable>,
-    dart: Arc<Dart>,
-    root: u64,
-    leaves: u64,
-}
-
 fn rig_with(variant: Variant, invalidation: Invalidation, mode: OnViolation) -> Rig {
-    let frames = Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20).on_violation(mode)).unwrap());
-    let mut c = DartConfig::new("d", variant);
-    c.invalidation = invalidation;
-    let dart = Arc::new(Dart::new(frames.clone(), c).unwrap());
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let t = frames.alloc(FrameType::DartTable, 2).unwrap();
-    let (root, leaves) = (frames.pa_of(t[0]).unwrap(), frames.pa_of(t[1]).unwrap());
-    // The zeroing stores of two fresh tables register them.
-    dart.write_table_entry(root, 0, 0).unwrap();
-    dart.write_table_entry(leaves, 0, 0).unwrap();
-    dart.set_ttbr(SID, 0, Some(root)).unwrap();
-    let desc = dart.pte_format().encode_table(dart.page_shift(), leaves).unwrap();
-    dart.write_table_entry(root, 0, desc).unwrap();
-    Rig { frames, dart, root, leaves }
+    Rig::new(variant, invalidation, mode, SID)
 }
 
 fn rig(variant: Variant) -> Rig {
@@ -41,11 +24,6 @@ fn rig(variant: Variant) -> Rig {
 }
 
 impl Rig {
-    fn leaf(&self, pa: u64, read: bool, write: bool) -> u64 {
-        let leaf = Leaf { pa, read, write, subpage: Subpage::WHOLE };
-        self.dart.pte_format().encode_leaf(self.dart.page_shift(), &leaf).unwrap()
-    }
-
     fn alloc(&self, ty: FrameType) -> (Frame, u64) {
         let f = self.frames.alloc(ty, 1).unwrap()[0];
         (f, self.frames.pa_of(f).unwrap())

@@ -36,15 +36,17 @@
 //! at least `MIN_OVERLAPS` rounds, running on past `ROUNDS` (to a cap)
 //! until it has them.
 
-use dart::pte::{Leaf, Subpage};
-use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, Variant};
-use frame_table::{Counts, Error, Frame, FrameTable, FrameTableConfig, FrameType, OnViolation};
+use dart::{Dart, DartError, Invalidation, Variant};
+use frame_table::{Counts, Error, Frame, FrameTable, FrameType, OnViolation};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
+
+mod common;
+use common::Rig;
 
 const SID: u32 = 1;
 /// The churned leaf's index in the leaf table (its IOVA is `IDX` pages).
@@ -306,29 +308,9 @@ struct DriverCounts {
     refused_frees: u64,
 }
 
-/// A driver tree for `SID`: a root and a leaf table, registered by their
-/// zeroing writes, the root named by the TTBR and linking the leaf table.
-struct Rig {
-    frames: Arc<FrameTable>,
-    dart: Arc<Dart>,
-    leaves: u64,
-}
-
+/// A driver tree for `SID` (`common::Rig`) on a reject-mode frame table.
 fn rig(variant: Variant, invalidation: Invalidation) -> Rig {
-    let frames =
-        Arc::new(FrameTable::new(FrameTableConfig::with_memory(16 << 20).on_violation(OnViolation::Reject)).unwrap());
-    let mut c = DartConfig::new("d", variant);
-    c.invalidation = invalidation;
-    let dart = Arc::new(Dart::new(frames.clone(), c).unwrap());
-    dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let t = frames.alloc(FrameType::DartTable, 2).unwrap();
-    let (root, leaves) = (frames.pa_of(t[0]).unwrap(), frames.pa_of(t[1]).unwrap());
-    dart.write_table_entry(root, 0, 0).unwrap();
-    dart.write_table_entry(leaves, 0, 0).unwrap();
-    dart.set_ttbr(SID, 0, Some(root)).unwrap();
-    let desc = dart.pte_format().encode_table(dart.page_shift(), leaves).unwrap();
-    dart.write_table_entry(root, 0, desc).unwrap();
-    Rig { frames, dart, leaves }
+    Rig::new(variant, invalidation, OnViolation::Reject, SID)
 }
 
 /// Every frame's DART counts are what the DART accounts for (its tables,
@@ -366,9 +348,7 @@ fn driver_round(r: &Rig, s: &Shared, rng: &mut SmallRng, k: &mut DriverCounts, i
     let f = frames.alloc(FrameType::UserData, 1).unwrap()[0];
     let pa = frames.pa_of(f).unwrap();
     frames.aperture_write(pa, &[MARKER; LEN]).unwrap();
-    let leaf = Leaf { pa, read: true, write: true, subpage: Subpage::WHOLE };
-    let pte = dart.pte_format().encode_leaf(dart.page_shift(), &leaf).unwrap();
-    dart.write_table_entry(r.leaves, IDX, pte).unwrap();
+    dart.write_table_entry(r.leaves, IDX, r.leaf(pa, true, true)).unwrap();
     assert_eq!(frames.state(f).unwrap().counts(), Counts { dart: 1, ..Counts::default() }, "round {round}");
     s.arrived.store(0, Ordering::SeqCst);
     s.access.store(0, Ordering::SeqCst);

@@ -44,6 +44,14 @@ fn four() -> StreamConfig {
 }
 
 impl Sys {
+    /// The same system with streams `sids` configured translating.
+    fn translating(self, sids: &[u32]) -> Sys {
+        for &sid in sids {
+            self.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
+        }
+        self
+    }
+
     /// A fresh `dart-table` frame, registered by a zeroing store.
     fn table(&self) -> (Frame, u64) {
         table_on(&self.frames, &self.dart)
@@ -73,6 +81,26 @@ impl Sys {
         self.dart.set_ttbr(sid, 0, Some(root)).unwrap();
         self.dart.write_table_entry(root, 0, self.desc(leaves)).unwrap();
         (root, leaves)
+    }
+
+    /// [`Sys::tree`] on `sid` with a fresh `user-data` frame mapped read-write
+    /// at entry `index` of the leaf table: `(root, leaves, data, data_pa)`.
+    fn tree_with_leaf(&self, sid: u32, index: u64) -> (u64, u64, Frame, u64) {
+        let (root, leaves) = self.tree(sid);
+        let (data, dpa) = self.data(FrameType::UserData);
+        self.dart.write_table_entry(leaves, index, self.leaf(dpa, true, true)).unwrap();
+        (root, leaves, data, dpa)
+    }
+
+    /// A three-level tree on `sid` (whose stream must already be four-level
+    /// when it matters): root, level-1 and leaf table, each linked at index
+    /// 0 of its parent, as `(frame, pa)`.
+    fn tree3(&self, sid: u32) -> [(Frame, u64); 3] {
+        let [r, a, b] = [self.table(), self.table(), self.table()];
+        self.dart.set_ttbr(sid, 0, Some(r.1)).unwrap();
+        self.dart.write_table_entry(r.1, 0, self.desc(a.1)).unwrap();
+        self.dart.write_table_entry(a.1, 0, self.desc(b.1)).unwrap();
+        [r, a, b]
     }
 
     fn counts(&self, f: Frame) -> (u64, u64) {
@@ -134,13 +162,8 @@ fn check_all(frames: &FrameTable, darts: &[&Dart]) {
 fn self_ancestor_and_cross_level_links_are_refused() {
     let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
     s.dart.set_stream_config(SID, four()).unwrap();
-    let (_, r) = s.table();
-    let (_, a) = s.table();
-    let (_, b) = s.table();
+    let [(_, r), (_, a), (_, b)] = s.tree3(SID);
     let (_, loose) = s.table();
-    s.dart.set_ttbr(SID, 0, Some(r)).unwrap();
-    s.dart.write_table_entry(r, 0, s.desc(a)).unwrap();
-    s.dart.write_table_entry(a, 0, s.desc(b)).unwrap();
     let (data, dpa) = s.data(FrameType::UserData);
     s.dart.write_table_entry(b, 0, s.leaf(dpa, true, true)).unwrap();
     let before: Vec<Vec<u64>> = [r, a, b, loose].iter().map(|&t| s.entries(t)).collect();
@@ -176,15 +199,10 @@ fn self_ancestor_and_cross_level_links_are_refused() {
 #[test]
 fn a_child_is_never_shared_before_or_after_its_unlink_completes() {
     for invalidation in [Invalidation::Strict, Invalidation::Deferred] {
-        let s = sys(Variant::T8110, invalidation, OnViolation::Reject);
-        for sid in [SID, 2] {
-            s.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
-        }
-        let (r, c) = s.tree(SID);
+        let s = sys(Variant::T8110, invalidation, OnViolation::Reject).translating(&[SID, 2]);
+        let (r, c, data, _) = s.tree_with_leaf(SID, 4);
         let (_, r2) = s.table();
         s.dart.set_ttbr(2, 0, Some(r2)).unwrap();
-        let (data, dpa) = s.data(FrameType::UserData);
-        s.dart.write_table_entry(c, 4, s.leaf(dpa, true, true)).unwrap();
         s.dart.dma_read(SID, 4 * s.page(), &mut [0u8; 8]).unwrap();
         s.dart.write_table_entry(r, 0, 0).unwrap();
         // Pending: not under the same parent, not under another root.
@@ -218,12 +236,7 @@ fn a_child_is_never_shared_before_or_after_its_unlink_completes() {
 fn a_released_root_frame_reused_below_its_old_child_reaches_nothing() {
     let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
     s.dart.set_stream_config(SID, four()).unwrap();
-    let (rf, r) = s.table();
-    let (af, a) = s.table();
-    let (bf, b) = s.table();
-    s.dart.set_ttbr(SID, 0, Some(r)).unwrap();
-    s.dart.write_table_entry(r, 0, s.desc(a)).unwrap();
-    s.dart.write_table_entry(a, 0, s.desc(b)).unwrap();
+    let [(rf, r), (af, a), (bf, b)] = s.tree3(SID);
     let (data, dpa) = s.data(FrameType::UserData);
     s.dart.write_table_entry(b, 0, s.leaf(dpa, true, true)).unwrap();
     s.dart.dma_read(SID, 0, &mut [0u8; 4]).unwrap();
@@ -272,8 +285,7 @@ fn a_released_root_frame_reused_below_its_old_child_reaches_nothing() {
 /// (reject mode), counted once, nothing changes.
 #[test]
 fn ttbrs_name_only_this_darts_roots() {
-    let s = sys(Variant::T8020, Invalidation::Strict, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let s = sys(Variant::T8020, Invalidation::Strict, OnViolation::Reject).translating(&[SID]);
     let (r, c) = s.tree(SID);
     let other = dart_on(&s.frames, "other", Variant::T8020, Invalidation::Strict);
     let (_, or) = table_on(&s.frames, &other);
@@ -313,12 +325,9 @@ fn ttbrs_name_only_this_darts_roots() {
 /// reaching nothing, in both directions.
 #[test]
 fn mismatched_depth_walks_fault_in_both_directions() {
-    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let (r, c) = s.tree(SID);
-    let (_, dpa) = s.data(FrameType::UserData);
+    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject).translating(&[SID]);
+    let (r, c, _, dpa) = s.tree_with_leaf(SID, 0);
     let (_, spa) = s.data(FrameType::KernelShared);
-    s.dart.write_table_entry(c, 0, s.leaf(dpa, true, true)).unwrap();
     s.dart.write_table_entry(c, 1, s.leaf(spa, true, true)).unwrap();
     s.dart.set_ttbr(2, 0, Some(r)).unwrap();
     s.dart.set_stream_config(2, four()).unwrap();
@@ -329,13 +338,8 @@ fn mismatched_depth_walks_fault_in_both_directions() {
     assert!(s.dart.mappings(2).unwrap().is_empty());
     s.check();
     // A three-level tree read with two levels.
-    let (_, r3) = s.table();
-    let (_, a3) = s.table();
-    let (_, b3) = s.table();
-    s.dart.set_ttbr(3, 0, Some(r3)).unwrap();
     s.dart.set_stream_config(3, four()).unwrap();
-    s.dart.write_table_entry(r3, 0, s.desc(a3)).unwrap();
-    s.dart.write_table_entry(a3, 0, s.desc(b3)).unwrap();
+    let [_, _, (_, b3)] = s.tree3(3);
     s.dart.write_table_entry(b3, 0, s.leaf(dpa, true, false)).unwrap();
     s.dart.dma_read(3, 0, &mut [0u8; 4]).unwrap();
     s.dart.set_stream_config(3, StreamConfig::TRANSLATING).unwrap();
@@ -350,34 +354,35 @@ fn mismatched_depth_walks_fault_in_both_directions() {
 /// too (M6); then the frames can be freed.
 #[test]
 fn release_and_flush_wait_for_the_dma_that_walked_the_old_tree() {
-    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let (r, c) = s.tree(SID);
-    let (data, dpa) = s.data(FrameType::UserData);
-    s.dart.write_table_entry(c, 0, s.leaf(dpa, true, true)).unwrap();
-    let started = Barrier::new(2);
-    let dropped = AtomicBool::new(false);
-    std::thread::scope(|t| {
-        t.spawn(|| {
-            let tr = s.dart.translate(SID, 0, 64, Dir::Read).unwrap();
-            started.wait();
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            dropped.store(true, Ordering::SeqCst);
-            drop(tr);
-        });
-        started.wait();
+    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject).translating(&[SID]);
+    let (r, c, data, _) = s.tree_with_leaf(SID, 0);
+    in_flight_then(&s, "the release waited for the DMA in flight", || {
         s.dart.write_table_entry(r, 0, 0).unwrap();
         s.dart.set_ttbr(SID, 0, None).unwrap();
         s.dart.release_table(r).unwrap();
-        assert!(dropped.load(Ordering::SeqCst), "the release waited for the DMA in flight");
     });
-    let started = Barrier::new(2);
-    let dropped = AtomicBool::new(false);
     // The leaf table, under a new root: a clear's flush waits too.
     let (_, r2) = s.table();
     s.dart.set_ttbr(SID, 0, Some(r2)).unwrap();
     s.dart.flush(Some(SID)).unwrap();
     s.dart.write_table_entry(r2, 0, s.desc(c)).unwrap();
+    in_flight_then(&s, "the flush waited for the DMA in flight", || {
+        s.dart.write_table_entry(c, 0, 0).unwrap();
+        assert_eq!(s.counts(data), (0, 1));
+        s.dart.flush(Some(SID)).unwrap();
+    });
+    assert_eq!(s.counts(data), (0, 0));
+    let rf = s.frames.frame_of(r).unwrap();
+    s.frames.free_all(&[rf, data]).unwrap();
+    s.check();
+}
+
+/// Runs `then` while another thread holds a translation of IOVA 0 on `SID`
+/// for 300 ms, and asserts (`what`) that `then` returned only after the
+/// translation was dropped.
+fn in_flight_then(s: &Sys, what: &str, then: impl FnOnce()) {
+    let started = Barrier::new(2);
+    let dropped = AtomicBool::new(false);
     std::thread::scope(|t| {
         t.spawn(|| {
             let tr = s.dart.translate(SID, 0, 64, Dir::Read).unwrap();
@@ -387,15 +392,9 @@ fn release_and_flush_wait_for_the_dma_that_walked_the_old_tree() {
             drop(tr);
         });
         started.wait();
-        s.dart.write_table_entry(c, 0, 0).unwrap();
-        assert_eq!(s.counts(data), (0, 1));
-        s.dart.flush(Some(SID)).unwrap();
-        assert!(dropped.load(Ordering::SeqCst), "the flush waited for the DMA in flight");
+        then();
+        assert!(dropped.load(Ordering::SeqCst), "{what}");
     });
-    assert_eq!(s.counts(data), (0, 0));
-    let rf = s.frames.frame_of(r).unwrap();
-    s.frames.free_all(&[rf, data]).unwrap();
-    s.check();
 }
 
 // ---------------------------------------------------------------------------
@@ -408,10 +407,7 @@ fn release_and_flush_wait_for_the_dma_that_walked_the_old_tree() {
 #[test]
 fn a_clear_reached_by_two_streams_completes_only_when_both_are_flushed() {
     for invalidation in [Invalidation::Strict, Invalidation::Deferred] {
-        let s = sys(Variant::T8020, invalidation, OnViolation::Reject);
-        for sid in [SID, 2, 3] {
-            s.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
-        }
+        let s = sys(Variant::T8020, invalidation, OnViolation::Reject).translating(&[SID, 2, 3]);
         let (r, c) = s.tree(SID);
         for i in 0..4 {
             s.dart.set_ttbr(2, i, Some(r)).unwrap();
@@ -456,8 +452,7 @@ fn a_clear_reached_by_two_streams_completes_only_when_both_are_flushed() {
 #[test]
 fn a_released_table_and_its_reused_data_frame_are_out_of_reach() {
     for invalidation in [Invalidation::Strict, Invalidation::Deferred] {
-        let s = sys(Variant::T6000, invalidation, OnViolation::Reject);
-        s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+        let s = sys(Variant::T6000, invalidation, OnViolation::Reject).translating(&[SID]);
         let (r, c) = s.tree(SID);
         let cf = s.frames.frame_of(c).unwrap();
         let (data, dpa) = s.data(FrameType::UserData);
@@ -495,11 +490,8 @@ fn a_released_table_and_its_reused_data_frame_are_out_of_reach() {
 #[test]
 fn a_slice_hold_outlives_the_clear_and_the_flush() {
     use dart::vm_memory::{GuestAddress, GuestMemory};
-    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let (r, c) = s.tree(SID);
-    let (data, dpa) = s.data(FrameType::UserData);
-    s.dart.write_table_entry(c, 1, s.leaf(dpa, true, true)).unwrap();
+    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Reject).translating(&[SID]);
+    let (r, c, data, _) = s.tree_with_leaf(SID, 1);
     let port = s.dart.port(SID).unwrap();
     let hold = port.hold(s.page(), 64, Permissions::ReadWrite).unwrap();
     let mem = port.memory();
@@ -530,13 +522,8 @@ fn a_slice_hold_outlives_the_clear_and_the_flush() {
 /// refusal changes nothing.
 #[test]
 fn the_mapper_and_the_monitor_never_cross() {
-    let s = sys(Variant::T8020, Invalidation::Strict, OnViolation::Reject);
-    for sid in [SID, 2] {
-        s.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
-    }
-    let (r, c) = s.tree(SID);
-    let (data, dpa) = s.data(FrameType::UserData);
-    s.dart.write_table_entry(c, 0, s.leaf(dpa, true, true)).unwrap();
+    let s = sys(Variant::T8020, Invalidation::Strict, OnViolation::Reject).translating(&[SID, 2]);
+    let (r, c, data, dpa) = s.tree_with_leaf(SID, 0);
     s.dart.map(2, 0, &[data], Perm::R, None).unwrap();
     let mroot = s.dart.ttbr(2, 0).unwrap().unwrap();
     let mleaf = s.dart.pte_format().decode_table(s.dart.page_shift(), s.dart.read_table_entry(mroot, 0).unwrap());
@@ -584,8 +571,7 @@ fn the_mapper_and_the_monitor_never_cross() {
 #[test]
 fn raw_values_and_edge_addresses() {
     for variant in [Variant::T8020, Variant::T8110] {
-        let s = sys(variant, Invalidation::Strict, OnViolation::Reject);
-        s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+        let s = sys(variant, Invalidation::Strict, OnViolation::Reject).translating(&[SID]);
         let (r, c) = s.tree(SID);
         let n = s.dart.entries_per_table();
         let tables = s.dart.table_frames();
@@ -679,8 +665,7 @@ fn a_refused_first_write_does_not_register_the_table() {
 /// dead, its count gone, the rest still pending until the flush.
 #[test]
 fn the_dart_and_pending_counters_at_their_limits() {
-    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Reject).translating(&[SID]);
     let (_, root) = s.table();
     s.dart.set_ttbr(SID, 0, Some(root)).unwrap();
     let n = s.dart.entries_per_table();
@@ -739,11 +724,8 @@ fn the_dart_and_pending_counters_at_their_limits() {
 /// reads still answer.
 #[test]
 fn a_halted_system_refuses_every_monitor_change() {
-    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Panic);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
-    let (r, c) = s.tree(SID);
-    let (data, dpa) = s.data(FrameType::UserData);
-    s.dart.write_table_entry(c, 0, s.leaf(dpa, true, true)).unwrap();
+    let s = sys(Variant::T8110, Invalidation::Deferred, OnViolation::Panic).translating(&[SID]);
+    let (r, c, data, dpa) = s.tree_with_leaf(SID, 0);
     s.dart.write_table_entry(c, 1, s.leaf(dpa, true, false)).unwrap();
     s.dart.write_table_entry(c, 1, 0).unwrap();
     let (_, spare) = s.table();
@@ -869,10 +851,7 @@ const SECRET: &[u8; 8] = b"SECRET!!";
 #[test]
 fn racing_monitor_calls_keep_every_frame_counted() {
     for invalidation in [Invalidation::Strict, Invalidation::Deferred] {
-        let s = sys(Variant::T8110, invalidation, OnViolation::Reject);
-        for sid in [SID, 2] {
-            s.dart.set_stream_config(sid, StreamConfig::TRANSLATING).unwrap();
-        }
+        let s = sys(Variant::T8110, invalidation, OnViolation::Reject).translating(&[SID, 2]);
         let (_, root) = s.table();
         let leaf_tables: Vec<u64> = (0..4).map(|_| s.table().1).collect();
         s.dart.set_ttbr(SID, 0, Some(root)).unwrap();
@@ -1097,8 +1076,7 @@ fn a_ttbr_naming_a_mapper_mid_table_is_invalidated_by_the_mappers_unmap() {
 /// (`in-interrupt`) and the DMA returns. (Once a hang: found by this file.)
 #[test]
 fn a_release_from_the_interrupt_callback_does_not_deadlock() {
-    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject);
-    s.dart.set_stream_config(SID, StreamConfig::TRANSLATING).unwrap();
+    let s = sys(Variant::T8110, Invalidation::Strict, OnViolation::Reject).translating(&[SID]);
     let (_, t) = s.table();
     let weak = Arc::downgrade(&s.dart);
     s.dart.set_interrupt(Some(Arc::new(move |_: &dart::Fault| {

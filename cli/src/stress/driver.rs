@@ -78,9 +78,8 @@ use super::{pattern_bytes, OpKind, Shared, Worker};
 use coprocessor_sim::soc::SocError;
 use dart::pte::{Leaf, PteFormat, Subpage, PTE_VALID};
 use dart::regs::{t8020, t8110};
-use dart::{Dart, DartConfig, DartError, Invalidation, StreamConfig, StreamPort, Variant};
+use dart::{Dart, DartError, Invalidation, StreamConfig, StreamPort, Variant};
 use frame_table::{Counter, Frame, FrameTable, FrameType};
-use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,18 +107,7 @@ const DRIVERS: [DrvSpec; 2] = [
 
 /// Builds the driver DARTs over the SoC's frame table.
 pub(super) fn build_drivers(frames: &Arc<FrameTable>) -> Result<Vec<LabDart>, SocError> {
-    DRIVERS
-        .iter()
-        .map(|spec| {
-            let mut cfg = DartConfig::new(spec.name, spec.variant);
-            cfg.streams = spec.streams;
-            cfg.invalidation = spec.invalidation;
-            cfg.iotlb_entries = 256;
-            let dart =
-                Dart::new(frames.clone(), cfg).map_err(|source| SocError::Dart { name: spec.name.into(), source })?;
-            Ok(LabDart { dart: Arc::new(dart), regs: Mutex::new(()) })
-        })
-        .collect()
+    DRIVERS.iter().map(|spec| LabDart::new(frames, spec.name, spec.variant, spec.invalidation, spec.streams)).collect()
 }
 
 /// Where a driver stream's race slots are, for every worker's race DMA.
@@ -1028,29 +1016,28 @@ impl<'a> Worker<'a> {
                 slot = Some((parent, index, s.tables[&parent].raw.get(&index).copied().unwrap_or(0)));
                 r = dart.write_table_entry(parent, index, desc);
             }
-            7 => {
-                // A write into what is no driver table of this DART.
+            7 | 8 => {
+                // A write into (7) or a release of (8) what is no driver
+                // table of this DART: a fresh frame or another DART's table.
+                let (ty, fresh_name) = if kind == 7 {
+                    (FrameType::UserData, "a user-data frame")
+                } else {
+                    (FrameType::DartTable, "an unregistered dart-table frame")
+                };
                 let (pa, name) = if self.rng.gen_bool(0.5) {
-                    fresh = alloc(FrameType::UserData);
-                    (fresh.map(|f| f.1), "a user-data frame")
+                    fresh = alloc(ty);
+                    (fresh.map(|f| f.1), fresh_name)
                 } else {
                     (foreign, "another DART's table")
                 };
                 let Some(pa) = pa else { return self.count(OpKind::PteForged, false) };
-                what = format!("zero write into {pa:#x} ({name})");
-                r = dart.write_table_entry(pa, self.rng.gen_range(0..dart.entries_per_table()), 0);
-            }
-            8 => {
-                // A release of what is no driver table of this DART.
-                let (pa, name) = if self.rng.gen_bool(0.5) {
-                    fresh = alloc(FrameType::DartTable);
-                    (fresh.map(|f| f.1), "an unregistered dart-table frame")
+                if kind == 7 {
+                    what = format!("zero write into {pa:#x} ({name})");
+                    r = dart.write_table_entry(pa, self.rng.gen_range(0..dart.entries_per_table()), 0);
                 } else {
-                    (foreign, "another DART's table")
-                };
-                let Some(pa) = pa else { return self.count(OpKind::PteForged, false) };
-                what = format!("release of {pa:#x} ({name})");
-                r = dart.release_table(pa);
+                    what = format!("release of {pa:#x} ({name})");
+                    r = dart.release_table(pa);
+                }
             }
             _ => {
                 // A TTBR at an unregistered dart-table frame (a breach).

@@ -156,19 +156,28 @@ pub(super) struct LabDart {
     pub(super) regs: Mutex<()>,
 }
 
+impl LabDart {
+    /// A DART named `name` over `frames`: `streams` streams, `invalidation`,
+    /// 256 IOTLB entries.
+    pub(super) fn new(
+        frames: &Arc<FrameTable>,
+        name: &'static str,
+        variant: Variant,
+        invalidation: Invalidation,
+        streams: u32,
+    ) -> Result<LabDart, SocError> {
+        let mut cfg = DartConfig::new(name, variant);
+        cfg.streams = streams;
+        cfg.invalidation = invalidation;
+        cfg.iotlb_entries = 256;
+        let dart = Dart::new(frames.clone(), cfg).map_err(|source| SocError::Dart { name: name.into(), source })?;
+        Ok(LabDart { dart: Arc::new(dart), regs: Mutex::new(()) })
+    }
+}
+
 /// Builds the lab DARTs over the SoC's frame table.
 pub(super) fn build_labs(frames: &Arc<FrameTable>) -> Result<Vec<LabDart>, SocError> {
-    LABS.iter()
-        .map(|spec| {
-            let mut cfg = DartConfig::new(spec.name, spec.variant);
-            cfg.streams = spec.streams;
-            cfg.invalidation = spec.invalidation;
-            cfg.iotlb_entries = 256;
-            let dart =
-                Dart::new(frames.clone(), cfg).map_err(|source| SocError::Dart { name: spec.name.into(), source })?;
-            Ok(LabDart { dart: Arc::new(dart), regs: Mutex::new(()) })
-        })
-        .collect()
+    LABS.iter().map(|spec| LabDart::new(frames, spec.name, spec.variant, spec.invalidation, spec.streams)).collect()
 }
 
 /// What a lab mapping holds: its frames and the byte its data derives from

@@ -185,26 +185,8 @@ pub static APPLE_DART_HW_T8103: Hw = Hw {
     ttbr_count: 4,
 };
 
-/// `apple_dart_hw_t6000`.
-pub static APPLE_DART_HW_T6000: Hw = Hw {
-    ty: DartType::T6000,
-    oas: 42,
-    fmt: Fmt::AppleDart2,
-    max_sid_count: 16,
-    lock: DART_T8020_CONFIG,
-    lock_bit: DART_T8020_CONFIG_LOCK,
-    error: DART_T8020_ERROR,
-    enable_streams: DART_T8020_STREAMS_ENABLE,
-    tcr: DART_T8020_TCR,
-    tcr_enabled: DART_T8020_TCR_TRANSLATE_ENABLE,
-    tcr_disabled: 0,
-    tcr_4level: 0,
-    ttbr: DART_T8020_TTBR,
-    ttbr_valid: DART_T8020_TTBR_VALID,
-    ttbr_addr_field_shift: DART_T8020_TTBR_ADDR_FIELD_SHIFT,
-    ttbr_shift: DART_T8020_TTBR_SHIFT,
-    ttbr_count: 4,
-};
+/// `apple_dart_hw_t6000`: t8103's registers, a wider output and DART2 tables.
+pub static APPLE_DART_HW_T6000: Hw = Hw { ty: DartType::T6000, oas: 42, fmt: Fmt::AppleDart2, ..APPLE_DART_HW_T8103 };
 
 /// `apple_dart_hw_t8110`.
 pub static APPLE_DART_HW_T8110: Hw = Hw {

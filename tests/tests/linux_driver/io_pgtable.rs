@@ -365,15 +365,20 @@ impl DartIoPgtable {
         frames.free(frames.frame_of(pa).unwrap()).expect("free an unused table page");
     }
 
+    /// The DART2 PA field's mask (wider at 4 KiB pages: module docs).
+    fn dart2_paddr_mask(&self) -> u64 {
+        if self.cfg.pgsize_bitmap == SZ_4K {
+            APPLE_DART2_PADDR_MASK_4K
+        } else {
+            APPLE_DART2_PADDR_MASK
+        }
+    }
+
     /// `paddr_to_iopte`.
     fn paddr_to_iopte(&self, paddr: u64) -> u64 {
         match self.fmt {
             Fmt::AppleDart => paddr & APPLE_DART1_PADDR_MASK,
-            Fmt::AppleDart2 => {
-                let mask =
-                    if self.cfg.pgsize_bitmap == SZ_4K { APPLE_DART2_PADDR_MASK_4K } else { APPLE_DART2_PADDR_MASK };
-                (paddr >> APPLE_DART2_PADDR_SHIFT) & mask
-            }
+            Fmt::AppleDart2 => (paddr >> APPLE_DART2_PADDR_SHIFT) & self.dart2_paddr_mask(),
         }
     }
 
@@ -381,11 +386,7 @@ impl DartIoPgtable {
     fn iopte_to_paddr(&self, pte: u64) -> u64 {
         match self.fmt {
             Fmt::AppleDart => pte & APPLE_DART1_PADDR_MASK,
-            Fmt::AppleDart2 => {
-                let mask =
-                    if self.cfg.pgsize_bitmap == SZ_4K { APPLE_DART2_PADDR_MASK_4K } else { APPLE_DART2_PADDR_MASK };
-                (pte & mask) << APPLE_DART2_PADDR_SHIFT
-            }
+            Fmt::AppleDart2 => (pte & self.dart2_paddr_mask()) << APPLE_DART2_PADDR_SHIFT,
         }
     }
 
