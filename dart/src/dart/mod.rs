@@ -234,7 +234,7 @@ impl Dart {
             let cb = self.interrupt.read().clone();
             if let Some(cb) = cb {
                 // Calls that wait for DMA in flight refuse while it runs.
-                let _scope = crate::fault::InterruptScope::enter(std::ptr::from_ref(&self.device) as usize);
+                let _scope = crate::fault::InterruptScope::enter(self.device.id());
                 cb(&fault);
             }
         }

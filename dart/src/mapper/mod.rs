@@ -277,24 +277,24 @@ impl MapperState {
     /// table's violation mode.
     pub(crate) fn check_ttbr_target(&mut self, k: &Kernel<'_>, pa: u64) -> Result<(), DartError> {
         let frames = &k.device().frames();
-        let ty = frames.frame_of(pa).and_then(|f| frames.state(f)).map(|s| s.ty()).ok();
+        let f = frames.frame_of(pa).ok();
+        let ty = f.and_then(|f| frames.state(f).ok()).map(|s| s.ty());
         if ty != Some(FrameType::DartTable) {
             k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrNotTable { pa, ty }).into());
         }
-        // Owned, page aligned, and a table the TTBR encoding names exactly
+        // Owned (the mapper's, or a driver table that is or may become a
+        // root), page aligned, and a table the TTBR encoding names exactly
         // (t8110: 16 KiB aligned, below 2^42).
-        // A driver's table is linked here as a root (`monitor`, M2).
-        let owned = frames
-            .frame_of(pa)
-            .is_ok_and(|f| self.tables.contains_key(f) || (self.driver.contains_key(&f) && self.may_root(f)))
+        let owned = f.is_some_and(|f| self.tables.contains_key(f) || self.may_root(f))
             && pa & ((1 << k.page_shift()) - 1) == 0
             && crate::hw::regs::ttbr_names(k.variant(), k.page_shift(), pa);
         if !owned {
             k.device().stats().add_serialized(self, None, Counter::Violations, 1);
             return Err(frames.report_violation(Violation::TtbrForeign { pa }).into());
         }
-        if let Ok(f) = frames.frame_of(pa) {
+        // A driver's table is linked here as a root (`monitor`, M2).
+        if let Some(f) = f {
             self.link_driver_root(f);
         }
         Ok(())
@@ -418,10 +418,18 @@ impl Kernel<'_> {
         Geometry::new(self.variant(), self.page_shift(), c.four_level)
     }
 
+    /// The streams (number and state) one of whose TTBRs names the table
+    /// at `pa` now.
+    pub(crate) fn streams_naming(&self, pa: u64) -> impl Iterator<Item = (u32, &StreamState)> + '_ {
+        let ttbrs = self.variant().ttbrs_per_stream() as usize;
+        let streams = self.device().streams().iter().enumerate();
+        streams.filter(move |(_, st)| (0..ttbrs).any(|i| st.ttbr(i) == Some(pa))).map(|(s, st)| (s as u32, st))
+    }
+
     /// Refuses `call`, which may wait for DMA in flight, when this thread
     /// runs the DART's interrupt callback (inside the faulting DMA).
     pub(crate) fn refuse_in_interrupt(&self, call: &'static str) -> Result<(), DartError> {
-        if crate::fault::in_interrupt_of(std::ptr::from_ref(self.dev) as usize) {
+        if crate::fault::in_interrupt_of(self.dev.id()) {
             return Err(DartError::InInterrupt { call });
         }
         Ok(())
@@ -997,9 +1005,7 @@ impl Kernel<'_> {
     /// a walk could start from it).
     fn free_table(&self, m: &mut MapperState, t: Frame) {
         let pa = self.device().frames().pa_of(t).unwrap_or(u64::MAX);
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        let named = self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa)));
-        if named {
+        if self.streams_naming(pa).next().is_some() {
             m.orphans.push(t);
         } else {
             self.drop_table(t);
@@ -1137,8 +1143,7 @@ impl Kernel<'_> {
             }
             _ => return refuse("not a root table of this DART"),
         }
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
+        if self.streams_naming(pa).next().is_some() {
             return refuse("a TTBR still names the root table");
         }
         m.tables.remove(f);

@@ -128,9 +128,9 @@ impl MapperState {
         }
     }
 
-    /// The streams whose TTBR reaches the tree holding driver table `t`
-    /// (its root, found through the parent links, M3).
-    fn streams_reaching(&self, k: &Kernel<'_>, t: Frame) -> [u64; 4] {
+    /// The root of the tree holding driver table `t`, found through the
+    /// parent links (M3).
+    fn root_of(&self, t: Frame) -> Frame {
         let mut root = t;
         // A tree has at most four levels (M2, M3): the bound only guards
         // against a broken invariant, never a real walk.
@@ -140,15 +140,7 @@ impl MapperState {
                 None => break,
             }
         }
-        let mut mask = [0u64; 4];
-        let Ok(pa) = k.device().frames().pa_of(root) else { return mask };
-        let ttbrs = k.variant().ttbrs_per_stream() as usize;
-        for (s, st) in k.device().streams().iter().enumerate() {
-            if (0..ttbrs).any(|i| st.ttbr(i) == Some(pa)) {
-                set_stream(&mut mask, s as u32);
-            }
-        }
-        mask
+        root
     }
 
     /// Whether driver table `f` may be a root: it has no level yet or is
@@ -251,16 +243,13 @@ impl Kernel<'_> {
     /// must agree (M2). Linux writes a stream's TTBR before its TCR, so the
     /// depth is read at the first entry, not at the TTBR write.
     fn root_depth(&self, root: u64) -> Result<u32, &'static str> {
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
         let mut depth = None;
-        for st in self.device().streams() {
-            if (0..ttbrs).any(|i| st.ttbr(i) == Some(root)) {
-                let levels = self.geometry_for(st.config()).levels;
-                if depth.is_some_and(|d| d != levels) {
-                    return Err("the streams whose TTBR names this root disagree on its depth (TCR.FOUR_LEVEL)");
-                }
-                depth = Some(levels);
+        for (_, st) in self.streams_naming(root) {
+            let levels = self.geometry_for(st.config()).levels;
+            if depth.is_some_and(|d| d != levels) {
+                return Err("the streams whose TTBR names this root disagree on its depth (TCR.FOUR_LEVEL)");
             }
+            depth = Some(levels);
         }
         depth.ok_or("no TTBR names this root now: its depth is unknown")
     }
@@ -321,11 +310,7 @@ impl Kernel<'_> {
         if other(c.level, level) || other(c.depth, depth) {
             return Err(DartError::TableInUse { pa: child_pa, reason: "it is linked at another level" });
         }
-        let pa = child_pa;
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(pa))) {
-            return Err(DartError::TableInUse { pa, reason: "a TTBR names it" });
-        }
+        // (A table a TTBR names is a root, level 0: refused above.)
         if let Some(c) = m.driver.get_mut(&child) {
             (c.level, c.depth, c.parent) = (Some(level), Some(depth), Some(f));
         }
@@ -351,7 +336,11 @@ impl Kernel<'_> {
         if let Some(d) = m.driver.get_mut(&f) {
             d.live = d.live.saturating_sub(1);
         }
-        let streams = m.streams_reaching(self, f);
+        // The streams whose TTBR reaches the tree.
+        let mut streams = [0u64; 4];
+        if let Ok(root) = self.device().frames().pa_of(m.root_of(f)) {
+            self.streams_naming(root).for_each(|(s, _)| set_stream(&mut streams, s));
+        }
         match what {
             Some(Pending::Frame(frame)) => {
                 self.device().stats().add_serialized(&*m, None, Counter::Unmaps, 1);
@@ -408,8 +397,7 @@ impl Kernel<'_> {
                 reason: "an entry links it (a cleared one: until the flush that covers it)",
             });
         }
-        let ttbrs = self.variant().ttbrs_per_stream() as usize;
-        if self.device().streams().iter().any(|s| (0..ttbrs).any(|i| s.ttbr(i) == Some(table))) {
+        if self.streams_naming(table).next().is_some() {
             return Err(DartError::TableInUse { pa: table, reason: "a TTBR names it" });
         }
         m.driver.remove(&f);

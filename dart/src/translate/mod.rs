@@ -105,6 +105,12 @@ pub(crate) struct Translator {
 }
 
 impl Translator {
+    /// This DART's identity while it lives (its device side's address): the
+    /// key of the interrupt scope ([`crate::fault::in_interrupt_of`]).
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     /// The device side of a `variant` DART over `frames` with streams
     /// created trusted or not as `trusted` says, and an IOTLB of
     /// `iotlb_entries` (see [`Iotlb::new`]).
