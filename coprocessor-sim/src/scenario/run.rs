@@ -211,6 +211,19 @@ struct Fail(String, String);
 /// An outcome: `Ok(())` or the failure.
 type Outcomes = Result<(), Fail>;
 
+/// A read's outcome: `got` equals `want` under `mask`, or `data-mismatch`
+/// naming the three in hex of `width` characters (`0x` included).
+fn expect_masked(got: u64, want: u64, mask: u64, width: usize) -> Outcomes {
+    if got & mask == want & mask {
+        Ok(())
+    } else {
+        Err(fail(
+            "data-mismatch",
+            format!("read {got:#0width$x}, expected {want:#0width$x} under mask {mask:#0width$x}"),
+        ))
+    }
+}
+
 fn fail(kind: &str, detail: impl Into<String>) -> Fail {
     Fail(kind.to_owned(), detail.into())
 }
@@ -720,15 +733,7 @@ impl Run {
                 let want = value.as_ref().map(|v| self.pte_value(d, v)).transpose()?;
                 let got = d.read_table_entry(table, *index)?;
                 let Some(want) = want else { return Ok(()) };
-                let mask = mask.unwrap_or(u64::MAX);
-                if got & mask == want & mask {
-                    Ok(())
-                } else {
-                    Err(fail(
-                        "data-mismatch",
-                        format!("read {got:#018x}, expected {want:#018x} under mask {mask:#018x}"),
-                    ))
-                }
+                expect_masked(got, want, mask.unwrap_or(u64::MAX), 18)
             }
             Op::ReleaseTable { dart, table } => {
                 let d = self.dart(dart)?;
@@ -909,11 +914,7 @@ impl Run {
         let Some(value) = value else { return Ok(()) };
         let want = self.mmio_value(d, value)?;
         let mask = mask.unwrap_or(0xffff_ffff) as u32;
-        if got & mask == want & mask {
-            Ok(())
-        } else {
-            Err(fail("data-mismatch", format!("read {got:#010x}, expected {want:#010x} under mask {mask:#010x}")))
-        }
+        expect_masked(got.into(), want.into(), mask.into(), 10)
     }
 
     fn mmio_value(&self, d: &dart::Dart, v: &MmioValue) -> Result<u32, Fail> {
