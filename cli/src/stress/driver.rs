@@ -239,11 +239,11 @@ impl DrvStream {
     }
 }
 
-/// Allocates a `dart-table` frame for a driver table (t8110 TTBRs name
-/// 16 KiB granules: aligned there at smaller frames).
+/// Allocates a `dart-table` frame for a driver table, aligned as a TTBR
+/// must name it (t8110: 16 KiB granules, even at 4 KiB frames).
 fn alloc_table(dart: &Dart) -> Result<(Frame, u64), frame_table::Error> {
     let frames = dart.frames();
-    let align = if dart.variant() == Variant::T8110 { ((1u64 << 14) / frames.frame_size().bytes()).max(1) } else { 1 };
+    let align = (dart::regs::ttbr_align(dart.variant(), dart.page_shift()) >> dart.page_shift()).max(1);
     let f = frames.alloc_aligned(FrameType::DartTable, 1, align)?[0];
     Ok((f, frames.pa_of(f)?))
 }
